@@ -1,0 +1,46 @@
+"""Generic API checks, run on every registered game (a new game gets them for free)."""
+
+import pytest
+
+import games
+from games import checks
+
+ALL_GAMES = [(name, {}) for name in games.registered_names()]
+ALL_GAMES += [("kuhn_poker", {"rounds": 3})] if "kuhn_poker" in games.registered_names() else []
+
+
+@pytest.fixture(params=ALL_GAMES, ids=lambda p: p[0] + "".join(f"-{k}{v}" for k, v in p[1].items()))
+def game(request):
+  name, options = request.param
+  return games.make(name, **options)
+
+
+@pytest.mark.parametrize("batch", [1, 1024])
+def test_jit_vmap(game, batch):
+  checks.check_jit_vmap(game, batch)
+
+
+def test_random_playouts(game):
+  checks.check_random_playouts(game)
+
+
+def test_terminal_noop(game):
+  checks.check_terminal_noop(game)
+
+
+def test_invalid_actions(game):
+  checks.check_invalid_actions(game)
+
+
+def test_render_matches_reference(game):
+  checks.check_render(game)
+
+
+def test_unknown_game_lists_valid_ones():
+  with pytest.raises(ValueError, match="valid games: .*tic_tac_toe"):
+    games.make("chess")
+
+
+def test_unknown_option_lists_valid_ones():
+  with pytest.raises(ValueError, match="valid options: invalid_rewards"):
+    games.make("tic_tac_toe", board_size=4)
