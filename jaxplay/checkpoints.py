@@ -1,0 +1,104 @@
+"""Orbax checkpoints of the whole train state, with a checksum that detects corruption.
+
+Each checkpoint holds the state pytree (StandardSave) and a JSON record with a per-leaf checksum
+computed on device. Restoring verifies the checksums; a checkpoint that fails to load or to verify
+is reported and the previous good one is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CorruptCheckpointError(RuntimeError):
+  pass
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """Order-sensitive 32-bit checksum of a leaf's bits (wrapping arithmetic, works when sharded)."""
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  bits = x.reshape(-1)
+  width = bits.dtype.itemsize
+  if width not in (1, 2, 4, 8):
+    raise TypeError(f"Cannot checksum dtype {x.dtype}")
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[width]
+  words = jax.lax.bitcast_convert_type(bits, unsigned).reshape(-1).astype(jnp.uint32)
+  weights = jnp.arange(words.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+  return jnp.sum(words * weights, dtype=jnp.uint32) ^ jnp.uint32(words.shape[0])
+
+
+@jax.jit
+def checksums(tree: Any) -> Any:
+  """Per-leaf checksums of a pytree (uint32 scalars)."""
+  return jax.tree.map(_leaf_checksum, tree)
+
+
+def _flat_checksums(tree: Any) -> dict[str, int]:
+  leaves = jax.tree_util.tree_leaves_with_path(checksums(tree))
+  return {jax.tree_util.keystr(path): int(value) for path, value in leaves}
+
+
+class Checkpointer:
+  """Saves and restores the train state under `directory`, keeping the last `max_to_keep`."""
+
+  def __init__(self, directory: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def save(self, step: int, state: Any, force: bool = False) -> bool:
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        checksums=ocp.args.JsonSave(_flat_checksums(state)))
+    return self._manager.save(step, args=args, force=force)
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Restores `step` into the structure/shardings of `abstract_state`; verifies checksums."""
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), checksums=ocp.args.JsonRestore()))
+    except Exception as error:  # Orbax raises many types for unreadable files.
+      raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} is unreadable: "
+                                   f"{type(error).__name__}: {error}") from error
+    expected, state = restored.checksums, restored.state
+    got = _flat_checksums(state)
+    bad = sorted(k for k in expected if got.get(k) != expected[k])
+    if bad or set(got) != set(expected):
+      raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} fails its checksum "
+                                   f"for {bad or sorted(set(got) ^ set(expected))}")
+    return state
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
+    """The newest checkpoint that loads and verifies, or None; bad ones are logged and skipped."""
+    for step in reversed(self.steps()):
+      try:
+        return step, self.restore(step, abstract_state)
+      except CorruptCheckpointError as error:
+        logging.error("%s; trying the previous checkpoint.", error)
+        print(f"WARNING: {error}; trying the previous checkpoint.", flush=True)
+    return None
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a pytree, the target structure for `restore`."""
+  def leaf(x):
+    x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  return jax.tree.map(leaf, tree)

@@ -1,0 +1,106 @@
+"""Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF) and console lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import tensorboardX
+
+
+def _scalar(value: Any) -> float | None:
+  array = np.asarray(value)
+  if array.size != 1 or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    return None
+  return float(array.reshape(()))
+
+
+def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Flattens nested mappings into {"a/b": float}, dropping non-scalar entries."""
+  flat = {}
+  for key, value in metrics.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(scalars(value, prefix=f"{name}/"))
+    elif (number := _scalar(value)) is not None:
+      flat[name] = number
+  return flat
+
+
+class MetricsWriter:
+  """Appends one JSON line per call and mirrors the scalars to TensorBoard."""
+
+  def __init__(self, workdir: str):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+    flat = scalars(metrics)
+    record = {"step": int(step), "time": time.time(),
+              **{k: (v if math.isfinite(v) else str(v)) for k, v in flat.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for name, value in flat.items():
+      self._tensorboard.add_scalar(name, value, global_step=int(step))
+    self._tensorboard.flush()
+    return flat
+
+  def close(self) -> None:
+    self._tensorboard.close()
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """Records of a metrics.jsonl file; a torn last line (killed writer) is skipped."""
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def truncate_after(path: str, step: int) -> None:
+  """Drops records past `step` (a resumed run rewrites them)."""
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+class Progress:
+  """One console line per step: rates from wall time, ETA from the mean step time so far."""
+
+  def __init__(self, total_steps: int, first_step: int = 0):
+    self.total_steps = total_steps
+    self._first_step = first_step
+    self._start = time.perf_counter()
+    self._last = self._start
+
+  def line(self, step: int, metrics: Mapping[str, float], samples: int, tokens: int) -> str:
+    now = time.perf_counter()
+    step_seconds, self._last = now - self._last, now
+    done = step - self._first_step
+    eta = (now - self._start) / max(done, 1) * (self.total_steps - step)
+    fields = [f"step {step}/{self.total_steps}"]
+    for label, key in (("reward", "reward_mean"), ("win", "win_rate"),
+                       ("invalid", "invalid_rate"), ("resp_len", "response_length_mean"),
+                       ("loss", "loss")):
+      if key in metrics:
+        fields.append(f"{label} {metrics[key]:.3f}")
+    fields.append(f"{samples / step_seconds:.1f} samples/s")
+    fields.append(f"{tokens / step_seconds:.0f} tok/s")
+    fields.append(f"ETA {_duration(eta)}")
+    return " | ".join(fields)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,58 @@
+"""Metrics writers: JSONL records, TensorBoard events, torn lines, console progress."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+from tensorboardX.proto import event_pb2
+
+from jaxplay import metrics
+
+
+def test_scalars_flattens_and_drops_non_scalars():
+  flat = metrics.scalars({"loss": jnp.float32(0.5), "eval": {"kuhn": {"win": np.array([0.25])}},
+                          "hist": np.zeros(3), "name": "x", "ok": True})
+  assert flat == {"loss": 0.5, "eval/kuhn/win": 0.25, "ok": 1.0}
+
+
+def _tensorboard_scalars(logdir):
+  values = {}
+  for name in os.listdir(logdir):
+    with open(os.path.join(logdir, name), "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):  # TFRecord framing: u64 length, u32 crc, data, u32 crc.
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for v in event.summary.value:
+        values[(v.tag, event.step)] = v.simple_value
+  return values
+
+
+def test_writer_jsonl_and_tensorboard(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path))
+  writer.write(1, {"loss": 2.0, "kl": float("nan")})
+  writer.write(2, {"loss": 1.5})
+  writer.close()
+  records = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  assert [(r["step"], r["loss"]) for r in records] == [(1, 2.0), (2, 1.5)]
+  assert records[0]["kl"] == "nan"
+  tb = _tensorboard_scalars(str(tmp_path / "tensorboard"))
+  assert tb[("loss", 1)] == 2.0 and tb[("loss", 2)] == 1.5
+
+
+def test_torn_line_skipped_and_truncate(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+  assert [r["step"] for r in metrics.read_jsonl(str(path))] == [1, 2, 3]
+  metrics.truncate_after(str(path), 2)
+  assert [r["step"] for r in metrics.read_jsonl(str(path))] == [1, 2]
+
+
+def test_progress_line_mentions_rates_and_eta():
+  progress = metrics.Progress(total_steps=10)
+  line = progress.line(1, {"reward_mean": 0.25, "invalid_rate": 0.5}, samples=8, tokens=800)
+  assert "step 1/10" in line and "reward 0.250" in line and "invalid 0.500" in line
+  assert "samples/s" in line and "ETA" in line
