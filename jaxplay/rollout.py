@@ -1,0 +1,152 @@
+"""Compiled multi-turn self-play: one `lax.scan` over turns renders, acts, parses and steps games.
+
+The rollout is game- and policy-agnostic. A `Policy` turns a batch of rendered prompts into actions
+(free-text sampling + parsing, or action scoring); seats are filled by the learner, a frozen copy of
+earlier params, or a fixed opponent from games/opponents.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from games import api
+
+
+class Act(NamedTuple):
+  """A policy's output for a batch of B prompts (R = max response length)."""
+
+  action: jax.Array  # int32 [B], api.INVALID_ACTION when unparseable.
+  response_tokens: jax.Array  # int32 [B, R]
+  response_logprobs: jax.Array  # float32 [B, R], log-probs of the sampled tokens.
+  response_lengths: jax.Array  # int32 [B]
+
+
+# policy(params, prompt_tokens_BP, prompt_lengths_B, legal_mask_BA, key) -> Act
+Policy = Callable[[Any, jax.Array, jax.Array, jax.Array, jax.Array], Act]
+# render_prompt(phrase_ids_K) -> (tokens_P, length), left-padded.
+RenderPrompt = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+Opponent = Callable[[api.State, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class Episodes:
+  """Per turn-sample fields have leading [T, B] (turns, games); per game fields [B]."""
+
+  prompt_tokens: jax.Array  # int32 [T, B, P]
+  prompt_lengths: jax.Array  # int32 [T, B]
+  response_tokens: jax.Array  # int32 [T, B, R]
+  response_logprobs: jax.Array  # float32 [T, B, R]
+  response_lengths: jax.Array  # int32 [T, B]
+  player: jax.Array  # int32 [T, B], the acting player.
+  active: jax.Array  # bool [T, B], the game was live at this turn.
+  learner: jax.Array  # bool [T, B], the learner acted (a training sample).
+  valid: jax.Array  # bool [T, B], the answer parsed to a legal action.
+  returns: jax.Array  # float32 [B, num_players]
+  invalid: jax.Array  # bool [B], the game ended on an invalid answer.
+  num_turns: jax.Array  # int32 [B]
+  learner_seat: jax.Array  # int32 [B], -1 in self-play (both seats).
+  final_state: api.State
+
+
+def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params: Any,
+            key: jax.Array, batch: int, opponent_params: Any = None,
+            opponent: Opponent | None = None, group_size: int = 1) -> Episodes:
+  """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
+
+  Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
+  otherwise the learner's seat is drawn per game and only its turns are training samples.
+  Consecutive blocks of `group_size` games share their initial state (GRPO/RLOO groups).
+  """
+  if opponent_params is not None and opponent is not None:
+    raise ValueError("Give either opponent_params (frozen copy) or opponent (fixed policy).")
+  if batch % group_size:
+    raise ValueError(f"batch {batch} is not a multiple of group_size {group_size}.")
+  init_key, seat_key, play_key = jax.random.split(key, 3)
+  init_keys = jnp.repeat(jax.random.split(init_key, batch // group_size), group_size, axis=0)
+  states = jax.vmap(game.init)(init_keys)
+  self_play = opponent_params is None and opponent is None
+  seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
+  learner_seat = jnp.where(self_play, -1, seats).astype(jnp.int32)
+
+  def turn(states: api.State, key: jax.Array):
+    policy_key, opponent_key, step_key = jax.random.split(key, 3)
+    phrase_ids = jax.vmap(game.render)(states)
+    prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
+    act = policy(params, prompt_tokens, prompt_lengths, states.legal_action_mask, policy_key)
+    learner_turn = self_play | (states.current_player == learner_seat)
+    if opponent_params is not None:
+      other = policy(opponent_params, prompt_tokens, prompt_lengths, states.legal_action_mask,
+                     opponent_key)
+      act = jax.tree.map(lambda a, b: _rows_where(learner_turn, a, b), act, other)
+    elif opponent is not None:
+      fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))
+      act = act._replace(action=jnp.where(learner_turn, act.action, fixed))
+    active = ~states.terminated
+    next_states = jax.vmap(game.step)(states, act.action, jax.random.split(step_key, batch))
+    record = dict(prompt_tokens=prompt_tokens, prompt_lengths=prompt_lengths,
+                  response_tokens=act.response_tokens, response_logprobs=act.response_logprobs,
+                  response_lengths=act.response_lengths, player=states.current_player,
+                  active=active, learner=active & learner_turn,
+                  valid=active & ~next_states.invalid)
+    return next_states, record
+
+  final, per_turn = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns))
+  return Episodes(**per_turn, returns=final.rewards, invalid=final.invalid,
+                  num_turns=final.turn, learner_seat=learner_seat, final_state=final)
+
+
+def _rows_where(rows: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.where(rows.reshape(rows.shape + (1,) * (a.ndim - 1)), a, b)
+
+
+@struct.dataclass
+class Samples:
+  """Flat turn-samples [N] for the train step; rows with mask False are padding."""
+
+  prompt_tokens: jax.Array  # int32 [N, P]
+  prompt_lengths: jax.Array  # int32 [N]
+  response_tokens: jax.Array  # int32 [N, R]
+  response_logprobs: jax.Array  # float32 [N, R]
+  response_lengths: jax.Array  # int32 [N]
+  reward: jax.Array  # float32 [N], the acting player's return in its game.
+  role: jax.Array  # int32 [N], the acting player.
+  game_kind: jax.Array  # int32 [N], index of the game in the training mix.
+  game_index: jax.Array  # int32 [N], the game's row in its rollout batch.
+  group: jax.Array  # int32 [N], games sharing an initial state (game_index // group_size).
+  turn_index: jax.Array  # int32 [N]
+  valid: jax.Array  # bool [N]
+  mask: jax.Array  # bool [N]
+
+
+def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1) -> Samples:
+  """Flattens [T, B] turn records to [T * B] samples; the learner's live turns are unmasked."""
+  num_turns, batch = episodes.active.shape
+  flat = lambda x: x.reshape((num_turns * batch,) + x.shape[2:])
+  game_index = jnp.broadcast_to(jnp.arange(batch), (num_turns, batch))
+  turn_index = jnp.broadcast_to(jnp.arange(num_turns)[:, None], (num_turns, batch))
+  reward = jnp.take_along_axis(episodes.returns[None], episodes.player[..., None], axis=-1)[..., 0]
+  return Samples(
+      prompt_tokens=flat(episodes.prompt_tokens), prompt_lengths=flat(episodes.prompt_lengths),
+      response_tokens=flat(episodes.response_tokens),
+      response_logprobs=flat(episodes.response_logprobs),
+      response_lengths=flat(episodes.response_lengths),
+      reward=flat(reward), role=flat(episodes.player),
+      game_kind=jnp.full((num_turns * batch,), game_kind, jnp.int32),
+      game_index=flat(game_index).astype(jnp.int32),
+      group=flat(game_index // group_size).astype(jnp.int32),
+      turn_index=flat(turn_index).astype(jnp.int32),
+      valid=flat(episodes.valid), mask=flat(episodes.learner))
+
+
+def concat_and_compact(samples: list[Samples], size: int) -> Samples:
+  """Concatenates sample sets and moves unmasked rows first, keeping `size` rows (static)."""
+  merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *samples)
+  order = jnp.argsort(~merged.mask, stable=True)[:size]
+  if order.shape[0] < size:
+    raise ValueError(f"Only {order.shape[0]} sample rows for samples_per_step={size}: "
+                     "play more games per step.")
+  return jax.tree.map(lambda x: x[order], merged)

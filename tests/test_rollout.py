@@ -1,0 +1,107 @@
+"""Rollout mechanics with a stand-in policy (uniform legal actions); the model policies are tested
+in their own modules."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import games
+from games import opponents
+from jaxplay import rollout
+
+RESPONSE_LEN = 3
+
+
+def _random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+  """Plays a uniform legal action, or INVALID_ACTION with probability params['p_invalid']."""
+  batch = prompt_tokens.shape[0]
+  action_key, invalid_key = jax.random.split(key)
+  logits = jnp.where(legal_mask, 0.0, -jnp.inf)
+  action = jax.random.categorical(action_key, logits).astype(jnp.int32)
+  invalid = jax.random.uniform(invalid_key, (batch,)) < params["p_invalid"]
+  action = jnp.where(invalid, games.INVALID_ACTION, action)
+  tokens = jnp.zeros((batch, RESPONSE_LEN), jnp.int32).at[:, 0].set(action + 2)
+  return rollout.Act(action, tokens, jnp.zeros((batch, RESPONSE_LEN)), jnp.ones(batch, jnp.int32))
+
+
+def _render_phrase_ids(phrase_ids):
+  return phrase_ids.astype(jnp.int32), jnp.int32(phrase_ids.shape[0])
+
+
+@functools.partial(jax.jit, static_argnames=("game", "batch", "opponent", "frozen", "group_size"))
+def _play(game, params, key, batch, opponent=None, frozen=False, group_size=1):
+  return rollout.rollout(game, _random_policy, _render_phrase_ids, params, key, batch,
+                         opponent_params=params if frozen else None, opponent=opponent,
+                         group_size=group_size)
+
+
+@pytest.mark.parametrize("name", ["tic_tac_toe", "kuhn_poker"])
+def test_self_play_records_every_turn(name):
+  if name not in games.registered_names():
+    pytest.skip(f"{name} not registered")
+  game = games.make(name)
+  episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(0), 64)
+  assert episodes.final_state.terminated.all()
+  np.testing.assert_array_equal(episodes.active.sum(0), episodes.num_turns)
+  np.testing.assert_array_equal(episodes.learner, episodes.active)
+  assert episodes.valid[episodes.active].all() and not episodes.invalid.any()
+  np.testing.assert_allclose(episodes.returns.sum(-1), 0.0)
+  # The acting player alternates in TicTacToe; its reward is its game's return.
+  samples = rollout.to_samples(episodes, game_kind=2)
+  rows = np.asarray(samples.mask)
+  expected = np.asarray(episodes.returns)[np.asarray(samples.game_index), np.asarray(samples.role)]
+  np.testing.assert_allclose(np.asarray(samples.reward)[rows], expected[rows])
+  assert (np.asarray(samples.game_kind) == 2).all()
+
+
+def test_invalid_answers_end_games_with_penalty():
+  game = games.make("tic_tac_toe")
+  episodes = _play(game, {"p_invalid": 1.0}, jax.random.key(1), 16)
+  assert episodes.invalid.all() and (episodes.num_turns == 1).all()
+  np.testing.assert_allclose(episodes.returns, np.tile(games.TRAIN_INVALID_REWARDS, (16, 1)))
+  assert not episodes.valid.any()
+
+
+def test_fixed_opponent_only_learner_turns_are_samples():
+  game = games.make("tic_tac_toe")
+  episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(2), 256,
+                   opponent=opponents.uniform_random)
+  seats = np.asarray(episodes.learner_seat)
+  assert set(np.unique(seats)) == {0, 1}
+  learner, active = np.asarray(episodes.learner), np.asarray(episodes.active)
+  player = np.asarray(episodes.player)
+  np.testing.assert_array_equal(learner, active & (player == seats[None]))
+  # The opponent's turns are played (games still finish) but are not samples.
+  assert (active & ~learner).any() and episodes.final_state.terminated.all()
+
+
+def test_frozen_opponent_seats_and_groups():
+  game = games.make("tic_tac_toe")
+  episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(3), 32, frozen=True, group_size=4)
+  assert (np.asarray(episodes.learner_seat) >= 0).all()
+  samples = rollout.to_samples(episodes, game_kind=0, group_size=4)
+  np.testing.assert_array_equal(samples.group, samples.game_index // 4)
+
+
+def test_groups_share_initial_state():
+  if "kuhn_poker" not in games.registered_names():
+    pytest.skip("kuhn_poker not registered")
+  game = games.make("kuhn_poker")
+  episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(4), 32, group_size=4)
+  first_prompts = np.asarray(episodes.prompt_tokens[0]).reshape(8, 4, -1)
+  assert (first_prompts == first_prompts[:, :1]).all()
+
+
+def test_concat_and_compact_moves_samples_first():
+  game = games.make("tic_tac_toe")
+  a = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(5), 8), 0)
+  b = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(6), 8), 1)
+  n_valid = int(a.mask.sum() + b.mask.sum())
+  merged = rollout.concat_and_compact([a, b], size=n_valid + 3)
+  assert merged.mask[:n_valid].all() and not merged.mask[n_valid:].any()
+  assert set(np.asarray(merged.game_kind[:n_valid])) == {0, 1}
+  with pytest.raises(ValueError, match="samples_per_step"):
+    rollout.concat_and_compact([a, b], size=10_000)
