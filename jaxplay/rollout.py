@@ -54,11 +54,13 @@ class Episodes:
 
 def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params: Any,
             key: jax.Array, batch: int, opponent_params: Any = None,
-            opponent: Opponent | None = None, group_size: int = 1) -> Episodes:
+            opponent: Opponent | None = None, group_size: int = 1,
+            seats: jax.Array | None = None) -> Episodes:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
-  otherwise the learner's seat is drawn per game and only its turns are training samples.
+  otherwise the learner's seat is drawn per game (or given as `seats`, int32 [batch]) and only
+  its turns are training samples.
   Consecutive blocks of `group_size` games share their initial state (GRPO/RLOO groups).
   """
   if opponent_params is not None and opponent is not None:
@@ -69,7 +71,8 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   init_keys = jnp.repeat(jax.random.split(init_key, batch // group_size), group_size, axis=0)
   states = jax.vmap(game.init)(init_keys)
   self_play = opponent_params is None and opponent is None
-  seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
+  if seats is None:
+    seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
   learner_seat = jnp.where(self_play, -1, seats).astype(jnp.int32)
 
   def turn(states: api.State, key: jax.Array):

@@ -4,37 +4,19 @@ in their own modules."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import games
 from games import opponents
 from jaxplay import rollout
-
-RESPONSE_LEN = 3
-
-
-def _random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
-  """Plays a uniform legal action, or INVALID_ACTION with probability params['p_invalid']."""
-  batch = prompt_tokens.shape[0]
-  action_key, invalid_key = jax.random.split(key)
-  logits = jnp.where(legal_mask, 0.0, -jnp.inf)
-  action = jax.random.categorical(action_key, logits).astype(jnp.int32)
-  invalid = jax.random.uniform(invalid_key, (batch,)) < params["p_invalid"]
-  action = jnp.where(invalid, games.INVALID_ACTION, action)
-  tokens = jnp.zeros((batch, RESPONSE_LEN), jnp.int32).at[:, 0].set(action + 2)
-  return rollout.Act(action, tokens, jnp.zeros((batch, RESPONSE_LEN)), jnp.ones(batch, jnp.int32))
-
-
-def _render_phrase_ids(phrase_ids):
-  return phrase_ids.astype(jnp.int32), jnp.int32(phrase_ids.shape[0])
+from tests import stand_ins
 
 
 @functools.partial(jax.jit, static_argnames=("game", "batch", "opponent", "frozen", "group_size"))
 def _play(game, params, key, batch, opponent=None, frozen=False, group_size=1):
-  return rollout.rollout(game, _random_policy, _render_phrase_ids, params, key, batch,
-                         opponent_params=params if frozen else None, opponent=opponent,
+  return rollout.rollout(game, stand_ins.random_policy, stand_ins.render_phrase_ids, params, key,
+                         batch, opponent_params=params if frozen else None, opponent=opponent,
                          group_size=group_size)
 
 
