@@ -1,9 +1,14 @@
 """Fixed opponents: jittable policies `(state, key) -> action` over a single (unbatched) state."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from games import api
+from games import kuhn_poker
+from games import tic_tac_toe
 
 
 def uniform_random(state: api.State, key: jax.Array) -> jax.Array:
@@ -16,8 +21,97 @@ def uniform_random(state: api.State, key: jax.Array) -> jax.Array:
 
 # --- Kuhn Poker ---
 
+# Action ids for (pass, bet) at each node of kuhn_poker.NODES: check/bet, then fold/call.
+_KUHN_NODE_ACTIONS = np.array([[kuhn_poker.CHECK, kuhn_poker.BET]] * 2
+                              + [[kuhn_poker.FOLD, kuhn_poker.CALL]] * 2, np.int32)
+
+
+def kuhn_nash_probs(alpha) -> jax.Array:
+  """Kuhn's Nash family for one round, alpha in [0, 1/3]: probs float32[card, node, (pass, bet)].
+
+  The opener bets J with alpha, K with 3 alpha, checks Q, and after check-bet calls Q with
+  alpha + 1/3 (K calls, J folds). The responder bets K and a third of J after a check, and facing
+  a bet calls K, a third of Q, never J. The opener's value is -1/18 for every alpha.
+  """
+  alpha = jnp.asarray(alpha, jnp.float32)
+  third = jnp.float32(1 / 3)
+  bet = jnp.stack([  # bet/call probability [card, node]; nodes "", "p", "b", "pb".
+      jnp.stack([alpha, third, 0.0, 0.0]),
+      jnp.stack([0.0, 0.0, third, alpha + third]),
+      jnp.stack([3 * alpha, 1.0, 1.0, 1.0]),
+  ])
+  return jnp.stack([1 - bet, bet], axis=-1)
+
+
+def kuhn_tabular(probs: jax.Array):
+  """A policy `(state, key) -> action` playing probs[card, node, (pass, bet)] in every round."""
+  probs = jnp.asarray(probs, jnp.float32)
+
+  def policy(state: api.State, key: jax.Array) -> jax.Array:
+    card, node = kuhn_poker.information_set(state)
+    bet = jax.random.bernoulli(key, probs[card, node, 1]).astype(jnp.int32)
+    action = jnp.asarray(_KUHN_NODE_ACTIONS)[node, bet]
+    return jnp.where(state.legal_action_mask.any(), action, 0).astype(jnp.int32)
+
+  return policy
+
+
+def kuhn_nash(alpha=1 / 6):
+  """A Nash policy of the family above (alpha may be traced)."""
+  return kuhn_tabular(kuhn_nash_probs(alpha))
+
 
 # --- TicTacToe ---
+
+_TTT_POWERS = 3 ** np.arange(9)
+
+
+def tic_tac_toe_index(cells):
+  """Base-3 index of a board int32[..., 9] (numpy or jax): digit c is cells[c] + 1."""
+  return ((cells + 1) * _TTT_POWERS).sum(-1)
+
+
+@functools.cache
+def tic_tac_toe_tables() -> tuple[np.ndarray, np.ndarray]:
+  """Negamax over every reachable board, indexed by `tic_tac_toe_index`.
+
+  Returns values int8[3**9] for the player to move (a win scores 10 - marks on the final board, so
+  faster wins score higher; draws 0; losses negative) and best bool[3**9, 9], the moves reaching the
+  value (none on terminal or unreachable boards).
+  """
+  values = np.zeros(3**9, np.int8)
+  best = np.zeros((3**9, 9), bool)
+  solved = set()
+
+  def solve(cells, player):
+    index = int(tic_tac_toe_index(cells))
+    if index not in solved:
+      solved.add(index)
+      marks = int((cells != tic_tac_toe.EMPTY).sum())
+      if (cells[tic_tac_toe.LINES] == 1 - player).all(-1).any():
+        values[index] = marks - 10  # The opponent has just won.
+      elif marks < 9:
+        child_values = np.full(9, np.iinfo(np.int8).min, np.int32)
+        for action in np.flatnonzero(cells == tic_tac_toe.EMPTY):
+          child = cells.copy()
+          child[action] = player
+          child_values[action] = -solve(child, 1 - player)
+        values[index] = child_values.max()
+        best[index] = child_values == values[index]
+    return int(values[index])
+
+  solve(np.full(9, tic_tac_toe.EMPTY, np.int32), 0)
+  return values, best
+
+
+def tic_tac_toe_minimax(state: api.State, key: jax.Array) -> jax.Array:
+  """A perfect player: uniform over the moves with the best minimax value, preferring faster wins.
+
+  Returns action 0 on a terminal board.
+  """
+  best = jnp.asarray(tic_tac_toe_tables()[1])[tic_tac_toe_index(state.data.cells)]  # bool [9]
+  action = jax.random.categorical(key, jnp.where(best, 0.0, -jnp.inf))
+  return jnp.where(best.any(), action, 0).astype(jnp.int32)
 
 
 # --- Simple Negotiation ---
