@@ -8,6 +8,7 @@ import numpy as np
 
 from games import api
 from games import kuhn_poker
+from games import simple_negotiation
 from games import tic_tac_toe
 
 
@@ -115,3 +116,50 @@ def tic_tac_toe_minimax(state: api.State, key: jax.Array) -> jax.Array:
 
 
 # --- Simple Negotiation ---
+
+
+def negotiation_heuristic(state: api.State, key: jax.Array) -> jax.Array:
+  """Trades only for its own gain, judged by its own values (it never uses the other's values).
+
+  In order of preference: accepts a standing offer that raises its inventory value; else offers a
+  trade that the other player can pay, that raises its value and gives no more units than it
+  receives; else such a trade giving more units; else denies; else any legal move.
+  """
+  market, player = state.data, state.current_player
+  legal = state.legal_action_mask
+  trades = jnp.asarray(simple_negotiation.TRADES)  # the proposer's change [action, resource]
+  values = jnp.asarray(simple_negotiation.VALUES)[player]
+  offered = trades[jnp.maximum(market.offer, 0)]  # the other player's change if accepted
+  action_ids = jnp.arange(legal.shape[0])
+  accept = legal & (action_ids == simple_negotiation.ACCEPT) & (offered @ values < 0)
+  other_can_pay = (market.goods[1 - player] - trades >= 0).all(-1)
+  gainful = legal & other_can_pay & (trades @ values > 0)
+  greedy = gainful & (trades.sum(-1) >= 0)
+  deny = legal & (action_ids == simple_negotiation.DENY)
+  preferred = jnp.stack([accept, greedy, gainful, deny, legal])  # bool [tier, action]
+  mask = preferred[jnp.argmax(preferred.any(-1))]
+  return uniform_random(state.replace(legal_action_mask=mask), key)
+
+
+# --- By name ---
+
+_BY_GAME = {
+    "kuhn_poker": {"optimal": kuhn_nash()},
+    "tic_tac_toe": {"optimal": tic_tac_toe_minimax},
+    "simple_negotiation": {"scripted": negotiation_heuristic},
+}
+
+
+def names(game_name: str) -> tuple[str, ...]:
+  """Opponents available for a game: 'random' plus its scripted/optimal players."""
+  return ("random", *_BY_GAME.get(game_name, {}))
+
+
+def get(game_name: str, opponent_name: str):
+  """The opponent policy `opponent_name` ('random', 'optimal', 'scripted') for a game."""
+  if opponent_name == "random":
+    return uniform_random
+  if opponent_name not in _BY_GAME.get(game_name, {}):
+    raise ValueError(f"Unknown opponent {opponent_name!r} for {game_name!r}; "
+                     f"valid: {', '.join(names(game_name))}.")
+  return _BY_GAME[game_name][opponent_name]
