@@ -1,0 +1,236 @@
+"""One compiled policy update: advantages, PPO epochs over micro-batches, the optax step, metrics.
+
+`make_train_step(config, forward_fn, optimizer)` returns a jitted `train_step(state, batch) ->
+(state, metrics)` with the state donated. `forward_fn(params, tokens_BT, positions_BT) -> logits_BTV`
+is any model. Each PPO epoch shuffles the batch (state.rng), splits it into `num_minibatches`
+optimizer updates, and each update accumulates gradients over `num_microbatches` in `lax.scan`.
+The loss is normalised over the whole mini-batch (`losses.loss_weights`), so the micro-batch size
+does not change the update. An update whose loss or gradient is not finite is skipped (params and
+optimizer state unchanged) and counted; the RAE baselines still take the batch's rewards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxplay import advantages as advantages_lib
+from jaxplay import losses
+
+ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class Batch:
+  """Turn-samples for one update; tokens are prompt + response concatenated per sample."""
+
+  tokens: jax.Array  # int32 [B, T]
+  positions: jax.Array  # int32 [B, T]
+  response_mask: jax.Array  # bool [B, T], True on the response tokens (the ones trained).
+  old_log_probs: jax.Array | None  # float32 [B, T], sampler log-prob of tokens[:, t]; None to recompute.
+  samples: advantages_lib.Samples  # [B] each.
+  invalid_action: jax.Array  # bool [B], the sample's answer was illegal or unparseable.
+  ref_log_probs: jax.Array | None = None  # float32 [B, T], reference policy (for the KL term).
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 [], train steps taken.
+  params: Any
+  opt_state: Any
+  baselines: jax.Array  # float32 [num_kinds, num_roles], RAE's EMA baselines.
+  rng: jax.Array  # key, for the per-epoch shuffles.
+  skipped_updates: jax.Array  # int32 [], optimizer updates skipped for a non-finite loss/gradient.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStepConfig:
+  batch_size: int  # B, turn-samples per train step.
+  seq_len: int  # T, prompt + response tokens per sample.
+  estimator: str = "rae"
+  advantage: advantages_lib.Options = advantages_lib.Options()
+  drop_zero_advantage: bool = True  # SPIRAL's filter_zero_adv.
+  loss: losses.LossConfig = losses.LossConfig(max_response_len=4096)
+  num_epochs: int = 2
+  num_minibatches: int = 1  # Optimizer updates per epoch.
+  num_microbatches: int = 1  # Gradient accumulation steps per update.
+  shuffle: bool = True
+  recompute_old_log_probs: bool = False  # Old log-probs from the current params, not the sampler.
+
+  def __post_init__(self):
+    advantages_lib.get(self.estimator)
+    chunks = self.num_minibatches * self.num_microbatches
+    if min(self.num_epochs, self.num_minibatches, self.num_microbatches) < 1:
+      raise ValueError("num_epochs, num_minibatches and num_microbatches must be >= 1.")
+    if self.batch_size % chunks:
+      raise ValueError(f"batch_size={self.batch_size} is not divisible by num_minibatches * "
+                       f"num_microbatches = {chunks}.")
+    if self.seq_len < 2:
+      raise ValueError(f"seq_len={self.seq_len} must be >= 2.")
+
+
+def make_optimizer(learning_rate: float = 1e-6, b1: float = 0.9, b2: float = 0.95,
+                   eps: float = 1e-8, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+                   schedule: str = "constant", warmup_steps: int = 0,
+                   decay_steps: int = 0) -> optax.GradientTransformation:
+  """AdamW after clipping by global norm; schedules count optimizer updates."""
+  if schedule == "constant":
+    lr = optax.linear_schedule(0.0, learning_rate, warmup_steps) if warmup_steps else learning_rate
+  elif schedule == "cosine":
+    if decay_steps <= warmup_steps:
+      raise ValueError("schedule='cosine' needs decay_steps > warmup_steps.")
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps)
+  else:
+    raise ValueError(f"Unknown schedule {schedule!r}; valid schedules: constant, cosine.")
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                     optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def init_state(params, optimizer: optax.GradientTransformation, num_kinds: int, num_roles: int,
+               seed: int) -> TrainState:
+  return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params),
+                    baselines=jnp.zeros((num_kinds, num_roles), jnp.float32),
+                    rng=jax.random.key(seed), skipped_updates=jnp.int32(0))
+
+
+def _check_shapes(batch: Batch, config: TrainStepConfig) -> None:
+  """Raises ValueError at trace time when the batch does not match the config."""
+  size, length = config.batch_size, config.seq_len
+  expected = {"tokens": (size, length), "positions": (size, length),
+              "response_mask": (size, length), "invalid_action": (size,)}
+  if not config.recompute_old_log_probs or batch.old_log_probs is not None:
+    expected["old_log_probs"] = (size, length)
+  if config.loss.kl_coef or batch.ref_log_probs is not None:
+    expected["ref_log_probs"] = (size, length)
+  fields = {name: getattr(batch, name) for name in expected}
+  fields.update({f"samples.{f.name}": getattr(batch.samples, f.name)
+                 for f in dataclasses.fields(batch.samples)})
+  for name, value in fields.items():
+    want = expected.get(name, (size,))
+    if name == "samples.turn_reward" and value is None:
+      continue
+    if value is None:
+      raise ValueError(f"batch.{name} is missing; the config needs it with shape {want}.")
+    if tuple(value.shape) != want:
+      raise ValueError(f"batch.{name} has shape {tuple(value.shape)}; the config "
+                       f"(batch_size={size}, seq_len={length}) expects {want}.")
+
+
+def _combine(metrics, reducers):
+  """Reduces stacked metrics along axis 0: '_min'/'_max' keys by min/max, the rest by `reducers`."""
+  def reduce(key, value):
+    if key.endswith("_min"):
+      return value.min(0)
+    if key.endswith("_max"):
+      return value.max(0)
+    return reducers(value)
+  return {k: reduce(k, v) for k, v in metrics.items()}
+
+
+def _masked_stats(name, values, mask):
+  weights = mask.astype(jnp.float32)
+  n = jnp.maximum(weights.sum(), 1.0)
+  mean = (values * weights).sum() / n
+  std = jnp.sqrt((jnp.square(values - mean) * weights).sum() / n)
+  return {f"{name}_mean": mean, f"{name}_std": std,
+          f"{name}_min": jnp.where(mask, values, jnp.inf).min(),
+          f"{name}_max": jnp.where(mask, values, -jnp.inf).max()}
+
+
+def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn,
+                    optimizer: optax.GradientTransformation):
+  """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`."""
+  loss_config = config.loss
+  micro_size = config.batch_size // (config.num_minibatches * config.num_microbatches)
+
+  def token_log_probs(params, tokens, positions):
+    logits = forward_fn(params, tokens, positions)[:, :-1]
+    return losses.log_probs_and_entropy(logits, tokens[:, 1:], loss_config.temperature)
+
+  def micro_loss(params, micro):
+    log_probs, entropy = token_log_probs(params, micro["tokens"], micro["positions"])
+    return losses.ppo_loss(log_probs, micro["old"], micro["advantages"], micro["weights"],
+                           loss_config, ref_log_probs_BT=micro.get("ref"), entropy_BT=entropy,
+                           metric_weights_BT=micro["metric_weights"])
+
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+  def update(carry, rows, data):
+    """One optimizer update on the mini-batch `rows` (int32 [num_microbatches, micro_size])."""
+    params, opt_state = carry
+    mini = jax.tree.map(lambda x: x[rows.reshape(-1)], data)
+    mini["weights"] = losses.loss_weights(mini.pop("mask"), loss_config.aggregation,
+                                          loss_config.max_response_len)
+    on = mini["weights"] > 0
+    mini["metric_weights"] = on / jnp.maximum(on.sum(), 1)
+    micros = jax.tree.map(lambda x: x.reshape((config.num_microbatches, micro_size) + x.shape[1:]),
+                          mini)
+
+    def accumulate(grads, micro):
+      (_, metrics), micro_grads = grad_fn(params, micro)
+      return jax.tree.map(jnp.add, grads, micro_grads), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, metrics = jax.lax.scan(accumulate, zeros, micros)
+    metrics = _combine(metrics, lambda v: v.sum(0))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    apply = finite & on.any()
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+    metrics.update(grad_norm=grad_norm, skipped_updates=(~finite).astype(jnp.int32))
+    return (keep(new_params, params), keep(new_opt_state, opt_state)), metrics
+
+  def train_step(state: TrainState, batch: Batch):
+    _check_shapes(batch, config)
+    samples = batch.samples
+    advantages, baselines, train_mask = advantages_lib.compute(
+        config.estimator, samples, state.baselines, config.advantage,
+        config.drop_zero_advantage)
+    data = {"tokens": batch.tokens, "positions": batch.positions,
+            "advantages": advantages.astype(jnp.float32),
+            "mask": batch.response_mask[:, 1:] & train_mask[:, None]}
+    if batch.ref_log_probs is not None:
+      data["ref"] = batch.ref_log_probs[:, 1:]
+    if config.recompute_old_log_probs:
+      chunks = jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]),
+                            (batch.tokens, batch.positions))
+      old = jax.lax.map(lambda c: token_log_probs(state.params, *c)[0], chunks)
+      data["old"] = jax.lax.stop_gradient(old.reshape(config.batch_size, -1))
+    else:
+      data["old"] = batch.old_log_probs[:, 1:].astype(jnp.float32)
+
+    rng, shuffle_key = jax.random.split(state.rng)
+    if config.shuffle:
+      keys = jax.random.split(shuffle_key, config.num_epochs)
+      order = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(keys)
+    else:
+      order = jnp.tile(jnp.arange(config.batch_size), (config.num_epochs, 1))
+    rows = order.reshape(-1, config.num_microbatches, micro_size)
+    (params, opt_state), metrics = jax.lax.scan(
+        lambda carry, r: update(carry, r, data), (state.params, state.opt_state), rows)
+    skipped = metrics["skipped_updates"].sum()
+    metrics = _combine(metrics, lambda v: v.mean(0))
+    metrics["skipped_updates"] = skipped
+
+    valid = samples.mask
+    metrics.update(_masked_stats("advantage", advantages, train_mask))
+    metrics.update(_masked_stats("reward", samples.reward, valid))
+    lengths = batch.response_mask.sum(-1).astype(jnp.float32)
+    num_valid = jnp.maximum(valid.sum(), 1)
+    metrics["response_length_mean"] = jnp.where(valid, lengths, 0.0).sum() / num_valid
+    metrics["invalid_rate"] = (batch.invalid_action & valid).sum() / num_valid
+    metrics["kept_fraction"] = train_mask.sum() / num_valid
+    metrics["num_samples"] = valid.sum()
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              baselines=baselines, rng=rng,
+                              skipped_updates=state.skipped_updates + skipped)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)

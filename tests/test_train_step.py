@@ -1,0 +1,227 @@
+"""The compiled train step on a tiny model: ratio at the first epoch, determinism, NaN skip, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxplay import advantages
+from jaxplay import losses
+from jaxplay import train_step as ts
+
+
+class TinyLM(nn.Module):
+  """Embedding + causal running mean + MLP: a cheap causal LM for tests."""
+
+  vocab: int = 11
+  dim: int = 16
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BT, positions_BT):
+    x = nn.Embed(self.vocab, self.dim, dtype=self.dtype, param_dtype=self.dtype)(tokens_BT)
+    x = x + nn.Embed(64, self.dim, dtype=self.dtype, param_dtype=self.dtype)(positions_BT)
+    x = jnp.cumsum(x, axis=1) / jnp.arange(1, x.shape[1] + 1, dtype=self.dtype)[:, None]
+    x = jnp.tanh(nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.dtype)(x))
+    return nn.Dense(self.vocab, dtype=self.dtype, param_dtype=self.dtype)(x)
+
+
+B, T, PROMPT = 8, 6, 3
+MODEL = TinyLM()
+
+
+def forward(params, tokens, positions):
+  return MODEL.apply(params, tokens, positions)
+
+
+def init_params(seed=0):
+  return MODEL.init(jax.random.key(seed), jnp.zeros((1, T), jnp.int32), jnp.zeros((1, T), jnp.int32))
+
+
+def make_batch(seed=0, old_log_probs=None):
+  rng = np.random.default_rng(seed)
+  tokens = jnp.asarray(rng.integers(MODEL.vocab, size=(B, T)), jnp.int32)
+  response_mask = np.zeros((B, T), bool)
+  lengths = rng.integers(1, T - PROMPT + 1, size=B)
+  for b, n in enumerate(lengths):
+    response_mask[b, PROMPT:PROMPT + n] = True
+  games = np.arange(B) // 2
+  samples = advantages.Samples(
+      reward=jnp.asarray(np.where(np.arange(B) % 2, -1.0, 1.0) * rng.choice([1, 2], B), jnp.float32),
+      game_kind=jnp.zeros(B, jnp.int32), role=jnp.asarray(np.arange(B) % 2, jnp.int32),
+      group=jnp.asarray(games // 2, jnp.int32), game_index=jnp.asarray(games, jnp.int32),
+      turn_index=jnp.asarray(np.arange(B) % 2, jnp.int32), mask=jnp.ones(B, bool))
+  return ts.Batch(tokens=tokens, positions=jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)),
+                  response_mask=jnp.asarray(response_mask), old_log_probs=old_log_probs,
+                  samples=samples, invalid_action=jnp.asarray(rng.random(B) < 0.25))
+
+
+@jax.jit
+def sampler_log_probs(params, batch):
+  """What a sampler would report: log-prob of tokens[:, t] at t >= 1, 0 elsewhere."""
+  logits = forward(params, batch.tokens, batch.positions)[:, :-1]
+  log_probs, _ = losses.log_probs_and_entropy(logits, batch.tokens[:, 1:])
+  return jnp.pad(log_probs, ((0, 0), (1, 0))) * batch.response_mask
+
+
+def config(**overrides):
+  base = dict(batch_size=B, seq_len=T, estimator="rae", num_epochs=2, num_minibatches=2,
+              num_microbatches=2, loss=losses.LossConfig(max_response_len=T - PROMPT))
+  return ts.TrainStepConfig(**{**base, **overrides})
+
+
+OPTIMIZER = ts.make_optimizer(learning_rate=1e-2)
+_COMPILED = {}
+
+
+def compiled_step(cfg, optimizer=OPTIMIZER):
+  """One jitted step per (config, optimizer), so tests share compilations."""
+  key = (cfg, id(optimizer))
+  if key not in _COMPILED:
+    _COMPILED[key] = ts.make_train_step(cfg, forward, optimizer)
+  return _COMPILED[key]
+
+
+def run_steps(cfg, num_steps=1, seed=0, optimizer=OPTIMIZER, batch_fn=None):
+  step = compiled_step(cfg, optimizer)
+  state = ts.init_state(init_params(), optimizer, num_kinds=1, num_roles=2, seed=seed)
+  history = []
+  for i in range(num_steps):
+    batch = make_batch(i) if batch_fn is None else batch_fn(state, i)
+    if batch.old_log_probs is None and not cfg.recompute_old_log_probs:
+      batch = batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+    state, metrics = step(state, batch)
+    history.append(jax.device_get(metrics))
+  return state, history
+
+
+def test_first_epoch_ratio_is_one_and_nothing_clipped():
+  for recompute in (False, True):
+    _, (metrics,) = run_steps(config(num_epochs=1, num_minibatches=1, num_microbatches=2,
+                                     recompute_old_log_probs=recompute))
+    assert metrics["ratio_min"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["ratio_max"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["clip_fraction"] == 0.0
+    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+
+
+def test_metrics_are_finite_and_describe_the_batch():
+  state, (metrics,) = run_steps(config())
+  batch = make_batch(0)
+  for key, value in metrics.items():
+    assert np.isfinite(value), key
+  assert metrics["skipped_updates"] == 0 and int(state.skipped_updates) == 0
+  assert int(state.step) == 1
+  assert metrics["invalid_rate"] == pytest.approx(np.mean(batch.invalid_action))
+  assert metrics["response_length_mean"] == pytest.approx(np.mean(batch.response_mask.sum(-1)))
+  assert metrics["reward_mean"] == pytest.approx(np.mean(batch.samples.reward))
+  assert metrics["ratio_max"] > 1.0 or metrics["ratio_min"] < 1.0  # The second update moved.
+
+
+def test_same_seed_is_bit_identical():
+  a, hist_a = run_steps(config(), num_steps=3, seed=7)
+  b, hist_b = run_steps(config(), num_steps=3, seed=7)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  for ma, mb in zip(hist_a, hist_b):
+    for key in ma:
+      np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
+  c, _ = run_steps(config(), num_steps=3, seed=8)  # Another shuffle seed gives other params.
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.params),
+                                                      jax.tree.leaves(c.params)))
+
+
+def test_micro_batch_count_does_not_change_the_update():
+  optimizer = optax.sgd(0.1)  # Linear in the gradient: compares the accumulated gradients.
+  a, _ = run_steps(config(num_microbatches=1, num_minibatches=1, shuffle=False), optimizer=optimizer)
+  b, _ = run_steps(config(num_microbatches=4, num_minibatches=1, shuffle=False), optimizer=optimizer)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+def test_rae_baselines_are_carried_across_steps():
+  state, _ = run_steps(config(), num_steps=3)
+  ema = {0: 0.0, 1: 0.0}
+  for i in range(3):
+    rewards = np.asarray(make_batch(i).samples.reward)
+    for b in range(B):  # Sample b is game b // 2, role b % 2: one update per trajectory.
+      ema[b % 2] = 0.95 * ema[b % 2] + 0.05 * rewards[b]
+  np.testing.assert_allclose(state.baselines, [[ema[0], ema[1]]], rtol=1e-5)
+
+
+def test_nan_loss_skips_the_update():
+  params = init_params()
+  batch = make_batch(0)
+  old = sampler_log_probs(params, batch).at[0, PROMPT].set(jnp.nan)
+  optimizer = OPTIMIZER
+  step = compiled_step(config(num_minibatches=1), optimizer)
+  state = ts.init_state(params, optimizer, num_kinds=1, num_roles=2, seed=0)
+  expected_opt = jax.device_get(state.opt_state)
+  expected_params = jax.device_get(params)
+  state, metrics = step(state, batch.replace(old_log_probs=old))
+  assert int(metrics["skipped_updates"]) == 2 == int(state.skipped_updates)  # One per epoch.
+  for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected_params)):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(expected_opt)):
+    np.testing.assert_array_equal(x, y)
+  assert np.abs(np.asarray(state.baselines)).sum() > 0  # The baselines still saw the rewards.
+
+
+def test_learns_a_bandit():
+  """Reward 1 for answering token 3 after any prompt: its probability must rise."""
+  target = 3
+
+  def batch_fn(state, i):
+    batch = make_batch(i)
+    key = jax.random.key(100 + i)
+    logits = forward(state.params, batch.tokens, batch.positions)[:, PROMPT - 1]
+    answer = jax.random.categorical(key, logits)
+    tokens = batch.tokens.at[:, PROMPT].set(answer)
+    response_mask = jnp.zeros((B, T), bool).at[:, PROMPT].set(True)
+    reward = jnp.where(answer == target, 1.0, -1.0)
+    games = jnp.arange(B)
+    samples = batch.samples.replace(reward=reward, role=jnp.zeros(B, jnp.int32), game_index=games,
+                                    turn_index=jnp.zeros(B, jnp.int32))
+    batch = batch.replace(tokens=tokens, response_mask=response_mask, samples=samples)
+    return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+
+  def target_prob(params):
+    batch = make_batch(99)
+    logits = forward(params, batch.tokens, batch.positions)[:, PROMPT - 1]
+    return float(jax.nn.softmax(logits)[:, target].mean())
+
+  cfg = config(estimator="reinforce", drop_zero_advantage=False)
+  optimizer = ts.make_optimizer(learning_rate=3e-2)
+  before = target_prob(init_params())
+  state, _ = run_steps(cfg, num_steps=25, optimizer=optimizer, batch_fn=batch_fn)
+  after = target_prob(state.params)
+  assert after > max(0.5, 3 * before), (before, after)
+
+
+def test_shape_mismatch_is_reported_at_trace_time():
+  step = compiled_step(config())
+  state = ts.init_state(init_params(), OPTIMIZER, num_kinds=1, num_roles=2, seed=0)
+  batch = make_batch(0)
+  batch = batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+  short = batch.replace(tokens=batch.tokens[:, :-1])
+  with pytest.raises(ValueError, match=r"batch.tokens has shape \(8, 5\).*expects \(8, 6\)"):
+    step(state, short)
+  with pytest.raises(ValueError, match="batch.old_log_probs is missing"):
+    step(state, batch.replace(old_log_probs=None))
+  bad_samples = batch.samples.replace(reward=batch.samples.reward[:4])
+  with pytest.raises(ValueError, match=r"batch.samples.reward has shape \(4,\)"):
+    step(state, batch.replace(samples=bad_samples))
+  with pytest.raises(ValueError, match="batch.ref_log_probs is missing"):
+    kl_config = config(loss=losses.LossConfig(max_response_len=3, kl_coef=0.1))
+    ts.make_train_step(kl_config, forward, OPTIMIZER)(state, batch)
+
+
+def test_bad_config_is_reported():
+  with pytest.raises(ValueError, match="not divisible"):
+    config(num_minibatches=3)
+  with pytest.raises(ValueError, match="valid estimators"):
+    config(estimator="a2c")
+  with pytest.raises(ValueError, match="valid schedules"):
+    ts.make_optimizer(schedule="step")
