@@ -1,0 +1,131 @@
+"""Start-up checks of an experiment config: every error is one line naming the field and the fix."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+import games
+from games import opponents
+from jaxplay import advantages, losses
+
+ROLLOUT_MODES = ("text", "action_scoring")
+SCHEDULES = ("constant", "cosine")
+PACKAGE_MODELS = ("gemma3_270m_package",)
+
+
+class ConfigError(ValueError):
+  """A config field is wrong; the message names it."""
+
+
+def game_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  return tuple(name.strip() for name in config.games.split(",") if name.strip())
+
+
+def make_games(config: ml_collections.ConfigDict,
+               invalid_rewards: tuple[float, float] | None = None) -> tuple[games.Game, ...]:
+  """The training games with their options and invalid-move rewards."""
+  rewards = tuple(invalid_rewards or config.invalid_rewards)
+  made = []
+  for name in game_names(config):
+    options = dict(config.game_options.get(name, {}))
+    made.append(games.make(name, invalid_rewards=rewards, **options))
+  return tuple(made)
+
+
+def seat_opponent(config: ml_collections.ConfigDict) -> str | None:
+  """The fixed opponent's name for `rollout.seats = 'opponent:<name>'`, else None."""
+  seats = config.rollout.seats
+  return seats.split(":", 1)[1] if seats.startswith("opponent:") else None
+
+
+def _fail(field: str, value, problem: str) -> None:
+  raise ConfigError(f"config.{field}={value!r}: {problem}")
+
+
+def _one_of(config, field: str, valid) -> None:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if value not in valid:
+    _fail(field, value, f"unknown; valid: {', '.join(map(str, valid))}.")
+
+
+def _positive(config, *fields: str) -> None:
+  for field in fields:
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    if not value > 0:
+      _fail(field, value, "must be positive.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first wrong field."""
+  names = game_names(config)
+  if not names:
+    _fail("games", config.games, "name at least one game.")
+  for name in names:
+    if name not in games.registered_names():
+      _fail("games", config.games, f"unknown game {name!r}; valid: "
+            f"{', '.join(games.registered_names())}.")
+  for name in config.game_options:
+    if name not in names:
+      _fail(f"game_options.{name}", dict(config.game_options[name]),
+            f"{name!r} is not in config.games.")
+  try:
+    make_games(config)
+  except ValueError as error:
+    raise ConfigError(f"config.game_options: {error}") from None
+
+  _one_of(config, "rollout.mode", ROLLOUT_MODES)
+  seats = config.rollout.seats
+  if seats not in ("self_play", "frozen") and not seats.startswith("opponent:"):
+    _fail("rollout.seats", seats, "valid: self_play, frozen, opponent:<name>.")
+  if (opponent := seat_opponent(config)) is not None:
+    for name in names:
+      if opponent not in opponents.names(name):
+        _fail("rollout.seats", seats, f"no opponent {opponent!r} for {name}; valid: "
+              f"{', '.join(opponents.names(name))}.")
+  for opponent in config.eval.opponents.split(","):
+    if not any(opponent in opponents.names(name) for name in names):
+      _fail("eval.opponents", config.eval.opponents, f"no game has opponent {opponent!r}.")
+  _positive(config, "rollout.samples_per_step", "rollout.games_per_batch",
+            "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
+            "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
+            "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
+            "optimizer.learning_rate")
+  if config.rollout.temperature < 0:
+    _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
+  if config.rollout.samples_per_step % config.rl.micro_batch_size:
+    _fail("rl.micro_batch_size", config.rl.micro_batch_size,
+          f"must divide rollout.samples_per_step={config.rollout.samples_per_step}.")
+  if config.rollout.games_per_batch % config.rl.group_size:
+    _fail("rl.group_size", config.rl.group_size,
+          f"must divide rollout.games_per_batch={config.rollout.games_per_batch}.")
+  most_samples = sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
+  if config.rollout.samples_per_step > most_samples:
+    _fail("rollout.samples_per_step", config.rollout.samples_per_step,
+          f"more than the {most_samples} turns that rollout.games_per_batch="
+          f"{config.rollout.games_per_batch} games of each kind can give; raise games_per_batch.")
+
+  _one_of(config, "rl.estimator", tuple(advantages.ESTIMATORS))
+  _one_of(config, "rl.aggregation", losses.AGGREGATIONS)
+  _one_of(config, "rl.rae_order", ("released", "paper"))
+  _one_of(config, "optimizer.schedule", SCHEDULES)
+  _check_model(config)
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+  path = config.model.path
+  if path in PACKAGE_MODELS:
+    return
+  if not path:
+    _fail("model.path", path, "no checkpoint given. Download the weights for "
+          f"model.preset={config.model.preset!r} (an HF directory with config.json and "
+          "*.safetensors, or a .gguf file) and pass --config.model.path=/path/to/it.")
+  if not os.path.exists(path):
+    _fail("model.path", path, "does not exist; pass an HF checkpoint directory or a .gguf file.")
+  if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+    _fail("model.path", path, "is a directory without config.json (not an HF checkpoint).")
