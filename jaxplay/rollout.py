@@ -45,6 +45,8 @@ class Episodes:
   active: jax.Array  # bool [T, B], the game was live at this turn.
   learner: jax.Array  # bool [T, B], the learner acted (a training sample).
   valid: jax.Array  # bool [T, B], the answer parsed to a legal action.
+  action: jax.Array  # int32 [T, B], the action played (INVALID_ACTION when unparseable).
+  legal_action_mask: jax.Array  # bool [T, B, A]
   returns: jax.Array  # float32 [B, num_players]
   invalid: jax.Array  # bool [B], the game ended on an invalid answer.
   num_turns: jax.Array  # int32 [B]
@@ -94,7 +96,8 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
                   response_tokens=act.response_tokens, response_logprobs=act.response_logprobs,
                   response_lengths=act.response_lengths, player=states.current_player,
                   active=active, learner=active & learner_turn,
-                  valid=active & ~next_states.invalid)
+                  valid=active & ~next_states.invalid, action=act.action,
+                  legal_action_mask=states.legal_action_mask)
     return next_states, record
 
   final, per_turn = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns))
@@ -122,16 +125,25 @@ class Samples:
   group: jax.Array  # int32 [N], games sharing an initial state (game_index // group_size).
   turn_index: jax.Array  # int32 [N]
   valid: jax.Array  # bool [N]
+  action: jax.Array  # int32 [N]
+  legal_action_mask: jax.Array  # bool [N, A], padded with False to the mix's largest A.
   mask: jax.Array  # bool [N]
 
 
-def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1) -> Samples:
-  """Flattens [T, B] turn records to [T * B] samples; the learner's live turns are unmasked."""
+def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
+               num_actions: int | None = None) -> Samples:
+  """Flattens [T, B] turn records to [T * B] samples; the learner's live turns are unmasked.
+
+  Legal masks are padded with False to `num_actions` (so several games concatenate).
+  """
   num_turns, batch = episodes.active.shape
   flat = lambda x: x.reshape((num_turns * batch,) + x.shape[2:])
   game_index = jnp.broadcast_to(jnp.arange(batch), (num_turns, batch))
   turn_index = jnp.broadcast_to(jnp.arange(num_turns)[:, None], (num_turns, batch))
   reward = jnp.take_along_axis(episodes.returns[None], episodes.player[..., None], axis=-1)[..., 0]
+  legal = episodes.legal_action_mask
+  if num_actions is not None:
+    legal = jnp.pad(legal, ((0, 0), (0, 0), (0, num_actions - legal.shape[-1])))
   return Samples(
       prompt_tokens=flat(episodes.prompt_tokens), prompt_lengths=flat(episodes.prompt_lengths),
       response_tokens=flat(episodes.response_tokens),
@@ -142,7 +154,8 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1) -> Sampl
       game_index=flat(game_index).astype(jnp.int32),
       group=flat(game_index // group_size).astype(jnp.int32),
       turn_index=flat(turn_index).astype(jnp.int32),
-      valid=flat(episodes.valid), mask=flat(episodes.learner))
+      valid=flat(episodes.valid), action=flat(episodes.action), legal_action_mask=flat(legal),
+      mask=flat(episodes.learner))
 
 
 def concat_and_compact(samples: list[Samples], size: int) -> Samples:

@@ -23,6 +23,9 @@ from jaxplay import advantages as advantages_lib
 from jaxplay import losses
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# log_probs_fn(params, rows) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]), where
+# rows holds the batch fields of b samples: tokens, positions and, when given, legal/action.
+LogProbsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 
 @struct.dataclass
@@ -36,6 +39,9 @@ class Batch:
   samples: advantages_lib.Samples  # [B] each.
   invalid_action: jax.Array  # bool [B], the sample's answer was illegal or unparseable.
   ref_log_probs: jax.Array | None = None  # float32 [B, T], reference policy (for the KL term).
+  # Action-scoring policies score the legal actions again: bool [B, A] and int32 [B].
+  legal_action_mask: jax.Array | None = None
+  action: jax.Array | None = None
 
 
 @struct.dataclass
@@ -142,18 +148,24 @@ def _masked_stats(name, values, mask):
           f"{name}_max": jnp.where(mask, values, -jnp.inf).max()}
 
 
-def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn,
-                    optimizer: optax.GradientTransformation):
-  """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`."""
+def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
+                    optimizer: optax.GradientTransformation,
+                    log_probs_fn: LogProbsFn | None = None):
+  """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`.
+
+  The policy's log-probs come from `forward_fn` logits (token level) unless `log_probs_fn` is given.
+  """
   loss_config = config.loss
   micro_size = config.batch_size // (config.num_minibatches * config.num_microbatches)
 
-  def token_log_probs(params, tokens, positions):
-    logits = forward_fn(params, tokens, positions)[:, :-1]
-    return losses.log_probs_and_entropy(logits, tokens[:, 1:], loss_config.temperature)
+  def token_log_probs(params, rows):
+    logits = forward_fn(params, rows["tokens"], rows["positions"])[:, :-1]
+    return losses.log_probs_and_entropy(logits, rows["tokens"][:, 1:], loss_config.temperature)
+
+  log_probs_fn = log_probs_fn or token_log_probs
 
   def micro_loss(params, micro):
-    log_probs, entropy = token_log_probs(params, micro["tokens"], micro["positions"])
+    log_probs, entropy = log_probs_fn(params, micro)
     return losses.ppo_loss(log_probs, micro["old"], micro["advantages"], micro["weights"],
                            loss_config, ref_log_probs_BT=micro.get("ref"), entropy_BT=entropy,
                            metric_weights_BT=micro["metric_weights"])
@@ -198,10 +210,13 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn,
             "mask": batch.response_mask[:, 1:] & train_mask[:, None]}
     if batch.ref_log_probs is not None:
       data["ref"] = batch.ref_log_probs[:, 1:]
+    if batch.legal_action_mask is not None:
+      data.update(legal=batch.legal_action_mask, action=batch.action, kind=samples.game_kind)
     if config.recompute_old_log_probs:
-      chunks = jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]),
-                            (batch.tokens, batch.positions))
-      old = jax.lax.map(lambda c: token_log_probs(state.params, *c)[0], chunks)
+      rows = {k: v for k, v in data.items()
+              if k in ("tokens", "positions", "legal", "action", "kind")}
+      chunks = jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows)
+      old = jax.lax.map(lambda c: log_probs_fn(state.params, c)[0], chunks)
       data["old"] = jax.lax.stop_gradient(old.reshape(config.batch_size, -1))
     else:
       data["old"] = batch.old_log_probs[:, 1:].astype(jnp.float32)
