@@ -3,6 +3,8 @@
 from games import kuhn_poker  # noqa: F401
 from games import tic_tac_toe  # noqa: F401  (registers the game)
 from games import simple_negotiation  # noqa: F401
+from games import nim  # noqa: F401
+from games import leduc_poker  # noqa: F401
 from games.api import EVAL_INVALID_REWARDS, INVALID_ACTION, TRAIN_INVALID_REWARDS, Game, State
 from games.api import make, register, registered_names
 

@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from games import api
+from games import cfr
 from games import kuhn_poker
+from games import leduc_poker
+from games import nim
 from games import simple_negotiation
 from games import tic_tac_toe
 
@@ -141,12 +144,47 @@ def negotiation_heuristic(state: api.State, key: jax.Array) -> jax.Array:
   return uniform_random(state.replace(legal_action_mask=mask), key)
 
 
+# --- Nim ---
+
+
+def nim_optimal(state: api.State, key: jax.Array) -> jax.Array:
+  """The xor rule: a move leaving a zero nim-sum, uniformly among them; else uniform random.
+
+  Returns action 0 at the end.
+  """
+  sizes = state.data.sizes
+  pile, amount = jnp.asarray(nim.moves(state.data.start)).T
+  nim_sum = jax.lax.reduce(sizes, np.int32(0), jax.lax.bitwise_xor, (0,))
+  winning = state.legal_action_mask & (sizes[pile] - amount == (sizes[pile] ^ nim_sum))
+  winning &= nim_sum != 0
+  mask = jnp.where(winning.any(), winning, state.legal_action_mask)
+  return uniform_random(state.replace(legal_action_mask=mask), key)
+
+
+# --- Leduc Poker ---
+
+
+def leduc_equilibrium(state: api.State, key: jax.Array) -> jax.Array:
+  """Samples the CFR+ equilibrium (games.cfr.leduc_equilibrium) at the mover's information set.
+
+  The table is computed at the first call (about 10 s on CPU). Returns action 0 at the end.
+  """
+  keys, probs = (jnp.asarray(x) for x in cfr.leduc_equilibrium())
+  info = leduc_poker.information_set(state)
+  row = jnp.minimum(jnp.searchsorted(keys, info), len(keys) - 1)
+  found = (keys[row] == info) & state.legal_action_mask.any()
+  action = jax.random.categorical(key, jnp.log(jnp.where(state.legal_action_mask, probs[row], 0.0)))
+  return jnp.where(found, action, 0).astype(jnp.int32)
+
+
 # --- By name ---
 
 _BY_GAME = {
     "kuhn_poker": {"optimal": kuhn_nash()},
     "tic_tac_toe": {"optimal": tic_tac_toe_minimax},
     "simple_negotiation": {"scripted": negotiation_heuristic},
+    "nim": {"optimal": nim_optimal},
+    "leduc_poker": {"optimal": leduc_equilibrium},
 }
 
 
