@@ -1,0 +1,236 @@
+"""Jittable rendering and parsing against the plain-Python references, on real tokenizers."""
+
+import functools
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import games
+from games import checks
+from jaxplay import text
+from jaxplay import tokenizer as tokenizers
+from tests import fixtures_text
+
+GAMES = [(name, {}) for name in games.registered_names()]
+GAMES += [("kuhn_poker", {"rounds": 3})] if "kuhn_poker" in games.registered_names() else []
+ACTION_SETS = [(name, {}) for name in games.registered_names()]  # One game per action vocabulary.
+# (tokenizer, chat format): Gemma's SentencePiece with turn markers, a Qwen-like BPE with ChatML.
+SETUPS = {"gemma": (fixtures_text.gemma_tokenizer, "gemma"),
+          "bpe": (fixtures_text.bpe_tokenizer, "chatml")}
+SPIRAL_GAMES = ("kuhn_poker", "tic_tac_toe", "simple_negotiation")
+
+
+def _matrix(game_list):
+  """Every game with every tokenizer; Gemma beyond SPIRAL's games (plain options) is slow."""
+  params = []
+  for setup in sorted(SETUPS):
+    for name, options in game_list:
+      fast = setup == "bpe" or (name in SPIRAL_GAMES and not options)
+      label = name + "".join(f"-{k}{v}" for k, v in options.items()) + f"-{setup}"
+      params.append(pytest.param(setup, name, options, id=label,
+                                 marks=() if fast else pytest.mark.slow))
+  return params
+
+
+BOUND_GAMES = 1024  # Games played for the prompt bound; _states reuses the compiled playouts.
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(setup, name, options=()):
+  load, fmt = SETUPS[setup]
+  tokenizer = load()
+  chat = tokenizers.chat_format(tokenizer, fmt)
+  game = games.make(name, **dict(options))
+  return game, tokenizer, chat, text.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES)
+
+
+@functools.lru_cache(maxsize=None)
+def _byte_table(setup):
+  return tokenizers.byte_table(SETUPS[setup][0]())
+
+
+def _states(game, seed, count):
+  """`count` random reachable states (live and terminal), unbatched on the host."""
+  states = checks.random_playouts(game, jax.random.key(seed), BOUND_GAMES)
+  states = jax.device_get(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), states))
+  rows = np.random.default_rng(seed).permutation(states.turn.shape[0])[:count]
+  return jax.tree.map(lambda x: x[rows], states)
+
+
+@pytest.mark.parametrize("setup, name, options", _matrix(GAMES))
+def test_render_decodes_to_reference_prompt(setup, name, options):
+  game, tokenizer, chat, table = _setup(setup, name, tuple(options.items()))
+  states = _states(game, seed=1, count=1500)
+  render = jax.jit(jax.vmap(lambda t, s, p: text.render_tokens(t, game.render(s, p)),
+                            in_axes=(None, 0, None)))
+  for player in range(game.num_players):
+    tokens, lengths = map(np.asarray, render(table, states, player))
+    prompts = [tokenizers.decode(tokenizer, row[len(row) - n:], skip_special_tokens=False)
+               for row, n in zip(tokens, lengths)]
+    for i, prompt in enumerate(prompts):
+      state = jax.tree.map(lambda x, i=i: x[i], states)
+      assert prompt == text.reference_prompt(game, chat, state, player)
+    assert (lengths <= table.max_prompt_len).all()
+    padding = np.arange(table.max_prompt_len) < table.max_prompt_len - lengths[:, None]
+    assert (tokens[padding] == table.pad_id).all()
+
+
+def test_right_padding_and_completion_format():
+  game, tokenizer, chat, table = _setup("gemma", "kuhn_poker")
+  completion = tokenizers.chat_format(tokenizer, "completion")
+  right = text.prompt_table(game, tokenizer, completion, left_pad=False, bound_games=BOUND_GAMES)
+  render = jax.jit(text.render_tokens)
+  states = _states(game, seed=2, count=20)
+  for i in range(20):
+    state = jax.tree.map(lambda x, i=i: x[i], states)
+    phrase_ids = game.render(state, 1)
+    tokens, length = map(np.asarray, render(right, phrase_ids))
+    assert (tokens[length:] == tokenizer.pad_token_id).all()
+    assert tokenizers.decode(tokenizer, tokens[:length], skip_special_tokens=False) == (
+        text.reference_prompt(game, completion, state, 1))
+    left_tokens, left_length = map(np.asarray, render(table, phrase_ids))
+    assert left_length > length and left_tokens[-1] != tokenizer.pad_token_id
+
+
+def test_too_long_prompt_is_a_setup_error():
+  game, tokenizer, chat, table = _setup("bpe", "tic_tac_toe")
+  make = lambda n: text.prompt_table(game, tokenizer, chat, n, bound_games=BOUND_GAMES)
+  assert make(table.max_prompt_len).max_prompt_len == table.max_prompt_len
+  with pytest.raises(ValueError, match=f"tic_tac_toe.*{table.max_prompt_len}.*chatml"):
+    make(table.max_prompt_len - 1)
+
+
+KUHN = ("check", "bet", "call", "fold")
+NEGOTIATION = ("Accept", "Deny", "Offer: 3 Wood -> 2 Gold", "Offer: 10 Gold -> 1 Wood")
+_parse_tokens = jax.jit(text.parse_tokens)
+# (response, actions, expected id): each follows from the rules in jaxplay/text.py.
+RULES = [
+    ("I will \\boxed{check}.", KUHN, 0),
+    ("\\boxed{ [Bet] }", KUHN, 1),
+    ("\\boxed{\\text{CALL}}", KUHN, 2),
+    ("\\boxed{{fold}}", KUHN, 3),
+    ("\\boxed{\"fold\"}", KUHN, 3),
+    ("\\boxed{check} no, \\boxed{bet}", KUHN, 1),  # The last box counts.
+    ("\\boxed{check} then \\boxed{bet", KUHN, -1),  # The last box is unclosed.
+    ("\\boxed{bet} and \\boxed{}", KUHN, -1),  # Empty last box.
+    ("\\boxed{\\boxed{call}}", KUHN, 2),  # The inner box starts last.
+    ("\\boxed{c{he}ck}", KUHN, 0),  # Inner braces close inside the box, then are dropped.
+    ("\\boxed {check}", KUHN, -1),
+    ("\\boxed{check.}", KUHN, -1),
+    ("\\boxed{ＣＨＥＣＫ}", KUHN, -1),  # Full-width letters are not ASCII.
+    ("\\boxed{ch eck}", KUHN, -1),
+    ("\\boxed{\ncheck\t}", KUHN, 0),
+    ("\\boxed{[Offer:  3 wood ->\t2   GOLD]}", NEGOTIATION, 2),
+    ("\\boxed{Offer: 3 Wood->2 Gold}", NEGOTIATION, -1),
+    ("\\boxed{\\text{Offer: 10 Gold -> 1 Wood}} thanks", NEGOTIATION, 3),
+    ("\\boxed{Offer: 3 Wood -> 2 Gold\u00a0}", NEGOTIATION, -1),  # No-break space is not ASCII.
+    ("\\boxed{accept}", NEGOTIATION, 0),
+    ("no box: accept", NEGOTIATION, -1),
+]
+
+
+@pytest.mark.parametrize("response, actions, expected", RULES)
+def test_parse_rules(response, actions, expected):
+  assert text.parse_text(response, actions) == expected
+  tokenizer = fixtures_text.bpe_tokenizer()
+  ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+  table = text.parse_table(actions, _byte_table("bpe"))
+  assert len(ids) <= 48
+  assert _parse_tokens(table, jnp.asarray(ids + [0] * (48 - len(ids))), len(ids)) == expected
+
+
+def test_cut_off_response():
+  tokenizer = fixtures_text.bpe_tokenizer()
+  table = text.parse_table(KUHN, _byte_table("bpe"))
+  ids = jnp.asarray(tokenizer("\\boxed{fold}", add_special_tokens=False)["input_ids"])
+  assert _parse_tokens(table, ids, len(ids)) == 3
+  assert _parse_tokens(table, ids, len(ids) - 1) == -1
+
+
+@pytest.mark.parametrize("setup, name, options", _matrix(ACTION_SETS))
+def test_scoring_table_answers_parse_to_their_action(setup, name, options):
+  game, tokenizer = games.make(name, **options), SETUPS[setup][0]()
+  scoring = text.scoring_table(game.actions, tokenizer)
+  tokens, lengths = np.asarray(scoring.tokens), np.asarray(scoring.lengths)
+  for action, row, n in zip(game.actions, tokens, lengths):
+    assert tokenizers.decode(tokenizer, row[:n]) == "\\boxed{" + action + "}"
+    assert tokenizers.decode(tokenizer, row[:scoring.prefix_len]) == "\\boxed{"
+  table = text.parse_table(game.actions, _byte_table(setup))
+  parsed = jax.jit(jax.vmap(text.parse_tokens, in_axes=(None, 0, 0)))(table, scoring.tokens,
+                                                                       scoring.lengths)
+  np.testing.assert_array_equal(parsed, np.arange(game.num_actions))
+
+
+# --- Fuzz: the jitted parser against the plain-Python one. ---
+
+RESPONSE_TOKENS = 48
+NOISE = ["\\boxed{", "\\boxed", "boxed{", "{", "}", "}}", "\\text{", "\\text", "[", "]", "\"", "'",
+         "`", " ", "  ", "\t", "\n", "\r\n", "\\", "$", ".", "Offer:", "->", "Wood", "Gold", "10",
+         "é", "中", "😀", "\u00a0", "ＣＨＥＣＫ", "<think>", "<|im_end|>", "<end_of_turn>", "x"]
+DECORATIONS = [("", ""), ("\\text{", "}"), ("[", "]"), ("\"", "\""), ("'", "'"), (" ", "  "),
+               ("\\text{[", "]}"), ("{", "}"), ("\n", "\t")]
+
+
+def _variant(action, rng):
+  """The action with random case, doubled inner whitespace and a random decoration."""
+  chars = [c.upper() if rng.random() < 0.3 else c.lower() if rng.random() < 0.3 else c
+           for c in action]
+  chars = [rng.choice([" ", "  ", "\t", " \n"]) if c == " " else c for c in chars]
+  if rng.random() < 0.1 and chars:
+    chars.insert(rng.integers(len(chars)), rng.choice(NOISE))
+  left, right = DECORATIONS[rng.integers(len(DECORATIONS))]
+  return left + "".join(chars) + right
+
+
+def _fuzz_text(actions, rng):
+  noise = lambda: "".join(rng.choice(NOISE, rng.integers(0, 6)))
+  if rng.random() < 0.2:
+    return noise() + noise()
+  answer = "\\boxed{" + _variant(actions[rng.integers(len(actions))], rng)
+  answer += "}" if rng.random() < 0.9 else ""
+  return noise() + answer + (noise() if rng.random() < 0.5 else "")
+
+
+def _fuzz_ids(vocab_size, rng, fragments):
+  """Random vocabulary ids mixed with tokens of boxes, braces and actions."""
+  ids = []
+  while len(ids) < RESPONSE_TOKENS:
+    if rng.random() < 0.3:
+      ids.append(int(rng.integers(vocab_size)))
+    else:
+      ids += fragments[rng.integers(len(fragments))]
+  return ids
+
+
+@pytest.mark.parametrize("setup, name, options", _matrix(ACTION_SETS))
+def test_parser_fuzz(setup, name, options):
+  game, tokenizer = games.make(name, **options), SETUPS[setup][0]()
+  actions = game.actions
+  rng = np.random.default_rng(zlib.crc32(f"{setup}-{name}-{options}".encode()))
+  encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+  responses = encode([_fuzz_text(actions, rng) for _ in range(7000)])
+  fragments = encode(NOISE + [_variant(a, rng) for a in actions] + list(actions))
+  vocab_size = len(tokenizer)
+  responses += [_fuzz_ids(vocab_size, rng, fragments) for _ in range(3000)]
+  tokens = np.zeros((len(responses), RESPONSE_TOKENS), np.int32)
+  lengths = np.zeros((len(responses),), np.int32)
+  for i, ids in enumerate(responses):
+    ids = ids[:RESPONSE_TOKENS]  # Longer responses are cut off at the token limit.
+    cut = rng.random() < 0.2
+    lengths[i] = rng.integers(len(ids) + 1) if cut else len(ids)
+    tokens[i] = rng.integers(vocab_size, size=RESPONSE_TOKENS)  # Ignored past the length.
+    tokens[i, :len(ids)] = ids
+  table = text.parse_table(actions, _byte_table(setup))
+  parse = jax.jit(lambda t, x, n: jax.lax.map(lambda r: text.parse_tokens(t, *r), (x, n),
+                                                batch_size=500))
+  got = np.asarray(parse(table, tokens, lengths))
+  texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens.tolist(), lengths)],
+                                 skip_special_tokens=True, clean_up_tokenization_spaces=False)
+  expected = np.array([text.parse_text(t, actions) for t in texts])
+  mismatches = np.flatnonzero(got != expected)
+  assert not mismatches.size, [(texts[i], got[i], expected[i]) for i in mismatches[:5]]
+  assert 0.3 < (expected >= 0).mean() < 0.9  # Both valid and invalid answers are well covered.
+  assert set(expected[expected >= 0]) == set(range(game.num_actions))
