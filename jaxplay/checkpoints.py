@@ -20,6 +20,29 @@ class CorruptCheckpointError(RuntimeError):
   pass
 
 
+def _is_key(x) -> bool:
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_as_data(tree: Any) -> Any:
+  """Typed PRNG keys -> their uint32 data (what Orbax can store)."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract_key_data(abstract: Any) -> Any:
+  def leaf(x):
+    if not _is_key(x):
+      return x
+    data = jax.eval_shape(jax.random.key_data, x)
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(leaf, abstract)
+
+
+def _data_as_keys(tree: Any, abstract: Any) -> Any:
+  return jax.tree.map(lambda x, a: jax.random.wrap_key_data(x, impl=jax.random.key_impl(
+      jax.random.key(0))) if _is_key(a) else x, tree, abstract)
+
+
 def _leaf_checksum(x: jax.Array) -> jax.Array:
   """Order-sensitive 32-bit checksum of a leaf's bits (wrapping arithmetic, works when sharded)."""
   x = jnp.asarray(x)
@@ -37,8 +60,8 @@ def _leaf_checksum(x: jax.Array) -> jax.Array:
 
 @jax.jit
 def checksums(tree: Any) -> Any:
-  """Per-leaf checksums of a pytree (uint32 scalars)."""
-  return jax.tree.map(_leaf_checksum, tree)
+  """Per-leaf checksums of a pytree (uint32 scalars); PRNG keys are summed as their data."""
+  return jax.tree.map(_leaf_checksum, _keys_as_data(tree))
 
 
 def _flat_checksums(tree: Any) -> dict[str, int]:
@@ -55,6 +78,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: Any, force: bool = False) -> bool:
+    state = _keys_as_data(state)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         checksums=ocp.args.JsonSave(_flat_checksums(state)))
@@ -65,9 +89,10 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Restores `step` into the structure/shardings of `abstract_state`; verifies checksums."""
+    target = _abstract_key_data(abstract_state)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), checksums=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(target), checksums=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types for unreadable files.
       raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} is unreadable: "
                                    f"{type(error).__name__}: {error}") from error
@@ -77,7 +102,7 @@ class Checkpointer:
     if bad or set(got) != set(expected):
       raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} fails its checksum "
                                    f"for {bad or sorted(set(got) ^ set(expected))}")
-    return state
+    return _data_as_keys(state, abstract_state)
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
     """The newest checkpoint that loads and verifies, or None; bad ones are logged and skipped."""

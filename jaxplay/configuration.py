@@ -12,7 +12,7 @@ from jaxplay import advantages, losses
 
 ROLLOUT_MODES = ("text", "action_scoring")
 SCHEDULES = ("constant", "cosine")
-PACKAGE_MODELS = ("gemma3_270m_package",)
+PACKAGE_MODELS = ("gemma3_270m_package", "games_bpe")
 
 
 class ConfigError(ValueError):

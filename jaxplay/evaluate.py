@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -11,7 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from games import api
+from games import opponents
+from jaxplay import exploitability
 from jaxplay import rollout as rollout_lib
+from jaxplay import text
 
 
 def wilson_interval(successes: float, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -66,3 +70,229 @@ def play_against(game: api.Game, policy: rollout_lib.Policy,
       game, policy, render_prompt, params, key, 2 * games_per_seat, opponent=opponent,
       seats=seats))
   return play(params, key)
+
+
+def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
+  """The opponent `opponent_fns[index]` with `index` traced: one compile serves them all."""
+  return lambda state, key: jax.lax.switch(index, opponent_fns, state, key)
+
+
+class Evaluator:
+  """Plays every training game against each configured opponent, both seats, compiled once per
+  game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded transcripts."""
+
+  def __init__(self, exp, decode):
+    self._exp, self._decode = exp, decode
+    config = exp.config
+    self._games_per_seat = config.eval.games_per_seat
+    self._plays = []
+    for kit in exp.kits:
+      names = [n for n in config.eval.opponents.split(",") if n in opponents.names(kit.game.name)]
+      fns = [opponents.get(kit.game.name, n) for n in names]
+      game = dataclasses.replace(kit.game, invalid_rewards=tuple(config.eval.invalid_rewards))
+      seats = jnp.repeat(jnp.arange(2, dtype=jnp.int32), self._games_per_seat)
+      play = jax.jit(lambda params, key, index, kit=kit, game=game, fns=fns, seats=seats:
+                     rollout_lib.rollout(game, kit.eval_policy,
+                                         functools.partial(text.render_tokens, kit.prompts),
+                                         params, key, seats.shape[0],
+                                         opponent=switch_opponent(fns, index), seats=seats))
+      self._plays.append((kit.game.name, names, play))
+    # Exact exploitability needs the action probabilities: action-scoring mode, one round.
+    self._kuhn_tables = [jax.jit(functools.partial(kuhn_policy_table, exp, kit))
+                         for kit in exp.kits if exp.scoring and kit.game.name == "kuhn_poker"
+                         and kit.game.rounds == 1]
+
+  def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
+    results, transcripts = {}, []
+    for game_index, (game_name, names, play) in enumerate(self._plays):
+      for index, name in enumerate(names):
+        episodes = play(params, jax.random.fold_in(key, 100 * game_index + index), index)
+        stats = outcome_stats(episodes)
+        results.update({f"eval/{game_name}/{name}/{k}": v for k, v in stats.items()})
+        transcripts.append(self._transcript(game_name, name, episodes, game_row=0))
+    for table in self._kuhn_tables:
+      results["eval/kuhn_poker/exploitability"] = float(
+          exploitability.exploitability(table(params)))
+    return results, transcripts
+
+  def _transcript(self, game_name: str, opponent: str, episodes, game_row: int) -> str:
+    episodes = jax.device_get(episodes)
+    seat = int(episodes.learner_seat[game_row])
+    lines = [f"=== {game_name}: learner (player {seat}) vs {opponent} ==="]
+    for turn in range(episodes.active.shape[0]):
+      if not episodes.active[turn, game_row]:
+        break
+      player = int(episodes.player[turn, game_row])
+      prompt = episodes.prompt_tokens[turn, game_row]
+      prompt = prompt[prompt.shape[0] - int(episodes.prompt_lengths[turn, game_row]):]
+      response = episodes.response_tokens[turn, game_row][:int(
+          episodes.response_lengths[turn, game_row])]
+      who = "learner" if player == seat else opponent
+      lines += [f"--- turn {turn}, player {player} ({who}) ---", self._decode(prompt)]
+      if player == seat:
+        lines += [">>> response:", self._decode(response)]
+      lines.append(f">>> action: {int(episodes.action[turn, game_row])}")
+    lines.append(f"=== returns {episodes.returns[game_row].tolist()}, invalid "
+                 f"{bool(episodes.invalid[game_row])} ===")
+    return "\n".join(lines)
+
+
+def kuhn_information_set_states(game) -> api.State:
+  """The 12 single-round Kuhn Poker information sets as states, [card * 4 + node] (batched).
+
+  The acting player holds `card`; the other card is the lowest other one (it is never shown).
+  """
+  from games import kuhn_poker  # pylint: disable=import-outside-toplevel
+  histories = {"": [], "p": [kuhn_poker.CHECK], "b": [kuhn_poker.BET],
+               "pb": [kuhn_poker.CHECK, kuhn_poker.BET]}
+  states = []
+  for card in range(3):
+    other = min(c for c in range(3) if c != card)
+    for node in kuhn_poker.NODES:
+      actor = len(histories[node]) % 2
+      cards = (card, other) if actor == 0 else (other, card)
+      state = game.init(jax.random.key(0))
+      state = state.replace(data=state.data.replace(cards=jnp.asarray(cards, jnp.int32)))
+      for action in histories[node]:
+        state = game.step(state, action, jax.random.key(0))
+      states.append(state)
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def kuhn_policy_table(exp, kit, params) -> jax.Array:
+  """probs float32[3, 4, (pass, bet)] of an action-scoring policy at every information set."""
+  from games import kuhn_poker  # pylint: disable=import-outside-toplevel
+  from jaxplay import policies  # pylint: disable=import-outside-toplevel
+  states = kuhn_information_set_states(kit.game)
+  phrase_ids = jax.vmap(kit.game.render)(states)
+  tokens, lengths = jax.vmap(functools.partial(text.render_tokens, kit.prompts))(phrase_ids)
+  legal = jnp.pad(states.legal_action_mask,
+                  ((0, 0), (0, kit.scoring.tokens.shape[0] - kit.game.num_actions)))
+  batch = tokens.shape[0]
+  log_pi, _ = policies.action_log_probs(
+      exp.model, params, tokens, lengths, legal,
+      jnp.broadcast_to(kit.scoring.tokens, (batch,) + kit.scoring.tokens.shape),
+      jnp.broadcast_to(kit.scoring.lengths, (batch,) + kit.scoring.lengths.shape),
+      max(exp.config.eval.temperature, 1e-6))
+  probs = jnp.exp(log_pi)
+  passes = probs[:, kuhn_poker.CHECK] + probs[:, kuhn_poker.FOLD]
+  bets = probs[:, kuhn_poker.BET] + probs[:, kuhn_poker.CALL]
+  return jnp.stack([passes, bets], -1).reshape(3, 4, 2)
+
+
+# Standalone evaluation of a run's checkpoint: `python -m jaxplay.evaluate --workdir=DIR
+# [--evals=games,gsm8k,aime2025,jsonl:/path] [--limit=N] [--samples=1] [--checkpoint_step=K]`.
+# Prints a table and appends one JSON line per eval to workdir/evals.jsonl; math evals also write
+# their per-sample records to workdir/eval_samples/.
+
+_HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "accuracy", "samples",
+             "mean_response_length", "truncated_rate")
+
+
+def eval_names(spec: str) -> list[str]:
+  """The eval names of a comma-separated `--evals` value; ValueError listing the valid ones."""
+  from jaxplay import math_data  # pylint: disable=import-outside-toplevel
+  names = [name.strip() for name in spec.split(",") if name.strip()]
+  valid = ["games", *math_data.PACKAGE_SETS]
+  unknown = [n for n in names if n not in valid and not n.startswith(math_data.JSONL_PREFIX)]
+  if unknown or not names:
+    raise ValueError(f"unknown eval name(s) {', '.join(unknown) or '(none given)'}; valid: "
+                     f"{', '.join(valid)} or {math_data.JSONL_PREFIX}<path to a JSONL file>.")
+  return names
+
+
+def format_table(rows: list[dict]) -> str:
+  """One line per headline metric: eval, metric, value [95% interval]."""
+  lines = [f"{'step':>6}  {'eval':<24} {'metric':<36} value"]
+  for row in rows:
+    for name, value in row["metrics"].items():
+      if not name.endswith(_HEADLINE):
+        continue
+      shown = f"{value:.4g}"
+      if f"{name}_low" in row["metrics"]:
+        shown += f" [{row['metrics'][name + '_low']:.3f}, {row['metrics'][name + '_high']:.3f}]"
+      lines.append(f"{row['step']:>6}  {row['eval'][:24]:<24} {name:<36} {shown}")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+  """Runs the requested evals on a run's checkpoint; returns the rows written to evals.jsonl."""
+  # pylint: disable=import-outside-toplevel
+  import argparse
+  import datetime
+  import json
+  import os
+  import time
+
+  from jaxplay import checkpoints, reasoning, train
+  parser = argparse.ArgumentParser(prog="python -m jaxplay.evaluate",
+                                   description="Evaluates a checkpoint of a jaxplay run.")
+  parser.add_argument("--workdir", required=True, help="the run's directory")
+  parser.add_argument("--evals", default="games",
+                      help="comma-separated: games, gsm8k, aime2025, jsonl:<path>")
+  parser.add_argument("--limit", type=int, default=None, help="first N questions of math sets")
+  parser.add_argument("--samples", type=int, default=1, help="samples per math question")
+  parser.add_argument("--max_response_len", type=int,
+                      default=reasoning.DEFAULT_MAX_RESPONSE_LEN)
+  parser.add_argument("--max_prompt_len", type=int, default=None,
+                      help="default: the longest prompt of the set")
+  parser.add_argument("--batch_size", type=int, default=reasoning.DEFAULT_BATCH_SIZE)
+  parser.add_argument("--temperature", type=float, default=None,
+                      help="math sampling temperature (default: the run's eval.temperature)")
+  parser.add_argument("--top_p", type=float, default=None,
+                      help="math top-p (default: the run's eval.top_p)")
+  parser.add_argument("--checkpoint_step", type=int, default=None, help="default: the latest")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--data_dir", default=None, help="tfds data dir of the math sets")
+  args = parser.parse_args(argv)
+  try:
+    evals = eval_names(args.evals)
+  except ValueError as error:
+    parser.error(str(error))
+  if not os.path.exists(os.path.join(args.workdir, "config.json")):
+    parser.error(f"{args.workdir} holds no run (no config.json); train one with jaxplay.main.")
+  try:
+    config, exp, state, step = train.load_run(args.workdir)
+  except train.WorkdirError as error:
+    raise SystemExit(f"error: {error}") from None
+  if args.checkpoint_step is not None and args.checkpoint_step != step:
+    ckpt = train.checkpointer(args.workdir, config)
+    if args.checkpoint_step not in ckpt.steps():
+      parser.error(f"no checkpoint of step {args.checkpoint_step} in {ckpt.directory}; "
+                   f"available: {ckpt.steps()}")
+    state = ckpt.restore(args.checkpoint_step, checkpoints.abstract_like(state))
+    step = args.checkpoint_step
+  temperature = config.eval.temperature if args.temperature is None else args.temperature
+  top_p = config.eval.top_p if args.top_p is None else args.top_p
+  key = jax.random.key(args.seed)
+  rows = []
+  for index, name in enumerate(evals):
+    started = time.time()
+    eval_key = jax.random.fold_in(key, index)
+    if name == "games":
+      results, _ = Evaluator(exp, train.decoder(exp))(state.params, eval_key)
+      results = {k.removeprefix("eval/"): v for k, v in results.items()}
+    else:
+      results, records = reasoning.evaluate_math(
+          exp, state.params, name, args.limit, samples_per_question=args.samples,
+          temperature=temperature, top_p=top_p, max_prompt_len=args.max_prompt_len,
+          max_response_len=args.max_response_len, batch_size=args.batch_size, key=eval_key,
+          data_dir=args.data_dir)
+      folder = os.path.join(args.workdir, "eval_samples")
+      os.makedirs(folder, exist_ok=True)
+      slug = "".join(c if c.isalnum() else "_" for c in os.path.basename(name))
+      with open(os.path.join(folder, f"step_{step:06d}_{slug}.jsonl"), "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    row = {"step": int(step), "eval": name, "metrics": results,
+           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "seconds": round(time.time() - started, 2)}
+    with open(os.path.join(args.workdir, "evals.jsonl"), "a") as f:
+      f.write(json.dumps(row) + "\n")
+    rows.append(row)
+    print(f"{name}: done in {row['seconds']} s", flush=True)
+  print(format_table(rows))
+  return rows
+
+
+if __name__ == "__main__":
+  main()

@@ -65,15 +65,13 @@ def _series(records, pattern) -> dict[str, tuple[list[int], list[float]]]:
   return series
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.",
-                               required=True)
-
-
 def main(argv):
   del argv
-  for path in plot_workdir(_WORKDIR.value):
+  for path in plot_workdir(flags.FLAGS.workdir):
     print(path)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: jaxplay.main imports this module and has its own --workdir.
+  flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
   app.run(main)

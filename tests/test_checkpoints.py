@@ -15,11 +15,14 @@ def _state(seed):
   k = jax.random.key(seed)
   return {"params": {"w": jax.random.normal(k, (64, 32)), "b": jnp.arange(5, dtype=jnp.int32)},
           "step": jnp.int32(seed), "baseline": jnp.full((3, 2), 0.5 * seed, jnp.float32),
-          "flag": jnp.bool_(seed % 2)}
+          "flag": jnp.bool_(seed % 2), "rng": jax.random.key(seed)}
 
 
 def _assert_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  as_data = lambda t: jax.tree.map(
+      lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+      else x, t)
+  for x, y in zip(jax.tree.leaves(as_data(a)), jax.tree.leaves(as_data(b))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

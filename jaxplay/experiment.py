@@ -1,0 +1,217 @@
+"""Everything a run builds once from its config: model, tokenizer, games, tables, policies, and the
+compiled `collect` (rollouts of every game kind -> one train batch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import games
+from games import opponents
+from jaxplay import advantages, configuration, game_tokenizer, policies, rollout, text
+from jaxplay import train_step
+from jaxplay import tokenizer as tokenizers
+from jaxplay.models import configs as model_configs
+from jaxplay.models import loading, transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class GameKit:
+  """One game under the run's tokenizer: its prompt table and policies."""
+
+  game: games.Game
+  prompts: text.PromptTable
+  train_policy: rollout.Policy
+  eval_policy: rollout.Policy
+  scoring: text.ScoringTable | None  # Action-scoring mode only.
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  config: ml_collections.ConfigDict
+  model: model_configs.ModelConfig
+  tokenizer: Any
+  chat: tokenizers.ChatFormat
+  kits: tuple[GameKit, ...]
+  max_response_len: int
+  num_actions: int  # Largest action vocabulary over the games (legal masks are padded to it).
+  pad_id: int
+
+  @property
+  def scoring(self) -> bool:
+    return self.config.rollout.mode == "action_scoring"
+
+  @property
+  def seq_len(self) -> int:
+    return self.config.rollout.max_prompt_len + self.max_response_len
+
+
+def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
+  """(model config, params, tokenizer) from model.path, or a fresh model for `init='random'`."""
+  dtypes = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                remat=config.model.remat)
+  if config.model.path == "games_bpe":  # From scratch, with a small BPE fit to the games' text.
+    tokenizer = game_tokenizer.games_bpe_tokenizer(configuration.make_games(config),
+                                                   config.model.vocab_size)
+    model = model_configs.get(config.model.preset, vocab_size=len(tokenizer), **dtypes)
+    return model, transformer.init_params(model, key), tokenizer
+  path = config.model.path
+  if path == "gemma3_270m_package":
+    path = loading.gemma3_270m_default()
+  model, params = loading.load(path, **dtypes)
+  return model, params, tokenizers.load_tokenizer(path)
+
+
+def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.ModelConfig
+          ) -> Experiment:
+  """Tables and policies for every training game (tokenisation happens here, once)."""
+  chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
+  special = tokenizers.special_tokens(tokenizer)
+  pad_id = special.pad if special.pad is not None else chat.stop_ids[0]
+  byte_table = tokenizers.byte_table(tokenizer, model.vocab_size)
+  game_list = configuration.make_games(config)
+  num_actions = max(g.num_actions for g in game_list)
+  scoring_mode = config.rollout.mode == "action_scoring"
+  scorings = [text.scoring_table(g.actions, tokenizer) for g in game_list] if scoring_mode else []
+  answer_len = max((s.tokens.shape[1] for s in scorings), default=0)
+  max_response_len = answer_len if scoring_mode else config.rollout.max_response_len
+  kits = []
+  for i, game in enumerate(game_list):
+    prompts = text.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)
+    if scoring_mode:
+      scoring = _pad_scoring(scorings[i], answer_len, num_actions)
+      make = lambda t: policies.scoring_policy(model, scoring, pad_id, t)
+    else:
+      scoring = None
+      parse = text.parse_table(game.actions, byte_table)
+      make = lambda t, p=1.0: policies.text_policy(
+          model, parse, chat.stop_ids, max_response_len, pad_id, t, p, config.rollout.top_k)
+    kits.append(GameKit(game, prompts, make(config.rollout.temperature),
+                        make(config.eval.temperature) if scoring_mode
+                        else make(config.eval.temperature, config.eval.top_p), scoring))
+  return Experiment(config, model, tokenizer, chat, tuple(kits), max_response_len, num_actions,
+                    pad_id)
+
+
+def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text.ScoringTable:
+  """Pads answers to `width` tokens and the action axis to `num_actions` (never legal)."""
+  tokens = np.zeros((num_actions, width), np.int32)
+  lengths = np.ones((num_actions,), np.int32)
+  a, w = table.tokens.shape
+  tokens[:a, :w] = np.asarray(table.tokens)
+  lengths[:a] = np.asarray(table.lengths)
+  return table.replace(tokens=jnp.asarray(tokens), lengths=jnp.asarray(lengths))
+
+
+def render_fn(kit: GameKit):
+  return functools.partial(text.render_tokens, kit.prompts)
+
+
+def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=None,
+         opponent_name: str | None = None) -> rollout.Episodes:
+  """One training rollout of `batch` games of the kit's game (traced inside `collect`)."""
+  opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
+  return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
+                         opponent_params=frozen_params, opponent=opponent,
+                         group_size=exp.config.rl.group_size)
+
+
+def make_collect(exp: Experiment):
+  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, per-game stats)`."""
+  config = exp.config
+  games_per_batch = config.rollout.games_per_batch
+  opponent_name = configuration.seat_opponent(config)
+
+  @jax.jit
+  def collect(params, frozen_params, key):
+    samples, stats = [], {}
+    for kind, (kit, kit_key) in enumerate(zip(exp.kits, jax.random.split(key, len(exp.kits)))):
+      episodes = play(exp, kit, params, kit_key, games_per_batch,
+                      frozen_params if config.rollout.seats == "frozen" else None, opponent_name)
+      flat = rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions)
+      offset = kind * games_per_batch  # Game and group ids are unique across kinds.
+      samples.append(flat.replace(game_index=flat.game_index + offset,
+                                  group=flat.group + offset))
+      stats[kit.game.name] = game_stats(episodes)
+    merged = rollout.concat_and_compact(samples, config.rollout.samples_per_step)
+    return to_batch(exp, merged), stats
+
+  return collect
+
+
+def game_stats(episodes: rollout.Episodes) -> dict[str, jax.Array]:
+  """Per-game-kind rollout statistics (player 0's view in self-play)."""
+  returns = episodes.returns
+  learner = episodes.learner
+  return {"invalid_rate": episodes.invalid.mean(),
+          "player0_win_rate": (returns[:, 0] > returns[:, 1]).mean(),
+          "draw_rate": (returns[:, 0] == returns[:, 1]).mean(),
+          "turns_mean": episodes.num_turns.mean(),
+          "response_length_mean": (episodes.response_lengths * learner).sum()
+          / jnp.maximum(learner.sum(), 1)}
+
+
+def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:
+  """Prompt + response rows for the train step (response mask, sampler log-probs, positions)."""
+  prompt_len = samples.prompt_tokens.shape[1]
+  response_len = samples.response_tokens.shape[1]
+  tokens = jnp.concatenate([samples.prompt_tokens, samples.response_tokens], axis=1)
+  columns = jnp.arange(prompt_len + response_len)[None, :]
+  positions = columns - (prompt_len - samples.prompt_lengths)[:, None]
+  trained_len = 1 if exp.scoring else samples.response_lengths[:, None]
+  response_mask = jnp.broadcast_to((columns >= prompt_len) & (columns < prompt_len + trained_len),
+                                   tokens.shape)
+  old_log_probs = jnp.concatenate(
+      [jnp.zeros(samples.prompt_tokens.shape, jnp.float32), samples.response_logprobs], axis=1)
+  return train_step.Batch(
+      tokens=tokens, positions=positions.astype(jnp.int32), response_mask=response_mask,
+      old_log_probs=old_log_probs,
+      samples=advantages.Samples(reward=samples.reward, game_kind=samples.game_kind,
+                                 role=samples.role, group=samples.group,
+                                 game_index=samples.game_index, turn_index=samples.turn_index,
+                                 mask=samples.mask),
+      invalid_action=~samples.valid,
+      legal_action_mask=samples.legal_action_mask if exp.scoring else None,
+      action=samples.action if exp.scoring else None)
+
+
+def make_train_step(exp: Experiment):
+  """The compiled train step for this experiment (token level, or action scoring)."""
+  config = exp.config
+  batch_size = config.rollout.samples_per_step
+  step_config = train_step.TrainStepConfig(
+      batch_size=batch_size, seq_len=exp.seq_len, estimator=config.rl.estimator,
+      advantage=advantages.Options(rae_decay=config.rl.rae_decay, rae_order=config.rl.rae_order),
+      drop_zero_advantage=config.rl.drop_zero_advantage,
+      loss=train_step.losses.LossConfig(
+          clip_eps=config.rl.clip_eps, clip_eps_high=config.rl.clip_eps_high,
+          dual_clip=config.rl.dual_clip or None, aggregation=config.rl.aggregation,
+          max_response_len=exp.max_response_len, kl_coef=config.rl.kl_coef,
+          entropy_coef=config.rl.entropy_coef,
+          temperature=max(config.rollout.temperature, 1e-6)),
+      num_epochs=config.rl.ppo_epochs, num_minibatches=1,
+      num_microbatches=batch_size // config.rl.micro_batch_size)
+  optimizer = make_optimizer(config)
+  forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
+                                                                positions)[0]
+  log_probs_fn = None
+  if exp.scoring:
+    scorings = jax.tree.map(lambda *t: jnp.stack(t), *[kit.scoring for kit in exp.kits])
+    log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,
+                                                 config.rollout.max_prompt_len,
+                                                 max(config.rollout.temperature, 1e-6))
+  return train_step.make_train_step(step_config, forward, optimizer, log_probs_fn), optimizer
+
+
+def make_optimizer(config: ml_collections.ConfigDict):
+  o = config.optimizer
+  return train_step.make_optimizer(
+      learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+      max_grad_norm=o.grad_clip, schedule=o.schedule, warmup_steps=o.warmup_steps,
+      decay_steps=config.train.steps * config.rl.ppo_epochs)

@@ -1,0 +1,1 @@
+"""The decoder (transformer.py), its architecture presets (configs.py) and weight loading."""

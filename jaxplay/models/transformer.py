@@ -1,0 +1,269 @@
+"""One decoder-only transformer (Qwen3, Gemma 3, Llama) in Flax Linen, with a static-shape KV cache.
+
+Layers run under `nn.scan`, so every layer parameter is stacked on a leading `layers` axis.
+Positions are per row; a negative position marks padding (never attended to). Attention masks come
+from positions only: causal (key position <= query position), padding, and the sliding window of
+local layers (query position - key position < window).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxplay.models.configs import ModelConfig
+
+_NEG = float(jnp.finfo(jnp.float32).min)
+
+
+@struct.dataclass
+class KVCache:
+  """Keys and values of every layer; the slots of one call are written at `index`."""
+
+  k: jax.Array  # [L, B, S, K, D]
+  v: jax.Array  # [L, B, S, K, D]
+  positions: jax.Array  # int32 [B, S], position held by each slot, -1 if empty or padding.
+  index: jax.Array  # int32 [], next slot to write (shared by all rows).
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
+  shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+  return KVCache(k=jnp.zeros(shape, config.jnp_dtype), v=jnp.zeros(shape, config.jnp_dtype),
+                 positions=jnp.full((batch, max_len), -1, jnp.int32),
+                 index=jnp.zeros((), jnp.int32))
+
+
+def inverse_frequencies(config: ModelConfig) -> np.ndarray:
+  """RoPE inverse frequencies, float32 [2, head_dim // 2]: row 0 global layers, row 1 local."""
+  exponents = np.arange(0, config.head_dim, 2, dtype=np.float32) / config.head_dim
+  global_inv = 1.0 / (config.rope_base ** exponents)
+  local_inv = 1.0 / (config.local_rope_base ** exponents)
+  scaling = config.rope_scaling
+  if scaling is not None and scaling.kind == "linear":
+    global_inv = global_inv / scaling.factor
+  elif scaling is not None and scaling.kind == "llama3":
+    wavelen = 2 * math.pi / global_inv
+    low_wavelen = scaling.original_max_position / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position / scaling.high_freq_factor
+    smooth = ((scaling.original_max_position / wavelen - scaling.low_freq_factor)
+              / (scaling.high_freq_factor - scaling.low_freq_factor))
+    smoothed = (1 - smooth) * global_inv / scaling.factor + smooth * global_inv
+    global_inv = np.where(wavelen > low_wavelen, global_inv / scaling.factor,
+                          np.where(wavelen < high_wavelen, global_inv, smoothed))
+  elif scaling is not None:
+    raise ValueError(f"unknown rope scaling {scaling.kind!r}")
+  return np.stack([global_inv, local_inv]).astype(np.float32)
+
+
+def apply_rope(x_BTHD: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotates the two halves of head_dim (the HF 'rotate_half' convention)."""
+  angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+  cos = jnp.cos(angles)[:, :, None, :].astype(x_BTHD.dtype)
+  sin = jnp.sin(angles)[:, :, None, :].astype(x_BTHD.dtype)
+  x1, x2 = jnp.split(x_BTHD, 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def _param(module, name, init, shape, axes, dtype):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class RMSNorm(nn.Module):
+  config: ModelConfig
+  axis: str = "embed"
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    init = nn.initializers.zeros if cfg.norm_plus_one else nn.initializers.ones
+    w = _param(self, "scale", init, (x.shape[-1],), (self.axis,), cfg.jnp_param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+    scale = w.astype(jnp.float32) + (1.0 if cfg.norm_plus_one else 0.0)
+    return (y * scale).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, key_positions_BS, kv, layer, is_local, index):
+    """Returns (output [B, T, D], updated kv); kv is None or (k, v) of all layers [L, B, S, K, D]."""
+    cfg = self.config
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    init = nn.initializers.normal(0.02)
+    H, K, D, E = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+    wq = _param(self, "q", init, (E, H, D), ("embed", "heads", "head_dim"), pdt)
+    wk = _param(self, "k", init, (E, K, D), ("embed", "kv_heads", "head_dim"), pdt)
+    wv = _param(self, "v", init, (E, K, D), ("embed", "kv_heads", "head_dim"), pdt)
+    wo = _param(self, "o", init, (H, D, E), ("heads", "head_dim", "embed"), pdt)
+    q = jnp.einsum("bte,ehd->bthd", x_BTD, wq.astype(dt))
+    k = jnp.einsum("bte,ekd->btkd", x_BTD, wk.astype(dt))
+    v = jnp.einsum("bte,ekd->btkd", x_BTD, wv.astype(dt))
+    if cfg.qk_norm:
+      q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
+      k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
+    global_inv, local_inv = inverse_frequencies(cfg)
+    inv_freq = jnp.where(is_local, local_inv, global_inv)
+    q = apply_rope(q, positions_BT, inv_freq)
+    k = apply_rope(k, positions_BT, inv_freq)
+
+    if kv is not None:  # Write this call's keys/values, then attend over the whole cache.
+      k_all = jax.lax.dynamic_update_slice(kv[0], k[None].astype(kv[0].dtype),
+                                           (layer, 0, index, 0, 0))
+      v_all = jax.lax.dynamic_update_slice(kv[1], v[None].astype(kv[1].dtype),
+                                           (layer, 0, index, 0, 0))
+      kv = (k_all, v_all)
+      k, v = k_all[layer].astype(dt), v_all[layer].astype(dt)
+
+    B, T = x_BTD.shape[:2]
+    q = q.reshape(B, T, K, H // K, D)  # Query head h reads kv head h // (H // K).
+    scale = (cfg.query_scale or D) ** -0.5
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    if cfg.attn_softcap is not None:
+      scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+    q_pos, k_pos = positions_BT[:, :, None], key_positions_BS[:, None, :]
+    visible = (k_pos >= 0) & (k_pos <= q_pos)
+    if cfg.sliding_window:
+      visible &= ~is_local | (q_pos - k_pos < cfg.sliding_window)
+    scores = jnp.where(visible[:, None, None], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, D)
+    return jnp.einsum("bthd,hde->bte", out, wo.astype(dt)), kv
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.config
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    init = nn.initializers.normal(0.02)
+    E, F = cfg.d_model, cfg.mlp_dim
+    w_gate = _param(self, "gate", init, (E, F), ("embed", "mlp"), pdt)
+    w_up = _param(self, "up", init, (E, F), ("embed", "mlp"), pdt)
+    w_down = _param(self, "down", init, (F, E), ("mlp", "embed"), pdt)
+    gate = x_BTD @ w_gate.astype(dt)
+    act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+    return (act * (x_BTD @ w_up.astype(dt))) @ w_down.astype(dt)
+
+
+class Block(nn.Module):
+  """One pre-norm layer (with Gemma's post-norms when configured); scanned over layers."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, carry, layer_inputs, positions_BT, key_positions_BS, index):
+    cfg = self.config
+    x, kv = carry
+    layer, is_local = layer_inputs
+    h, kv = Attention(cfg, name="attn")(RMSNorm(cfg, name="attn_norm")(x), positions_BT,
+                                        key_positions_BS, kv, layer, is_local, index)
+    if cfg.sandwich_norm:
+      h = RMSNorm(cfg, name="post_attn_norm")(h)
+    x = x + h
+    h = Mlp(cfg, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
+    if cfg.sandwich_norm:
+      h = RMSNorm(cfg, name="post_mlp_norm")(h)
+    return (x + h, kv), None
+
+
+class Decoder(nn.Module):
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    pdt = cfg.jnp_param_dtype
+    self.embedding = _param(self, "embedding", nn.initializers.normal(1.0),
+                            (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pdt)
+    block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
+    self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                          length=cfg.num_layers,
+                          metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+    self.final_norm = RMSNorm(cfg)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(self, "lm_head", nn.initializers.normal(0.02),
+                            (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pdt)
+
+  def __call__(self, tokens_BT, positions_BT, cache=None, return_hidden=False):
+    cfg = self.config
+    x = jnp.take(self.embedding, tokens_BT, axis=0)
+    if cfg.scale_embeddings:  # The scale is rounded to the parameter dtype, as in Gemma.
+      x = x * jnp.asarray(math.sqrt(cfg.d_model), self.embedding.dtype)
+    x = x.astype(cfg.jnp_dtype)
+    positions_BT = jnp.where(positions_BT < 0, -1, positions_BT).astype(jnp.int32)
+    if cache is None:
+      kv, key_positions, index = None, positions_BT, jnp.zeros((), jnp.int32)
+    else:
+      kv, index = (cache.k, cache.v), cache.index
+      key_positions = jax.lax.dynamic_update_slice(cache.positions, positions_BT, (0, index))
+    layer_inputs = (jnp.arange(cfg.num_layers), jnp.asarray(cfg.is_local))
+    (x, kv), _ = self.layers((x, kv), layer_inputs, positions_BT, key_positions, index)
+    h = self.final_norm(x)
+    if cache is not None:
+      cache = KVCache(k=kv[0], v=kv[1], positions=key_positions,
+                      index=index + tokens_BT.shape[1])
+    return (h if return_hidden else self.unembed(h)), cache
+
+  def unembed(self, h_BTD):
+    """Final hidden states -> float32 logits [B, T, V] (with final soft-capping if configured)."""
+    cfg = self.config
+    if cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", h_BTD, self.embedding.astype(cfg.jnp_dtype),
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum("btd,dv->btv", h_BTD, self.lm_head.astype(cfg.jnp_dtype),
+                          preferred_element_type=jnp.float32)
+    if cfg.final_softcap is not None:
+      logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+    return logits
+
+
+def apply(config: ModelConfig, params, tokens_BT, positions_BT, cache=None,
+          return_hidden=False):
+  """(params, tokens [B, T], positions [B, T], cache | None) -> (logits [B, T, V] f32, cache).
+
+  With a cache, the T new tokens are written at slots [cache.index, cache.index + T) and attend to
+  every earlier slot of their row; without one, the tokens attend among themselves.
+  `return_hidden=True` returns the final-normed hidden states [B, T, D] instead of logits.
+  """
+  return Decoder(config).apply({"params": params}, tokens_BT, positions_BT, cache,
+                               return_hidden)
+
+
+def unembed(config: ModelConfig, params, h_BTD):
+  return Decoder(config).apply({"params": params}, h_BTD, method=Decoder.unembed)
+
+
+def _init_boxed(config: ModelConfig, key):
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Decoder(config).init(key, tokens, tokens)["params"]
+
+
+def init_params(config: ModelConfig, key: jax.Array):
+  """Random parameters (plain arrays; see `param_axes` for their logical axis names)."""
+  return nn.unbox(_init_boxed(config, key))
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract(config: ModelConfig):
+  return jax.eval_shape(functools.partial(_init_boxed, config), jax.random.key(0))
+
+
+def param_shapes(config: ModelConfig):
+  """Tree of jax.ShapeDtypeStruct, the layout `apply` expects."""
+  return nn.unbox(_abstract(config))
+
+
+def param_axes(config: ModelConfig):
+  """Tree of PartitionSpec of logical axis names (embed, heads, kv_heads, ..., layers)."""
+  return nn.get_partition_spec(_abstract(config))

@@ -1,0 +1,122 @@
+"""Model policies for the rollout: free-text sampling + parsing, or scoring the legal actions.
+
+Both return `rollout.Act`. In free-text mode the response is the generation and its per-token
+log-probs; in action-scoring mode the policy is the softmax over legal actions of each action's
+answer log-likelihood (`text.ScoringTable`), the response is the chosen answer's tokens, and its
+log-prob sits on the first response token (the train step scores actions the same way).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxplay import rollout, sampling, text
+from jaxplay.models import transformer
+from jaxplay.models.configs import ModelConfig
+
+
+def text_policy(model: ModelConfig, parse: text.ParseTable, stop_tokens: tuple[int, ...],
+                max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
+                top_k: int = 0) -> rollout.Policy:
+  """Samples a response and parses its last \\boxed{} answer."""
+
+  def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+    del legal_mask  # The parse decides; illegal answers are the game's business.
+    out = sampling.sample(model, params, prompt_tokens, prompt_lengths, key, temperature, top_p,
+                          top_k, jnp.asarray(stop_tokens, jnp.int32),
+                          max_response_len=max_response_len, pad_id=pad_id)
+    actions = jax.vmap(text.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
+    return rollout.Act(actions, out.tokens, out.logprobs, out.lengths)
+
+  return policy
+
+
+def answer_log_likelihoods(model: ModelConfig, params, prompt_tokens_BP, prompt_lengths_B,
+                           answer_tokens_BAL, answer_lengths_BA) -> jax.Array:
+  """float32 [B, A]: log p(answer tokens of each action | left-padded prompt).
+
+  The prompt is encoded once into a KV cache, which every action's answer then continues.
+  """
+  batch, prompt_len = prompt_tokens_BP.shape
+  _, num_actions, answer_len = answer_tokens_BAL.shape
+  positions = jnp.arange(prompt_len)[None, :] - (prompt_len - prompt_lengths_B)[:, None]
+  cache = transformer.init_cache(model, batch, prompt_len + answer_len)
+  prompt_hidden, cache = transformer.apply(model, params, prompt_tokens_BP, positions, cache,
+                                           return_hidden=True)
+  repeat = lambda x: jnp.repeat(x, num_actions, axis=1 if x.ndim == 5 else 0)
+  cache = cache.replace(k=repeat(cache.k), v=repeat(cache.v), positions=repeat(cache.positions))
+  answers = answer_tokens_BAL.reshape(batch * num_actions, answer_len)
+  answer_positions = (jnp.repeat(prompt_lengths_B, num_actions)[:, None]
+                      + jnp.arange(answer_len)[None, :])
+  answer_hidden, _ = transformer.apply(model, params, answers, answer_positions, cache,
+                                       return_hidden=True)
+  # The prompt's last state predicts answer token 0; answer state j predicts token j + 1.
+  first = jnp.repeat(prompt_hidden[:, -1:], num_actions, axis=0)
+  hidden = jnp.concatenate([first, answer_hidden[:, :-1]], axis=1)  # [B*A, L, D]
+  logits = transformer.unembed(model, params, hidden)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  picked = jnp.take_along_axis(log_probs, answers[..., None], axis=-1)[..., 0]
+  in_answer = jnp.arange(answer_len)[None, :] < answer_lengths_BA.reshape(-1, 1)
+  return jnp.where(in_answer, picked, 0.0).sum(-1).reshape(batch, num_actions)
+
+
+def action_log_probs(model: ModelConfig, params, prompt_tokens_BP, prompt_lengths_B,
+                     legal_mask_BA, answer_tokens_BAL, answer_lengths_BA,
+                     temperature: float = 1.0):
+  """(log pi(a | s) float32 [B, A] over legal actions (-inf elsewhere), entropy [B]).
+
+  Rows without a legal action (finished games, padding) score every action, to stay finite.
+  """
+  scores = answer_log_likelihoods(model, params, prompt_tokens_BP, prompt_lengths_B,
+                                  answer_tokens_BAL, answer_lengths_BA)
+  legal_mask_BA = legal_mask_BA | ~legal_mask_BA.any(-1, keepdims=True)
+  logits = jnp.where(legal_mask_BA, scores / temperature, -jnp.inf)
+  log_pi = jax.nn.log_softmax(logits, axis=-1)
+  finite = jnp.where(legal_mask_BA, log_pi, 0.0)  # No -inf inside: its gradient would be NaN.
+  entropy = -jnp.where(legal_mask_BA, jnp.exp(finite) * finite, 0.0).sum(-1)
+  return log_pi, entropy
+
+
+def scoring_policy(model: ModelConfig, scoring: text.ScoringTable, pad_id: int,
+                   temperature: float = 1.0) -> rollout.Policy:
+  """Samples a legal action from the softmax of the answers' log-likelihoods (greedy at 0)."""
+
+  def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+    batch = prompt_tokens.shape[0]
+    answers = jnp.broadcast_to(scoring.tokens, (batch,) + scoring.tokens.shape)
+    answer_lengths = jnp.broadcast_to(scoring.lengths, (batch,) + scoring.lengths.shape)
+    log_pi, _ = action_log_probs(model, params, prompt_tokens, prompt_lengths, legal_mask,
+                                 answers, answer_lengths, max(temperature, 1e-6))
+    sampled = jax.random.categorical(key, log_pi, axis=-1)
+    actions = (jnp.argmax(log_pi, -1) if temperature <= 0 else sampled).astype(jnp.int32)
+    chosen = jnp.take_along_axis(log_pi, actions[:, None], axis=-1)[:, 0]
+    lengths = scoring.lengths[actions]
+    in_answer = jnp.arange(scoring.tokens.shape[1])[None, :] < lengths[:, None]
+    tokens = jnp.where(in_answer, scoring.tokens[actions], pad_id).astype(jnp.int32)
+    logprobs = jnp.zeros(tokens.shape, jnp.float32).at[:, 0].set(chosen)
+    return rollout.Act(actions, tokens, logprobs, lengths)
+
+  return policy
+
+
+def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt_len: int,
+                         temperature: float = 1.0):
+  """train_step log_probs_fn for action scoring: log pi(action | prompt) at column prompt_len - 1.
+
+  `scorings` stacks the games' tables ([K, A, L]); rows hold tokens [b, P + R] (left-padded
+  prompt first), positions, legal [b, A], action [b] and kind [b] (the game). The returned
+  [b, P + R - 1] arrays are zero except where the first response token is predicted.
+  """
+
+  def log_probs_fn(params, rows):
+    tokens, positions = rows["tokens"], rows["positions"]
+    prompt_lengths = positions[:, prompt_len - 1] + 1
+    log_pi, entropy = action_log_probs(model, params, tokens[:, :prompt_len], prompt_lengths,
+                                       rows["legal"], scorings.tokens[rows["kind"]],
+                                       scorings.lengths[rows["kind"]], temperature)
+    chosen = jnp.take_along_axis(log_pi, rows["action"][:, None], axis=-1)[:, 0]
+    column = jnp.arange(tokens.shape[1] - 1)[None, :] == prompt_len - 1
+    return jnp.where(column, chosen[:, None], 0.0), jnp.where(column, entropy[:, None], 0.0)
+
+  return log_probs_fn

@@ -1,0 +1,110 @@
+"""Batched sampling with a static-shape KV cache: one prefill, then decoding in `lax.while_loop`.
+
+`sample` is a pure function of arrays with static shapes (the model config and max_response_len are
+its only static arguments), so it can be jitted alone (`generate`) or called inside a `lax.scan`.
+Prompts come left-padded to a common width P; the cache holds P + max_response_len slots and is a
+loop carry updated in place. Temperature, top-p and top-k are per-row arrays, so changing them
+does not recompile.
+
+Returned log-probs are those of the policy distribution softmax(logits / temperature) over the
+full vocabulary (top-k/top-p only restrict which tokens can be drawn), which is what PPO's
+ratio needs; a greedy row (temperature 0) reports log_softmax(logits).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxplay.models import transformer
+from jaxplay.models.configs import ModelConfig
+
+
+@struct.dataclass
+class Samples:
+  tokens: jax.Array  # int32 [B, R]: the response, pad_id after the stop token.
+  logprobs: jax.Array  # float32 [B, R]: log-prob of each token under the policy, 0 after the end.
+  lengths: jax.Array  # int32 [B]: tokens generated, the stop token included.
+
+
+def _truncate(scaled_BV, top_k_B, top_p_B):
+  """Masks tokens outside top-k, then outside the top-p nucleus of what remains (as in HF)."""
+  vocab = scaled_BV.shape[-1]
+  sorted_BV = jnp.flip(jnp.sort(scaled_BV, axis=-1), axis=-1)
+  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
+  ranks = jnp.arange(vocab)
+  sorted_BV = jnp.where(ranks < k_B[:, None], sorted_BV, -jnp.inf)
+  probs = jax.nn.softmax(sorted_BV, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  keep = (mass_before < top_p_B[:, None]) & (ranks < k_B[:, None])
+  n_keep = jnp.maximum(keep.sum(-1), 1)
+  threshold = jnp.take_along_axis(sorted_BV, (n_keep - 1)[:, None], axis=-1)
+  return jnp.where(scaled_BV >= threshold, scaled_BV, -jnp.inf)
+
+
+def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
+  """(tokens [B], policy log-probs [B]); temperature <= 0 is greedy, top_k <= 0 disables it."""
+  greedy = temperature_B <= 0
+  scaled = logits_BV / jnp.where(greedy, 1.0, temperature_B)[:, None]
+  logprobs = jax.nn.log_softmax(scaled, axis=-1)
+  needs_truncation = jnp.any(~greedy & ((top_k_B > 0) | (top_p_B < 1)))
+  filtered = jax.lax.cond(needs_truncation, _truncate, lambda x, *_: x, scaled, top_k_B, top_p_B)
+  best = jnp.argmax(logits_BV, axis=-1)
+  drawn = jax.lax.cond(jnp.all(greedy), lambda: best,
+                       lambda: jax.random.categorical(key, filtered, axis=-1))
+  tokens = jnp.where(greedy, best, drawn).astype(jnp.int32)
+  return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+
+
+def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
+           top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0) -> Samples:
+  """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
+
+  temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
+  first stop token, which is kept; pass e.g. [-1] for none).
+  """
+  B, P = prompt_BP.shape
+  R = max_response_len
+  row = lambda x, dtype: jnp.broadcast_to(jnp.asarray(x, dtype), (B,))
+  temperature, top_p, top_k = (row(temperature, jnp.float32), row(top_p, jnp.float32),
+                               row(top_k, jnp.int32))
+  stop_tokens = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
+  prompt_lengths_B = jnp.asarray(prompt_lengths_B, jnp.int32)
+  positions_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]  # < 0 on padding
+
+  cache = transformer.init_cache(config, B, P + R)
+  hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
+                                    return_hidden=True)
+  logits = transformer.unembed(config, params, hidden[:, -1:])[:, 0]
+  choose = lambda logits, step: choose_tokens(logits, jax.random.fold_in(key, step),
+                                              temperature, top_p, top_k)
+  first, first_logprob = choose(logits, 0)
+  tokens = jnp.full((B, R), pad_id, jnp.int32).at[:, 0].set(first)
+  logprobs = jnp.zeros((B, R), jnp.float32).at[:, 0].set(first_logprob)
+  done = jnp.isin(first, stop_tokens)
+  lengths = jnp.ones((B,), jnp.int32)
+
+  def cond(carry):
+    step, *_, done, _ = carry
+    return (step < R) & ~jnp.all(done)
+
+  def body(carry):
+    step, tokens, logprobs, cache, done, lengths = carry
+    previous = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B, 1]
+    positions = (prompt_lengths_B + step - 1)[:, None]
+    logits, cache = transformer.apply(config, params, previous, positions, cache)
+    new, new_logprob = choose(logits[:, 0], step)
+    active = ~done
+    tokens = tokens.at[:, step].set(jnp.where(active, new, pad_id))
+    logprobs = logprobs.at[:, step].set(jnp.where(active, new_logprob, 0.0))
+    return (step + 1, tokens, logprobs, cache, done | jnp.isin(new, stop_tokens),
+            lengths + active)
+
+  carry = (jnp.ones((), jnp.int32), tokens, logprobs, cache, done, lengths)
+  _, tokens, logprobs, _, _, lengths = jax.lax.while_loop(cond, body, carry)
+  return Samples(tokens=tokens, logprobs=logprobs, lengths=lengths)
+
+
+# `sample`, jitted: config, max_response_len and pad_id are static.
+generate = jax.jit(sample, static_argnums=0, static_argnames=("max_response_len", "pad_id"))

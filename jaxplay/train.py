@@ -1,0 +1,151 @@
+"""The training loop: collect (compiled rollouts) -> train_step -> evaluate -> checkpoint.
+
+Deterministic for a seed: the rollout key of step k is fold_in(seed key, k), and the train state
+(params, optimizer, RAE baselines, step, rng) is checkpointed whole, so a resumed run continues
+exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, train_step
+from jaxplay import tokenizer as tokenizers
+
+
+class WorkdirError(RuntimeError):
+  pass
+
+
+def _check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+  """Refuses a workdir holding a run of another config (unless `overwrite`); records ours."""
+  path = os.path.join(workdir, "config.json")
+  ours = json.loads(config.to_json_best_effort(sort_keys=True))
+  if os.path.exists(path) and not overwrite:
+    with open(path) as f:
+      theirs = json.load(f)
+    if theirs != ours:
+      changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+      raise WorkdirError(f"{workdir} holds a run of a different config (differs in "
+                         f"{', '.join(changed)}); use another --workdir or pass --overwrite.")
+  if overwrite and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(os.path.join(workdir, "checkpoints"))
+    for name in ("metrics.jsonl",):
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(ours, f, indent=2, sort_keys=True)
+
+
+def _write_transcripts(workdir: str, step: int, transcripts: list[str]) -> str:
+  folder = os.path.join(workdir, "transcripts")
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"step_{step:06d}.txt")
+  with open(path, "w") as f:
+    f.write("\n\n".join(transcripts) + "\n")
+  return path
+
+
+def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  names = ("model", "run", "eval")
+  return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
+
+
+def setup(config: ml_collections.ConfigDict):
+  """(experiment, initial train state, compiled train step) for a validated config."""
+  model, params, tokenizer = experiment.load_model_and_tokenizer(config, _keys(config)["model"])
+  exp = experiment.build(config, tokenizer, model)
+  step_fn, optimizer = experiment.make_train_step(exp)
+  state = train_step.init_state(params, optimizer, num_kinds=len(exp.kits), num_roles=2,
+                                seed=config.seed)
+  return exp, state, step_fn
+
+
+def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints.Checkpointer:
+  return checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                  config.train.keep_checkpoints)
+
+
+def load_run(workdir: str):
+  """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  exp, state, _ = setup(config)
+  restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
+  if restored is None:
+    raise WorkdirError(f"{workdir} has no readable checkpoint.")
+  step, state = restored
+  return config, exp, state, step
+
+
+def decoder(exp: experiment.Experiment):
+  """Token ids -> text (special tokens skipped), for transcripts."""
+  return lambda ids: tokenizers.decode(exp.tokenizer, list(map(int, ids)))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict:
+  """Runs (or resumes) training; returns a summary with paths and the first/last evaluations."""
+  configuration.validate(config)
+  _check_workdir(workdir, config, overwrite)
+  keys = _keys(config)
+  exp, state, step_fn = setup(config)
+  # The frozen opponent keeps the initial params (copied: the train step donates the state).
+  frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
+                   if config.rollout.seats == "frozen" else None)
+  collect = experiment.make_collect(exp)
+  evaluator = evaluate.Evaluator(exp, decoder(exp))
+  ckpt = checkpointer(workdir, config)
+  restored = ckpt.restore_latest(checkpoints.abstract_like(state))
+  start = 0
+  if restored is not None:
+    start, state = restored
+    print(f"Resumed from the checkpoint of step {start} in {ckpt.directory}.", flush=True)
+  writer = metrics.MetricsWriter(workdir)
+  metrics.truncate_after(writer.path, start)
+  summary = {"workdir": os.path.abspath(workdir), "start_step": start}
+
+  def run_eval(step: int):
+    results, transcripts = evaluator(state.params, jax.random.fold_in(keys["eval"], step))
+    writer.write(step, results)
+    summary.setdefault("first_eval", results) if step == 0 else None
+    summary["last_eval"] = results
+    summary["transcripts"] = _write_transcripts(workdir, step, transcripts)
+    print(f"eval step {step}: " + ", ".join(
+        f"{k.removeprefix('eval/')} {v:.2f}" for k, v in results.items()
+        if k.endswith(("/win_rate", "/invalid_rate", "/exploitability"))), flush=True)
+
+  if start == 0:
+    run_eval(0)
+  progress = metrics.Progress(config.train.steps, first_step=start)
+  step = start
+  try:
+    for step in range(start + 1, config.train.steps + 1):
+      batch, stats = collect(state.params, frozen_params, jax.random.fold_in(keys["run"], step))
+      state, step_metrics = step_fn(state, batch)
+      flat = writer.write(step, {**step_metrics, "rollout": stats})
+      tokens = int(batch.response_mask.sum())
+      print(progress.line(step, flat, samples=int(batch.samples.mask.sum()), tokens=tokens),
+            flush=True)
+      if step % config.train.eval_every == 0 or step == config.train.steps:
+        run_eval(step)
+      if step % config.train.checkpoint_every == 0 or step == config.train.steps:
+        ckpt.save(step, state)
+  except KeyboardInterrupt:
+    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+      ckpt.save(int(state.step), state, force=True)
+      print(f"Interrupted: saved the checkpoint of step {int(state.step)}.", flush=True)
+    ckpt.wait()
+    raise
+  finally:
+    ckpt.wait()
+    writer.close()
+  summary.update(final_step=step, checkpoints=ckpt.directory, metrics=writer.path,
+                 tensorboard=os.path.join(workdir, "tensorboard"))
+  ckpt.close()
+  return summary

@@ -1,0 +1,115 @@
+"""The compiled sampler against transformers generate and a teacher-forced forward pass."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxplay import sampling
+from jaxplay.models import loading
+from jaxplay.models import transformer
+from tests.models import hf_reference as ref
+
+R = 12  # max_response_len
+LENGTHS = [7, 4, 1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  hf_model = ref.make_model("gemma3", seed=3)
+  config, params = loading.load_hf(ref.save(hf_model, tmp_path_factory.mktemp("gemma3")))
+  tokens, mask = ref.left_padded_batch(LENGTHS, 7, config.vocab_size, seed=4)
+  return hf_model, config, params, tokens, mask
+
+
+def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(-1,)):
+  _, config, params, tokens, mask = model
+  pad = width - tokens.shape[1]
+  tokens = np.pad(tokens, ((0, 0), (pad, 0)))
+  return sampling.generate(config, params, tokens, mask.sum(1), jax.random.key(key),
+                           jnp.asarray(temperature), jnp.asarray(top_p), jnp.asarray(top_k),
+                           jnp.asarray(stop), max_response_len=R)
+
+
+def _teacher_forced_logits(model, samples):
+  """Logits [B, R, V] that predicted each response token, from one uncached forward pass."""
+  _, config, params, tokens, mask = model
+  full = np.concatenate([tokens, np.asarray(samples.tokens)], axis=1)
+  positions = np.concatenate([ref.positions(mask), mask.sum(1)[:, None] + np.arange(R)], 1)
+  logits, _ = transformer.apply(config, params, jnp.asarray(full), jnp.asarray(positions))
+  return np.asarray(logits)[:, tokens.shape[1] - 1:-1]
+
+
+def test_greedy_matches_transformers_generate(model):
+  hf_model, _, _, tokens, mask = model
+  samples = _generate(model, temperature=0.0)
+  with torch.no_grad():
+    expected = hf_model.generate(
+        input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask),
+        max_new_tokens=R, do_sample=False, pad_token_id=0, eos_token_id=None)
+  np.testing.assert_array_equal(samples.tokens, expected[:, tokens.shape[1]:].numpy())
+  np.testing.assert_array_equal(samples.lengths, R)
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.8, 5)])
+def test_logprobs_match_teacher_forcing(model, temperature, top_p, top_k):
+  samples = _generate(model, temperature=temperature, top_p=top_p, top_k=top_k)
+  logits = _teacher_forced_logits(model, samples) / temperature
+  expected = jax.nn.log_softmax(logits, axis=-1)
+  tokens = np.asarray(samples.tokens)
+  chosen = np.take_along_axis(np.asarray(expected), tokens[..., None], -1)[..., 0]
+  np.testing.assert_allclose(samples.logprobs, chosen, atol=1e-4)
+  if top_k:  # Every drawn token lies inside the top-k set and the top-p nucleus.
+    rank = (logits > np.take_along_axis(logits, tokens[..., None], -1)).sum(-1)
+    assert rank.max() < top_k
+    probs = np.exp(np.asarray(expected))
+    mass_above = np.where(logits > np.take_along_axis(logits, tokens[..., None], -1),
+                          probs, 0).sum(-1)
+    assert mass_above.max() < top_p
+    assert len(np.unique(tokens)) > 3  # Not greedy in disguise.
+
+
+def test_stop_tokens_end_rows_and_pad(model):
+  greedy = np.asarray(_generate(model, temperature=0.0).tokens)
+  stop = [greedy[0, 2], greedy[1, 5]]
+  samples = _generate(model, temperature=0.0, stop=stop)
+  for row in range(len(LENGTHS)):
+    hits = np.flatnonzero(np.isin(greedy[row], stop))
+    length = hits[0] + 1 if hits.size else R
+    assert samples.lengths[row] == length
+    np.testing.assert_array_equal(samples.tokens[row, :length], greedy[row, :length])
+    assert (np.asarray(samples.tokens[row, length:]) == 0).all()
+    assert (np.asarray(samples.logprobs[row, length:]) == 0).all()
+  assert samples.lengths[0] <= 3
+
+
+def test_padding_does_not_change_rows(model):
+  narrow = _generate(model, key=5, top_p=0.9)
+  wide = _generate(model, key=5, top_p=0.9, width=13)
+  np.testing.assert_array_equal(narrow.tokens, wide.tokens)
+  np.testing.assert_array_equal(narrow.lengths, wide.lengths)
+  np.testing.assert_allclose(narrow.logprobs, wide.logprobs, atol=1e-5)
+
+
+def test_changing_sampling_arrays_does_not_recompile(model):
+  _generate(model, temperature=1.0, top_p=1.0, top_k=0)
+  size = sampling.generate._cache_size()
+  for t, p, k in [(0.0, 1.0, 0), (0.5, 0.9, 3), (1.3, 0.5, 50)]:
+    _generate(model, temperature=t, top_p=p, top_k=k)
+  per_row = jnp.asarray([0.0, 0.6, 1.0])
+  _generate(model, temperature=per_row, top_p=jnp.full(3, 0.95), top_k=jnp.asarray([0, 2, 9]))
+  assert sampling.generate._cache_size() == size + 1  # Only the [B]-shaped arrays are new.
+
+
+def test_usable_inside_scan(model):
+  _, config, params, tokens, mask = model
+
+  def turn(carry, key):
+    out = sampling.sample(config, params, tokens, mask.sum(1), key, 1.0, 1.0, 0,
+                          jnp.asarray([-1]), max_response_len=R)
+    return carry, out.tokens
+
+  keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+  _, scanned = jax.jit(lambda k: jax.lax.scan(turn, 0, k))(keys)
+  np.testing.assert_array_equal(scanned[1], _generate(model, key=2).tokens)

@@ -1,0 +1,78 @@
+"""The training program end to end on a tiny from-scratch model: resume after a hard kill is
+bit-identical, metrics/transcripts/plots are written, a foreign workdir is refused."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import kuhn_nash
+from jaxplay import metrics, train
+
+OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
+             "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 4,
+             "train.checkpoint_every": 2, "train.eval_every": 100, "eval.games_per_seat": 2}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config():
+  config = kuhn_nash.get_config()
+  for field, value in OVERRIDES.items():
+    section, name = field.split(".")
+    config[section][name] = value
+  return config
+
+
+def _params(workdir):
+  config, _, state, step = train.load_run(workdir)
+  del config
+  return step, jax.device_get(state.params), jax.device_get(state.opt_state)
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_resume_after_hard_kill_is_bit_identical(tmp_path):
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  summary = train.train(_config(), straight)
+  assert summary["final_step"] == 4 and os.path.exists(summary["transcripts"])
+  assert [r["step"] for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r] == [1, 2, 3, 4]
+
+  command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
+             f"--workdir={killed}"] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  finished_two = os.path.join(killed, "checkpoints", "2", "_CHECKPOINT_METADATA")
+  deadline = time.time() + 600
+  while not os.path.exists(finished_two) and child.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  child.send_signal(signal.SIGKILL)
+  child.wait()
+  assert os.path.exists(finished_two), "the child never wrote its step-2 checkpoint"
+  assert not os.path.exists(os.path.join(killed, "checkpoints", "4"))
+
+  resumed = train.train(_config(), killed)
+  assert resumed["start_step"] in (2, 3) and resumed["final_step"] == 4
+  step_a, params_a, opt_a = _params(straight)
+  step_b, params_b, opt_b = _params(killed)
+  assert step_a == step_b == 4
+  _assert_trees_equal(params_a, params_b)
+  _assert_trees_equal(opt_a, opt_b)
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = _config()
+  train._check_workdir(str(tmp_path), config, overwrite=False)  # pylint: disable=protected-access
+  other = _config()
+  other.optimizer.learning_rate = 0.5
+  with pytest.raises(train.WorkdirError, match="optimizer"):
+    train._check_workdir(str(tmp_path), other, overwrite=False)  # pylint: disable=protected-access
+  train._check_workdir(str(tmp_path), other, overwrite=True)  # pylint: disable=protected-access
