@@ -89,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         remat=False, chat_format="completion")
     config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=512,
                           max_response_len=64)
-    config.rl.update(micro_batch_size=8)
+    config.rl.update(micro_batch_size=2)  # Train peak ~12.5 GiB (python -m jaxplay.memory).
     config.optimizer.update(learning_rate=1e-5)
     config.train.update(steps=6, eval_every=6, checkpoint_every=3)
     config.eval.update(games_per_seat=8)

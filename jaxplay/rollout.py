@@ -81,11 +81,11 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     policy_key, opponent_key, step_key = jax.random.split(key, 3)
     phrase_ids = jax.vmap(game.render)(states)
     prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
-    act = policy(params, prompt_tokens, prompt_lengths, states.legal_action_mask, policy_key)
+    act_with = lambda p, k: _act_unless_over(policy, p, prompt_tokens, prompt_lengths, states, k)
+    act = act_with(params, policy_key)
     learner_turn = self_play | (states.current_player == learner_seat)
     if opponent_params is not None:
-      other = policy(opponent_params, prompt_tokens, prompt_lengths, states.legal_action_mask,
-                     opponent_key)
+      other = act_with(opponent_params, opponent_key)
       act = jax.tree.map(lambda a, b: _rows_where(learner_turn, a, b), act, other)
     elif opponent is not None:
       fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))
@@ -103,6 +103,15 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   final, per_turn = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns))
   return Episodes(**per_turn, returns=final.rewards, invalid=final.invalid,
                   num_turns=final.turn, learner_seat=learner_seat, final_state=final)
+
+
+def _act_unless_over(policy: Policy, params, prompt_tokens, prompt_lengths, states: api.State,
+                     key: jax.Array) -> Act:
+  """The policy's Act, or an all-padding Act without running the model once every game is over
+  (rollouts are fixed-length scans; most turns of short or forfeited games cost nothing)."""
+  run = lambda: policy(params, prompt_tokens, prompt_lengths, states.legal_action_mask, key)
+  skip = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run))
+  return jax.lax.cond(states.terminated.all(), skip, run)
 
 
 def _rows_where(rows: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:

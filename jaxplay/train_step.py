@@ -150,11 +150,19 @@ def _masked_stats(name, values, mask):
 
 def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                     optimizer: optax.GradientTransformation,
-                    log_probs_fn: LogProbsFn | None = None):
+                    log_probs_fn: LogProbsFn | None = None,
+                    rows_sharding: jax.sharding.Sharding | None = None):
   """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`.
 
   The policy's log-probs come from `forward_fn` logits (token level) unless `log_probs_fn` is given.
+  `rows_sharding` lays out [chunks, rows, ...] micro-batches so each device computes its rows
+  (e.g. NamedSharding(mesh, P(None, ("data", "fsdp")))); None leaves the layout to XLA.
   """
+
+  def split_rows(tree):
+    if rows_sharding is None:
+      return tree
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows_sharding), tree)
   loss_config = config.loss
   micro_size = config.batch_size // (config.num_minibatches * config.num_microbatches)
 
@@ -182,6 +190,7 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     mini["metric_weights"] = on / jnp.maximum(on.sum(), 1)
     micros = jax.tree.map(lambda x: x.reshape((config.num_microbatches, micro_size) + x.shape[1:]),
                           mini)
+    micros = split_rows(micros)
 
     def accumulate(grads, micro):
       (_, metrics), micro_grads = grad_fn(params, micro)
@@ -216,6 +225,7 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
       rows = {k: v for k, v in data.items()
               if k in ("tokens", "positions", "legal", "action", "kind")}
       chunks = jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows)
+      chunks = split_rows(chunks)
       old = jax.lax.map(lambda c: log_probs_fn(state.params, c)[0], chunks)
       data["old"] = jax.lax.stop_gradient(old.reshape(config.batch_size, -1))
     else:

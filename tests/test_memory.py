@@ -1,0 +1,172 @@
+"""Memory planning: analytic bytes vs hand counts and XLA's buffers; AOT vs real arrays and RSS.
+
+The 8-device case runs `python -m jaxplay.memory` in a child process (simulated CPU devices), so
+this session keeps its single device.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import spiral
+from jaxplay import memory
+from jaxplay import sharding as sh
+from tests import sharding_worker as worker
+
+# A tiny from-scratch model: 2 Qwen3-style layers, d_model 64, vocab 256.
+OVERRIDES = {"model.preset": "tiny", "model.path": "games_bpe", "model.vocab_size": 256,
+             "rollout.max_prompt_len": 16, "rollout.max_response_len": 16,
+             "rollout.samples_per_step": 8, "rollout.games_per_batch": 8,
+             "rl.micro_batch_size": 4}
+
+
+def tiny_config():
+  config = spiral.get_config("local")
+  for key, value in OVERRIDES.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def hand_param_count(m) -> int:
+  """Qwen3 decoder parameters counted from the architecture (tied embeddings)."""
+  attention = m.d_model * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads) + 2 * m.head_dim
+  layer = attention + 3 * m.d_model * m.mlp_dim + 2 * m.d_model
+  return m.vocab_size * m.d_model + m.num_layers * layer + m.d_model
+
+
+def one_device_mesh():
+  return sh.make_mesh(sh.MeshConfig(1, 1, 1), jax.devices()[:1])
+
+
+@pytest.fixture(scope="module")
+def plans():
+  return memory.plan(tiny_config(), one_device_mesh())
+
+
+def test_params_and_optimizer_match_hand_count(plans):
+  train, sampler = plans
+  count = hand_param_count(memory.model_config(tiny_config()))
+  assert train.params == sampler.params == 4 * count  # float32
+  # Adam's mu and nu per param plus its int32 step count (clipping, constant lr: no state).
+  assert train.optimizer == 2 * 4 * count + 4
+
+
+def test_analytic_arguments_match_xla(plans):
+  train, sampler = plans
+  # XLA drops batch fields the estimator never reads (per-row int32 ids); nothing else differs.
+  row_fields = 4 * tiny_config().rollout.samples_per_step
+  assert 0 <= train.analytic_arguments - train.xla.argument <= 2 * row_fields
+  assert train.xla.argument >= train.params + train.optimizer + train.other_state
+  assert sampler.analytic_arguments == sampler.xla.argument
+  # The donated state comes back in place.
+  assert train.xla.alias >= train.params + train.optimizer
+
+
+def test_kv_cache_bytes_match_hand_count(plans):
+  _, sampler = plans
+  m = memory.model_config(tiny_config())
+  rows, slots = 8, 16 + 16
+  kv = 2 * m.num_layers * rows * slots * m.num_kv_heads * m.head_dim * 4
+  assert sampler.kv_cache == kv + rows * slots * 4 + 4  # + slot positions and the index
+  assert sampler.xla.temp >= sampler.kv_cache  # The cache lives in the sampler's temporaries.
+  assert sampler.activations > 0
+
+
+def real_state_and_batch(exp, optimizer):
+  params = memory.transformer.init_params(exp.model, jax.random.key(0))
+  state = memory.train_step.init_state(params, optimizer, 3, num_roles=2, seed=0)
+  batch = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), memory.batch_shapes(exp))
+  size, length = batch.tokens.shape
+  return state, batch.replace(
+      tokens=jnp.ones((size, length), jnp.int32),
+      positions=jnp.tile(jnp.arange(length, dtype=jnp.int32), (size, 1)),
+      response_mask=jnp.ones((size, length), bool),
+      samples=batch.samples.replace(reward=jnp.linspace(-1, 1, size),
+                                    mask=jnp.ones((size,), bool),
+                                    role=jnp.arange(size, dtype=jnp.int32) % 2))
+
+
+def test_aot_figures_match_compiled_real_arrays(plans):
+  """The step compiled from real arrays has the AOT buffer sizes, and it runs."""
+  train, _ = plans
+  exp = memory.experiment_shapes(tiny_config())
+  step, optimizer = memory.experiment.make_train_step(exp)
+  state, batch = real_state_and_batch(exp, optimizer)
+  assert memory.tree_bytes(state.params) == train.params
+  assert memory.tree_bytes(state.opt_state) == train.optimizer
+  compiled = step.lower(state, batch).compile()
+  assert memory.XlaStats.of(compiled) == train.xla
+  new_state, metrics = compiled(state, batch)
+  assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_budget_verdict_in_report(plans):
+  train, sampler = plans
+  config = tiny_config()
+  text = memory.report(config, one_device_mesh(), train, sampler, 16.0, 8)
+  assert "DOES NOT FIT" not in text and text.count("fits") == 3
+  tight = memory.report(config, one_device_mesh(), train, sampler, train.peak / 2**30 / 2, 8)
+  assert "DOES NOT FIT" in tight
+
+
+def test_fsdp_over_8_simulated_devices(tmp_path):
+  """Mesh 1,8,1: params and optimizer per device are the total / 8 (qk norms replicated)."""
+  out = tmp_path / "plan.json"
+  cmd = [sys.executable, "-m", "jaxplay.memory", "--config=configs/spiral.py:local",
+         *[f"--config.{k}={v}" for k, v in OVERRIDES.items()], "--devices=8", "--mesh=1,8,1",
+         f"--json={out}"]
+  proc = subprocess.run(cmd, cwd=worker.ROOT, env=worker.child_env(1), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "fsdp=8" in proc.stdout and "8 devices" in proc.stdout
+  figures = json.loads(out.read_text())
+  m = memory.model_config(tiny_config())
+  total = 4 * hand_param_count(m)
+  replicated = 4 * m.num_layers * 2 * m.head_dim  # q/k norm scales (head_dim is never split).
+  train, sampler = figures["train"], figures["sampler"]
+  assert train["params"] == (total - replicated) // 8 + replicated
+  assert train["optimizer"] == 2 * train["params"] + 4
+  assert 0 <= train["params"] + train["optimizer"] + train["other_state"] + train["batch"] \
+      - train["xla"]["argument"] <= 2 * 4
+  # The sampler holds the whole (unsplit) params after resharding, and 1/8 of the cache rows.
+  assert sampler["sampler_params"] == total
+  assert sampler["xla"]["temp"] >= sampler["sampler_params"] + sampler["kv_cache"]
+  assert sampler["params"] + sampler["inputs"] == sampler["xla"]["argument"]
+
+
+def measure_step_rss():
+  """Prints (XLA's temp + new outputs, max-RSS growth over one real train step) in bytes, as JSON.
+
+  Runs in a fresh process (ru_maxrss is a high-water mark), with a vocab large enough for the
+  temporaries to dwarf allocator noise.
+  """
+  config = tiny_config()
+  config.model.vocab_size = 16384
+  config.rollout.update(max_prompt_len=256, max_response_len=256)
+  exp = memory.experiment_shapes(config)
+  step, optimizer = memory.experiment.make_train_step(exp)
+  state, batch = jax.block_until_ready(real_state_and_batch(exp, optimizer))
+  compiled = step.lower(state, batch).compile()
+  xla = memory.XlaStats.of(compiled)
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  jax.block_until_ready(compiled(state, batch))
+  after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  print(json.dumps([xla.temp + xla.output - xla.alias, (after - before) * 1024]))  # Linux: KiB
+
+
+@pytest.mark.slow  # Reads the process's peak RSS: sensitive to a loaded machine.
+def test_xla_temporaries_are_the_memory_a_real_step_takes():
+  code = "from tests.test_memory import measure_step_rss; measure_step_rss()"
+  proc = subprocess.run([sys.executable, "-c", code], cwd=worker.ROOT, env=worker.child_env(1),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  predicted, measured = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert predicted > 2**29  # The step needs over 0.5 GiB of temporaries.
+  assert abs(measured - predicted) < 0.15 * predicted, (predicted, measured)
