@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "local":
     config.model.update(preset="gemma3_270m", path="gemma3_270m_package", dtype="float32",
                         remat=False, chat_format="completion")
-    config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=512,
+    config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=704,
                           max_response_len=64)
     config.rl.update(micro_batch_size=2)  # Train peak ~12.5 GiB (python -m jaxplay.memory).
     config.optimizer.update(learning_rate=1e-5)
