@@ -1,0 +1,157 @@
+"""Params -> an HF checkpoint directory that `transformers` loads (the inverse of loading).
+
+`export_hf` writes config.json (qwen3, llama or gemma3_text), model.safetensors with HF names and
+[out, in] layouts (the per-layer tensors unstacked from our scanned `layers`), and the tokenizer
+files when given one. Tensor names come from the tables of `jaxplay.models.loading`, so a directory
+written here loads back with `loading.load_hf` to the same params.
+
+  python -m jaxplay.export --workdir=DIR --out=OUT_DIR   # the latest checkpoint of a run
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import jax
+import numpy as np
+
+from jaxplay.models import loading
+from jaxplay.models.configs import ModelConfig
+
+_DTYPE_NAMES = {np.dtype(v): k for k, v in loading._SAFETENSORS_DTYPES.items()}
+_ARCHITECTURES = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
+                  "gemma3_text": "Gemma3ForCausalLM"}
+
+
+def model_type(config: ModelConfig) -> str:
+  """The transformers model_type that computes exactly what `config` describes."""
+  gemma = (config.activation, config.qk_norm, config.sandwich_norm, config.norm_plus_one,
+           config.scale_embeddings) == ("gelu_tanh", True, True, True, True)
+  plain = (config.activation, config.sandwich_norm, config.norm_plus_one,
+           config.scale_embeddings) == ("silu", False, False, False)
+  if not (gemma or plain):
+    raise ValueError("config matches none of qwen3, llama, gemma3_text (activation, norms and "
+                     "embedding scaling must be those of one of them)")
+  if config.attn_softcap is not None:
+    raise ValueError("attn_softcap has no transformers equivalent (its Gemma 3 ignores it)")
+  if not gemma and (any(config.is_local) or config.final_softcap is not None
+                    or config.query_scale not in (None, config.head_dim)):
+    raise ValueError("sliding-window layers, final_softcap and query_scale need Gemma 3")
+  return "gemma3_text" if gemma else "qwen3" if config.qk_norm else "llama"
+
+
+def _rope_parameters(base: float, scaling) -> dict:
+  rope = {"rope_type": "default", "rope_theta": base}
+  if scaling is not None:
+    rope.update(rope_type=scaling.kind, factor=scaling.factor)
+    if scaling.kind == "llama3":
+      rope.update(low_freq_factor=scaling.low_freq_factor,
+                  high_freq_factor=scaling.high_freq_factor,
+                  original_max_position_embeddings=scaling.original_max_position)
+  return rope
+
+
+def hf_config(config: ModelConfig, tokenizer=None) -> dict:
+  """The config.json dict (transformers 5 layout) that rebuilds `config` in transformers."""
+  kind = model_type(config)
+  hf = dict(
+      model_type=kind, architectures=[_ARCHITECTURES[kind]], vocab_size=config.vocab_size,
+      hidden_size=config.d_model, num_hidden_layers=config.num_layers,
+      num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+      head_dim=config.head_dim, intermediate_size=config.mlp_dim, rms_norm_eps=config.norm_eps,
+      tie_word_embeddings=config.tie_embeddings, attention_bias=False,
+      torch_dtype=config.param_dtype, dtype=config.param_dtype)
+  global_rope = _rope_parameters(config.rope_base, config.rope_scaling)
+  if kind == "gemma3_text":
+    scalar = config.query_scale or config.head_dim  # transformers wants an int when it is one.
+    hf.update(
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=int(scalar) if float(scalar).is_integer() else scalar,
+        final_logit_softcapping=config.final_softcap,
+        attn_logit_softcapping=None, sliding_window=config.sliding_window or None,
+        layer_types=["sliding_attention" if local else "full_attention"
+                     for local in config.is_local],
+        rope_parameters={"full_attention": global_rope,
+                         "sliding_attention": _rope_parameters(config.local_rope_base, None)})
+  else:
+    hf.update(hidden_act="silu", mlp_bias=False, rope_parameters=global_rope)
+  if tokenizer is not None:
+    for name in ("bos", "eos", "pad"):
+      hf[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id")
+  return hf
+
+
+def _from_ours(x, n_in):
+  """Our [in dims..., out dims...] array -> HF's [out, in] (a copy when n_in is None)."""
+  x = np.asarray(x)
+  if n_in is None:
+    return x
+  return x.reshape(math.prod(x.shape[:n_in]), -1).T
+
+
+def _tensors(config: ModelConfig, params):
+  """[(HF name, shape, dtype, thunk giving the numpy array)], sorted by name."""
+  names = loading._names(config, 0, "model.layers.{i}.")
+  out = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    template, n_in = names["/".join(k.key for k in path)]
+    layered = path[0].key == "layers"
+    one_shape = leaf.shape[1:] if layered else leaf.shape
+    shape = loading._expected_source_shape(one_shape, n_in)
+    if layered:
+      out += [(template.format(i=i), shape, leaf.dtype,
+               lambda leaf=leaf, i=i, n_in=n_in: _from_ours(leaf[i], n_in))
+              for i in range(config.num_layers)]
+    else:
+      out.append((template, shape, leaf.dtype, lambda leaf=leaf, n_in=n_in: _from_ours(leaf, n_in)))
+  return sorted(out, key=lambda item: item[0])
+
+
+def _write_safetensors(path: pathlib.Path, tensors) -> None:
+  """Streams tensors into one safetensors file, one tensor in host memory at a time."""
+  header, offset = {"__metadata__": {"format": "pt"}}, 0
+  for name, shape, dtype, _ in tensors:
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    header[name] = {"dtype": _DTYPE_NAMES[np.dtype(dtype)], "shape": list(shape),
+                    "data_offsets": [offset, offset + size]}
+    offset += size
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)  # The data starts 8-byte aligned.
+  with open(path, "wb") as f:
+    f.write(len(blob).to_bytes(8, "little") + blob)
+    for *_, thunk in tensors:
+      f.write(np.ascontiguousarray(thunk()).tobytes())
+
+
+def export_hf(model_config: ModelConfig, params, out_dir, tokenizer=None) -> str:
+  """Writes config.json, model.safetensors and (when given) the tokenizer files; returns out_dir."""
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "config.json").write_text(json.dumps(hf_config(model_config, tokenizer), indent=2) + "\n")
+  _write_safetensors(out / "model.safetensors", _tensors(model_config, params))
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(out))
+  return str(out)
+
+
+def export_run(workdir: str, out_dir: str) -> tuple[str, int]:
+  """Exports the latest checkpoint of a run with its tokenizer; returns (out_dir, step)."""
+  from jaxplay import train  # pylint: disable=import-outside-toplevel
+  _, exp, state, step = train.load_run(workdir)
+  return export_hf(exp.model, state.params, out_dir, exp.tokenizer), step
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out)
+  print(f"Exported the step-{step} params of {flags.FLAGS.workdir} to {out}.")
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=ungrouped-imports
+  flags.DEFINE_string("workdir", None, "Run directory holding checkpoints.", required=True)
+  flags.DEFINE_string("out", None, "Directory to write the HF checkpoint into.", required=True)
+  app.run(main)
