@@ -11,12 +11,18 @@ MODEL = configs.tiny(vocab_size=64)
 PARAMS = transformer.init_params(MODEL, jax.random.key(0))
 
 
-def _naive_answer_log_likelihood(prompt, answer):
-  """log p(answer | prompt) from one forward pass over the unpadded concatenation."""
-  tokens = jnp.asarray([prompt + answer], jnp.int32)
-  logits, _ = transformer.apply(MODEL, PARAMS, tokens, jnp.arange(tokens.shape[1])[None])
-  log_probs = jax.nn.log_softmax(logits[0], axis=-1)
-  return sum(float(log_probs[len(prompt) - 1 + j, t]) for j, t in enumerate(answer))
+def _naive_answer_log_likelihoods(prompts, answers):
+  """log p(answer | prompt) for every pair, from one causal forward pass over the unpadded
+  concatenations (right-padded to a common length, which cannot affect earlier positions)."""
+  rows = [p + a for p in prompts for a in answers]
+  width = max(map(len, rows))
+  tokens = jnp.asarray([r + [0] * (width - len(r)) for r in rows], jnp.int32)
+  logits, _ = jax.jit(lambda t: transformer.apply(MODEL, PARAMS, t, jnp.arange(width)[None]))(
+      tokens)
+  log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+  scores = [sum(log_probs[i, len(p) - 1 + j, t] for j, t in enumerate(a))
+            for i, (p, a) in enumerate((p, a) for p in prompts for a in answers)]
+  return np.asarray(scores).reshape(len(prompts), len(answers))
 
 
 def _batch():
@@ -36,7 +42,7 @@ def test_answer_log_likelihoods_match_naive_forward():
   got = policies.answer_log_likelihoods(
       MODEL, PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
       jnp.broadcast_to(table, (3,) + table.shape), jnp.broadcast_to(lengths, (3, 4)))
-  expected = [[_naive_answer_log_likelihood(p, a) for a in answers] for p in prompts]
+  expected = _naive_answer_log_likelihoods(prompts, answers)
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
