@@ -200,7 +200,8 @@ def make_train_step(exp: Experiment):
   optimizer = make_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]
-  log_probs_fn = None
+  log_probs_fn = policies.response_log_probs_fn(exp.model, config.rollout.max_prompt_len,
+                                                max(config.rollout.temperature, 1e-6))
   if exp.scoring:
     scorings = jax.tree.map(lambda *t: jnp.stack(t), *[kit.scoring for kit in exp.kits])
     log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxplay import rollout, sampling, text
+from jaxplay import losses, rollout, sampling, text
 from jaxplay.models import transformer
 from jaxplay.models.configs import ModelConfig
 
@@ -118,5 +118,25 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt
     chosen = jnp.take_along_axis(log_pi, rows["action"][:, None], axis=-1)[:, 0]
     column = jnp.arange(tokens.shape[1] - 1)[None, :] == prompt_len - 1
     return jnp.where(column, chosen[:, None], 0.0), jnp.where(column, entropy[:, None], 0.0)
+
+  return log_probs_fn
+
+
+def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0):
+  """train_step log_probs_fn for free text: log-probs and entropies of the response tokens only.
+
+  Rows hold tokens [b, P + R] (prompt first). Logits are computed only where a response token is
+  predicted (columns P - 1 .. P + R - 2 of the [b, P + R - 1] output; zeros elsewhere), which
+  spares the full-vocabulary projection of every prompt position.
+  """
+
+  def log_probs_fn(params, rows):
+    tokens = rows["tokens"]
+    hidden, _ = transformer.apply(model, params, tokens, rows["positions"], return_hidden=True)
+    logits = transformer.unembed(model, params, hidden[:, prompt_len - 1:-1])
+    log_probs, entropy = losses.log_probs_and_entropy(logits, tokens[:, prompt_len:],
+                                                      temperature)
+    pad = lambda x: jnp.pad(x, ((0, 0), (prompt_len - 1, 0)))
+    return pad(log_probs), pad(entropy)
 
   return log_probs_fn

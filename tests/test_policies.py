@@ -89,3 +89,21 @@ def test_gradients_stay_finite_with_illegal_actions():
   grads = jax.grad(objective)(PARAMS)
   assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_response_log_probs_equal_full_logits_on_response_columns():
+  rng = np.random.default_rng(1)
+  prompt_len, response_len = 6, 4
+  tokens = jnp.asarray(rng.integers(1, 64, size=(2, prompt_len + response_len)), jnp.int32)
+  positions = jnp.broadcast_to(jnp.arange(prompt_len + response_len), tokens.shape) - jnp.asarray(
+      [[0], [2]])  # The second row has two padding slots on the left.
+  rows = {"tokens": tokens, "positions": positions}
+  fast, fast_entropy = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)(PARAMS, rows)
+  logits, _ = transformer.apply(MODEL, PARAMS, tokens, positions)
+  full, full_entropy = policies.losses.log_probs_and_entropy(logits[:, :-1], tokens[:, 1:], 0.7)
+  response = slice(prompt_len - 1, None)
+  np.testing.assert_allclose(np.asarray(fast[:, response]), np.asarray(full[:, response]),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(fast_entropy[:, response]),
+                             np.asarray(full_entropy[:, response]), rtol=1e-5, atol=1e-5)
+  assert not np.asarray(fast[:, :prompt_len - 1]).any()
