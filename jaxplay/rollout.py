@@ -168,10 +168,21 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
 
 
 def concat_and_compact(samples: list[Samples], size: int) -> Samples:
-  """Concatenates sample sets and moves unmasked rows first, keeping `size` rows (static)."""
+  """Concatenates sample sets and moves unmasked rows first, keeping `size` rows (static).
+
+  Game and group ids (unique across the sets) are renumbered densely, in order, into [0, size),
+  the range the advantage estimators expect.
+  """
   merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *samples)
   order = jnp.argsort(~merged.mask, stable=True)[:size]
   if order.shape[0] < size:
     raise ValueError(f"Only {order.shape[0]} sample rows for samples_per_step={size}: "
                      "play more games per step.")
-  return jax.tree.map(lambda x: x[order], merged)
+  kept = jax.tree.map(lambda x: x[order], merged)
+  return kept.replace(game_index=_dense_ranks(kept.game_index), group=_dense_ranks(kept.group))
+
+
+def _dense_ranks(ids: jax.Array) -> jax.Array:
+  """int32 [N] ids -> their ranks among the distinct values, in [0, N), order kept."""
+  _, inverse = jnp.unique(ids, return_inverse=True, size=ids.shape[0])
+  return inverse.reshape(ids.shape).astype(jnp.int32)

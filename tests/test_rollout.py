@@ -85,5 +85,11 @@ def test_concat_and_compact_moves_samples_first():
   merged = rollout.concat_and_compact([a, b], size=n_valid + 3)
   assert merged.mask[:n_valid].all() and not merged.mask[n_valid:].any()
   assert set(np.asarray(merged.game_kind[:n_valid])) == {0, 1}
+  # Ids are renumbered densely into [0, size) (the estimators' range), keeping games apart.
+  offset_b = b.replace(game_index=b.game_index + 1000, group=b.group + 1000)
+  small = rollout.concat_and_compact([a, offset_b], size=n_valid)
+  kinds, games_ = np.asarray(small.game_kind), np.asarray(small.game_index)
+  assert games_.max() < n_valid and np.asarray(small.group).max() < n_valid
+  assert not set(games_[kinds == 0]) & set(games_[kinds == 1])
   with pytest.raises(ValueError, match="samples_per_step"):
     rollout.concat_and_compact([a, b], size=10_000)
