@@ -63,13 +63,11 @@ def play_against(game: api.Game, policy: rollout_lib.Policy,
                  opponent: rollout_lib.Opponent, key: jax.Array, games_per_seat: int,
                  invalid_rewards: tuple[float, float] = api.EVAL_INVALID_REWARDS
                  ) -> rollout_lib.Episodes:
-  """Plays the learner against `opponent`, `games_per_seat` games in each seat."""
+  """Plays the learner against `opponent`, `games_per_seat` games in each seat (traceable)."""
   game = dataclasses.replace(game, invalid_rewards=tuple(invalid_rewards))
   seats = jnp.repeat(jnp.arange(2, dtype=jnp.int32), games_per_seat)
-  play = jax.jit(lambda params, key: rollout_lib.rollout(
-      game, policy, render_prompt, params, key, 2 * games_per_seat, opponent=opponent,
-      seats=seats))
-  return play(params, key)
+  return rollout_lib.rollout(game, policy, render_prompt, params, key, 2 * games_per_seat,
+                             opponent=opponent, seats=seats)
 
 
 def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
@@ -89,13 +87,11 @@ class Evaluator:
     for kit in exp.kits:
       names = [n for n in config.eval.opponents.split(",") if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
-      game = dataclasses.replace(kit.game, invalid_rewards=tuple(config.eval.invalid_rewards))
-      seats = jnp.repeat(jnp.arange(2, dtype=jnp.int32), self._games_per_seat)
-      play = jax.jit(lambda params, key, index, kit=kit, game=game, fns=fns, seats=seats:
-                     rollout_lib.rollout(game, kit.eval_policy,
-                                         functools.partial(text.render_tokens, kit.prompts),
-                                         params, key, seats.shape[0],
-                                         opponent=switch_opponent(fns, index), seats=seats))
+      play = jax.jit(functools.partial(
+          lambda params, key, index, kit, fns: play_against(
+              kit.game, kit.eval_policy, functools.partial(text.render_tokens, kit.prompts),
+              params, switch_opponent(fns, index), key, self._games_per_seat,
+              tuple(config.eval.invalid_rewards)), kit=kit, fns=fns))
       self._plays.append((kit.game.name, names, play))
     # Exact exploitability needs the action probabilities: action-scoring mode, one round.
     self._kuhn_tables = [jax.jit(functools.partial(kuhn_policy_table, exp, kit))

@@ -10,6 +10,10 @@ from games import opponents
 from jaxplay import evaluate
 from tests import stand_ins
 
+# Game, policies, renderer, opponent and games per seat are static.
+_play = jax.jit(evaluate.play_against, static_argnames=(
+    "game", "policy", "render_prompt", "opponent", "games_per_seat"))
+
 
 def test_wilson_interval_hand_computed():
   low, high = evaluate.wilson_interval(5, 10)
@@ -21,9 +25,10 @@ def test_wilson_interval_hand_computed():
 
 def test_random_learner_never_beats_minimax_and_seats_balance():
   game = games.make("tic_tac_toe")
-  episodes = evaluate.play_against(game, stand_ins.random_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0},
-                                   opponents.tic_tac_toe_minimax, jax.random.key(0),
-                                   games_per_seat=64)
+  episodes = _play(game=game, policy=stand_ins.random_policy,
+                   render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
+                   opponent=opponents.tic_tac_toe_minimax, key=jax.random.key(0),
+                   games_per_seat=64)
   np.testing.assert_array_equal(np.bincount(np.asarray(episodes.learner_seat)), [64, 64])
   stats = evaluate.outcome_stats(episodes)
   assert stats["wins"] == 0 and stats["games"] == 128
@@ -33,8 +38,9 @@ def test_random_learner_never_beats_minimax_and_seats_balance():
 
 def test_invalid_answers_count_as_eval_losses():
   game = games.make("tic_tac_toe")
-  episodes = evaluate.play_against(game, stand_ins.random_policy, stand_ins.render_phrase_ids, {"p_invalid": 1.0},
-                                   opponents.uniform_random, jax.random.key(1), games_per_seat=8)
+  episodes = _play(game=game, policy=stand_ins.random_policy,
+                   render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 1.0},
+                   opponent=opponents.uniform_random, key=jax.random.key(1), games_per_seat=8)
   stats = evaluate.outcome_stats(episodes)
   assert stats["invalid_rate"] == 1.0 and stats["losses"] == 16
   # Evaluation penalty is -1/+1, whoever moves first.
