@@ -136,8 +136,9 @@ def make_collect(exp: Experiment):
                       frozen_params if config.rollout.seats == "frozen" else None, opponent_name)
       flat = rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions)
       offset = kind * games_per_batch  # Game and group ids are unique across kinds.
-      samples.append(flat.replace(game_index=flat.game_index + offset,
-                                  group=flat.group + offset))
+      outcome = flat.outcome
+      samples.append(flat.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,
+                                                          group=outcome.group + offset)))
       stats[kit.game.name] = game_stats(episodes)
     merged = rollout.concat_and_compact(samples, config.rollout.samples_per_step)
     return to_batch(exp, merged), stats
@@ -172,10 +173,7 @@ def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:
   return train_step.Batch(
       tokens=tokens, positions=positions.astype(jnp.int32), response_mask=response_mask,
       old_log_probs=old_log_probs,
-      samples=advantages.Samples(reward=samples.reward, game_kind=samples.game_kind,
-                                 role=samples.role, group=samples.group,
-                                 game_index=samples.game_index, turn_index=samples.turn_index,
-                                 mask=samples.mask),
+      samples=samples.outcome,
       invalid_action=~samples.valid,
       legal_action_mask=samples.legal_action_mask if exp.scoring else None,
       action=samples.action if exp.scoring else None)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from games import api
+from jaxplay import advantages
 
 
 class Act(NamedTuple):
@@ -127,16 +128,12 @@ class Samples:
   response_tokens: jax.Array  # int32 [N, R]
   response_logprobs: jax.Array  # float32 [N, R]
   response_lengths: jax.Array  # int32 [N]
-  reward: jax.Array  # float32 [N], the acting player's return in its game.
-  role: jax.Array  # int32 [N], the acting player.
-  game_kind: jax.Array  # int32 [N], index of the game in the training mix.
-  game_index: jax.Array  # int32 [N], the game's row in its rollout batch.
-  group: jax.Array  # int32 [N], games sharing an initial state (game_index // group_size).
-  turn_index: jax.Array  # int32 [N]
   valid: jax.Array  # bool [N]
   action: jax.Array  # int32 [N]
   legal_action_mask: jax.Array  # bool [N, A], padded with False to the mix's largest A.
-  mask: jax.Array  # bool [N]
+  # reward, role, game kind, game and group ids, turn index and the sample mask, as the
+  # advantage estimators take them.
+  outcome: advantages.Samples
 
 
 def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
@@ -158,13 +155,13 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
       response_tokens=flat(episodes.response_tokens),
       response_logprobs=flat(episodes.response_logprobs),
       response_lengths=flat(episodes.response_lengths),
-      reward=flat(reward), role=flat(episodes.player),
-      game_kind=jnp.full((num_turns * batch,), game_kind, jnp.int32),
-      game_index=flat(game_index).astype(jnp.int32),
-      group=flat(game_index // group_size).astype(jnp.int32),
-      turn_index=flat(turn_index).astype(jnp.int32),
       valid=flat(episodes.valid), action=flat(episodes.action), legal_action_mask=flat(legal),
-      mask=flat(episodes.learner))
+      outcome=advantages.Samples(
+          reward=flat(reward), role=flat(episodes.player),
+          game_kind=jnp.full((num_turns * batch,), game_kind, jnp.int32),
+          game_index=flat(game_index).astype(jnp.int32),
+          group=flat(game_index // group_size).astype(jnp.int32),
+          turn_index=flat(turn_index).astype(jnp.int32), mask=flat(episodes.learner)))
 
 
 def concat_and_compact(samples: list[Samples], size: int) -> Samples:
@@ -174,12 +171,14 @@ def concat_and_compact(samples: list[Samples], size: int) -> Samples:
   the range the advantage estimators expect.
   """
   merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *samples)
-  order = jnp.argsort(~merged.mask, stable=True)[:size]
+  order = jnp.argsort(~merged.outcome.mask, stable=True)[:size]
   if order.shape[0] < size:
     raise ValueError(f"Only {order.shape[0]} sample rows for samples_per_step={size}: "
                      "play more games per step.")
   kept = jax.tree.map(lambda x: x[order], merged)
-  return kept.replace(game_index=_dense_ranks(kept.game_index), group=_dense_ranks(kept.group))
+  outcome = kept.outcome
+  return kept.replace(outcome=outcome.replace(game_index=_dense_ranks(outcome.game_index),
+                                              group=_dense_ranks(outcome.group)))
 
 
 def _dense_ranks(ids: jax.Array) -> jax.Array:

@@ -33,10 +33,11 @@ def test_self_play_records_every_turn(name):
   np.testing.assert_allclose(episodes.returns.sum(-1), 0.0)
   # The acting player alternates in TicTacToe; its reward is its game's return.
   samples = rollout.to_samples(episodes, game_kind=2)
-  rows = np.asarray(samples.mask)
-  expected = np.asarray(episodes.returns)[np.asarray(samples.game_index), np.asarray(samples.role)]
-  np.testing.assert_allclose(np.asarray(samples.reward)[rows], expected[rows])
-  assert (np.asarray(samples.game_kind) == 2).all()
+  outcome = samples.outcome
+  rows = np.asarray(outcome.mask)
+  expected = np.asarray(episodes.returns)[np.asarray(outcome.game_index), np.asarray(outcome.role)]
+  np.testing.assert_allclose(np.asarray(outcome.reward)[rows], expected[rows])
+  assert (np.asarray(outcome.game_kind) == 2).all()
 
 
 def test_invalid_answers_end_games_with_penalty():
@@ -65,7 +66,7 @@ def test_frozen_opponent_seats_and_groups():
   episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(3), 32, frozen=True, group_size=4)
   assert (np.asarray(episodes.learner_seat) >= 0).all()
   samples = rollout.to_samples(episodes, game_kind=0, group_size=4)
-  np.testing.assert_array_equal(samples.group, samples.game_index // 4)
+  np.testing.assert_array_equal(samples.outcome.group, samples.outcome.game_index // 4)
 
 
 def test_groups_share_initial_state():
@@ -81,15 +82,16 @@ def test_concat_and_compact_moves_samples_first():
   game = games.make("tic_tac_toe")
   a = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(5), 8), 0)
   b = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(6), 8), 1)
-  n_valid = int(a.mask.sum() + b.mask.sum())
+  n_valid = int(a.outcome.mask.sum() + b.outcome.mask.sum())
   merged = rollout.concat_and_compact([a, b], size=n_valid + 3)
-  assert merged.mask[:n_valid].all() and not merged.mask[n_valid:].any()
-  assert set(np.asarray(merged.game_kind[:n_valid])) == {0, 1}
+  assert merged.outcome.mask[:n_valid].all() and not merged.outcome.mask[n_valid:].any()
+  assert set(np.asarray(merged.outcome.game_kind[:n_valid])) == {0, 1}
   # Ids are renumbered densely into [0, size) (the estimators' range), keeping games apart.
-  offset_b = b.replace(game_index=b.game_index + 1000, group=b.group + 1000)
+  offset_b = b.replace(outcome=b.outcome.replace(game_index=b.outcome.game_index + 1000,
+                                                 group=b.outcome.group + 1000))
   small = rollout.concat_and_compact([a, offset_b], size=n_valid)
-  kinds, games_ = np.asarray(small.game_kind), np.asarray(small.game_index)
-  assert games_.max() < n_valid and np.asarray(small.group).max() < n_valid
+  kinds, games_ = np.asarray(small.outcome.game_kind), np.asarray(small.outcome.game_index)
+  assert games_.max() < n_valid and np.asarray(small.outcome.group).max() < n_valid
   assert not set(games_[kinds == 0]) & set(games_[kinds == 1])
   with pytest.raises(ValueError, match="samples_per_step"):
     rollout.concat_and_compact([a, b], size=10_000)
