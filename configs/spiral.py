@@ -22,6 +22,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat=True,
       chat_format="auto",  # auto | chatml | gemma | completion
       vocab_size=0,  # Only for path="games_bpe" (a from-scratch model with a games BPE).
+      # Only for path="games_bpe": ModelConfig fields that replace the preset's (e.g. num_layers).
+      overrides=ml_collections.ConfigDict(),
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.

@@ -2,6 +2,8 @@
 
 `rounds=1` pays the chips won (+-1, +-2). `rounds=N>1` deals afresh each round, alternates the first
 player (Player 0 opens round 1), sums the chips and pays +1/-1/0 by the sign of the chip total.
+`rules=False` leaves the rules paragraph out of the prompt (for models trained from scratch, which
+learn the game from rewards and gain nothing from reading its rules).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def _deal(key: jax.Array) -> jax.Array:
   return jnp.asarray(_DEALS)[jax.random.randint(key, (), 0, len(_DEALS))]
 
 
-def _intro(player: int, rounds: int) -> str:
+def _intro(player: int, rounds: int, rules: bool = True) -> str:
+  game = "a game of Kuhn Poker" if rounds == 1 else f"a {rounds}-round game of Kuhn Poker"
+  if not rules:
+    return f"You are Player {player} in {game}.\n"
   if rounds == 1:
-    game, opener, goal = "a game of Kuhn Poker", "Player 0 acts first.", ""
+    opener, goal = "Player 0 acts first.", ""
   else:
-    game = f"a {rounds}-round game of Kuhn Poker"
     opener = "Player 0 acts first in round 1, and the first player alternates each round."
     goal = ("- The player with more chips after all rounds wins the game; equal chips is a "
             "draw.\n")
@@ -108,12 +112,16 @@ _GAME_OVER = "\nThe game is over."
 @dataclasses.dataclass(frozen=True)
 class KuhnPoker(api.Game):
   rounds: int = 1
+  rules: bool = True
 
   name = "kuhn_poker"
 
   def __post_init__(self):
     if self.rounds < 1:
       raise ValueError(f"kuhn_poker: rounds must be >= 1, got {self.rounds}.")
+
+  def _intro(self, player: int) -> str:
+    return _intro(player, self.rounds, self.rules)
 
   @property
   def actions(self) -> tuple[str, ...]:
@@ -131,7 +139,7 @@ class KuhnPoker(api.Game):
                *(_round_text(r + 1, self.rounds) for r in range(self.rounds)),
                *(_chips_text(c) for c in range(-2 * self.rounds, 2 * self.rounds + 1)))
     moves = tuple(_move_text(p, a) for p in range(2) for a in range(4))
-    return ("", _intro(0, self.rounds), _intro(1, self.rounds), *multi,
+    return ("", self._intro(0), self._intro(1), *multi,
             *(f"Your card: {c}\n" for c in CARDS), _HISTORY, _NONE, *moves,
             *(", " + m for m in moves), _LEGAL, _GAME_OVER,
             *(f"[{a}]" for a in ACTIONS), *(f", [{a}]" for a in ACTIONS))
@@ -182,7 +190,7 @@ class KuhnPoker(api.Game):
   def _render(self, state: api.State, player: jax.Array) -> jax.Array:
     ids = {p: i for i, p in enumerate(self.phrases)}
     data = state.data
-    parts = [ids[_intro(0, self.rounds)] + player]
+    parts = [ids[self._intro(0)] + player]
     if self.rounds > 1:
       results = ids[_result_text(1, 0)] + 6 * jnp.arange(self.rounds) + data.results
       parts += [jnp.where(jnp.arange(self.rounds) < data.rounds_done, results, api.PAD_PHRASE),
@@ -203,7 +211,7 @@ class KuhnPoker(api.Game):
 
   def render_text(self, state: api.State, player: int) -> str:
     data = state.data
-    text = _intro(player, self.rounds)
+    text = self._intro(player)
     rounds_done = int(data.rounds_done)
     if self.rounds > 1:
       text += "".join(_result_text(r + 1, int(data.results[r])) for r in range(rounds_done))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
@@ -9,6 +10,7 @@ import ml_collections
 import games
 from games import opponents
 from jaxplay import advantages, losses
+from jaxplay.models import configs as model_configs
 
 ROLLOUT_MODES = ("text", "action_scoring")
 SCHEDULES = ("constant", "cosine")
@@ -119,6 +121,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
   path = config.model.path
+  overrides = config.model.overrides.to_dict()
+  if overrides and path != "games_bpe":
+    _fail("model.overrides", overrides, "only a from-scratch model (model.path='games_bpe') can "
+          "change its architecture; a checkpoint's comes from its files.")
+  fields = {f.name for f in dataclasses.fields(model_configs.ModelConfig)} - {"vocab_size"}
+  for name in overrides:
+    if name not in fields:
+      _fail(f"model.overrides.{name}", overrides[name],
+            f"not a ModelConfig field; valid: {', '.join(sorted(fields))}.")
   if path in PACKAGE_MODELS:
     return
   if not path:

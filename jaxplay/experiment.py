@@ -52,19 +52,31 @@ class Experiment:
     return self.config.rollout.max_prompt_len + self.max_response_len
 
 
-def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
-  """(model config, params, tokenizer) from model.path, or a fresh model for `init='random'`."""
-  dtypes = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = None
+                 ) -> model_configs.ModelConfig:
+  """The architecture of config.model: its preset with the dtypes, and for from-scratch models
+  (path 'games_bpe') the vocabulary size and the `model.overrides` fields."""
+  fields = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
                 remat=config.model.remat)
+  if config.model.path == "games_bpe":
+    fields.update(config.model.overrides.to_dict())
+    if vocab_size or config.model.vocab_size:
+      fields["vocab_size"] = vocab_size or config.model.vocab_size
+  return model_configs.get(config.model.preset, **fields)
+
+
+def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
+  """(model config, params, tokenizer) from model.path, or a fresh model for 'games_bpe'."""
   if config.model.path == "games_bpe":  # From scratch, with a small BPE fit to the games' text.
     tokenizer = game_tokenizer.games_bpe_tokenizer(configuration.make_games(config),
                                                    config.model.vocab_size)
-    model = model_configs.get(config.model.preset, vocab_size=len(tokenizer), **dtypes)
+    model = model_config(config, vocab_size=len(tokenizer))
     return model, transformer.init_params(model, key), tokenizer
   path = config.model.path
   if path == "gemma3_270m_package":
     path = loading.gemma3_270m_default()
-  model, params = loading.load(path, **dtypes)
+  model, params = loading.load(path, dtype=config.model.dtype,
+                               param_dtype=config.model.param_dtype, remat=config.model.remat)
   return model, params, tokenizers.load_tokenizer(path)
 
 

@@ -33,7 +33,6 @@ from ml_collections import config_flags
 
 from jaxplay import advantages, configuration, experiment, sampling, train_step
 from jaxplay import sharding as sh
-from jaxplay.models import configs as model_configs
 from jaxplay.models import transformer
 
 GIB = 2**30
@@ -134,20 +133,12 @@ def with_shardings(tree, shardings):
                       tree, shardings)
 
 
-def model_config(config: ml_collections.ConfigDict) -> model_configs.ModelConfig:
-  """The preset of config.model with its dtypes (and vocab_size for from-scratch models)."""
-  overrides = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                   remat=config.model.remat)
-  if config.model.path == "games_bpe" and config.model.vocab_size:
-    overrides["vocab_size"] = config.model.vocab_size
-  return model_configs.get(config.model.preset, **overrides)
-
-
 def experiment_shapes(config: ml_collections.ConfigDict) -> experiment.Experiment:
   """An Experiment with what the train step needs (no tokenizer, no weights)."""
   if config.rollout.mode != "text":
     raise ValueError(f"rollout.mode={config.rollout.mode!r}: memory planning covers 'text' only.")
-  return experiment.Experiment(config, model_config(config), tokenizer=None, chat=None, kits=(),
+  return experiment.Experiment(config, experiment.model_config(config), tokenizer=None,
+                               chat=None, kits=(),
                                max_response_len=config.rollout.max_response_len, num_actions=1,
                                pad_id=0)
 
@@ -257,7 +248,7 @@ def gib(n: int) -> str:
 def report(config, mesh, train: TrainPlan, sampler: SamplerPlan, budget_gib: float,
            sampler_batch: int) -> str:
   """The printed table, per device."""
-  m = model_config(config)
+  m = experiment.model_config(config)
   budget = budget_gib * GIB
   fits = lambda n: "fits" if n <= budget else f"DOES NOT FIT (over by {(n - budget) / GIB:.2f} GiB)"
   r = config.rollout

@@ -46,3 +46,20 @@ def test_bad_game_option_is_named():
   config.game_options.kuhn_poker.cards = 4
   with pytest.raises(configuration.ConfigError, match="game_options.*valid options: invalid_rewards"):
     configuration.validate(config)
+
+
+def test_model_overrides_are_checked_and_applied():
+  from configs import kuhn_nash  # pylint: disable=import-outside-toplevel
+  from jaxplay import experiment  # pylint: disable=import-outside-toplevel
+  config = kuhn_nash.get_config()
+  config.model.overrides.num_layers = 3
+  configuration.validate(config)
+  model = experiment.model_config(config)
+  assert model.num_layers == 3 and model.vocab_size == config.model.vocab_size
+  config.model.overrides.depth = 3
+  with pytest.raises(configuration.ConfigError, match=r"model.overrides.depth=3: not a ModelC"):
+    configuration.validate(config)
+  local = spiral.get_config("local")
+  local.model.overrides.num_layers = 3
+  with pytest.raises(configuration.ConfigError, match=r"model.overrides=.*only a from-scratch"):
+    configuration.validate(local)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import spiral
-from jaxplay import memory
+from jaxplay import experiment, memory
 from jaxplay import sharding as sh
 from tests import sharding_worker as worker
 
@@ -52,7 +52,7 @@ def plans():
 
 def test_params_and_optimizer_match_hand_count(plans):
   train, sampler = plans
-  count = hand_param_count(memory.model_config(tiny_config()))
+  count = hand_param_count(experiment.model_config(tiny_config()))
   assert train.params == sampler.params == 4 * count  # float32
   # Adam's mu and nu per param plus its int32 step count (clipping, constant lr: no state).
   assert train.optimizer == 2 * 4 * count + 4
@@ -71,7 +71,7 @@ def test_analytic_arguments_match_xla(plans):
 
 def test_kv_cache_bytes_match_hand_count(plans):
   _, sampler = plans
-  m = memory.model_config(tiny_config())
+  m = experiment.model_config(tiny_config())
   rows, slots = 8, 16 + 16
   kv = 2 * m.num_layers * rows * slots * m.num_kv_heads * m.head_dim * 4
   assert sampler.kv_cache == kv + rows * slots * 4 + 4  # + slot positions and the index
@@ -127,7 +127,7 @@ def test_fsdp_over_8_simulated_devices(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "fsdp=8" in proc.stdout and "8 devices" in proc.stdout
   figures = json.loads(out.read_text())
-  m = memory.model_config(tiny_config())
+  m = experiment.model_config(tiny_config())
   total = 4 * hand_param_count(m)
   replicated = 4 * m.num_layers * 2 * m.head_dim  # q/k norm scales (head_dim is never split).
   train, sampler = figures["train"], figures["sampler"]

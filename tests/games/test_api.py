@@ -6,7 +6,8 @@ import games
 from games import checks
 
 ALL_GAMES = [(name, {}) for name in games.registered_names()]
-ALL_GAMES += [("kuhn_poker", {"rounds": 3})] if "kuhn_poker" in games.registered_names() else []
+if "kuhn_poker" in games.registered_names():
+  ALL_GAMES += [("kuhn_poker", {"rounds": 3}), ("kuhn_poker", {"rounds": 2, "rules": False})]
 
 
 @pytest.fixture(params=ALL_GAMES, ids=lambda p: p[0] + "".join(f"-{k}{v}" for k, v in p[1].items()))

@@ -128,6 +128,16 @@ def test_first_player_alternates_and_chips_show():
   assert int(state.current_player) == 0
 
 
+def test_rules_false_keeps_the_observation_and_drops_the_rules():
+  full, brief = games.make("kuhn_poker"), games.make("kuhn_poker", rules=False)
+  state = _play(full, [(2, 0)], [CHECK])
+  full_text, brief_text = full.render_text(state, 1), brief.render_text(state, 1)
+  assert "Rules:" in full_text and "Rules:" not in brief_text
+  assert brief_text.startswith("You are Player 1 in a game of Kuhn Poker.\nYour card: J\n")
+  assert full_text.endswith(brief_text.split("\n", 1)[1])  # Same observation after the intro.
+  assert len(brief_text) < len(full_text) / 3
+
+
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_observation_hides_the_opponents_card(rounds):
   """While a round is live, swapping the opponent's card for the unused one changes nothing."""
