@@ -248,9 +248,8 @@ def estimate_kuhn_exploitability(game, policy: rollout_lib.Policy,
 # Prints a table and appends one JSON line per eval to workdir/evals.jsonl; math evals also write
 # their per-sample records to workdir/eval_samples/.
 
-_HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "exploitability_estimate",
-             "accuracy", "samples",
-             "mean_response_length", "truncated_rate")
+_HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "exploitability_estimate", "accuracy",
+             "samples", "mean_response_length", "truncated_rate")
 
 
 def eval_names(spec: str) -> list[str]:
