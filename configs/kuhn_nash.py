@@ -27,5 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    drop_zero_advantage=True, entropy_coef=0.2)
   config.optimizer.update(learning_rate=1e-3, schedule="cosine", b2=0.999, grad_clip=1.0)
   config.train.update(steps=400, eval_every=20, checkpoint_every=100)
-  config.eval.update(opponents="random,optimal", games_per_seat=64, temperature=1.0)
+  # No held-out games: the games BPE is fit to Kuhn Poker only (Nim and Leduc prompts would take
+  # hundreds of its tokens, more than max_prompt_len).
+  config.eval.update(opponents="random,optimal", games_per_seat=64, temperature=1.0,
+                     heldout_games="")
   return config

@@ -82,6 +82,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       top_p=0.95,
       invalid_rewards=(-1.0, 1.0),
       transcripts=4,
+      # Games evaluated like the training games but never trained on ("" = none); training games
+      # named here are evaluated once, as training games.
+      heldout_games="nim,leduc_poker",
+      kuhn_samples=32,  # Free-text mode: answers sampled per Kuhn information set (estimate).
+      # Math evals during training (gsm8k, aime2025, jsonl:<path>; "" = off), at step 0, every
+      # math_every steps (a multiple of train.eval_every) and at the last step; one sample each.
+      math="",
+      math_every=64,
+      math_limit=0,  # First N questions of each set; 0 = all.
+      math_max_response_len=4096,
+      math_batch_size=8,  # Questions sampled side by side.
+      math_data_dir="",  # tfds data dir for the math sets; "" = math_data.DEFAULT_DATA_DIR.
   ))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -94,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rl.update(micro_batch_size=2, ppo_epochs=1)  # Train peak ~12.5 GiB (jaxplay.memory).
     config.optimizer.update(learning_rate=1e-5)
     config.train.update(steps=3, eval_every=3, checkpoint_every=3)
-    config.eval.update(opponents="random", games_per_seat=4)
+    config.eval.update(opponents="random", games_per_seat=4, kuhn_samples=8)
   elif arg is not None:
     raise ValueError(f"Unknown config argument {arg!r} for configs/spiral.py; valid: 'local'.")
   return config

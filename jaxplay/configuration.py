@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 
 import ml_collections
@@ -21,19 +22,39 @@ class ConfigError(ValueError):
   """A config field is wrong; the message names it."""
 
 
+def _names(spec: str) -> tuple[str, ...]:
+  return tuple(name.strip() for name in spec.split(",") if name.strip())
+
+
 def game_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return tuple(name.strip() for name in config.games.split(",") if name.strip())
+  return _names(config.games)
+
+
+def heldout_game_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """eval.heldout_games less the training games (those are evaluated once, as training games)."""
+  return tuple(n for n in _names(config.eval.heldout_games) if n not in game_names(config))
+
+
+def math_eval_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  return _names(config.eval.math)
+
+
+def _make(config: ml_collections.ConfigDict, names: tuple[str, ...],
+          invalid_rewards: tuple[float, float] | None) -> tuple[games.Game, ...]:
+  rewards = tuple(invalid_rewards or config.invalid_rewards)
+  return tuple(games.make(name, invalid_rewards=rewards, **dict(config.game_options.get(name, {})))
+               for name in names)
 
 
 def make_games(config: ml_collections.ConfigDict,
                invalid_rewards: tuple[float, float] | None = None) -> tuple[games.Game, ...]:
   """The training games with their options and invalid-move rewards."""
-  rewards = tuple(invalid_rewards or config.invalid_rewards)
-  made = []
-  for name in game_names(config):
-    options = dict(config.game_options.get(name, {}))
-    made.append(games.make(name, invalid_rewards=rewards, **options))
-  return tuple(made)
+  return _make(config, game_names(config), invalid_rewards)
+
+
+def make_heldout_games(config: ml_collections.ConfigDict) -> tuple[games.Game, ...]:
+  """The held-out games (evaluated, never trained on) with their options."""
+  return _make(config, heldout_game_names(config), None)
 
 
 def seat_opponent(config: ml_collections.ConfigDict) -> str | None:
@@ -72,12 +93,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if name not in games.registered_names():
       _fail("games", config.games, f"unknown game {name!r}; valid: "
             f"{', '.join(games.registered_names())}.")
+  for name in _names(config.eval.heldout_games):
+    if name not in games.registered_names():
+      _fail("eval.heldout_games", config.eval.heldout_games, f"unknown game {name!r}; valid: "
+            f"{', '.join(games.registered_names())} (or '' for none).")
+  heldout = heldout_game_names(config)
   for name in config.game_options:
-    if name not in names:
+    if name not in names + heldout:
       _fail(f"game_options.{name}", dict(config.game_options[name]),
-            f"{name!r} is not in config.games.")
+            f"{name!r} is not in config.games or config.eval.heldout_games.")
   try:
     make_games(config)
+    make_heldout_games(config)
   except ValueError as error:
     raise ConfigError(f"config.game_options: {error}") from None
 
@@ -91,13 +118,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("rollout.seats", seats, f"no opponent {opponent!r} for {name}; valid: "
               f"{', '.join(opponents.names(name))}.")
   for opponent in config.eval.opponents.split(","):
-    if not any(opponent in opponents.names(name) for name in names):
+    if not any(opponent in opponents.names(name) for name in names + heldout):
       _fail("eval.opponents", config.eval.opponents, f"no game has opponent {opponent!r}.")
   _positive(config, "rollout.samples_per_step", "rollout.games_per_batch",
             "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
             "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
             "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
-            "optimizer.learning_rate")
+            "eval.kuhn_samples", "optimizer.learning_rate")
   if config.rollout.temperature < 0:
     _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
   if config.rollout.samples_per_step % config.rl.micro_batch_size:
@@ -116,7 +143,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "rl.aggregation", losses.AGGREGATIONS)
   _one_of(config, "rl.rae_order", ("released", "paper"))
   _one_of(config, "optimizer.schedule", SCHEDULES)
+  _check_math(config)
   _check_model(config)
+
+
+def _check_math(config: ml_collections.ConfigDict) -> None:
+  """eval.math names installed sets or existing JSONL files; math_every fits train.eval_every."""
+  if not math_eval_names(config):
+    return
+  from jaxplay import math_data  # pylint: disable=import-outside-toplevel  (imports tfds)
+  for name in math_eval_names(config):
+    path = name.removeprefix(math_data.JSONL_PREFIX)
+    if name in math_data.PACKAGE_SETS:
+      if importlib.util.find_spec(math_data.PACKAGE) is None:
+        _fail("eval.math", config.eval.math,
+              f"{name!r} needs `pip install {math_data.PACKAGE_PIN}`.")
+    elif path == name:
+      _fail("eval.math", config.eval.math, f"unknown math set {name!r}; valid: "
+            f"{', '.join(math_data.PACKAGE_SETS)} or {math_data.JSONL_PREFIX}<path to a JSONL "
+            "file>.")
+    elif not os.path.isfile(path):
+      _fail("eval.math", config.eval.math, f"no file {path!r}.")
+  _positive(config, "eval.math_every", "eval.math_max_response_len", "eval.math_batch_size")
+  if config.eval.math_every % config.train.eval_every:
+    _fail("eval.math_every", config.eval.math_every,
+          f"must be a multiple of train.eval_every={config.train.eval_every} (math runs at "
+          "evaluation steps).")
+  if config.eval.math_limit < 0:
+    _fail("eval.math_limit", config.eval.math_limit, "must be >= 0 (0 = every question).")
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:

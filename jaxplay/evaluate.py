@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
-from typing import Any
+import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ import numpy as np
 
 from games import api
 from games import opponents
+from jaxplay import configuration
 from jaxplay import exploitability
 from jaxplay import rollout as rollout_lib
 from jaxplay import text
@@ -76,15 +79,18 @@ def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
 
 
 class Evaluator:
-  """Plays every training game against each configured opponent, both seats, compiled once per
-  game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded transcripts."""
+  """Plays every training and held-out game against each configured opponent, both seats,
+  compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded
+  transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
+  mode, estimated from sampled answers (`estimate_kuhn_exploitability`) in free-text mode."""
 
   def __init__(self, exp, decode):
     self._exp, self._decode = exp, decode
     config = exp.config
     self._games_per_seat = config.eval.games_per_seat
     self._plays = []
-    for kit in exp.kits:
+    kits = exp.kits + exp.heldout_kits
+    for kit in kits:
       names = [n for n in config.eval.opponents.split(",") if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
       play = jax.jit(functools.partial(
@@ -93,22 +99,33 @@ class Evaluator:
               params, switch_opponent(fns, index), key, self._games_per_seat,
               tuple(config.eval.invalid_rewards)), kit=kit, fns=fns))
       self._plays.append((kit.game.name, names, play))
-    # Exact exploitability needs the action probabilities: action-scoring mode, one round.
-    self._kuhn_tables = [jax.jit(functools.partial(kuhn_policy_table, exp, kit))
-                         for kit in exp.kits if exp.scoring and kit.game.name == "kuhn_poker"
-                         and kit.game.rounds == 1]
+    kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
+    # Exact exploitability needs the action probabilities: action-scoring mode.
+    self._kuhn_tables = [(kit.game.name, jax.jit(functools.partial(kuhn_policy_table, exp, kit)))
+                         for kit in kuhn_kits if exp.scoring]
+    self._kuhn_estimates = [
+        (kit.game.name, jax.jit(functools.partial(
+            estimate_kuhn_exploitability, kit.game, kit.eval_policy,
+            functools.partial(text.render_tokens, kit.prompts),
+            samples=config.eval.kuhn_samples, batch_size=2 * self._games_per_seat)))
+        for kit in kuhn_kits if not exp.scoring]
 
   def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
     results, transcripts = {}, []
+    games_key, kuhn_key = jax.random.split(key)
     for game_index, (game_name, names, play) in enumerate(self._plays):
       for index, name in enumerate(names):
-        episodes = play(params, jax.random.fold_in(key, 100 * game_index + index), index)
+        episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
         stats = outcome_stats(episodes)
         results.update({f"eval/{game_name}/{name}/{k}": v for k, v in stats.items()})
         transcripts.append(self._transcript(game_name, name, episodes, game_row=0))
-    for table in self._kuhn_tables:
-      results["eval/kuhn_poker/exploitability"] = float(
+    for game_name, table in self._kuhn_tables:
+      results[f"eval/{game_name}/exploitability"] = float(
           exploitability.exploitability(table(params)))
+    for game_name, estimate in self._kuhn_estimates:
+      _, value, invalid_rate = estimate(params, kuhn_key)
+      results[f"eval/{game_name}/exploitability_estimate"] = float(value)
+      results[f"eval/{game_name}/exploitability_estimate_invalid_rate"] = float(invalid_rate)
     return results, transcripts
 
   def _transcript(self, game_name: str, opponent: str, episodes, game_row: int) -> str:
@@ -176,13 +193,63 @@ def kuhn_policy_table(exp, kit, params) -> jax.Array:
   return jnp.stack([passes, bets], -1).reshape(3, 4, 2)
 
 
+def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,
+                   lengths_N: jax.Array, legal_NA: jax.Array, key: jax.Array,
+                   batch_size: int) -> jax.Array:
+  """int32 [N]: the policy's action for each prompt row, `batch_size` rows per call (traceable;
+  the last call is topped up with copies of earlier rows)."""
+  rows = tokens_NP.shape[0]
+  calls = -(-rows // batch_size)
+  fill = jnp.arange(calls * batch_size) % rows
+  chunk = lambda x: x[fill].reshape((calls, batch_size) + x.shape[1:])
+  act = lambda inputs: policy(params, *inputs).action
+  actions = jax.lax.map(act, (chunk(tokens_NP), chunk(lengths_N), chunk(legal_NA),
+                              jax.random.split(key, calls)))
+  return actions.reshape(-1)[:rows]
+
+
+class KuhnEstimate(NamedTuple):
+  table: jax.Array  # float32 [3, 4, (pass, bet)], exploitability.py's layout.
+  exploitability: jax.Array  # float32 [], exact exploitability of `table`.
+  invalid_rate: jax.Array  # float32 [], share of answers left out of the estimate.
+
+
+def estimate_kuhn_exploitability(game, policy: rollout_lib.Policy,
+                                 render_prompt: rollout_lib.RenderPrompt, params, key: jax.Array,
+                                 samples: int, batch_size: int) -> KuhnEstimate:
+  """Samples `samples` answers of `policy` at each of the 12 Kuhn information sets; the table
+  holds each set's share of bet/call among its valid answers.
+
+  Invalid answers (unparseable, or illegal at that set) are left out of the shares and reported
+  as the invalid rate; a set without a valid answer falls back to uniform (0.5, 0.5). So the
+  estimate is of the policy's play given that it answers validly. Each share is a mean of
+  `samples` Bernoulli draws (error ~ 0.5 / sqrt(samples)); exploitability moves by at most 2/3
+  per unit change of one share. Traceable; jit it with `samples` and `batch_size` static.
+  """
+  from games import kuhn_poker  # pylint: disable=import-outside-toplevel
+  states = kuhn_information_set_states(game)
+  tokens, lengths = jax.vmap(render_prompt)(jax.vmap(game.render)(states))
+  repeat = lambda x: jnp.repeat(x, samples, axis=0)  # Row i * samples + j: set i, sample j.
+  actions = act_in_batches(policy, params, repeat(tokens), repeat(lengths),
+                           repeat(states.legal_action_mask), key, batch_size)
+  legal = states.legal_action_mask[:, None, :]
+  taken = jax.nn.one_hot(actions.reshape(-1, samples), game.num_actions, dtype=bool) & legal
+  counts = taken.sum(1)  # [12, A]; INVALID_ACTION and illegal answers count nowhere.
+  valid = counts.sum(-1)
+  bets = counts[:, kuhn_poker.BET] + counts[:, kuhn_poker.CALL]
+  bet = jnp.where(valid > 0, bets / jnp.maximum(valid, 1), 0.5)
+  table = jnp.stack([1 - bet, bet], -1).reshape(3, 4, 2).astype(jnp.float32)
+  return KuhnEstimate(table, exploitability.exploitability(table),
+                      (actions.shape[0] - valid.sum()) / actions.shape[0])
+
+
 # Standalone evaluation of a run's checkpoint: `python -m jaxplay.evaluate --workdir=DIR
 # [--evals=games,gsm8k,aime2025,jsonl:/path] [--limit=N] [--samples=1] [--checkpoint_step=K]`.
 # Prints a table and appends one JSON line per eval to workdir/evals.jsonl; math evals also write
 # their per-sample records to workdir/eval_samples/.
 
-_HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "accuracy", "samples",
-             "mean_response_length", "truncated_rate")
+_HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "exploitability_estimate", "accuracy",
+             "samples", "mean_response_length", "truncated_rate")
 
 
 def eval_names(spec: str) -> list[str]:
@@ -195,6 +262,43 @@ def eval_names(spec: str) -> list[str]:
     raise ValueError(f"unknown eval name(s) {', '.join(unknown) or '(none given)'}; valid: "
                      f"{', '.join(valid)} or {math_data.JSONL_PREFIX}<path to a JSONL file>.")
   return names
+
+
+def eval_slug(name: str) -> str:
+  """A file- and metric-safe eval name: 'gsm8k', or 'five_jsonl' for 'jsonl:/data/five.jsonl'."""
+  return "".join(c if c.isalnum() else "_" for c in os.path.basename(name))
+
+
+def write_math_records(workdir: str, step: int, name: str, records: list[dict]) -> str:
+  """Writes a math eval's per-sample records to workdir/eval_samples/; returns the path."""
+  folder = os.path.join(workdir, "eval_samples")
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"step_{step:06d}_{eval_slug(name)}.jsonl")
+  with open(path, "w") as f:
+    f.writelines(json.dumps(record) + "\n" for record in records)
+  return path
+
+
+def math_due(config, step: int) -> bool:
+  """Whether training runs its math evals (config.eval.math) at `step`."""
+  return bool(configuration.math_eval_names(config)) and (
+      step % config.eval.math_every == 0 or step == config.train.steps)
+
+
+def run_math(exp, params, key: jax.Array, workdir: str, step: int) -> dict[str, float]:
+  """The math evals of config.eval.math, one sample per question at the eval temperature:
+  flat metrics `eval/math/<slug>/<stat>`; per-sample records go to workdir/eval_samples/."""
+  from jaxplay import reasoning  # pylint: disable=import-outside-toplevel  (imports tfds)
+  config, results = exp.config, {}
+  for index, name in enumerate(configuration.math_eval_names(config)):
+    summary, records = reasoning.evaluate_math(
+        exp, params, name, config.eval.math_limit or None, temperature=config.eval.temperature,
+        top_p=config.eval.top_p, max_response_len=config.eval.math_max_response_len,
+        batch_size=config.eval.math_batch_size, key=jax.random.fold_in(key, index),
+        data_dir=config.eval.math_data_dir or None)
+    write_math_records(workdir, step, name, records)
+    results.update({f"eval/math/{eval_slug(name)}/{k}": v for k, v in summary.items()})
+  return results
 
 
 def format_table(rows: list[dict]) -> str:
@@ -216,8 +320,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
   # pylint: disable=import-outside-toplevel
   import argparse
   import datetime
-  import json
-  import os
   import time
 
   from jaxplay import checkpoints, reasoning, train
@@ -274,11 +376,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           temperature=temperature, top_p=top_p, max_prompt_len=args.max_prompt_len,
           max_response_len=args.max_response_len, batch_size=args.batch_size, key=eval_key,
           data_dir=args.data_dir)
-      folder = os.path.join(args.workdir, "eval_samples")
-      os.makedirs(folder, exist_ok=True)
-      slug = "".join(c if c.isalnum() else "_" for c in os.path.basename(name))
-      with open(os.path.join(folder, f"step_{step:06d}_{slug}.jsonl"), "w") as f:
-        f.writelines(json.dumps(record) + "\n" for record in records)
+      write_math_records(args.workdir, step, name, records)
     row = {"step": int(step), "eval": name, "metrics": results,
            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "seconds": round(time.time() - started, 2)}

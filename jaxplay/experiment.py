@@ -42,6 +42,7 @@ class Experiment:
   max_response_len: int
   num_actions: int  # Largest action vocabulary over the games (legal masks are padded to it).
   pad_id: int
+  heldout_kits: tuple[GameKit, ...] = ()  # Evaluated only (config.eval.heldout_games).
 
   @property
   def scoring(self) -> bool:
@@ -82,33 +83,51 @@ def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
 
 def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.ModelConfig
           ) -> Experiment:
-  """Tables and policies for every training game (tokenisation happens here, once)."""
+  """Tables and policies for every training and held-out game (tokenisation happens here, once)."""
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
   special = tokenizers.special_tokens(tokenizer)
   pad_id = special.pad if special.pad is not None else chat.stop_ids[0]
-  byte_table = tokenizers.byte_table(tokenizer, model.vocab_size)
   game_list = configuration.make_games(config)
   num_actions = max(g.num_actions for g in game_list)
   scoring_mode = config.rollout.mode == "action_scoring"
   scorings = [text.scoring_table(g.actions, tokenizer) for g in game_list] if scoring_mode else []
   answer_len = max((s.tokens.shape[1] for s in scorings), default=0)
   max_response_len = answer_len if scoring_mode else config.rollout.max_response_len
-  kits = []
-  for i, game in enumerate(game_list):
-    prompts = text.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)
-    if scoring_mode:
-      scoring = _pad_scoring(scorings[i], answer_len, num_actions)
-      make = lambda t: policies.scoring_policy(model, scoring, pad_id, t)
-    else:
-      scoring = None
-      parse = text.parse_table(game.actions, byte_table)
-      make = lambda t, p=1.0: policies.text_policy(
-          model, parse, chat.stop_ids, max_response_len, pad_id, t, p, config.rollout.top_k)
-    kits.append(GameKit(game, prompts, make(config.rollout.temperature),
-                        make(config.eval.temperature) if scoring_mode
-                        else make(config.eval.temperature, config.eval.top_p), scoring))
-  return Experiment(config, model, tokenizer, chat, tuple(kits), max_response_len, num_actions,
-                    pad_id)
+  exp = Experiment(config, model, tokenizer, chat, (), max_response_len, num_actions, pad_id)
+  byte_table = tokenizers.byte_table(tokenizer, model.vocab_size)
+  kits = [game_kit(exp, game, byte_table,
+                   _pad_scoring(scorings[i], answer_len, num_actions) if scoring_mode else None)
+          for i, game in enumerate(game_list)]
+  # Held-out games are only evaluated: their answers keep their own widths.
+  heldout = [game_kit(exp, game, byte_table,
+                      text.scoring_table(game.actions, tokenizer) if scoring_mode else None,
+                      "eval.heldout_games") for game in configuration.make_heldout_games(config)]
+  return dataclasses.replace(exp, kits=tuple(kits), heldout_kits=tuple(heldout))
+
+
+def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np.ndarray],
+             scoring: text.ScoringTable | None, listed_in: str = "games") -> GameKit:
+  """A game's prompt table and policies (action scoring when `scoring` is given, else free text).
+
+  Raises ConfigError naming rollout.max_prompt_len when the game's prompts do not fit it.
+  """
+  config, model, pad_id = exp.config, exp.model, exp.pad_id
+  try:
+    prompts = text.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len)
+  except ValueError as error:
+    raise configuration.ConfigError(
+        f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
+        f"in config.{listed_in}.)") from None
+  if scoring is not None:
+    make = lambda t: policies.scoring_policy(model, scoring, pad_id, t)
+    eval_policy = make(config.eval.temperature)
+  else:
+    parse = text.parse_table(game.actions, byte_table)
+    make = lambda t, p=1.0: policies.text_policy(model, parse, exp.chat.stop_ids,
+                                                 exp.max_response_len, pad_id, t, p,
+                                                 config.rollout.top_k)
+    eval_policy = make(config.eval.temperature, config.eval.top_p)
+  return GameKit(game, prompts, make(config.rollout.temperature), eval_policy, scoring)
 
 
 def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text.ScoringTable:

@@ -111,14 +111,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   summary = {"workdir": os.path.abspath(workdir), "start_step": start}
 
   def run_eval(step: int):
-    results, transcripts = evaluator(state.params, jax.random.fold_in(keys["eval"], step))
+    games_key, math_key = jax.random.split(jax.random.fold_in(keys["eval"], step))
+    results, transcripts = evaluator(state.params, games_key)
+    if evaluate.math_due(config, step):
+      results.update(evaluate.run_math(exp, state.params, math_key, workdir, step))
     writer.write(step, results)
     summary.setdefault("first_eval", results) if step == 0 else None
     summary["last_eval"] = results
     summary["transcripts"] = _write_transcripts(workdir, step, transcripts)
     print(f"eval step {step}: " + ", ".join(
         f"{k.removeprefix('eval/')} {v:.2f}" for k, v in results.items()
-        if k.endswith(("/win_rate", "/invalid_rate", "/exploitability"))), flush=True)
+        if k.endswith(("/win_rate", "/invalid_rate", "/exploitability",
+                       "/exploitability_estimate", "/accuracy"))), flush=True)
 
   if start == 0:
     run_eval(0)

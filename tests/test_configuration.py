@@ -3,7 +3,9 @@
 import pytest
 
 from configs import spiral
-from jaxplay import configuration
+from jaxplay import configuration, text
+from jaxplay import tokenizer as tokenizers
+from tests import fixtures_text
 
 
 def test_local_preset_is_valid():
@@ -31,6 +33,10 @@ def test_unknown_config_argument():
     ("optimizer.schedule", "linear", r"config.optimizer.schedule='linear'"),
     ("train.steps", 0, r"config.train.steps=0: must be positive"),
     ("model.path", "/nonexistent/model.gguf", r"config.model.path=.*does not exist"),
+    ("eval.heldout_games", "nim,go", r"config.eval.heldout_games='nim,go': unknown game 'go'"),
+    ("eval.kuhn_samples", 0, r"config.eval.kuhn_samples=0: must be positive"),
+    ("eval.math", "gsm9k", r"config.eval.math='gsm9k': unknown math set 'gsm9k'; valid: gsm8k"),
+    ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = spiral.get_config("local")
@@ -63,3 +69,41 @@ def test_model_overrides_are_checked_and_applied():
   local.model.overrides.num_layers = 3
   with pytest.raises(configuration.ConfigError, match=r"model.overrides=.*only a from-scratch"):
     configuration.validate(local)
+
+
+def test_math_schedule_and_heldout_options_are_checked(tmp_path):
+  config = spiral.get_config("local")
+  questions = tmp_path / "q.jsonl"
+  questions.write_text('{"question": "1 + 1?", "answer": "2"}\n')
+  config.eval.update(math=f"jsonl:{questions}", math_every=4)
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.eval.math_every=4: must be a multiple of train.eval_every=3"):
+    configuration.validate(config)
+  config.eval.math_every = 6
+  config.game_options.nim = {"piles": (1, 2)}  # Options of a held-out game are allowed.
+  configuration.validate(config)
+  assert [g.name for g in configuration.make_heldout_games(config)] == ["nim", "leduc_poker"]
+  config.eval.heldout_games = "leduc_poker"
+  with pytest.raises(configuration.ConfigError, match=r"game_options.nim.*config.eval.heldout"):
+    configuration.validate(config)
+
+
+def test_heldout_games_that_are_trained_on_are_evaluated_as_training_games():
+  config = spiral.get_config("local")
+  config.eval.heldout_games = "nim, tic_tac_toe"
+  assert configuration.heldout_game_names(config) == ("nim",)
+  config.eval.heldout_games = ""
+  configuration.validate(config)
+  assert configuration.make_heldout_games(config) == ()
+
+
+@pytest.mark.slow
+def test_local_preset_prompts_fit_its_max_prompt_len():
+  """Training and held-out games under Gemma 3's tokenizer in completion format (issue 8)."""
+  config = spiral.get_config("local")
+  tokenizer = fixtures_text.gemma_tokenizer()
+  chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
+  game_list = configuration.make_games(config) + configuration.make_heldout_games(config)
+  assert [g.name for g in game_list][-2:] == ["nim", "leduc_poker"]
+  for game in game_list:
+    text.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)  # Raises if longer.

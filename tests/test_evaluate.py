@@ -7,7 +7,7 @@ import pytest
 
 import games
 from games import opponents
-from jaxplay import evaluate
+from jaxplay import evaluate, exploitability
 from tests import stand_ins
 
 # Game, policies, renderer, opponent and games per seat are static.
@@ -53,3 +53,71 @@ def test_opponents_by_name():
   assert opponents.names("simple_negotiation") == ("random", "scripted")
   with pytest.raises(ValueError, match="valid: random, optimal"):
     opponents.get("kuhn_poker", "scripted")
+
+
+# --- Kuhn Poker exploitability estimated from sampled answers (free-text mode). ---
+
+_estimate = jax.jit(evaluate.estimate_kuhn_exploitability, static_argnames=(
+    "game", "policy", "render_prompt", "samples", "batch_size"))
+UNIFORM_EXPLOITABILITY = 0.4583333  # Of the uniform table (DESIGN.md: about 0.458).
+
+
+def _kuhn_estimate(bet_I, invalid_I, samples, batch_size=1000, seed=0):
+  game = games.make("kuhn_poker")
+  prompts = jax.vmap(game.render)(evaluate.kuhn_information_set_states(game))
+  assert len({tuple(p) for p in np.asarray(prompts)}) == 12  # The stand-in tells them apart.
+  policy = stand_ins.kuhn_table_policy(prompts, jnp.asarray(bet_I, jnp.float32),
+                                       jnp.asarray(invalid_I, jnp.float32))
+  return _estimate(game=game, policy=policy, render_prompt=stand_ins.render_phrase_ids,
+                   params=None, key=jax.random.key(seed), samples=samples,
+                   batch_size=batch_size)
+
+
+def _hoeffding(samples, failure=1e-6, events=12):
+  """Half-width that all `events` means of `samples` draws in [0, 1] respect w.p. 1 - failure."""
+  return np.sqrt(np.log(2 * events / failure) / (2 * samples))
+
+
+def _exact(bet_I):
+  bet = jnp.asarray(bet_I, jnp.float32).reshape(3, 4)
+  return float(exploitability.exploitability(jnp.stack([1 - bet, bet], -1)))
+
+
+def test_pure_policy_is_estimated_exactly_whatever_the_batching():
+  bet = np.array([0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.float32)  # Bluff-free, calls with K.
+  estimate = _kuhn_estimate(bet, np.zeros(12), samples=5, batch_size=7)  # 60 rows, 9 calls.
+  np.testing.assert_array_equal(estimate.table[..., 1].reshape(12), bet)
+  np.testing.assert_allclose(estimate.table.sum(-1), 1.0)
+  assert float(estimate.exploitability) == pytest.approx(_exact(bet))
+  assert float(estimate.invalid_rate) == 0.0
+
+
+@pytest.mark.parametrize("samples", [256, 8192])
+def test_estimate_converges_to_the_exact_exploitability(samples):
+  bet = np.random.default_rng(0).uniform(size=12).astype(np.float32)
+  estimate = _kuhn_estimate(bet, np.zeros(12), samples)
+  error = np.abs(np.asarray(estimate.table[..., 1]).reshape(12) - bet)
+  epsilon = _hoeffding(samples)
+  assert error.max() <= epsilon
+  # Exploitability moves by at most 2/3 per unit change of one bet probability, so the estimate
+  # is within 2/3 * sum(errors) <= 8 * epsilon of the exact value.
+  gap = abs(float(estimate.exploitability) - _exact(bet))
+  assert gap <= 2 / 3 * error.sum() + 1e-6 and gap <= 8 * epsilon
+  assert float(estimate.invalid_rate) == 0.0
+
+
+def test_invalid_answers_are_left_out_and_counted():
+  bet = np.random.default_rng(1).uniform(size=12).astype(np.float32)
+  invalid = np.full(12, 0.5)
+  invalid[0] = 1.0  # No valid answer at J, opening: falls back to uniform.
+  samples = 2048
+  estimate = _kuhn_estimate(bet, invalid, samples)
+  table = np.asarray(estimate.table).reshape(12, 2)
+  np.testing.assert_array_equal(table[0], [0.5, 0.5])
+  # Valid answers keep their probabilities (about 1024 per set).
+  assert np.abs(table[1:, 1] - bet[1:]).max() <= _hoeffding(samples // 2 - 100)
+  expected_rate = invalid.mean()
+  assert abs(float(estimate.invalid_rate) - expected_rate) <= _hoeffding(12 * samples, events=1)
+  everything_invalid = _kuhn_estimate(bet, np.ones(12), samples=4)
+  assert float(everything_invalid.invalid_rate) == 1.0
+  assert float(everything_invalid.exploitability) == pytest.approx(UNIFORM_EXPLOITABILITY)

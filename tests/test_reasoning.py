@@ -2,6 +2,7 @@
 
 import json
 import math
+import types
 
 import jax
 import numpy as np
@@ -196,3 +197,48 @@ def test_evaluate_command_on_a_trained_run(tmp_path, questions_file, data_dir, c
   assert math_metrics["samples"] == 3 * 2 and 0 <= math_metrics["accuracy"] <= 1
   table = capsys.readouterr().out
   assert "kuhn_poker/optimal/win_rate" in table and "accuracy" in table
+
+
+def _math_config(questions_file, data_dir):
+  config = _tiny_run_config()
+  config.train.update(steps=3, eval_every=1, checkpoint_every=3)
+  config.eval.update(math=f"jsonl:{questions_file}", math_every=2, math_limit=3,
+                     math_max_response_len=4, math_batch_size=2, math_data_dir=data_dir)
+  return config
+
+
+def test_math_evals_of_the_config_give_named_metrics_and_records(
+    tiny_parts, tmp_path, questions_file, data_dir):
+  config = _math_config(questions_file, data_dir)
+  assert [s for s in range(5) if evaluate.math_due(config, s)] == [0, 2, 3, 4]
+  config.eval.math = ""
+  assert not any(evaluate.math_due(config, s) for s in range(5))
+  config.eval.math = f"jsonl:{questions_file}"
+  parts, params = tiny_parts
+  exp = types.SimpleNamespace(config=config, **vars(parts))
+  metrics = evaluate.run_math(exp, params, jax.random.key(0), str(tmp_path), step=7)
+  assert metrics["eval/math/five_jsonl/samples"] == 3 == metrics["eval/math/five_jsonl/questions"]
+  assert 1 <= metrics["eval/math/five_jsonl/mean_response_length"] <= 4
+  assert metrics["eval/math/five_jsonl/truncated_rate"] >= 0
+  samples = _read_jsonl(tmp_path / "eval_samples" / "step_000007_five_jsonl.jsonl")
+  assert [s["id"] for s in samples] == ["q0", "q1", "q2"]
+  assert sum(s["correct"] for s in samples) == metrics["eval/math/five_jsonl/correct"]
+
+
+@pytest.mark.slow
+def test_math_runs_during_training_at_its_steps(tmp_path, questions_file, data_dir):
+  """train.train writes eval/math/<set>/... at step 0, every math_every steps and the last."""
+  config = _math_config(questions_file, data_dir)
+  workdir = str(tmp_path / "run")
+  summary = train.train(config, workdir)
+  records = [r for r in _read_jsonl(f"{workdir}/metrics.jsonl") if "eval/math/five_jsonl/samples"
+             in r]
+  assert [r["step"] for r in records] == [0, 2, 3]
+  for record in records:
+    assert record["eval/math/five_jsonl/samples"] == 3 == record["eval/math/five_jsonl/questions"]
+    assert 0 <= record["eval/math/five_jsonl/accuracy"] <= 1
+    assert 1 <= record["eval/math/five_jsonl/mean_response_length"] <= 4
+    samples = _read_jsonl(f"{workdir}/eval_samples/step_{record['step']:06d}_five_jsonl.jsonl")
+    assert [s["id"] for s in samples] == ["q0", "q1", "q2"]
+    assert sum(s["correct"] for s in samples) == record["eval/math/five_jsonl/correct"]
+  assert "eval/math/five_jsonl/accuracy" in summary["last_eval"]

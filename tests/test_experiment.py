@@ -1,0 +1,73 @@
+"""experiment.build's held-out games under a run's tokenizer, and the Evaluator over them."""
+
+import jax
+import numpy as np
+import pytest
+
+import games
+from configs import kuhn_nash
+from jaxplay import configuration, evaluate, experiment, text, train
+from jaxplay import tokenizer as tokenizers
+
+
+def _text_config(heldout_games):
+  """configs/kuhn_nash.py in free-text mode, small; its Kuhn-only BPE takes 344 tokens for Nim."""
+  config = kuhn_nash.get_config()
+  config.rollout.update(mode="text", max_prompt_len=384, max_response_len=6)
+  config.eval.update(heldout_games=heldout_games, games_per_seat=2, kuhn_samples=3)
+  return config
+
+
+def _build(config):
+  configuration.validate(config)
+  model, params, tokenizer = experiment.load_model_and_tokenizer(config, jax.random.key(0))
+  return experiment.build(config, tokenizer, model), params
+
+
+@pytest.fixture(scope="module")
+def text_run():
+  return _build(_text_config("nim,kuhn_poker"))
+
+
+def test_heldout_kits_leave_out_training_games(text_run):
+  exp, _ = text_run
+  assert [k.game.name for k in exp.kits] == ["kuhn_poker"]
+  assert [k.game.name for k in exp.heldout_kits] == ["nim"]
+  assert exp.heldout_kits[0].prompts.max_prompt_len == 384
+
+
+def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_run):
+  exp, params = text_run
+  results, transcripts = evaluate.Evaluator(exp, train.decoder(exp))(params, jax.random.key(1))
+  for game in ("kuhn_poker", "nim"):
+    for opponent in ("random", "optimal"):
+      assert results[f"eval/{game}/{opponent}/games"] == 4
+      assert results[f"eval/{game}/{opponent}/win_rate_seat1"] >= 0
+  assert len(transcripts) == 4 and "=== nim: learner" in transcripts[2]
+  # A random model never writes a boxed answer in 6 tokens: every answer is invalid, so each
+  # information set falls back to uniform play.
+  assert results["eval/nim/random/invalid_rate"] == 1.0
+  assert results["eval/kuhn_poker/exploitability_estimate_invalid_rate"] == 1.0
+  assert results["eval/kuhn_poker/exploitability_estimate"] == pytest.approx(0.4583333)
+  assert "eval/kuhn_poker/exploitability" not in results  # Exact only in action-scoring mode.
+
+
+def test_heldout_prompts_longer_than_max_prompt_len_fail_naming_the_fields(text_run):
+  exp, _ = text_run
+  byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.rollout.max_prompt_len=384: leduc_poker prompts take up to "
+                           r"\d+ tokens.*in config.eval.heldout_games"):
+    experiment.game_kit(exp, games.make("leduc_poker"), byte_table, None, "eval.heldout_games")
+
+
+def test_action_scoring_kit_scores_its_own_actions(text_run):
+  exp, params = text_run
+  nim = games.make("nim")
+  kit = experiment.game_kit(exp, nim, None, text.scoring_table(nim.actions, exp.tokenizer))
+  assert kit.scoring.tokens.shape[0] == nim.num_actions != exp.num_actions
+  state = jax.vmap(nim.init)(jax.random.split(jax.random.key(0), 3))
+  tokens, lengths = jax.vmap(experiment.render_fn(kit))(jax.vmap(nim.render)(state))
+  act = kit.eval_policy(params, tokens, lengths, state.legal_action_mask, jax.random.key(2))
+  legal = np.asarray(state.legal_action_mask)
+  assert legal[np.arange(3), np.asarray(act.action)].all()
