@@ -13,8 +13,10 @@ import os
 import jax
 import ml_collections
 
-from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, train_step
+from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, sharding
 from jaxplay import tokenizer as tokenizers
+from jaxplay import train_step
+from jaxplay.models import transformer
 
 
 class WorkdirError(RuntimeError):
@@ -58,13 +60,26 @@ def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
 
 
 def setup(config: ml_collections.ConfigDict):
-  """(experiment, initial train state, compiled train step) for a validated config."""
-  model, params, tokenizer = experiment.load_model_and_tokenizer(config, _keys(config)["model"])
+  """(experiment, initial train state, compiled train step, layout) for a validated config.
+
+  The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
+  params); the train step keeps that layout, takes batches split by rows, and donates the state.
+  """
+  layout = sharding.Layout.from_config(config.mesh)
+  try:  # Loaded weights go straight to their shards; fresh ones are placed after init.
+    model, params, tokenizer = experiment.load_model_and_tokenizer(
+        config, _keys(config)["model"], layout.logical)
+    axes = transformer.param_axes(model)
+    params = sharding.shard_params(params, layout.mesh, layout.train_rules, axes)
+  except sharding.IndivisibleError as error:
+    raise configuration.ConfigError(f"config.mesh: {error}") from None
   exp = experiment.build(config, tokenizer, model)
-  step_fn, optimizer = experiment.make_train_step(exp)
-  state = train_step.init_state(params, optimizer, num_kinds=len(exp.kits), num_roles=2,
-                                seed=config.seed)
-  return exp, state, step_fn
+  step_fn, optimizer = experiment.make_train_step(exp, layout)
+  state = sharding.init_sharded(
+      lambda p: train_step.init_state(p, optimizer, num_kinds=len(exp.kits), num_roles=2,
+                                      seed=config.seed), params, layout.params(axes))
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
 
 
 def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints.Checkpointer:
@@ -76,7 +91,7 @@ def load_run(workdir: str):
   """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  exp, state, _ = setup(config)
+  exp, state, _, _ = setup(config)
   restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
   if restored is None:
     raise WorkdirError(f"{workdir} has no readable checkpoint.")
@@ -94,11 +109,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   configuration.validate(config)
   _check_workdir(workdir, config, overwrite)
   keys = _keys(config)
-  exp, state, step_fn = setup(config)
+  exp, state, step_fn, layout = setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if config.rollout.seats == "frozen" else None)
-  collect = experiment.make_collect(exp)
+  collect = experiment.make_collect(exp, layout)
   evaluator = evaluate.Evaluator(exp, decoder(exp))
   ckpt = checkpointer(workdir, config)
   restored = ckpt.restore_latest(checkpoints.abstract_like(state))
