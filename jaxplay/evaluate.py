@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
   import os
   import time
 
-  from jaxplay import checkpoints, reasoning, train
+  from etils import epath
+
+  from jaxplay import checkpoints, reasoning, train, workdir
   parser = argparse.ArgumentParser(prog="python -m jaxplay.evaluate",
                                    description="Evaluates a checkpoint of a jaxplay run.")
   parser.add_argument("--workdir", required=True, help="the run's directory")
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     evals = eval_names(args.evals)
   except ValueError as error:
     parser.error(str(error))
-  if not os.path.exists(os.path.join(args.workdir, "config.json")):
+  if not (epath.Path(args.workdir) / "config.json").exists():
     parser.error(f"{args.workdir} holds no run (no config.json); train one with jaxplay.main.")
   try:
     config, exp, state, step = train.load_run(args.workdir)
@@ -274,16 +276,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
           temperature=temperature, top_p=top_p, max_prompt_len=args.max_prompt_len,
           max_response_len=args.max_response_len, batch_size=args.batch_size, key=eval_key,
           data_dir=args.data_dir)
-      folder = os.path.join(args.workdir, "eval_samples")
-      os.makedirs(folder, exist_ok=True)
+      folder = epath.Path(args.workdir) / "eval_samples"
+      folder.mkdir(parents=True, exist_ok=True)
       slug = "".join(c if c.isalnum() else "_" for c in os.path.basename(name))
-      with open(os.path.join(folder, f"step_{step:06d}_{slug}.jsonl"), "w") as f:
-        f.writelines(json.dumps(record) + "\n" for record in records)
+      (folder / f"step_{step:06d}_{slug}.jsonl").write_text(
+          "".join(json.dumps(record) + "\n" for record in records))
     row = {"step": int(step), "eval": name, "metrics": results,
            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "seconds": round(time.time() - started, 2)}
-    with open(os.path.join(args.workdir, "evals.jsonl"), "a") as f:
-      f.write(json.dumps(row) + "\n")
+    workdir.append_text(epath.Path(args.workdir) / "evals.jsonl", json.dumps(row) + "\n")
     rows.append(row)
     print(f"{name}: done in {row['seconds']} s", flush=True)
   print(format_table(rows))
