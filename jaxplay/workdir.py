@@ -1,4 +1,4 @@
-"""Run directories on a local disk or in a bucket (`gs://...`), read and written through etils.epath.
+"""Run directories on a local disk or in a bucket (`gs://...`), read and written with etils.epath.
 
 A `gs://` path needs `gcsfs` installed (epath reaches buckets through fsspec). Bucket objects cannot
 be appended to, so `append_text` rewrites the whole file there; locally it appends.
