@@ -96,7 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       math_data_dir="",  # tfds data dir for the math sets; "" = math_data.DEFAULT_DATA_DIR.
   ))
 
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Device mesh sizes (one may be -1: the devices the others leave), and `rules`: entries
+  # {logical axis: mesh axis, axes or None} replacing those of sharding.TRAIN_RULES and
+  # SAMPLER_RULES, e.g. {"kv_heads": None} when the KV heads do not split over `tensor`.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules={}))
 
   if arg == "local":  # Sized to finish in about 15 minutes on a 2-core CPU.
     config.model.update(preset="gemma3_270m", path="gemma3_270m_package", dtype="float32",

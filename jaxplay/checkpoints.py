@@ -7,13 +7,14 @@ is reported and the previous good one is used instead.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
+
+from jaxplay import workdir
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -73,7 +74,7 @@ class Checkpointer:
   """Saves and restores the train state under `directory`, keeping the last `max_to_keep`."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
-    self.directory = os.path.abspath(directory)
+    self.directory = workdir.absolute(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 
+import jax
 import ml_collections
 
 import games
 from games import opponents
-from jaxplay import advantages, losses
+from jaxplay import advantages, losses, sharding
 from jaxplay.models import configs as model_configs
 
 ROLLOUT_MODES = ("text", "action_scoring")
@@ -84,8 +86,9 @@ def _positive(config, *fields: str) -> None:
       _fail(field, value, "must be positive.")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the first wrong field."""
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError naming the first wrong field; the mesh must fit `num_devices` (default:
+  all devices, of every process)."""
   names = game_names(config)
   if not names:
     _fail("games", config.games, "name at least one game.")
@@ -144,6 +147,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "rl.rae_order", ("released", "paper"))
   _one_of(config, "optimizer.schedule", SCHEDULES)
   _check_math(config)
+  _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)
 
 
@@ -171,6 +175,23 @@ def _check_math(config: ml_collections.ConfigDict) -> None:
           "evaluation steps).")
   if config.eval.math_limit < 0:
     _fail("eval.math_limit", config.eval.math_limit, "must be >= 0 (0 = every question).")
+
+
+def _check_mesh(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """The mesh fits the devices, its rules name mesh axes, and batches split over its batch axes."""
+  try:
+    sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, num_devices)))
+    rules = sharding.make_rules(config.mesh.get("rules"))
+  except ValueError as error:
+    raise ConfigError(f"config.mesh: {error}") from None
+  axes = sharding.batch_axes(rules)
+  parts = math.prod(sizes[a] for a in axes)
+  split = " x ".join(f"{a}={sizes[a]}" for a in axes) or "no mesh axis"
+  for field in ("rollout.samples_per_step", "rollout.games_per_batch", "rl.micro_batch_size"):
+    section, name = field.split(".")
+    if config[section][name] % parts:
+      _fail(field, config[section][name], f"must be a multiple of {parts}: batches split over "
+            f"the mesh's batch axes {split} ({num_devices} devices); change it or config.mesh.")
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:

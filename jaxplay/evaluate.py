@@ -271,12 +271,12 @@ def eval_slug(name: str) -> str:
 
 def write_math_records(workdir: str, step: int, name: str, records: list[dict]) -> str:
   """Writes a math eval's per-sample records to workdir/eval_samples/; returns the path."""
-  folder = os.path.join(workdir, "eval_samples")
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, f"step_{step:06d}_{eval_slug(name)}.jsonl")
-  with open(path, "w") as f:
-    f.writelines(json.dumps(record) + "\n" for record in records)
-  return path
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  folder = epath.Path(workdir) / "eval_samples"
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / f"step_{step:06d}_{eval_slug(name)}.jsonl"
+  path.write_text("".join(json.dumps(record) + "\n" for record in records))
+  return str(path)
 
 
 def math_due(config, step: int) -> bool:
@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
   import datetime
   import time
 
-  from jaxplay import checkpoints, reasoning, train
+  from etils import epath
+
+  from jaxplay import checkpoints, reasoning, train, workdir
   parser = argparse.ArgumentParser(prog="python -m jaxplay.evaluate",
                                    description="Evaluates a checkpoint of a jaxplay run.")
   parser.add_argument("--workdir", required=True, help="the run's directory")
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     evals = eval_names(args.evals)
   except ValueError as error:
     parser.error(str(error))
-  if not os.path.exists(os.path.join(args.workdir, "config.json")):
+  if not (epath.Path(args.workdir) / "config.json").exists():
     parser.error(f"{args.workdir} holds no run (no config.json); train one with jaxplay.main.")
   try:
     config, exp, state, step = train.load_run(args.workdir)
@@ -380,8 +382,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     row = {"step": int(step), "eval": name, "metrics": results,
            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "seconds": round(time.time() - started, 2)}
-    with open(os.path.join(args.workdir, "evals.jsonl"), "a") as f:
-      f.write(json.dumps(row) + "\n")
+    workdir.append_text(epath.Path(args.workdir) / "evals.jsonl", json.dumps(row) + "\n")
     rows.append(row)
     print(f"{name}: done in {row['seconds']} s", flush=True)
   print(format_table(rows))

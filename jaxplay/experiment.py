@@ -14,7 +14,7 @@ import numpy as np
 
 import games
 from games import opponents
-from jaxplay import advantages, configuration, game_tokenizer, policies, rollout, text
+from jaxplay import advantages, configuration, game_tokenizer, policies, rollout, sharding, text
 from jaxplay import train_step
 from jaxplay import tokenizer as tokenizers
 from jaxplay.models import configs as model_configs
@@ -66,8 +66,12 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
   return model_configs.get(config.model.preset, **fields)
 
 
-def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
-  """(model config, params, tokenizer) from model.path, or a fresh model for 'games_bpe'."""
+def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
+                             sharding_fn: loading.ShardingFn | None = None):
+  """(model config, params, tokenizer) from model.path, or a fresh model for path 'games_bpe'.
+
+  Loaded tensors go straight to `sharding_fn(logical axes)`; fresh params stay on one device.
+  """
   if config.model.path == "games_bpe":  # From scratch, with a small BPE fit to the games' text.
     tokenizer = game_tokenizer.games_bpe_tokenizer(configuration.make_games(config),
                                                    config.model.vocab_size)
@@ -76,7 +80,7 @@ def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array):
   path = config.model.path
   if path == "gemma3_270m_package":
     path = loading.gemma3_270m_default()
-  model, params = loading.load(path, dtype=config.model.dtype,
+  model, params = loading.load(path, sharding_fn, dtype=config.model.dtype,
                                param_dtype=config.model.param_dtype, remat=config.model.remat)
   return model, params, tokenizers.load_tokenizer(path)
 
@@ -145,26 +149,35 @@ def render_fn(kit: GameKit):
 
 
 def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=None,
-         opponent_name: str | None = None) -> rollout.Episodes:
+         opponent_name: str | None = None, rows_sharding=None) -> rollout.Episodes:
   """One training rollout of `batch` games of the kit's game (traced inside `collect`)."""
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
   return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
                          opponent_params=frozen_params, opponent=opponent,
-                         group_size=exp.config.rl.group_size)
+                         group_size=exp.config.rl.group_size, rows_sharding=rows_sharding)
 
 
-def make_collect(exp: Experiment):
-  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, per-game stats)`."""
+def make_collect(exp: Experiment, layout: sharding.Layout):
+  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, per-game stats)`.
+
+  Params arrive in the train layout and are resharded to the sampler layout inside the program;
+  each device plays its share of the games; the batch leaves split by rows in the train layout
+  (on several hosts each holds its own rows), as the train step takes it; stats are replicated.
+  """
   config = exp.config
   games_per_batch = config.rollout.games_per_batch
   opponent_name = configuration.seat_opponent(config)
+  serve = layout.params(transformer.param_axes(exp.model), sampler=True)
+  to_sampler = lambda params: params if params is None else sharding.reshard(params, serve)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=(layout.rows(), layout.replicated))
   def collect(params, frozen_params, key):
+    params, frozen_params = to_sampler(params), to_sampler(frozen_params)
     samples, stats = [], {}
     for kind, (kit, kit_key) in enumerate(zip(exp.kits, jax.random.split(key, len(exp.kits)))):
       episodes = play(exp, kit, params, kit_key, games_per_batch,
-                      frozen_params if config.rollout.seats == "frozen" else None, opponent_name)
+                      frozen_params if config.rollout.seats == "frozen" else None, opponent_name,
+                      layout.rows(sampler=True))
       flat = rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions)
       offset = kind * games_per_batch  # Game and group ids are unique across kinds.
       outcome = flat.outcome
@@ -210,8 +223,11 @@ def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:
       action=samples.action if exp.scoring else None)
 
 
-def make_train_step(exp: Experiment):
-  """The compiled train step for this experiment (token level, or action scoring)."""
+def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
+  """The compiled train step for this experiment (token level, or action scoring).
+
+  With a `layout`, each micro-batch is split by rows over the batch mesh axes.
+  """
   config = exp.config
   batch_size = config.rollout.samples_per_step
   step_config = train_step.TrainStepConfig(
@@ -236,7 +252,9 @@ def make_train_step(exp: Experiment):
     log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,
                                                  config.rollout.max_prompt_len,
                                                  max(config.rollout.temperature, 1e-6))
-  return train_step.make_train_step(step_config, forward, optimizer, log_probs_fn), optimizer
+  rows = None if layout is None else layout.rows(leading=1)
+  return (train_step.make_train_step(step_config, forward, optimizer, log_probs_fn, rows),
+          optimizer)
 
 
 def make_optimizer(config: ml_collections.ConfigDict):

@@ -36,6 +36,8 @@ def main(argv):
     summary = train.train(config, workdir, overwrite=_OVERWRITE.value)
   except (configuration.ConfigError, train.WorkdirError) as error:
     raise SystemExit(f"error: {error}") from None
+  if jax.process_index() != 0:  # The first process wrote the metrics, plots and transcripts.
+    return
   summary["plots"] = plot.plot_workdir(workdir)
   print("\nDone. Where everything is:")
   for key in ("workdir", "checkpoints", "metrics", "tensorboard", "transcripts", "plots"):

@@ -158,10 +158,15 @@ def batch_shapes(exp: experiment.Experiment) -> train_step.Batch:
       ref_log_probs=full(jnp.float32) if exp.config.rl.kl_coef else None)
 
 
+def layout(exp: experiment.Experiment, mesh) -> sh.Layout:
+  """`mesh` with the rules of the config (config.mesh.rules), as the training loop uses them."""
+  return sh.Layout.from_config(exp.config.mesh, mesh=mesh)
+
+
 def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_step.TrainState:
   """The abstract TrainState, sharded in the train layout."""
   params = transformer.param_shapes(exp.model)
-  shardings = sh.param_shardings(transformer.param_axes(exp.model), mesh, sh.TRAIN_RULES)
+  shardings = layout(exp, mesh).params(transformer.param_axes(exp.model))
   sh.check_divisible(params, shardings)
   num_kinds = len(configuration.game_names(exp.config))
   state = jax.eval_shape(
@@ -171,10 +176,11 @@ def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_ste
 
 def compile_train(exp: experiment.Experiment, mesh):
   """(compiled sharded train step, abstract state, abstract batch)."""
-  step, optimizer = experiment.make_train_step(exp)
+  placement = layout(exp, mesh)
+  step, optimizer = experiment.make_train_step(exp, placement)
   state = train_state_shapes(exp, optimizer, mesh)
   batch = batch_shapes(exp)
-  batch = with_shardings(batch, sh.batch_shardings(batch, mesh, sh.TRAIN_RULES))
+  batch = with_shardings(batch, sh.batch_shardings(batch, mesh, placement.train_rules))
   shardings = lambda tree: jax.tree.map(lambda x: x.sharding, tree)
   jitted = sh.shard_step(step, shardings(state), shardings(batch))
   return jitted.lower(state, batch).compile(), state, batch
@@ -201,8 +207,10 @@ def sampler_fn(exp: experiment.Experiment, serve_shardings):
 def sampler_inputs(exp: experiment.Experiment, mesh, batch: int):
   """Abstract (params in train layout, prompts, lengths, key) with their shardings."""
   params = transformer.param_shapes(exp.model)
-  train = sh.param_shardings(transformer.param_axes(exp.model), mesh, sh.TRAIN_RULES)
-  rows = sh.batch_shardings(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh, sh.SAMPLER_RULES)
+  placement = layout(exp, mesh)
+  train = placement.params(transformer.param_axes(exp.model))
+  rows = sh.batch_shardings(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh,
+                            placement.sampler_rules)
   prompt_len = exp.config.rollout.max_prompt_len
   return (with_shardings(params, train),
           jax.ShapeDtypeStruct((batch, prompt_len), jnp.int32, sharding=rows),
@@ -215,8 +223,8 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
                  ) -> SamplerPlan:
   """The sampler compiled for `batch` rows; `resident_state`: optimizer + other state bytes."""
   axes = transformer.param_axes(exp.model)
-  serve = sh.param_shardings(axes, mesh, sh.SAMPLER_RULES)
-  train = sh.param_shardings(axes, mesh, sh.TRAIN_RULES)
+  placement = layout(exp, mesh)
+  serve, train = placement.params(axes, sampler=True), placement.params(axes)
   params, *inputs = sampler_inputs(exp, mesh, batch)
   compiled = jax.jit(sampler_fn(exp, serve)).lower(params, *inputs).compile()
   shapes = transformer.param_shapes(exp.model)
@@ -224,7 +232,7 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
       jax.tree.leaves(train), jax.tree.leaves(serve), jax.tree.leaves(shapes)))
   cache = jax.eval_shape(lambda: transformer.init_cache(
       exp.model, batch, exp.config.rollout.max_prompt_len + exp.max_response_len))
-  cache = with_shardings(cache, sh.cache_shardings(cache, mesh, sh.SAMPLER_RULES))
+  cache = with_shardings(cache, sh.cache_shardings(cache, mesh, placement.sampler_rules))
   return SamplerPlan(params=tree_bytes(params),
                      sampler_params=0 if same_layout else tree_bytes(with_shardings(shapes, serve)),
                      kv_cache=tree_bytes(cache), inputs=tree_bytes(inputs),

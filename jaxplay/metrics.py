@@ -1,4 +1,8 @@
-"""Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF) and console lines."""
+"""Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF) and console lines.
+
+The workdir may be local or a bucket (jaxplay/workdir.py); TensorBoard files in `gs://` need
+google-cloud-storage (a dependency of gcsfs).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import tensorboardX
+from etils import epath
+
+from jaxplay import workdir as workdir_lib
 
 
 def _scalar(value: Any) -> float | None:
@@ -32,47 +39,54 @@ def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 class MetricsWriter:
-  """Appends one JSON line per call and mirrors the scalars to TensorBoard."""
+  """Appends one JSON line per call and mirrors the scalars to TensorBoard.
 
-  def __init__(self, workdir: str):
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+  With `write_files=False` (processes other than the first of a multi-host run) it writes nothing
+  and only flattens the metrics.
+  """
+
+  def __init__(self, workdir: str, write_files: bool = True):
+    folder = epath.Path(workdir)
+    self.path = os.fspath(folder / "metrics.jsonl")
+    self._tensorboard = None
+    if write_files:
+      folder.mkdir(parents=True, exist_ok=True)
+      self._tensorboard = tensorboardX.SummaryWriter(os.fspath(folder / "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     flat = scalars(metrics)
+    if self._tensorboard is None:
+      return flat
     record = {"step": int(step), "time": time.time(),
               **{k: (v if math.isfinite(v) else str(v)) for k, v in flat.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    workdir_lib.append_text(self.path, json.dumps(record) + "\n")
     for name, value in flat.items():
       self._tensorboard.add_scalar(name, value, global_step=int(step))
     self._tensorboard.flush()
     return flat
 
   def close(self) -> None:
-    self._tensorboard.close()
+    if self._tensorboard is not None:
+      self._tensorboard.close()
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Records of a metrics.jsonl file; a torn last line (killed writer) is skipped."""
   records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
+  for line in epath.Path(path).read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return records
 
 
 def truncate_after(path: str, step: int) -> None:
   """Drops records past `step` (a resumed run rewrites them)."""
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return
   kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-  with open(path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in kept)
+  epath.Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class Progress:

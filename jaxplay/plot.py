@@ -1,4 +1,5 @@
-"""Learning curves: `python -m jaxplay.plot --workdir=DIR` writes PNGs next to metrics.jsonl.
+"""Learning curves: `python -m jaxplay.plot --workdir=DIR` writes PNGs next to metrics.jsonl
+(DIR local or gs://, see jaxplay/workdir.py).
 
 One figure per panel (win rates by game and opponent, invalid rate, response length,
 exploitability, loss, KL); each panel draws every metric whose name matches its pattern.
@@ -14,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
+from etils import epath  # noqa: E402
 
 from jaxplay import metrics  # noqa: E402
 
@@ -30,9 +32,9 @@ PANELS = {
 
 def plot_workdir(workdir: str) -> list[str]:
   """Writes one PNG per panel that has data; returns their paths."""
-  records = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  out_dir = os.path.join(workdir, "plots")
-  os.makedirs(out_dir, exist_ok=True)
+  records = metrics.read_jsonl(os.fspath(epath.Path(workdir) / "metrics.jsonl"))
+  out_dir = epath.Path(workdir) / "plots"
+  out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for panel, pattern in PANELS.items():
     series = _series(records, re.compile(pattern))
@@ -45,11 +47,12 @@ def plot_workdir(workdir: str) -> list[str]:
     axes.set_title(panel.replace("_", " "))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="best")
-    path = os.path.join(out_dir, f"{panel}.png")
+    path = out_dir / f"{panel}.png"
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with path.open("wb") as f:
+      figure.savefig(f, dpi=100, format="png")
     plt.close(figure)
-    written.append(path)
+    written.append(os.fspath(path))
   return written
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from games import api
-from jaxplay import advantages
+from jaxplay import advantages, sharding
 
 
 class Act(NamedTuple):
@@ -58,13 +58,15 @@ class Episodes:
 def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params: Any,
             key: jax.Array, batch: int, opponent_params: Any = None,
             opponent: Opponent | None = None, group_size: int = 1,
-            seats: jax.Array | None = None) -> Episodes:
+            seats: jax.Array | None = None,
+            rows_sharding: jax.sharding.Sharding | None = None) -> Episodes:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
   otherwise the learner's seat is drawn per game (or given as `seats`, int32 [batch]) and only
   its turns are training samples.
   Consecutive blocks of `group_size` games share their initial state (GRPO/RLOO groups).
+  `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
   """
   if opponent_params is not None and opponent is not None:
     raise ValueError("Give either opponent_params (frozen copy) or opponent (fixed policy).")
@@ -72,7 +74,7 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     raise ValueError(f"batch {batch} is not a multiple of group_size {group_size}.")
   init_key, seat_key, play_key = jax.random.split(key, 3)
   init_keys = jnp.repeat(jax.random.split(init_key, batch // group_size), group_size, axis=0)
-  states = jax.vmap(game.init)(init_keys)
+  states = sharding.constrain(jax.vmap(game.init)(init_keys), rows_sharding)
   self_play = opponent_params is None and opponent is None
   if seats is None:
     seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
@@ -99,7 +101,7 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
                   active=active, learner=active & learner_turn,
                   valid=active & ~next_states.invalid, action=act.action,
                   legal_action_mask=states.legal_action_mask)
-    return next_states, record
+    return sharding.constrain(next_states, rows_sharding), record
 
   final, per_turn = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns))
   return Episodes(**per_turn, returns=final.rewards, invalid=final.invalid,

@@ -6,7 +6,9 @@ logical axis names (`embed`, `heads`, ...); a rules table maps each name to mesh
 `TRAIN_RULES`; the sampler uses `SAMPLER_RULES` (no fsdp: params split over `tensor` only and
 replicated over the batch axes, as inference engines do, so decoding gathers no weights), and
 `reshard` moves params between the two inside a jitted program. Batches are split along their
-leading axis over the mesh axes of `batch`; on several hosts each feeds its own rows.
+leading axis over the mesh axes of `batch`; on several hosts each feeds its own rows. A run's
+`Layout` (from `config.mesh`: the sizes and an optional `rules` table overriding both tables)
+holds the mesh and both tables.
 """
 
 from __future__ import annotations
@@ -95,6 +97,42 @@ def make_rules(table: Mapping[str, Any] | None = None, base: Rules = TRAIN_RULES
   return tuple(rules.items())
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """A run's mesh with its train and sampler rules."""
+
+  mesh: Mesh
+  train_rules: Rules = TRAIN_RULES
+  sampler_rules: Rules = SAMPLER_RULES
+
+  @classmethod
+  def from_config(cls, mesh_config, devices: Sequence[jax.Device] | None = None,
+                  mesh: Mesh | None = None) -> Layout:
+    """`mesh_config` has data/fsdp/tensor sizes (unless `mesh` is given) and optionally `rules`,
+    a table (see `make_rules`) applied to both the train and the sampler rules."""
+    table = getattr(mesh_config, "rules", None)
+    return cls(make_mesh(mesh_config, devices) if mesh is None else mesh,
+               make_rules(table, TRAIN_RULES), make_rules(table, SAMPLER_RULES))
+
+  def params(self, logical_axes, sampler: bool = False):
+    """NamedShardings of params in the train (or sampler) layout."""
+    return param_shardings(logical_axes, self.mesh,
+                           self.sampler_rules if sampler else self.train_rules)
+
+  def logical(self, axes: tuple[str | None, ...]) -> NamedSharding:
+    """The train-layout sharding of one array with logical `axes` (e.g. for loading weights)."""
+    return NamedSharding(self.mesh, nn.logical_to_mesh_axes(axes, self.train_rules))
+
+  def rows(self, sampler: bool = False, leading: int = 0) -> NamedSharding:
+    """Batch rows split over the `batch` mesh axes, after `leading` unsplit axes."""
+    spec = batch_spec(self.sampler_rules if sampler else self.train_rules)
+    return NamedSharding(self.mesh, PartitionSpec(*(None,) * leading, *spec))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, PartitionSpec())
+
+
 def _is_spec(x) -> bool:
   return isinstance(x, PartitionSpec)
 
@@ -118,8 +156,12 @@ def _path_name(path) -> str:
   return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
+class IndivisibleError(ValueError):
+  """An array dimension does not split evenly over its mesh axes; the message names both."""
+
+
 def check_divisible(shapes, shardings, what: str = "param") -> None:
-  """Raises ValueError naming the leaf, dim and mesh axes where a dim does not split evenly."""
+  """Raises IndivisibleError naming the leaf, dim and mesh axes where a dim does not split."""
   def check(path, shape, sharding):
     shape = tuple(getattr(shape, "shape", shape))
     spec = tuple(sharding.spec)
@@ -130,9 +172,10 @@ def check_divisible(shapes, shardings, what: str = "param") -> None:
       axes = _mesh_axes(entry)
       parts = math.prod(sharding.mesh.shape[a] for a in axes)
       if size % parts:
-        raise ValueError(f"{what} {_path_name(path)} dim {dim} of size {size} (shape {shape}) "
-                         f"does not split over mesh axes {_describe(axes, sharding.mesh)}; "
-                         "change the mesh or map that logical axis to None in the rules.")
+        raise IndivisibleError(
+            f"{what} {_path_name(path)} dim {dim} of size {size} (shape {shape}) does not split "
+            f"over mesh axes {_describe(axes, sharding.mesh)}; change the mesh or map that "
+            "logical axis to None in the rules.")
   jax.tree_util.tree_map_with_path(check, shapes, shardings)
 
 
@@ -179,10 +222,15 @@ def batch_spec(rules: Rules) -> PartitionSpec:
   return nn.logical_to_mesh_axes(("batch",), rules)
 
 
+def batch_axes(rules: Rules) -> tuple[str, ...]:
+  """The mesh axes a batch's leading axis is split over."""
+  return _mesh_axes(batch_spec(rules)[0])
+
+
 def batch_shardings(batch, mesh: Mesh, rules: Rules):
   """Leading axis of every leaf split over the `batch` mesh axes; scalars replicated."""
   leading = batch_spec(rules)
-  axes = _mesh_axes(leading[0])
+  axes = batch_axes(rules)
   parts = math.prod(mesh.shape[a] for a in axes)
 
   def sharding(path, leaf):
@@ -209,6 +257,11 @@ def cache_shardings(cache, mesh: Mesh, rules: Rules):
 def reshard(params, shardings):
   """Inside jit: constrains params to `shardings` (e.g. train -> sampler layout)."""
   return jax.lax.with_sharding_constraint(params, shardings)
+
+
+def constrain(tree, sharding):
+  """Inside jit: every leaf of `tree` laid out by `sharding` (e.g. rows); None leaves it to XLA."""
+  return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
 
 def init_sharded(init_fn, params, shardings):

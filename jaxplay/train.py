@@ -2,7 +2,9 @@
 
 Deterministic for a seed: the rollout key of step k is fold_in(seed key, k), and the train state
 (params, optimizer, RAE baselines, step, rng) is checkpointed whole, so a resumed run continues
-exactly as if never stopped.
+exactly as if never stopped. The workdir may be local or `gs://...` (jaxplay/workdir.py); on
+several hosts the first process writes its files (config, metrics, transcripts) and Orbax has every
+process write its own checkpoint shards.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import os
 
 import jax
 import ml_collections
+from etils import epath
+from jax.experimental import multihost_utils
 
-from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, train_step
+from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, sharding
 from jaxplay import tokenizer as tokenizers
+from jaxplay import train_step
+from jaxplay import workdir as workdir_lib
+from jaxplay.models import transformer
 
 
 class WorkdirError(RuntimeError):
@@ -22,34 +29,34 @@ class WorkdirError(RuntimeError):
 
 
 def _check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
-  """Refuses a workdir holding a run of another config (unless `overwrite`); records ours."""
-  path = os.path.join(workdir, "config.json")
+  """Refuses a workdir holding a run of another config (unless `overwrite`); records ours.
+
+  Every process checks; the first one writes (all processes wait for it)."""
+  folder = epath.Path(workdir)
+  path = folder / "config.json"
   ours = json.loads(config.to_json_best_effort(sort_keys=True))
-  if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      theirs = json.load(f)
+  if path.exists() and not overwrite:
+    theirs = json.loads(path.read_text())
     if theirs != ours:
       changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
       raise WorkdirError(f"{workdir} holds a run of a different config (differs in "
                          f"{', '.join(changed)}); use another --workdir or pass --overwrite.")
-  if overwrite and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    import shutil  # pylint: disable=import-outside-toplevel
-    shutil.rmtree(os.path.join(workdir, "checkpoints"))
-    for name in ("metrics.jsonl",):
-      if os.path.exists(os.path.join(workdir, name)):
-        os.remove(os.path.join(workdir, name))
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(ours, f, indent=2, sort_keys=True)
+  if jax.process_index() == 0:
+    if overwrite and (folder / "checkpoints").is_dir():
+      (folder / "checkpoints").rmtree()
+      (folder / "metrics.jsonl").unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ours, indent=2, sort_keys=True))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("workdir checked")
 
 
 def _write_transcripts(workdir: str, step: int, transcripts: list[str]) -> str:
-  folder = os.path.join(workdir, "transcripts")
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, f"step_{step:06d}.txt")
-  with open(path, "w") as f:
-    f.write("\n\n".join(transcripts) + "\n")
-  return path
+  folder = epath.Path(workdir) / "transcripts"
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / f"step_{step:06d}.txt"
+  path.write_text("\n\n".join(transcripts) + "\n")
+  return os.fspath(path)
 
 
 def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -58,25 +65,37 @@ def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
 
 
 def setup(config: ml_collections.ConfigDict):
-  """(experiment, initial train state, compiled train step) for a validated config."""
-  model, params, tokenizer = experiment.load_model_and_tokenizer(config, _keys(config)["model"])
+  """(experiment, initial train state, compiled train step, layout) for a validated config.
+
+  The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
+  params); the train step keeps that layout, takes batches split by rows, and donates the state.
+  """
+  layout = sharding.Layout.from_config(config.mesh)
+  try:  # Loaded weights go straight to their shards; fresh ones are placed after init.
+    model, params, tokenizer = experiment.load_model_and_tokenizer(
+        config, _keys(config)["model"], layout.logical)
+    axes = transformer.param_axes(model)
+    params = sharding.shard_params(params, layout.mesh, layout.train_rules, axes)
+  except sharding.IndivisibleError as error:
+    raise configuration.ConfigError(f"config.mesh: {error}") from None
   exp = experiment.build(config, tokenizer, model)
-  step_fn, optimizer = experiment.make_train_step(exp)
-  state = train_step.init_state(params, optimizer, num_kinds=len(exp.kits), num_roles=2,
-                                seed=config.seed)
-  return exp, state, step_fn
+  step_fn, optimizer = experiment.make_train_step(exp, layout)
+  state = sharding.init_sharded(
+      lambda p: train_step.init_state(p, optimizer, num_kinds=len(exp.kits), num_roles=2,
+                                      seed=config.seed), params, layout.params(axes))
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
 
 
 def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints.Checkpointer:
-  return checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+  return checkpoints.Checkpointer(os.fspath(epath.Path(workdir) / "checkpoints"),
                                   config.train.keep_checkpoints)
 
 
 def load_run(workdir: str):
   """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  exp, state, _ = setup(config)
+  config = ml_collections.ConfigDict(json.loads((epath.Path(workdir) / "config.json").read_text()))
+  exp, state, _, _ = setup(config)
   restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
   if restored is None:
     raise WorkdirError(f"{workdir} has no readable checkpoint.")
@@ -94,11 +113,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   configuration.validate(config)
   _check_workdir(workdir, config, overwrite)
   keys = _keys(config)
-  exp, state, step_fn = setup(config)
+  exp, state, step_fn, layout = setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if config.rollout.seats == "frozen" else None)
-  collect = experiment.make_collect(exp)
+  collect = experiment.make_collect(exp, layout)
   evaluator = evaluate.Evaluator(exp, decoder(exp))
   ckpt = checkpointer(workdir, config)
   restored = ckpt.restore_latest(checkpoints.abstract_like(state))
@@ -106,9 +125,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   if restored is not None:
     start, state = restored
     print(f"Resumed from the checkpoint of step {start} in {ckpt.directory}.", flush=True)
-  writer = metrics.MetricsWriter(workdir)
-  metrics.truncate_after(writer.path, start)
-  summary = {"workdir": os.path.abspath(workdir), "start_step": start}
+  primary = jax.process_index() == 0  # Writes the workdir's files (Orbax: each its shards).
+  writer = metrics.MetricsWriter(workdir, write_files=primary)
+  if primary:
+    metrics.truncate_after(writer.path, start)
+  summary = {"workdir": workdir_lib.absolute(workdir), "start_step": start}
 
   def run_eval(step: int):
     games_key, math_key = jax.random.split(jax.random.fold_in(keys["eval"], step))
@@ -118,7 +139,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     writer.write(step, results)
     summary.setdefault("first_eval", results) if step == 0 else None
     summary["last_eval"] = results
-    summary["transcripts"] = _write_transcripts(workdir, step, transcripts)
+    if primary:
+      summary["transcripts"] = _write_transcripts(workdir, step, transcripts)
     print(f"eval step {step}: " + ", ".join(
         f"{k.removeprefix('eval/')} {v:.2f}" for k, v in results.items()
         if k.endswith(("/win_rate", "/invalid_rate", "/exploitability",
@@ -150,6 +172,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     ckpt.wait()
     writer.close()
   summary.update(final_step=step, checkpoints=ckpt.directory, metrics=writer.path,
-                 tensorboard=os.path.join(workdir, "tensorboard"))
+                 tensorboard=os.fspath(epath.Path(workdir) / "tensorboard"))
   ckpt.close()
   return summary

@@ -20,7 +20,7 @@ import optax
 from flax import struct
 
 from jaxplay import advantages as advantages_lib
-from jaxplay import losses
+from jaxplay import losses, sharding
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 # log_probs_fn(params, rows) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]), where
@@ -158,11 +158,7 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
   `rows_sharding` lays out [chunks, rows, ...] micro-batches so each device computes its rows
   (e.g. NamedSharding(mesh, P(None, ("data", "fsdp")))); None leaves the layout to XLA.
   """
-
-  def split_rows(tree):
-    if rows_sharding is None:
-      return tree
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows_sharding), tree)
+  split_rows = lambda tree: sharding.constrain(tree, rows_sharding)
   loss_config = config.loss
   micro_size = config.batch_size // (config.num_minibatches * config.num_microbatches)
 

@@ -107,3 +107,23 @@ def test_local_preset_prompts_fit_its_max_prompt_len():
   assert [g.name for g in game_list][-2:] == ["nim", "leduc_poker"]
   for game in game_list:
     text.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)  # Raises if longer.
+
+
+@pytest.mark.parametrize("mesh, message", [
+    (dict(data=3, fsdp=-1), r"config.mesh: mesh data=3 x fsdp=-1 x tensor=1: 8 devices are not "
+     r"divisible by 3"),
+    (dict(data=2, fsdp=2, tensor=1), r"config.mesh: .* has 4 devices, but there are 8"),
+    (dict(data=-1), r"config.rollout.games_per_batch=4: must be a multiple of 8: batches split "
+     r"over the mesh's batch axes data=8 x fsdp=1 \(8 devices\)"),
+    (dict(data=2, fsdp=2, tensor=2), r"config.rl.micro_batch_size=2: must be a multiple of 4: "
+     r".* data=2 x fsdp=2"),
+    (dict(data=1, fsdp=2, tensor=4, rules={"batch": "model"}), r"unknown mesh axis 'model'"),
+])
+def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
+  config = spiral.get_config("local")  # 8 samples per step, 4 games per batch, micro-batch 2.
+  config.mesh.update(mesh)
+  with pytest.raises(configuration.ConfigError, match=message):
+    configuration.validate(config, num_devices=8)
+  config = spiral.get_config("local")
+  config.mesh.update(data=1, fsdp=2, tensor=4)  # Batches split in 2: valid.
+  configuration.validate(config, num_devices=8)

@@ -5,9 +5,10 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from tensorboardX.proto import event_pb2
 
-from jaxplay import metrics
+from jaxplay import metrics, workdir
 
 
 def test_scalars_flattens_and_drops_non_scalars():
@@ -41,6 +42,32 @@ def test_writer_jsonl_and_tensorboard(tmp_path):
   assert records[0]["kl"] == "nan"
   tb = _tensorboard_scalars(str(tmp_path / "tensorboard"))
   assert tb[("loss", 1)] == 2.0 and tb[("loss", 2)] == 1.5
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_writer_appends_locally_and_rewrites_in_buckets(tmp_path, monkeypatch, remote):
+  """Bucket objects cannot be appended to: there each record rewrites the file (here on a local
+  path taken for a bucket one); a reopened writer continues the same file."""
+  monkeypatch.setattr(workdir, "is_remote", lambda path: remote)
+  for step in (1, 2):
+    writer = metrics.MetricsWriter(str(tmp_path / "run"))
+    writer.write(step, {"loss": 1.0 / step})
+    writer.close()
+  records = metrics.read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+  assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 0.5)]
+
+
+def test_writer_of_other_processes_writes_nothing(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path / "run"), write_files=False)
+  assert writer.write(1, {"loss": jnp.float32(0.5)}) == {"loss": 0.5}
+  writer.close()
+  assert not (tmp_path / "run").exists()
+
+
+def test_absolute_keeps_bucket_uris(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert workdir.absolute("runs/a") == str(tmp_path / "runs" / "a")
+  assert workdir.absolute("gs://bucket/runs/a") == "gs://bucket/runs/a"
 
 
 def test_torn_line_skipped_and_truncate(tmp_path):

@@ -155,7 +155,7 @@ def test_evaluate_command_math_on_a_saved_run(tmp_path, questions_file, data_dir
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
-  _, state, _ = train.setup(config)
+  _, state, _, _ = train.setup(config)
   checkpointer = train.checkpointer(str(workdir), config)
   checkpointer.save(0, state)
   checkpointer.close()

@@ -1,7 +1,8 @@
-"""Mesh, rules and placement checks; the sharded train step and sampler on 8 simulated devices.
+"""Mesh, rules and placement checks; the sharded train step, sampler and training loop on 8
+simulated devices.
 
-The multi-device runs happen in one child process (tests/sharding_worker.py) whose XLA_FLAGS ask
-for 8 CPU devices, so this session keeps its single device.
+The multi-device runs happen in child processes (tests/sharding_worker.py, tests/loop_worker.py)
+whose XLA_FLAGS ask for 8 CPU devices, so this session keeps its single device.
 """
 
 import pathlib
@@ -15,8 +16,10 @@ import optax
 import pytest
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
+from jaxplay import experiment
 from jaxplay import sharding as sh
 from jaxplay.models import configs, transformer
+from tests import loop_worker
 from tests import sharding_worker as worker
 
 MESHES = ("8,1,1", "2,4,1", "1,2,4", "1,1,8")
@@ -59,15 +62,15 @@ def expected_layout(logical_spec, shape, rules, sizes):
   return text, shard
 
 
-def check_matches_reference(results, prefix):
+def check_matches_reference(results, prefix, meshes=MESHES):
   """Every mesh's `prefix...` results equal the single-device ones."""
   want = {k[4:]: v for k, v in results.items() if k.startswith(f"ref|{prefix}")}
   assert want
-  for mesh in MESHES:
+  for mesh in meshes:
     worker.assert_close({k: results[f"{mesh}|{k}"] for k in want}, want, label=mesh)
 
 
-def check_layouts(results, prefix, logical_axes, rules, holders):
+def check_layouts(results, prefix, logical_axes, rules, holders, meshes=MESHES):
   """Every leaf under `prefix` is placed as the rules say for the param whose path it ends with.
 
   holders: how many leaves each param's layout must appear on (params, Adam's mu and nu: 3).
@@ -75,7 +78,7 @@ def check_layouts(results, prefix, logical_axes, rules, holders):
   params = {jax.tree_util.keystr(path, simple=True, separator="/"): spec
             for path, spec in jax.tree_util.tree_leaves_with_path(
                 logical_axes, is_leaf=lambda x: isinstance(x, P))}
-  for mesh in MESHES:
+  for mesh in meshes:
     sizes = mesh_sizes(mesh)
     seen = dict.fromkeys(params, 0)
     spec_keys = [k for k in results if k.startswith(f"{mesh}|spec:{prefix}")]
@@ -125,6 +128,68 @@ def test_transformer_train_step_matches_one_device(tmp_path):
   check_matches_reference(results, "")
   check_layouts(results, "state", transformer.param_axes(worker.transformer_config()),
                 sh.TRAIN_RULES, holders=3)
+
+
+LOOP_MESHES = ("2,4,1", "1,2,4")
+
+
+def run_loops(tmp_path: pathlib.Path, mode: str, steps: int, meshes) -> dict[str, np.ndarray]:
+  """tests/loop_worker.py (`loop` or `loop_steps`) on one device (saved as `ref|...`) and on 8
+  simulated devices with each of `meshes`: two child processes side by side."""
+  jobs = {1: ["1,1,1"], 8: list(meshes)}
+  procs = {}
+  try:
+    for count, texts in jobs.items():
+      cmd = [sys.executable, "-m", "tests.loop_worker", mode,
+             str(tmp_path / f"devices{count}.npz"), str(steps), *texts]
+      with open(tmp_path / f"devices{count}.log", "w") as log:
+        procs[count] = subprocess.Popen(cmd, cwd=worker.ROOT, env=worker.child_env(count),
+                                        stdout=log, stderr=subprocess.STDOUT)
+    for proc in procs.values():
+      proc.wait(timeout=900)
+  finally:
+    for proc in procs.values():
+      proc.kill()
+  results = {}
+  for count, proc in procs.items():
+    assert proc.returncode == 0, (tmp_path / f"devices{count}.log").read_text()[-5000:]
+    with np.load(tmp_path / f"devices{count}.npz") as data:
+      results.update({k.replace("1,1,1|", "ref|", 1): v for k, v in data.items()})
+  return results
+
+
+def check_loop(results, meshes):
+  """Sharded losses and final state agree with one device; the state and batch layouts follow
+  the run's rules."""
+  check_matches_reference(results, "metrics", meshes)
+  check_matches_reference(results, "params", meshes)
+  check_matches_reference(results, "opt_state", meshes)
+  rules = sh.make_rules(loop_worker.LOOP_RULES)
+  model = experiment.model_config(loop_worker.loop_config("1,1,1", 1))
+  check_layouts(results, "state", transformer.param_axes(model), rules, holders=3, meshes=meshes)
+  for mesh in meshes:
+    sizes = mesh_sizes(mesh)
+    specs = {k: str(v) for k, v in results.items() if k.startswith(f"{mesh}|spec:batch/")}
+    for key, spec in specs.items():
+      shape = tuple(results[key.replace("|spec:", "|shape:")])
+      want = expected_layout(P("batch"), shape, rules, sizes)
+      assert (without_unit_axes(spec, sizes), tuple(results[key.replace("|spec:", "|shard:")])
+              ) == want, key
+
+
+def test_train_loop_steps_on_a_mesh_match_one_device(tmp_path):
+  """The loop's pieces (train.setup, collect, train step) on mesh data=1 x fsdp=2 x tensor=4."""
+  results = run_loops(tmp_path, "loop_steps", 1, ["1,2,4"])
+  assert any("|spec:batch/" in k for k in results)
+  check_loop(results, ["1,2,4"])
+
+
+@pytest.mark.slow
+def test_train_on_meshes_matches_one_device(tmp_path):
+  """`train.train` for 2 steps; the state is checked as restored from the final checkpoint."""
+  results = run_loops(tmp_path, "loop", 2, LOOP_MESHES)
+  assert results["ref|metrics/loss"].shape == (2,)
+  check_loop(results, LOOP_MESHES)
 
 
 def test_mesh_shape_resolves_the_rest():

@@ -19,6 +19,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from jaxplay import sharding as sharding_lib
 from jaxplay.models import configs
 from jaxplay.models import transformer
 from jaxplay.models.configs import ModelConfig, RopeScaling
@@ -162,10 +163,14 @@ def _load(config: ModelConfig, source, names: dict, sharding_fn: ShardingFn | No
     raise ValueError("checkpoint does not match the model config:\n  " + "\n  ".join(errors))
 
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = {path: sharding_fn(tuple(spec)) if sharding_fn else default
+               for path, (_, spec) in flat.items()}
+  named = {path: s for path, s in shardings.items() if isinstance(s, jax.sharding.NamedSharding)}
+  sharding_lib.check_divisible({path: flat[path][0] for path in named}, named)
   params = {}
-  for path, (leaf, spec) in flat.items():
+  for path, (leaf, _) in flat.items():
     template, n_in = names[path]
-    sharding = sharding_fn(tuple(spec)) if sharding_fn else default
+    sharding = shardings[path]
     if path.startswith("layers/"):
       def read(index, template=template, n_in=n_in, leaf=leaf):
         layers = range(L)[index[0]]
