@@ -2,15 +2,19 @@
 
 Deterministic for a seed: the rollout key of step k is fold_in(seed key, k), and the train state
 (params, optimizer, RAE baselines, step, rng) is checkpointed whole, so a resumed run continues
-exactly as if never stopped. The workdir may be local or `gs://...` (jaxplay/workdir.py); on
+exactly as if never stopped. Ctrl-C stops at the end of the current step with a checkpoint (a
+second Ctrl-C aborts at once, saving only if the state is intact). The workdir may be local or `gs://...` (jaxplay/workdir.py); on
 several hosts the first process writes its files (config, metrics, transcripts) and Orbax has every
 process write its own checkpoint shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 
 import jax
 import ml_collections
@@ -62,6 +66,36 @@ def _write_transcripts(workdir: str, step: int, transcripts: list[str]) -> str:
 def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   names = ("model", "run", "eval")
   return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Yields a list that a first Ctrl-C (SIGINT) appends to, so the loop can stop at a step
+  boundary; a second Ctrl-C interrupts at once (KeyboardInterrupt). Main thread only."""
+  requests = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requests
+    return
+
+  def request_stop(signum, frame):
+    del signum, frame
+    requests.append(True)
+    signal.signal(signal.SIGINT, previous)
+    print("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to abort now).",
+          flush=True)
+
+  previous = signal.signal(signal.SIGINT, request_stop)
+  try:
+    yield requests
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def _any_process(flag: bool) -> bool:
+  """True when `flag` is set on any process (every process then stops at the same step)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(jax.numpy.asarray(flag)).any())
 
 
 def setup(config: ml_collections.ConfigDict):
@@ -150,27 +184,33 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     run_eval(0)
   progress = metrics.Progress(config.train.steps, first_step=start)
   step = start
-  try:
-    for step in range(start + 1, config.train.steps + 1):
-      batch, stats = collect(state.params, frozen_params, jax.random.fold_in(keys["run"], step))
-      state, step_metrics = step_fn(state, batch)
-      flat = writer.write(step, {**step_metrics, "rollout": stats})
-      tokens = int(batch.response_mask.sum())
-      print(progress.line(step, flat, samples=int(batch.samples.mask.sum()), tokens=tokens),
-            flush=True)
-      if step % config.train.eval_every == 0 or step == config.train.steps:
-        run_eval(step)
-      if step % config.train.checkpoint_every == 0 or step == config.train.steps:
-        ckpt.save(step, state)
-  except KeyboardInterrupt:
-    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
-      ckpt.save(int(state.step), state, force=True)
-      print(f"Interrupted: saved the checkpoint of step {int(state.step)}.", flush=True)
-    ckpt.wait()
-    raise
-  finally:
-    ckpt.wait()
-    writer.close()
+  with _stop_requests() as stop_requests:
+    try:
+      for step in range(start + 1, config.train.steps + 1):
+        batch, stats = collect(state.params, frozen_params,
+                               jax.random.fold_in(keys["run"], step))
+        state, step_metrics = step_fn(state, batch)
+        flat = writer.write(step, {**step_metrics, "rollout": stats})
+        tokens = int(batch.response_mask.sum())
+        print(progress.line(step, flat, samples=int(batch.samples.mask.sum()), tokens=tokens),
+              flush=True)
+        if step % config.train.eval_every == 0 or step == config.train.steps:
+          run_eval(step)
+        if step % config.train.checkpoint_every == 0 or step == config.train.steps:
+          ckpt.save(step, state)
+        if _any_process(bool(stop_requests)):
+          raise KeyboardInterrupt
+    except KeyboardInterrupt:
+      ckpt.wait()
+      if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+        if int(state.step) not in ckpt.steps():
+          ckpt.save(int(state.step), state, force=True)
+        print(f"Interrupted: saved the checkpoint of step {int(state.step)}.", flush=True)
+      ckpt.wait()
+      raise
+    finally:
+      ckpt.wait()
+      writer.close()
   summary.update(final_step=step, checkpoints=ckpt.directory, metrics=writer.path,
                  tensorboard=os.fspath(epath.Path(workdir) / "tensorboard"))
   ckpt.close()

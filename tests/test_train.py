@@ -76,3 +76,30 @@ def test_workdir_of_another_config_is_refused(tmp_path):
   with pytest.raises(train.WorkdirError, match="optimizer"):
     train._check_workdir(str(tmp_path), other, overwrite=False)  # pylint: disable=protected-access
   train._check_workdir(str(tmp_path), other, overwrite=True)  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
+  """SIGINT mid-run (no checkpoint due for 100 steps): the step reached is saved and loadable."""
+  workdir = str(tmp_path / "interrupted")
+  overrides = {**OVERRIDES, "train.steps": 100, "train.checkpoint_every": 100}
+  command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
+             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 600
+  while time.time() < deadline and child.poll() is None and not any(
+      "loss" in r for r in (metrics.read_jsonl(metrics_path)
+                            if os.path.exists(metrics_path) else [])):
+    time.sleep(0.1)
+  child.send_signal(signal.SIGINT)
+  output, _ = child.communicate(timeout=300)
+  assert child.returncode != 0, output[-2000:]
+  saved = [int(line.split("step ")[1].rstrip(".")) for line in output.splitlines()
+           if line.startswith("Interrupted: saved the checkpoint of step")]
+  assert len(saved) == 1 and 1 <= saved[0] < 100, output[-2000:]
+  _, _, _, step = train.load_run(workdir)
+  assert step == saved[0]
+  losses = [r["step"] for r in metrics.read_jsonl(metrics_path) if "loss" in r]
+  assert losses == list(range(1, step + 1))
