@@ -4,7 +4,8 @@ Action-scoring mode (the policy is the softmax over the legal actions' answer li
 exact exploitability of the learned policy is measured at every evaluation. The settings are the
 best of a sweep (BENCHMARKS.md, "Learning"): a prompt without the rules paragraph, an untied,
 small-init output head (a near-uniform first policy), no QK-norm, an entropy bonus of 0.2 (a
-quantal-response target that damps the cycling of self-play), lr 1e-3 with cosine decay.
+quantal-response target that damps the cycling of self-play), lr 5e-4 with cosine decay over
+700 steps.
 `--config=configs/kuhn_nash.py`.
 """
 
@@ -25,8 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         max_prompt_len=112, temperature=1.0)
   config.rl.update(estimator="rae", micro_batch_size=256, aggregation="sequence_mean",
                    drop_zero_advantage=True, entropy_coef=0.2)
-  config.optimizer.update(learning_rate=1e-3, schedule="cosine", b2=0.999, grad_clip=1.0)
-  config.train.update(steps=400, eval_every=20, checkpoint_every=100)
+  config.optimizer.update(learning_rate=5e-4, schedule="cosine", b2=0.999, grad_clip=1.0)
+  config.train.update(steps=700, eval_every=20, checkpoint_every=100)
   # No held-out games: the games BPE is fit to Kuhn Poker only (Nim and Leduc prompts would take
   # hundreds of its tokens, more than max_prompt_len).
   config.eval.update(opponents="random,optimal", games_per_seat=64, temperature=1.0,
