@@ -84,6 +84,8 @@ def scoring_policy(model: ModelConfig, scoring: text.ScoringTable, pad_id: int,
 
   def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
     batch = prompt_tokens.shape[0]
+    # A table padded to a larger game mix's action count: the extra actions are never legal.
+    legal_mask = jnp.pad(legal_mask, ((0, 0), (0, scoring.tokens.shape[0] - legal_mask.shape[1])))
     answers = jnp.broadcast_to(scoring.tokens, (batch,) + scoring.tokens.shape)
     answer_lengths = jnp.broadcast_to(scoring.lengths, (batch,) + scoring.lengths.shape)
     log_pi, _ = action_log_probs(model, params, prompt_tokens, prompt_lengths, legal_mask,

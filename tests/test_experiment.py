@@ -71,3 +71,24 @@ def test_action_scoring_kit_scores_its_own_actions(text_run):
   act = kit.eval_policy(params, tokens, lengths, state.legal_action_mask, jax.random.key(2))
   legal = np.asarray(state.legal_action_mask)
   assert legal[np.arange(3), np.asarray(act.action)].all()
+
+
+def test_action_scoring_mixes_games_of_different_action_counts():
+  """Kuhn Poker (4 actions) and TicTacToe (9) in one scoring run: collect and a train step."""
+  config = kuhn_nash.get_config()
+  config.games = "kuhn_poker,tic_tac_toe"
+  config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=256)
+  config.rl.micro_batch_size = 16
+  configuration.validate(config)
+  exp, state, step_fn, layout = train.setup(config)
+  assert exp.num_actions == 9
+  batch, stats = experiment.make_collect(exp, layout)(state.params, None, jax.random.key(1))
+  kinds = np.asarray(batch.samples.game_kind)[np.asarray(batch.samples.mask)]
+  assert set(kinds.tolist()) == {0, 1}
+  actions = np.asarray(batch.action)[np.asarray(batch.samples.mask)]
+  assert (actions[kinds == 0] < 4).all()  # Kuhn never samples a padded action.
+  legal = np.asarray(batch.legal_action_mask)[np.asarray(batch.samples.mask)]
+  assert legal[np.arange(len(actions)), actions].all()
+  assert stats["kuhn_poker"]["invalid_rate"] == 0 and stats["tic_tac_toe"]["invalid_rate"] == 0
+  _, step_metrics = step_fn(state, batch)
+  assert np.isfinite(float(step_metrics["loss"]))
