@@ -117,7 +117,8 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   """
   config, model, pad_id = exp.config, exp.model, exp.pad_id
   try:
-    prompts = text.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len)
+    prompts = text.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len,
+                                fit=True)
   except ValueError as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
@@ -178,7 +179,9 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
       episodes = play(exp, kit, params, kit_key, games_per_batch,
                       frozen_params if config.rollout.seats == "frozen" else None, opponent_name,
                       layout.rows(sampler=True))
-      flat = rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions)
+      flat = rollout.pad_prompts(
+          rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions),
+          config.rollout.max_prompt_len, kit.prompts.pad_id)
       offset = kind * games_per_batch  # Game and group ids are unique across kinds.
       outcome = flat.outcome
       samples.append(flat.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,

@@ -166,6 +166,13 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
           turn_index=flat(turn_index).astype(jnp.int32), mask=flat(episodes.learner)))
 
 
+def pad_prompts(samples: Samples, width: int, pad_id: int) -> Samples:
+  """Left-pads the (left-padded) prompts to `width` tokens, so several games concatenate."""
+  extra = width - samples.prompt_tokens.shape[1]
+  return samples.replace(prompt_tokens=jnp.pad(samples.prompt_tokens, ((0, 0), (extra, 0)),
+                                               constant_values=pad_id))
+
+
 def concat_and_compact(samples: list[Samples], size: int) -> Samples:
   """Concatenates sample sets and moves unmasked rows first, keeping `size` rows (static).
 

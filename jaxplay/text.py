@@ -124,13 +124,16 @@ def _padded(rows: list[list[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarr
 
 def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
                  chat: tokenizers.ChatFormat, max_prompt_len: int | None = None,
-                 left_pad: bool = True, bound_games: int = 4096) -> PromptTable:
+                 left_pad: bool = True, bound_games: int = 4096,
+                 fit: bool = False) -> PromptTable:
   """Tokenises the game's phrases and the fixed prompt parts once.
 
   The longest prompt is bounded by the fixed parts plus, for each observation slot, the longest
   phrase seen in that slot over random playouts of `bound_games` games (every turn, both players);
   taking each slot's maximum independently makes the bound cover far more than the states seen.
-  `max_prompt_len=None` takes that bound; a smaller one is a ValueError.
+  `max_prompt_len=None` takes that bound; a smaller one is a ValueError. `fit=True` renders at
+  the bound rounded up to 8 tokens instead of `max_prompt_len` (a short game's prompts then cost
+  less in every forward pass; `pad_prompts` widens them to a common width).
   """
   encode = lambda text: tokenizers.encode(tokenizer, text)
   phrase_tokens, phrase_lengths = _padded([encode(p) for p in game.phrases])
@@ -144,6 +147,8 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
         f"{game.name} prompts take up to {bound} tokens with model "
         f"{tokenizers.model_name(tokenizer)!r} and chat format {chat.name!r}, more than "
         f"max_prompt_len={max_prompt_len}; set max_prompt_len to at least {bound}.")
+  if fit:
+    max_prompt_len = min(max_prompt_len, -(-bound // 8) * 8)
   pad_id = tokenizer.pad_token_id
   pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
   return PromptTable(jnp.asarray(phrase_tokens), jnp.asarray(phrase_lengths),

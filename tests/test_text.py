@@ -10,7 +10,7 @@ import pytest
 
 import games
 from games import checks
-from jaxplay import text
+from jaxplay import rollout, text
 from jaxplay import tokenizer as tokenizers
 from tests import fixtures_text
 
@@ -101,6 +101,22 @@ def test_too_long_prompt_is_a_setup_error():
   assert make(table.max_prompt_len).max_prompt_len == table.max_prompt_len
   with pytest.raises(ValueError, match=f"tic_tac_toe.*{table.max_prompt_len}.*chatml"):
     make(table.max_prompt_len - 1)
+
+
+def test_fit_table_renders_at_the_rounded_bound_and_pads_to_a_common_width():
+  game, tokenizer, chat, table = _setup("bpe", "tic_tac_toe")  # Width = the bound.
+  fit = text.prompt_table(game, tokenizer, chat, 4096, bound_games=BOUND_GAMES, fit=True)
+  assert fit.max_prompt_len == -(-table.max_prompt_len // 8) * 8
+  state = game.init(jax.random.key(3))
+  tokens, length = text.render_tokens(fit, game.render(state, 0))
+  wide, wide_length = text.render_tokens(table.replace(max_prompt_len=600), game.render(state, 0))
+  assert int(length) == int(wide_length)
+  samples = rollout.Samples(
+      prompt_tokens=tokens[None], prompt_lengths=length[None],
+      **{k: None for k in ("response_tokens", "response_logprobs", "response_lengths", "valid",
+                           "action", "legal_action_mask", "outcome")})
+  padded = rollout.pad_prompts(samples, 600, fit.pad_id)
+  np.testing.assert_array_equal(padded.prompt_tokens[0], wide)
 
 
 KUHN = ("check", "bet", "call", "fold")
