@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Games evaluated like the training games but never trained on ("" = none); training games
       # named here are evaluated once, as training games.
       heldout_games="nim,leduc_poker",
-      kuhn_samples=32,  # Free-text mode: answers sampled per Kuhn information set (estimate).
+      kuhn_samples=32,  # Free-text mode: answers per Kuhn information set (estimate); 0 = off.
       # Math evals during training (gsm8k, aime2025, jsonl:<path>; "" = off), at step 0, every
       # math_every steps (a multiple of train.eval_every) and at the last step; one sample each.
       math="",
@@ -109,7 +109,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rl.update(micro_batch_size=2, ppo_epochs=1)  # Train peak ~12.5 GiB (jaxplay.memory).
     config.optimizer.update(learning_rate=1e-5)
     config.train.update(steps=3, eval_every=3, checkpoint_every=3)
-    config.eval.update(opponents="random", games_per_seat=4, kuhn_samples=8)
+    # No free-text Kuhn estimate (its 12 x n extra samples cost minutes per eval on a CPU).
+    config.eval.update(opponents="random", games_per_seat=4, kuhn_samples=0)
   elif arg is not None:
     raise ValueError(f"Unknown config argument {arg!r} for configs/spiral.py; valid: 'local'.")
   return config

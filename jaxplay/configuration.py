@@ -127,7 +127,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
             "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
             "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
-            "eval.kuhn_samples", "optimizer.learning_rate")
+            "optimizer.learning_rate")
+  if config.eval.kuhn_samples < 0:
+    _fail("eval.kuhn_samples", config.eval.kuhn_samples, "must be >= 0 (0 = no estimate).")
   if config.rollout.temperature < 0:
     _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
   if config.rollout.samples_per_step % config.rl.micro_batch_size:

@@ -108,7 +108,7 @@ class Evaluator:
             estimate_kuhn_exploitability, kit.game, kit.eval_policy,
             functools.partial(text.render_tokens, kit.prompts),
             samples=config.eval.kuhn_samples, batch_size=2 * self._games_per_seat)))
-        for kit in kuhn_kits if not exp.scoring]
+        for kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
 
   def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
     results, transcripts = {}, []

@@ -34,7 +34,7 @@ def test_unknown_config_argument():
     ("train.steps", 0, r"config.train.steps=0: must be positive"),
     ("model.path", "/nonexistent/model.gguf", r"config.model.path=.*does not exist"),
     ("eval.heldout_games", "nim,go", r"config.eval.heldout_games='nim,go': unknown game 'go'"),
-    ("eval.kuhn_samples", 0, r"config.eval.kuhn_samples=0: must be positive"),
+    ("eval.kuhn_samples", -1, r"config.eval.kuhn_samples=-1: must be >= 0 \(0 = no estimate"),
     ("eval.math", "gsm9k", r"config.eval.math='gsm9k': unknown math set 'gsm9k'; valid: gsm8k"),
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
 ])
