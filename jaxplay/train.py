@@ -206,7 +206,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         if int(state.step) not in ckpt.steps():
           ckpt.save(int(state.step), state, force=True)
         print(f"Interrupted: saved the checkpoint of step {int(state.step)}.", flush=True)
-      ckpt.wait()
       raise
     finally:
       ckpt.wait()
