@@ -54,7 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       clip_eps_high=0.2,
       dual_clip=0.0,  # 0 = off; MARS uses 1 + 2 * clip_eps.
       aggregation="dr_grpo",  # dr_grpo | token_mean | sequence_mean
-      kl_coef=0.0,
+      kl_coef=0.0,  # k3 KL to a reference policy (its params are kept in the train state).
+      # After each step ref <- decay * ref + (1 - decay) * params: 1.0 keeps the initial params;
+      # < 1 pulls towards a moving average of the policy (a moving magnet, as in MMD).
+      kl_reference_decay=1.0,
       entropy_coef=0.0,
   ))
 

@@ -130,6 +130,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "optimizer.learning_rate")
   if config.eval.kuhn_samples < 0:
     _fail("eval.kuhn_samples", config.eval.kuhn_samples, "must be >= 0 (0 = no estimate).")
+  if config.rl.kl_coef < 0:
+    _fail("rl.kl_coef", config.rl.kl_coef, "must be >= 0 (0 = no KL term).")
+  if not 0 <= config.rl.kl_reference_decay <= 1:
+    _fail("rl.kl_reference_decay", config.rl.kl_reference_decay,
+          "must be in [0, 1] (1 = the initial params).")
   if config.rollout.temperature < 0:
     _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
   if config.rollout.samples_per_step % config.rl.micro_batch_size:

@@ -244,7 +244,8 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
           entropy_coef=config.rl.entropy_coef,
           temperature=max(config.rollout.temperature, 1e-6)),
       num_epochs=config.rl.ppo_epochs, num_minibatches=1,
-      num_microbatches=batch_size // config.rl.micro_batch_size)
+      num_microbatches=batch_size // config.rl.micro_batch_size,
+      reference_decay=config.rl.kl_reference_decay)
   optimizer = make_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]

@@ -73,7 +73,7 @@ class XlaStats:
 class TrainPlan:
   params: int  # Analytic bytes per device (train layout).
   optimizer: int
-  other_state: int  # Step, baselines, rng, counters.
+  other_state: int  # KL reference params (if any), step, baselines, rng, counters.
   batch: int
   xla: XlaStats
 
@@ -154,8 +154,7 @@ def batch_shapes(exp: experiment.Experiment) -> train_step.Batch:
       mask=row(jnp.bool_))
   return train_step.Batch(
       tokens=full(jnp.int32), positions=full(jnp.int32), response_mask=full(jnp.bool_),
-      old_log_probs=full(jnp.float32), samples=samples, invalid_action=row(jnp.bool_),
-      ref_log_probs=full(jnp.float32) if exp.config.rl.kl_coef else None)
+      old_log_probs=full(jnp.float32), samples=samples, invalid_action=row(jnp.bool_))
 
 
 def layout(exp: experiment.Experiment, mesh) -> sh.Layout:
@@ -170,7 +169,8 @@ def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_ste
   sh.check_divisible(params, shardings)
   num_kinds = len(configuration.game_names(exp.config))
   state = jax.eval_shape(
-      lambda p: train_step.init_state(p, optimizer, num_kinds, num_roles=2, seed=0), params)
+      lambda p: train_step.init_state(p, optimizer, num_kinds, num_roles=2, seed=0,
+                                      reference=exp.config.rl.kl_coef > 0), params)
   return with_shardings(state, sh.like_params(state, params, shardings))
 
 

@@ -116,7 +116,8 @@ def setup(config: ml_collections.ConfigDict):
   step_fn, optimizer = experiment.make_train_step(exp, layout)
   state = sharding.init_sharded(
       lambda p: train_step.init_state(p, optimizer, num_kinds=len(exp.kits), num_roles=2,
-                                      seed=config.seed), params, layout.params(axes))
+                                      seed=config.seed, reference=config.rl.kl_coef > 0),
+      params, layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
 

@@ -7,6 +7,8 @@ optimizer updates, and each update accumulates gradients over `num_microbatches`
 The loss is normalised over the whole mini-batch (`losses.loss_weights`), so the micro-batch size
 does not change the update. An update whose loss or gradient is not finite is skipped (params and
 optimizer state unchanged) and counted; the RAE baselines still take the batch's rewards.
+The KL term's reference log-probs come from the batch (`ref_log_probs`) or, when the batch has
+none, from `state.ref_params` (kept by `init_state(..., reference=True)`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class TrainState:
   baselines: jax.Array  # float32 [num_kinds, num_roles], RAE's EMA baselines.
   rng: jax.Array  # key, for the per-epoch shuffles.
   skipped_updates: jax.Array  # int32 [], optimizer updates skipped for a non-finite loss/gradient.
+  # The KL term's reference policy (None without one): the initial params, or their moving
+  # average when TrainStepConfig.reference_decay < 1.
+  ref_params: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,9 @@ class TrainStepConfig:
   num_microbatches: int = 1  # Gradient accumulation steps per update.
   shuffle: bool = True
   recompute_old_log_probs: bool = False  # Old log-probs from the current params, not the sampler.
+  # After each step ref_params <- decay * ref_params + (1 - decay) * params: 1.0 keeps the initial
+  # params; < 1 makes the KL a pull towards a moving average of the policy (MMD's moving magnet).
+  reference_decay: float = 1.0
 
   def __post_init__(self):
     advantages_lib.get(self.estimator)
@@ -78,6 +86,8 @@ class TrainStepConfig:
                        f"num_microbatches = {chunks}.")
     if self.seq_len < 2:
       raise ValueError(f"seq_len={self.seq_len} must be >= 2.")
+    if not 0.0 <= self.reference_decay <= 1.0:
+      raise ValueError(f"reference_decay={self.reference_decay} must be in [0, 1].")
 
 
 def make_optimizer(learning_rate: float = 1e-6, b1: float = 0.9, b2: float = 0.95,
@@ -98,20 +108,23 @@ def make_optimizer(learning_rate: float = 1e-6, b1: float = 0.9, b2: float = 0.9
 
 
 def init_state(params, optimizer: optax.GradientTransformation, num_kinds: int, num_roles: int,
-               seed: int) -> TrainState:
+               seed: int, reference: bool = False) -> TrainState:
+  """The state before the first step; `reference` keeps a copy of `params` as the KL reference."""
+  ref_params = jax.tree.map(jnp.copy, params) if reference else None
   return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params),
                     baselines=jnp.zeros((num_kinds, num_roles), jnp.float32),
-                    rng=jax.random.key(seed), skipped_updates=jnp.int32(0))
+                    rng=jax.random.key(seed), skipped_updates=jnp.int32(0),
+                    ref_params=ref_params)
 
 
-def _check_shapes(batch: Batch, config: TrainStepConfig) -> None:
+def _check_shapes(batch: Batch, config: TrainStepConfig, has_ref_params: bool) -> None:
   """Raises ValueError at trace time when the batch does not match the config."""
   size, length = config.batch_size, config.seq_len
   expected = {"tokens": (size, length), "positions": (size, length),
               "response_mask": (size, length), "invalid_action": (size,)}
   if not config.recompute_old_log_probs or batch.old_log_probs is not None:
     expected["old_log_probs"] = (size, length)
-  if config.loss.kl_coef or batch.ref_log_probs is not None:
+  if (config.loss.kl_coef and not has_ref_params) or batch.ref_log_probs is not None:
     expected["ref_log_probs"] = (size, length)
   fields = {name: getattr(batch, name) for name in expected}
   fields.update({f"samples.{f.name}": getattr(batch.samples, f.name)
@@ -121,7 +134,9 @@ def _check_shapes(batch: Batch, config: TrainStepConfig) -> None:
     if name == "samples.turn_reward" and value is None:
       continue
     if value is None:
-      raise ValueError(f"batch.{name} is missing; the config needs it with shape {want}.")
+      hint = (" (or a train state with ref_params: init_state(..., reference=True))"
+              if name == "ref_log_probs" else "")
+      raise ValueError(f"batch.{name} is missing; the config needs it with shape {want}{hint}.")
     if tuple(value.shape) != want:
       raise ValueError(f"batch.{name} has shape {tuple(value.shape)}; the config "
                        f"(batch_size={size}, seq_len={length}) expects {want}.")
@@ -204,8 +219,16 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     metrics.update(grad_norm=grad_norm, skipped_updates=(~finite).astype(jnp.int32))
     return (keep(new_params, params), keep(new_opt_state, opt_state)), metrics
 
+  def batch_log_probs(params, data):
+    """float32 [B, T-1]: log-probs of the whole batch under `params`, micro-batch by micro-batch."""
+    rows = {k: v for k, v in data.items()
+            if k in ("tokens", "positions", "legal", "action", "kind")}
+    chunks = split_rows(jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows))
+    log_probs = jax.lax.map(lambda c: log_probs_fn(params, c)[0], chunks)
+    return jax.lax.stop_gradient(log_probs.reshape(config.batch_size, -1))
+
   def train_step(state: TrainState, batch: Batch):
-    _check_shapes(batch, config)
+    _check_shapes(batch, config, state.ref_params is not None)
     samples = batch.samples
     advantages, baselines, train_mask = advantages_lib.compute(
         config.estimator, samples, state.baselines, config.advantage,
@@ -213,17 +236,14 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     data = {"tokens": batch.tokens, "positions": batch.positions,
             "advantages": advantages.astype(jnp.float32),
             "mask": batch.response_mask[:, 1:] & train_mask[:, None]}
-    if batch.ref_log_probs is not None:
-      data["ref"] = batch.ref_log_probs[:, 1:]
     if batch.legal_action_mask is not None:
       data.update(legal=batch.legal_action_mask, action=batch.action, kind=samples.game_kind)
+    if batch.ref_log_probs is not None:
+      data["ref"] = batch.ref_log_probs[:, 1:]
+    elif loss_config.kl_coef:
+      data["ref"] = batch_log_probs(state.ref_params, data)
     if config.recompute_old_log_probs:
-      rows = {k: v for k, v in data.items()
-              if k in ("tokens", "positions", "legal", "action", "kind")}
-      chunks = jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows)
-      chunks = split_rows(chunks)
-      old = jax.lax.map(lambda c: log_probs_fn(state.params, c)[0], chunks)
-      data["old"] = jax.lax.stop_gradient(old.reshape(config.batch_size, -1))
+      data["old"] = batch_log_probs(state.params, data)
     else:
       data["old"] = batch.old_log_probs[:, 1:].astype(jnp.float32)
 
@@ -249,9 +269,14 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     metrics["invalid_rate"] = (batch.invalid_action & valid).sum() / num_valid
     metrics["kept_fraction"] = train_mask.sum() / num_valid
     metrics["num_samples"] = valid.sum()
+    ref_params = state.ref_params
+    if ref_params is not None and config.reference_decay < 1.0:
+      decay = config.reference_decay
+      ref_params = jax.tree.map(lambda r, p: decay * r + (1.0 - decay) * p, ref_params, params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               baselines=baselines, rng=rng,
-                              skipped_updates=state.skipped_updates + skipped)
+                              skipped_updates=state.skipped_updates + skipped,
+                              ref_params=ref_params)
     return new_state, metrics
 
   return jax.jit(train_step, donate_argnums=0)

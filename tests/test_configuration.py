@@ -34,6 +34,8 @@ def test_unknown_config_argument():
     ("train.steps", 0, r"config.train.steps=0: must be positive"),
     ("model.path", "/nonexistent/model.gguf", r"config.model.path=.*does not exist"),
     ("eval.heldout_games", "nim,go", r"config.eval.heldout_games='nim,go': unknown game 'go'"),
+    ("rl.kl_coef", -0.1, r"config.rl.kl_coef=-0.1: must be >= 0"),
+    ("rl.kl_reference_decay", 1.5, r"config.rl.kl_reference_decay=1.5: must be in \[0, 1\]"),
     ("eval.kuhn_samples", -1, r"config.eval.kuhn_samples=-1: must be >= 0 \(0 = no estimate"),
     ("eval.math", "gsm9k", r"config.eval.math='gsm9k': unknown math set 'gsm9k'; valid: gsm8k"),
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),

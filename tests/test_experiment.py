@@ -6,7 +6,7 @@ import pytest
 
 import games
 from configs import kuhn_nash
-from jaxplay import configuration, evaluate, experiment, text, train
+from jaxplay import checkpoints, configuration, evaluate, experiment, text, train
 from jaxplay import tokenizer as tokenizers
 
 
@@ -94,3 +94,39 @@ def test_action_scoring_mixes_games_of_different_action_counts():
   assert stats["kuhn_poker"]["invalid_rate"] == 0 and stats["tic_tac_toe"]["invalid_rate"] == 0
   _, step_metrics = step_fn(state, batch)
   assert np.isfinite(float(step_metrics["loss"]))
+
+
+def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path):
+  """rl.kl_coef > 0 keeps reference params in the train state (laid out like the params), moved
+  towards the params by rl.kl_reference_decay each step and saved with the rest of the state."""
+  config = kuhn_nash.get_config()
+  config.rollout.update(samples_per_step=16, games_per_batch=8, max_prompt_len=128)
+  config.rl.update(micro_batch_size=8, ppo_epochs=1, kl_coef=0.5, kl_reference_decay=0.5)
+  configuration.validate(config)
+  exp, state, step_fn, layout = train.setup(config)
+  initial = jax.device_get(state.params)
+  assert jax.tree.map(lambda x: x.sharding, state.ref_params) == jax.tree.map(
+      lambda x: x.sharding, state.params)
+  collect = experiment.make_collect(exp, layout)
+  kls = []
+  for step in range(2):
+    batch, _ = collect(state.params, None, jax.random.key(step))
+    previous_ref = jax.device_get(state.ref_params)
+    state, step_metrics = step_fn(state, batch)
+    kls.append(float(step_metrics["kl"]))
+  assert kls[0] == pytest.approx(0.0, abs=1e-7) and kls[1] > 0
+  expected = jax.tree.map(lambda r, p: 0.5 * r + 0.5 * p, previous_ref,
+                          jax.device_get(state.params))
+  for got, want, start in zip(jax.tree.leaves(state.ref_params), jax.tree.leaves(expected),
+                              jax.tree.leaves(initial)):
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-7)
+  assert any(not np.array_equal(np.asarray(got), start)
+             for got, start in zip(jax.tree.leaves(state.ref_params), jax.tree.leaves(initial)))
+
+  saver = train.checkpointer(str(tmp_path), config)
+  saver.save(2, state, force=True)
+  saver.wait()
+  _, restored = saver.restore_latest(checkpoints.abstract_like(state))
+  for got, want in zip(jax.tree.leaves(restored.ref_params), jax.tree.leaves(state.ref_params)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  saver.close()

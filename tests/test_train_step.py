@@ -84,9 +84,10 @@ def compiled_step(cfg, optimizer=OPTIMIZER):
   return _COMPILED[key]
 
 
-def run_steps(cfg, num_steps=1, seed=0, optimizer=OPTIMIZER, batch_fn=None):
+def run_steps(cfg, num_steps=1, seed=0, optimizer=OPTIMIZER, batch_fn=None, reference=False):
   step = compiled_step(cfg, optimizer)
-  state = ts.init_state(init_params(), optimizer, num_kinds=1, num_roles=2, seed=seed)
+  state = ts.init_state(init_params(), optimizer, num_kinds=1, num_roles=2, seed=seed,
+                        reference=reference)
   history = []
   for i in range(num_steps):
     batch = make_batch(i) if batch_fn is None else batch_fn(state, i)
@@ -225,3 +226,50 @@ def test_bad_config_is_reported():
     config(estimator="a2c")
   with pytest.raises(ValueError, match="valid schedules"):
     ts.make_optimizer(schedule="step")
+
+
+def _assert_trees_close(a, b, atol=0.0):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
+
+
+def test_kl_reference_from_the_state_is_zero_at_the_start_and_grows():
+  kl_loss = losses.LossConfig(max_response_len=T - PROMPT, kl_coef=0.5)
+  cfg = config(num_epochs=1, num_minibatches=1, loss=kl_loss)
+  state, history = run_steps(cfg, num_steps=3, reference=True)
+  assert history[0]["kl"] == pytest.approx(0.0, abs=1e-7)  # ref_params == params at step 0.
+  assert 0 < history[1]["kl"] < history[2]["kl"]
+  _assert_trees_close(state.ref_params, init_params())  # decay 1.0: the initial params stay.
+
+
+def test_kl_reference_in_the_state_matches_reference_log_probs_in_the_batch():
+  kl_loss = losses.LossConfig(max_response_len=T - PROMPT, kl_coef=0.5)
+  cfg = config(loss=kl_loss)
+  ref = init_params(seed=7)
+  with_ref = lambda state, i: make_batch(i).replace(
+      ref_log_probs=sampler_log_probs(ref, make_batch(i)))
+  from_batch, batch_history = run_steps(cfg, num_steps=2, batch_fn=with_ref)
+  step = compiled_step(cfg)
+  state = ts.init_state(init_params(), OPTIMIZER, num_kinds=1, num_roles=2, seed=0).replace(
+      ref_params=ref)
+  for i in range(2):
+    batch = make_batch(i)
+    state, metrics = step(state, batch.replace(old_log_probs=sampler_log_probs(state.params,
+                                                                                batch)))
+    assert metrics["kl"] == pytest.approx(batch_history[i]["kl"], rel=1e-5)
+  _assert_trees_close(state.params, from_batch.params, atol=1e-6)
+
+
+def test_moving_reference_is_the_moving_average_of_the_params():
+  decay = 0.75
+  kl_loss = losses.LossConfig(max_response_len=T - PROMPT, kl_coef=0.5)
+  cfg = config(loss=kl_loss, reference_decay=decay)
+  one, _ = run_steps(cfg, num_steps=1, reference=True)
+  expected = jax.tree.map(lambda p0, p1: decay * p0 + (1 - decay) * p1, init_params(),
+                          one.params)
+  _assert_trees_close(one.ref_params, expected, atol=1e-7)
+  two, _ = run_steps(cfg, num_steps=2, reference=True)
+  expected = jax.tree.map(lambda r, p: decay * r + (1 - decay) * p, one.ref_params, two.params)
+  _assert_trees_close(two.ref_params, expected, atol=1e-7)
+  with pytest.raises(ValueError, match=r"reference_decay=1.5 must be in \[0, 1\]"):
+    config(reference_decay=1.5)
