@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
   from etils import epath
 
-  from jaxplay import checkpoints, reasoning, train, workdir
+  from jaxplay import checkpoints, reasoning, sharding, train, workdir
   parser = argparse.ArgumentParser(prog="python -m jaxplay.evaluate",
                                    description="Evaluates a checkpoint of a jaxplay run.")
   parser.add_argument("--workdir", required=True, help="the run's directory")
@@ -342,17 +342,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--top_p", type=float, default=None,
                       help="math top-p (default: the run's eval.top_p)")
   parser.add_argument("--checkpoint_step", type=int, default=None, help="default: the latest")
+  parser.add_argument("--mesh", default=None,
+                      help="data,fsdp,tensor sizes replacing the run's mesh, e.g. -1,1,1 (all "
+                      "devices here) to evaluate on other devices than the run trained on")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--data_dir", default=None, help="tfds data dir of the math sets")
   args = parser.parse_args(argv)
   try:
     evals = eval_names(args.evals)
+    mesh = None if args.mesh is None else sharding.parse_mesh_sizes(args.mesh)
   except ValueError as error:
     parser.error(str(error))
   if not (epath.Path(args.workdir) / "config.json").exists():
     parser.error(f"{args.workdir} holds no run (no config.json); train one with jaxplay.main.")
   try:
-    config, exp, state, step = train.load_run(args.workdir)
+    config, exp, state, step = train.load_run(args.workdir, mesh)
   except train.WorkdirError as error:
     raise SystemExit(f"error: {error}") from None
   if args.checkpoint_step is not None and args.checkpoint_step != step:

@@ -136,17 +136,24 @@ def export_hf(model_config: ModelConfig, params, out_dir, tokenizer=None) -> str
   return str(out)
 
 
-def export_run(workdir: str, out_dir: str) -> tuple[str, int]:
-  """Exports the latest checkpoint of a run with its tokenizer; returns (out_dir, step)."""
+def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None) -> tuple[str, int]:
+  """Exports the latest checkpoint of a run with its tokenizer; returns (out_dir, step).
+
+  `mesh` replaces the run's mesh sizes (see `train.load_run`)."""
   from jaxplay import train  # pylint: disable=import-outside-toplevel
-  _, exp, state, step = train.load_run(workdir)
+  _, exp, state, step = train.load_run(workdir, mesh)
   return export_hf(exp.model, state.params, out_dir, exp.tokenizer), step
 
 
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
-  out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out)
+  from jaxplay import sharding  # pylint: disable=import-outside-toplevel
+  try:
+    mesh = None if flags.FLAGS.mesh is None else sharding.parse_mesh_sizes(flags.FLAGS.mesh)
+  except ValueError as error:
+    raise SystemExit(f"error: --mesh: {error}") from None
+  out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out, mesh)
   print(f"Exported the step-{step} params of {flags.FLAGS.workdir} to {out}.")
 
 
@@ -154,4 +161,6 @@ if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=ungrouped-imports
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints.", required=True)
   flags.DEFINE_string("out", None, "Directory to write the HF checkpoint into.", required=True)
+  flags.DEFINE_string("mesh", None, "data,fsdp,tensor sizes replacing the run's mesh, e.g. "
+                      "-1,1,1 (all devices here) to export on other devices than the run used.")
   app.run(main)

@@ -314,8 +314,11 @@ def main(argv):
     raise SystemExit(f"error: --devices={count} but only {len(devices)} are present.")
   devices = devices[:count] if count else devices
   config = _CONFIG.value
-  mesh_config = config.mesh if _MESH.value is None else sh.MeshConfig(
-      *map(int, _MESH.value.split(",")))
+  try:
+    mesh_config = (config.mesh if _MESH.value is None
+                   else sh.MeshConfig(**sh.parse_mesh_sizes(_MESH.value)))
+  except ValueError as error:
+    raise SystemExit(f"error: --mesh: {error}") from None
   mesh = sh.make_mesh(mesh_config, devices)
   batch = _SAMPLER_BATCH.value or config.rollout.games_per_batch
   try:

@@ -75,6 +75,15 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
   return tuple(sizes)
 
 
+def parse_mesh_sizes(text: str) -> dict[str, int]:
+  """Command-line mesh sizes 'data,fsdp,tensor' (e.g. '-1,1,1' or '2,4,1') -> {axis: size}."""
+  parts = [part.strip() for part in text.split(",")]
+  if len(parts) != len(MESH_AXES) or not all(p.lstrip("-").isdigit() for p in parts):
+    raise ValueError(f"mesh {text!r}: expected data,fsdp,tensor sizes such as -1,1,1 or 2,4,1 "
+                     "(-1 = the devices the others leave).")
+  return dict(zip(MESH_AXES, map(int, parts)))
+
+
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A mesh over all (global) devices with axes (data, fsdp, tensor), sharding propagated by XLA."""
   devices = jax.devices() if devices is None else list(devices)

@@ -127,9 +127,20 @@ def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints
                                   config.train.keep_checkpoints)
 
 
-def load_run(workdir: str):
-  """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir."""
+def load_run(workdir: str, mesh: dict[str, int] | None = None):
+  """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir.
+
+  `mesh` ({axis: size}, e.g. {"data": -1}) replaces the run's mesh sizes, to load a run on other
+  devices than it trained on (a pod run on one GPU); the checkpoint is restored into that layout.
+  """
   config = ml_collections.ConfigDict(json.loads((epath.Path(workdir) / "config.json").read_text()))
+  config.mesh.update(mesh or {})
+  try:
+    sharding.mesh_shape(config.mesh, jax.device_count())
+  except ValueError as error:
+    raise WorkdirError(f"{workdir}: the run's {error} Pass a mesh for these devices "
+                       "(load_run(..., mesh={'data': -1, 'fsdp': 1, 'tensor': 1}); "
+                       "--mesh=-1,1,1 on the command line).") from None
   exp, state, _, _ = setup(config)
   restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
   if restored is None:

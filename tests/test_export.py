@@ -90,7 +90,7 @@ def test_export_run_writes_tokenizer(tmp_path, monkeypatch):
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), transformer.param_shapes(config))
   exp = type("Exp", (), {"model": config, "tokenizer": tokenizer})()
   state = type("State", (), {"params": params})()
-  monkeypatch.setattr(train, "load_run", lambda workdir: (None, exp, state, 7))
+  monkeypatch.setattr(train, "load_run", lambda workdir, mesh: (None, exp, state, 7))
   out, step = export.export_run("unused", str(tmp_path / "out"))
   assert step == 7
   back = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)

@@ -133,6 +133,8 @@ def test_unknown_eval_names_list_the_valid_ones():
   assert evaluate.eval_names("games, jsonl:/x.jsonl") == ["games", "jsonl:/x.jsonl"]
   with pytest.raises(SystemExit):
     evaluate.main(["--workdir=/nonexistent", "--evals=gsm9k"])
+  with pytest.raises(SystemExit):
+    evaluate.main(["--workdir=/nonexistent", "--mesh=2,x,1"])
 
 
 def _tiny_run_config():

@@ -16,7 +16,7 @@ import optax
 import pytest
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
-from jaxplay import experiment
+from jaxplay import experiment, train
 from jaxplay import sharding as sh
 from jaxplay.models import configs, transformer
 from tests import loop_worker
@@ -190,6 +190,22 @@ def test_train_on_meshes_matches_one_device(tmp_path):
   results = run_loops(tmp_path, "loop", 2, LOOP_MESHES)
   assert results["ref|metrics/loss"].shape == (2,)
   check_loop(results, LOOP_MESHES)
+  # This process has one device: the 8-device runs load with a mesh override, values unchanged.
+  for mesh in LOOP_MESHES:
+    _, _, state, step = train.load_run(str(tmp_path / f"run_{mesh.replace(',', '_')}"),
+                                       mesh={"data": -1, "fsdp": 1, "tensor": 1})
+    assert step == 2
+    for key, value in loop_worker.state_results(state).items():
+      if key.startswith(("params/", "opt_state/")):
+        np.testing.assert_array_equal(value, results[f"{mesh}|{key}"], err_msg=key)
+
+
+def test_mesh_sizes_from_the_command_line():
+  assert sh.parse_mesh_sizes("-1,1,1") == {"data": -1, "fsdp": 1, "tensor": 1}
+  assert sh.parse_mesh_sizes("2, 4,1") == {"data": 2, "fsdp": 4, "tensor": 1}
+  for bad in ("", "2,4", "data=2", "2,x,1"):
+    with pytest.raises(ValueError, match=r"expected data,fsdp,tensor sizes"):
+      sh.parse_mesh_sizes(bad)
 
 
 def test_mesh_shape_resolves_the_rest():

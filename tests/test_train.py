@@ -68,6 +68,23 @@ def test_resume_after_hard_kill_is_bit_identical(tmp_path):
   _assert_trees_equal(opt_a, opt_b)
 
 
+def test_load_run_takes_a_mesh_for_fewer_devices(tmp_path):
+  """A run whose config names more devices than this process has loads with a mesh override."""
+  config = _config()
+  _, state, _, _ = train.setup(config)
+  saver = train.checkpointer(str(tmp_path), config)
+  saver.save(2, state, force=True)
+  saver.close()
+  config.mesh.data = 2  # As if it had trained on two devices.
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
+  with pytest.raises(train.WorkdirError,
+                     match=r"mesh data=2 .* has 2 devices, but there are 1.*--mesh=-1,1,1"):
+    train.load_run(str(tmp_path))
+  loaded, _, restored, step = train.load_run(str(tmp_path), mesh={"data": -1, "fsdp": 1, "tensor": 1})
+  assert step == 2 and loaded.mesh.data == -1
+  _assert_trees_equal(jax.device_get(restored.params), jax.device_get(state.params))
+
+
 def test_workdir_of_another_config_is_refused(tmp_path):
   config = _config()
   train._check_workdir(str(tmp_path), config, overwrite=False)  # pylint: disable=protected-access
