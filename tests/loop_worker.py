@@ -60,9 +60,12 @@ def run_loop_steps(mesh_text: str, steps: int) -> dict[str, np.ndarray]:
 
 
 def state_results(state) -> dict[str, np.ndarray]:
-  """Params and optimizer state (gathered: one process) and the layout of the whole state."""
+  """Params, optimizer state and KL reference params if any (gathered: one process), and the
+  layout of the whole state."""
+  ref = {} if state.ref_params is None else flatten("ref_params", jax.device_get(state.ref_params))
   return {**flatten("params", jax.device_get(state.params)),
-          **flatten("opt_state", jax.device_get(state.opt_state)), **layouts("state", state)}
+          **flatten("opt_state", jax.device_get(state.opt_state)), **ref,
+          **layouts("state", state)}
 
 
 def main(argv):

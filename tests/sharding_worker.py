@@ -142,8 +142,8 @@ def _gather(tree):
 
 # (rtol, atol) by result kind. Float32 reduction order differs across layouts, and Adam (lr 1e-3,
 # 8 updates) amplifies that where gradients are near zero: params within 5% of one step.
-TOLERANCES = {"metrics": (1e-4, 1e-5), "params": (1e-4, 5e-5), "opt_state": (1e-3, 1e-6),
-              "samples": (1e-5, 1e-5)}
+TOLERANCES = {"metrics": (1e-4, 1e-5), "params": (1e-4, 5e-5), "ref_params": (1e-4, 5e-5),
+              "opt_state": (1e-3, 1e-6), "samples": (1e-5, 1e-5)}
 
 
 def assert_close(got, want, label=""):

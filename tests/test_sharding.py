@@ -73,7 +73,8 @@ def check_matches_reference(results, prefix, meshes=MESHES):
 def check_layouts(results, prefix, logical_axes, rules, holders, meshes=MESHES):
   """Every leaf under `prefix` is placed as the rules say for the param whose path it ends with.
 
-  holders: how many leaves each param's layout must appear on (params, Adam's mu and nu: 3).
+  holders: how many leaves each param's layout must appear on (params, Adam's mu and nu: 3; 4
+  with KL reference params).
   """
   params = {jax.tree_util.keystr(path, simple=True, separator="/"): spec
             for path, spec in jax.tree_util.tree_leaves_with_path(
@@ -164,9 +165,14 @@ def check_loop(results, meshes):
   check_matches_reference(results, "metrics", meshes)
   check_matches_reference(results, "params", meshes)
   check_matches_reference(results, "opt_state", meshes)
+  config = loop_worker.loop_config("1,1,1", 1)
+  if config.rl.kl_coef:
+    check_matches_reference(results, "ref_params", meshes)
   rules = sh.make_rules(loop_worker.LOOP_RULES)
-  model = experiment.model_config(loop_worker.loop_config("1,1,1", 1))
-  check_layouts(results, "state", transformer.param_axes(model), rules, holders=3, meshes=meshes)
+  model = experiment.model_config(config)
+  holders = 4 if config.rl.kl_coef else 3  # Params, Adam's mu and nu, and the KL reference.
+  check_layouts(results, "state", transformer.param_axes(model), rules, holders=holders,
+                meshes=meshes)
   for mesh in meshes:
     sizes = mesh_sizes(mesh)
     specs = {k: str(v) for k, v in results.items() if k.startswith(f"{mesh}|spec:batch/")}
@@ -196,7 +202,7 @@ def test_train_on_meshes_matches_one_device(tmp_path):
                                        mesh={"data": -1, "fsdp": 1, "tensor": 1})
     assert step == 2
     for key, value in loop_worker.state_results(state).items():
-      if key.startswith(("params/", "opt_state/")):
+      if key.startswith(("params/", "opt_state/", "ref_params/")):
         np.testing.assert_array_equal(value, results[f"{mesh}|{key}"], err_msg=key)
 
 
