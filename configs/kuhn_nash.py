@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       chat_format="chatml", vocab_size=512)
   config.model.overrides.update(tie_embeddings=False, qk_norm=False)
   config.games = "kuhn_poker"
-  config.game_options.kuhn_poker.rules = False
+  config.game_options.kuhn_poker.update(rounds=1, rules=False)
   config.rollout.update(mode="action_scoring", samples_per_step=256, games_per_batch=128,
                         max_prompt_len=112, temperature=1.0)
   config.rl.update(estimator="rae", micro_batch_size=256, aggregation="sequence_mean",

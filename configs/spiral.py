@@ -27,8 +27,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.
-  config.game_options = ml_collections.ConfigDict({"kuhn_poker": {"rounds": 1}})
+  # SPIRAL's KuhnPoker-v1 plays 5 rounds and pays +-1 to the winner (rules=False: no rules text).
+  config.game_options = ml_collections.ConfigDict({"kuhn_poker": {"rounds": 5, "rules": True}})
   config.invalid_rewards = (-1.5, 0.5)  # (offender, other) for illegal or unparseable answers.
+
+  # What surrounds each observation in the prompt (jaxplay/text.py PromptStyle).
+  config.prompt = ml_collections.ConfigDict(dict(
+      instruction="",  # The line after the observation; "" = SPIRAL's "Please reason step by step..."
+      examples=0,  # Worked examples (another state's prompt and a \boxed{} answer) shown first.
+  ))
 
   config.rollout = ml_collections.ConfigDict(dict(
       mode="text",  # text: free generation and \boxed{} parsing | action_scoring
@@ -40,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temperature=1.0,
       top_p=1.0,
       top_k=0,  # 0 = off.
+      stop_at_answer=False,  # End a response at the } closing its first \boxed{.
   ))
 
   config.rl = ml_collections.ConfigDict(dict(

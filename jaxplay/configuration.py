@@ -135,6 +135,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if not 0 <= config.rl.kl_reference_decay <= 1:
     _fail("rl.kl_reference_decay", config.rl.kl_reference_decay,
           "must be in [0, 1] (1 = the initial params).")
+  if config.prompt.examples < 0:
+    _fail("prompt.examples", config.prompt.examples, "must be >= 0 (0 = no worked examples).")
+  if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
+    _fail("prompt.instruction", config.prompt.instruction,
+          "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")
   if config.rollout.temperature < 0:
     _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
   if config.rollout.samples_per_step % config.rl.micro_batch_size:

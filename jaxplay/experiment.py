@@ -118,7 +118,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   config, model, pad_id = exp.config, exp.model, exp.pad_id
   try:
     prompts = text.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len,
-                                fit=True)
+                                fit=True, style=prompt_style(config, game))
   except ValueError as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
@@ -130,9 +130,16 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     parse = text.parse_table(game.actions, byte_table)
     make = lambda t, p=1.0: policies.text_policy(model, parse, exp.chat.stop_ids,
                                                  exp.max_response_len, pad_id, t, p,
-                                                 config.rollout.top_k)
+                                                 config.rollout.top_k,
+                                                 config.rollout.stop_at_answer)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   return GameKit(game, prompts, make(config.rollout.temperature), eval_policy, scoring)
+
+
+def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> text.PromptStyle:
+  """config.prompt for one game: its instruction line and `examples` worked examples."""
+  return text.PromptStyle(instruction=config.prompt.instruction or text.INSTRUCTION,
+                          examples=text.worked_examples(game, config.prompt.examples))
 
 
 def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text.ScoringTable:

@@ -18,14 +18,16 @@ from jaxplay.models.configs import ModelConfig
 
 def text_policy(model: ModelConfig, parse: text.ParseTable, stop_tokens: tuple[int, ...],
                 max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
-                top_k: int = 0) -> rollout.Policy:
-  """Samples a response and parses its last \\boxed{} answer."""
+                top_k: int = 0, stop_at_answer: bool = False) -> rollout.Policy:
+  """Samples a response and parses its last \\boxed{} answer; `stop_at_answer` ends responses at
+  the `}` closing their first \\boxed{ (text.answer_stop_rule)."""
+  stop_rule = text.answer_stop_rule(parse) if stop_at_answer else None
 
   def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
     del legal_mask  # The parse decides; illegal answers are the game's business.
     out = sampling.sample(model, params, prompt_tokens, prompt_lengths, key, temperature, top_p,
                           top_k, jnp.asarray(stop_tokens, jnp.int32),
-                          max_response_len=max_response_len, pad_id=pad_id)
+                          max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule)
     actions = jax.vmap(text.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
     return rollout.Act(actions, out.tokens, out.logprobs, out.lengths)
 

@@ -13,6 +13,8 @@ ratio needs; a greedy row (temperature 0) reports log_softmax(logits).
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -26,6 +28,15 @@ class Samples:
   tokens: jax.Array  # int32 [B, R]: the response, pad_id after the stop token.
   logprobs: jax.Array  # float32 [B, R]: log-prob of each token under the policy, 0 after the end.
   lengths: jax.Array  # int32 [B]: tokens generated, the stop token included.
+
+
+class StopRule(NamedTuple):
+  """Ends rows by what they wrote, beyond stop tokens: `init(batch) -> carry` and
+  `update(carry, tokens_B) -> (carry, done_B)`, called once per generated token (the token counts
+  in the response, like a stop token)."""
+
+  init: Callable[[int], Any]
+  update: Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 
 
 def _truncate(scaled_BV, top_k_B, top_p_B):
@@ -58,11 +69,12 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 
 
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
-           top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0) -> Samples:
+           top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
+           stop_rule: StopRule | None = None) -> Samples:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
-  first stop token, which is kept; pass e.g. [-1] for none).
+  first stop token, which is kept; pass e.g. [-1] for none); `stop_rule` ends rows too.
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -82,15 +94,22 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   first, first_logprob = choose(logits, 0)
   tokens = jnp.full((B, R), pad_id, jnp.int32).at[:, 0].set(first)
   logprobs = jnp.zeros((B, R), jnp.float32).at[:, 0].set(first_logprob)
-  done = jnp.isin(first, stop_tokens)
+
+  def finished(rule_carry, new_B):
+    if stop_rule is None:
+      return rule_carry, jnp.isin(new_B, stop_tokens)
+    rule_carry, answered = stop_rule.update(rule_carry, new_B)
+    return rule_carry, answered | jnp.isin(new_B, stop_tokens)
+
+  rule_carry, done = finished(None if stop_rule is None else stop_rule.init(B), first)
   lengths = jnp.ones((B,), jnp.int32)
 
   def cond(carry):
-    step, *_, done, _ = carry
+    step, *_, done, _, _ = carry
     return (step < R) & ~jnp.all(done)
 
   def body(carry):
-    step, tokens, logprobs, cache, done, lengths = carry
+    step, tokens, logprobs, cache, done, lengths, rule_carry = carry
     previous = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B, 1]
     positions = (prompt_lengths_B + step - 1)[:, None]
     logits, cache = transformer.apply(config, params, previous, positions, cache)
@@ -98,11 +117,11 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     active = ~done
     tokens = tokens.at[:, step].set(jnp.where(active, new, pad_id))
     logprobs = logprobs.at[:, step].set(jnp.where(active, new_logprob, 0.0))
-    return (step + 1, tokens, logprobs, cache, done | jnp.isin(new, stop_tokens),
-            lengths + active)
+    rule_carry, ends = finished(rule_carry, new)
+    return (step + 1, tokens, logprobs, cache, done | ends, lengths + active, rule_carry)
 
-  carry = (jnp.ones((), jnp.int32), tokens, logprobs, cache, done, lengths)
-  _, tokens, logprobs, _, _, lengths = jax.lax.while_loop(cond, body, carry)
+  carry = (jnp.ones((), jnp.int32), tokens, logprobs, cache, done, lengths, rule_carry)
+  _, tokens, logprobs, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
   return Samples(tokens=tokens, logprobs=logprobs, lengths=lengths)
 
 

@@ -1,8 +1,9 @@
 """Text inside the compiled program: tokenised phrase tables, jittable prompt rendering and parsing.
 
-Rendering: a prompt is `chat prefix + PROMPT_PREFIX + observation + PROMPT_SUFFIX + chat suffix`
-(SPIRAL's template inside the model's chat format). The fixed parts and every game phrase are
-tokenised once, each alone; `render_tokens` gathers and packs them into `max_prompt_len` tokens.
+Rendering: a prompt is `chat prefix + examples + PROMPT_PREFIX + observation + "\n" + instruction +
+chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets the instruction
+line and the worked examples, none by default). The fixed parts and every game phrase are tokenised
+once, each alone; `render_tokens` gathers and packs them into `max_prompt_len` tokens.
 
 Parsing (the rules `parse_text` states in plain Python and `parse_tokens` runs on device):
 1. The response is the bytes of its first `length` tokens (`tokenizer.byte_table`: special tokens
@@ -20,6 +21,9 @@ All rules concern ASCII characters, which UTF-8 never uses inside a multi-byte c
 and text agree. One exception: Gemma's decode turns a broken UTF-8 run of byte-fallback tokens,
 ASCII bytes included, into U+FFFD per byte, while the byte table keeps the ASCII bytes.
 
+Stopping at the answer: `answer_stop_rule` ends a response at the `}` that closes its first
+`\\boxed{` (what the model writes after it would only be trained on, never parsed).
+
 Action scoring: the answer a policy scores for action `a` is the text `\\boxed{` + actions[a] + `}`,
 tokenised as tokens('\\boxed{') followed by tokens(actions[a] + '}'); the shared first part is
 `ScoringTable.prefix_len` tokens long. No end-of-turn token is appended.
@@ -27,6 +31,7 @@ tokenised as tokens('\\boxed{') followed by tokens(actions[a] + '}'); the shared
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -36,12 +41,14 @@ import numpy as np
 from flax import struct
 
 from games import api
-from games import checks
+from games import checks, opponents
+from jaxplay import sampling
 from jaxplay import tokenizer as tokenizers
 
 PROMPT_PREFIX = ("You are playing a two-player zero-sum game. Make valid actions to win.\n"
                  "Observation: ")
-PROMPT_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."  # SPIRAL's.
+PROMPT_SUFFIX = "\n" + INSTRUCTION
 BOX_OPEN = "\\boxed{"
 BOX_CLOSE = "}"
 TEXT_OPEN = "\\text{"
@@ -49,17 +56,69 @@ DROPPED_CHARS = "{}[]\"'`"
 WHITESPACE = " \t\n\r\x0b\x0c"
 
 
-# --- Plain-Python reference. ---
+# --- Prompt style and the plain-Python reference. ---
 
-def prompt_text(chat: tokenizers.ChatFormat, observation: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class PromptStyle:
+  """What surrounds the observation: the line after it, and worked examples shown before it.
+
+  Each example is the prompt of another state followed by its answer: `PROMPT_PREFIX + observation
+  + "\\n" + instruction + "\\n" + answer + "\\n\\n"`, all inside the one user message.
+  """
+
+  instruction: str = INSTRUCTION
+  examples: tuple[tuple[str, str], ...] = ()  # (observation, answer) pairs.
+
+  def message(self, observation: str) -> str:
+    """The user message for an observation (examples first)."""
+    shown = "".join(self._question(o) + "\n" + a + "\n\n" for o, a in self.examples)
+    return shown + self._question(observation)
+
+  def _question(self, observation: str) -> str:
+    return PROMPT_PREFIX + observation + "\n" + self.instruction
+
+
+def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[str, str], ...]:
+  """`count` (observation, answer) pairs from random playouts of `game` (fixed by `seed`).
+
+  States with a set of legal actions not shown yet come first (in Kuhn Poker one example with a bet
+  to face, one without), so the examples do not all answer alike. The answer is `\\boxed{action}`
+  with the action of the game's strongest fixed opponent ('optimal', else 'scripted', else random).
+  """
+  if count <= 0:
+    return ()
+  playouts = checks.random_playouts(game, jax.random.key(seed), max(count, 16))
+  flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), playouts)
+  order = np.random.default_rng(seed).permutation(flat.terminated.shape[0])
+  live = [i for i in order if not flat.terminated[i]]
+  masks_seen, first, rest = set(), [], []
+  for i in live:
+    mask = tuple(flat.legal_action_mask[i])
+    (rest if mask in masks_seen else first).append(i)
+    masks_seen.add(mask)
+  chosen = (first + rest)[:count]
+  names = opponents.names(game.name)
+  strongest = next((n for n in ("optimal", "scripted") if n in names), "random")
+  act = jax.jit(opponents.get(game.name, strongest))
+  examples = []
+  for n, i in enumerate(chosen):
+    state = jax.tree.map(lambda x: x[i], flat)
+    action = int(act(state, jax.random.key(seed + n)))
+    examples.append((game.render_text(state, int(state.current_player)),
+                     f"{BOX_OPEN}{game.actions[action]}{BOX_CLOSE}"))
+  return tuple(examples)
+
+
+def prompt_text(chat: tokenizers.ChatFormat, observation: str,
+                style: PromptStyle = PromptStyle()) -> str:
   """The full prompt text for an observation (special tokens written as their text)."""
-  return chat.wrap(PROMPT_PREFIX + observation + PROMPT_SUFFIX)
+  return chat.wrap(style.message(observation))
 
 
 def reference_prompt(game: api.Game, chat: tokenizers.ChatFormat, state: api.State,
-                     player: int) -> str:
+                     player: int, style: PromptStyle = PromptStyle()) -> str:
   """Reference prompt of `player` in an unbatched state."""
-  return prompt_text(chat, game.render_text(state, player))
+  return prompt_text(chat, game.render_text(state, player), style)
 
 
 _DROP = str.maketrans("", "", DROPPED_CHARS)
@@ -107,8 +166,8 @@ class PromptTable:
 
   phrase_tokens: jax.Array  # int32 [num_phrases, max_phrase_len]
   phrase_lengths: jax.Array  # int32 [num_phrases]
-  prefix: jax.Array  # int32 [prefix_len]: chat prefix + PROMPT_PREFIX
-  suffix: jax.Array  # int32 [suffix_len]: PROMPT_SUFFIX + chat suffix
+  prefix: jax.Array  # int32 [prefix_len]: chat prefix + examples + PROMPT_PREFIX
+  suffix: jax.Array  # int32 [suffix_len]: "\n" + instruction + chat suffix
   max_prompt_len: int = struct.field(pytree_node=False)
   pad_id: int = struct.field(pytree_node=False)
   left_pad: bool = struct.field(pytree_node=False)
@@ -125,7 +184,7 @@ def _padded(rows: list[list[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarr
 def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
                  chat: tokenizers.ChatFormat, max_prompt_len: int | None = None,
                  left_pad: bool = True, bound_games: int = 4096,
-                 fit: bool = False) -> PromptTable:
+                 fit: bool = False, style: PromptStyle = PromptStyle()) -> PromptTable:
   """Tokenises the game's phrases and the fixed prompt parts once.
 
   The longest prompt is bounded by the fixed parts plus, for each observation slot, the longest
@@ -137,8 +196,8 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
   """
   encode = lambda text: tokenizers.encode(tokenizer, text)
   phrase_tokens, phrase_lengths = _padded([encode(p) for p in game.phrases])
-  prefix = encode(chat.prefix + PROMPT_PREFIX)
-  suffix = encode(PROMPT_SUFFIX + chat.suffix)
+  before, after = prompt_text(chat, "\x00", style).split("\x00")
+  prefix, suffix = encode(before), encode(after)
   bound = len(prefix) + len(suffix) + _observation_bound(game, phrase_lengths, bound_games)
   if max_prompt_len is None:
     max_prompt_len = bound
@@ -285,6 +344,41 @@ def parse_tokens(table: ParseTable, tokens: jax.Array, length: jax.Array) -> jax
   """Action id answered in response tokens[:length], or api.INVALID_ACTION."""
   data, size = response_bytes(table, tokens, length)
   return parse_bytes(table, data, size).astype(jnp.int32)
+
+
+def answer_stop_rule(table: ParseTable) -> sampling.StopRule:
+  """Ends a response at the `}` closing its first `\\boxed{` (nested braces counted), byte by byte.
+
+  Carry per row: its last len(BOX_OPEN) bytes and the brace depth inside the box (0 = outside).
+  A later `\\boxed{` inside the box starts over, as the parser takes the last one.
+  """
+  pattern = jnp.frombuffer(BOX_OPEN.encode(), np.uint8)
+  vocab, width = table.token_bytes.shape
+
+  def init(batch: int):
+    return jnp.zeros((batch, len(BOX_OPEN)), jnp.uint8), jnp.zeros((batch,), jnp.int32)
+
+  def update(carry, tokens_B):
+    known = (tokens_B >= 0) & (tokens_B < vocab)
+    ids = jnp.where(known, tokens_B, 0)
+    data_BW = table.token_bytes[ids]
+    counts_B = jnp.where(known, table.token_lengths[ids], 0)
+
+    def byte(k, state):
+      window, depth, closed = state
+      on, value = k < counts_B, data_BW[:, k]
+      window = jnp.where(on[:, None], jnp.concatenate([window[:, 1:], value[:, None]], 1), window)
+      opened = on & (window == pattern).all(-1)
+      delta = (value == ord("{")).astype(jnp.int32) - (value == ord("}"))
+      inside = on & (depth > 0)
+      new_depth = jnp.where(opened, 1, jnp.where(inside, depth + delta, depth))
+      return window, new_depth, closed | (inside & ~opened & (new_depth == 0))
+
+    window, depth, closed = jax.lax.fori_loop(
+        0, width, byte, (*carry, jnp.zeros(tokens_B.shape, bool)))
+    return (window, depth), closed
+
+  return sampling.StopRule(init, update)
 
 
 # --- Action scoring. ---

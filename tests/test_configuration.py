@@ -1,6 +1,8 @@
 """Start-up config checks: the shipped configs pass, and each mistake names its field."""
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import spiral
 from jaxplay import configuration, text
@@ -39,6 +41,8 @@ def test_unknown_config_argument():
     ("eval.kuhn_samples", -1, r"config.eval.kuhn_samples=-1: must be >= 0 \(0 = no estimate"),
     ("eval.math", "gsm9k", r"config.eval.math='gsm9k': unknown math set 'gsm9k'; valid: gsm8k"),
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
+    ("prompt.examples", -1, r"config.prompt.examples=-1: must be >= 0"),
+    ("prompt.instruction", "Answer now.", r"config.prompt.instruction='Answer now.': .*boxed"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = spiral.get_config("local")
@@ -47,6 +51,17 @@ def test_bad_field_is_named(field, value, message):
   target[name] = value
   with pytest.raises(configuration.ConfigError, match=message):
     configuration.validate(config)
+
+
+def test_game_options_documented_in_the_readme_are_settable_from_the_command_line():
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True)
+  flag_values(["main", "--config=configs/spiral.py:local",
+               "--config.game_options.kuhn_poker.rules=False",
+               "--config.game_options.kuhn_poker.rounds=3"])
+  config = flag_values.config
+  assert (config.game_options.kuhn_poker.rules, config.game_options.kuhn_poker.rounds) == (False, 3)
+  configuration.validate(config)
 
 
 def test_bad_game_option_is_named():

@@ -250,3 +250,82 @@ def test_parser_fuzz(setup, name, options):
   assert not mismatches.size, [(texts[i], got[i], expected[i]) for i in mismatches[:5]]
   assert 0.3 < (expected >= 0).mean() < 0.9  # Both valid and invalid answers are well covered.
   assert set(expected[expected >= 0]) == set(range(game.num_actions))
+
+
+@pytest.mark.parametrize("setup, name", [("bpe", n) for n in SPIRAL_GAMES] + [("gemma", "kuhn_poker")])
+def test_prompt_style_renders_its_reference(setup, name):
+  """Worked examples and another instruction line render exactly as the reference text."""
+  game, tokenizer, chat, _ = _setup(setup, name)
+  style = text.PromptStyle(instruction="Answer in \\boxed{} only.",
+                           examples=text.worked_examples(game, 2))
+  table = text.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES, style=style)
+  states = _states(game, 1, 8)
+  for i in range(8):
+    state = jax.tree.map(lambda x: x[i], states)
+    tokens, length = text.render_tokens(table, game.render(state))
+    row = np.asarray(tokens)[table.max_prompt_len - int(length):]
+    assert tokenizers.decode(tokenizer, row, skip_special_tokens=False) == (
+        text.reference_prompt(game, chat, state, int(state.current_player), style))
+  prompt = text.reference_prompt(game, chat, state, 0, style)
+  assert prompt.count(text.PROMPT_PREFIX) == 3 and prompt.count("Answer in \\boxed{} only.") == 3
+  assert text.PROMPT_SUFFIX not in prompt
+
+
+@pytest.mark.parametrize("name", SPIRAL_GAMES)
+def test_worked_examples_answer_legally_and_vary(name):
+  game = games.make(name)
+  examples = text.worked_examples(game, 3, seed=5)
+  assert len(examples) == 3 and text.worked_examples(game, 3, seed=5) == examples
+  assert text.worked_examples(game, 0) == ()
+  for observation, answer in examples:
+    action = text.parse_text(answer, game.actions)
+    assert action >= 0 and f"[{game.actions[action]}]" in observation or name != "kuhn_poker"
+  if name == "kuhn_poker":  # One example facing a bet, one not: they do not all answer alike.
+    facing_bet = ["legal actions: [call]" in observation for observation, _ in examples]
+    assert any(facing_bet) and not all(facing_bet)
+
+
+def _first_closed_box(pieces: list[str]) -> int:
+  """Reference of answer_stop_rule: index of the first piece after which the text has a closed
+  `\\boxed{...}` (counted from its last `\\boxed{`), or -1."""
+  for i in range(len(pieces)):
+    if text.boxed_content("".join(pieces[:i + 1])) is not None:
+      return i
+  return -1
+
+
+@pytest.mark.parametrize("response", [
+    "I bet. \\boxed{bet} and then more text",
+    "\\boxed{\\text{call}} \\boxed{fold}",
+    "\\boxed{\\boxed{check}}",
+    "no answer here } at all {",
+    "box{ \\boxed{Offer: 3 Wood -> 2 Gold}",
+    "\\boxed{unclosed {nested}",
+])
+def test_answer_stop_rule_stops_at_the_closing_brace(response):
+  tokenizer = fixtures_text.bpe_tokenizer()
+  ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+  pieces = [tokenizers.decode(tokenizer, [i]) for i in ids]
+  assert "".join(pieces) == response
+  rule = text.answer_stop_rule(text.parse_table(KUHN, _byte_table("bpe")))
+  carry = rule.init(2)
+  done = []
+  for token in ids:  # Row 0 writes the response; row 1 writes padding (id 0, never done).
+    carry, ends = jax.jit(rule.update)(carry, jnp.asarray([token, 0]))
+    done.append(bool(ends[0]))
+    assert not ends[1]
+  assert (done.index(True) if any(done) else -1) == _first_closed_box(pieces)
+
+
+def test_sampler_stops_rows_at_their_answer():
+  """A stop rule ends each row of the compiled sampler where it fires (the token is kept)."""
+  from jaxplay import sampling  # pylint: disable=import-outside-toplevel
+  from jaxplay.models import configs, transformer  # pylint: disable=import-outside-toplevel
+  model = configs.get("tiny", vocab_size=32, dtype="float32", param_dtype="float32")
+  params = transformer.init_params(model, jax.random.key(0))
+  count = lambda carry, tokens: (carry + 1, carry + 1 == jnp.asarray([2, 5]))
+  rule = sampling.StopRule(lambda batch: jnp.zeros((batch,), jnp.int32), count)
+  out = sampling.sample(model, params, jnp.ones((2, 4), jnp.int32), jnp.asarray([4, 3]),
+                        jax.random.key(1), 1.0, 1.0, 0, jnp.asarray([-1]), max_response_len=8,
+                        pad_id=0, stop_rule=rule)
+  assert out.lengths.tolist() == [2, 5]
