@@ -2,14 +2,14 @@
 rollout statistics of collect."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import games
 from configs import kuhn_nash
-from jaxplay import checkpoints, configuration, evaluate, experiment, rollout, text, train
+from jaxplay import checkpoints, configuration, evaluate, experiment, text, train
 from jaxplay import tokenizer as tokenizers
+from tests import stand_ins
 
 
 def _text_config(heldout_games):
@@ -77,45 +77,14 @@ def test_action_scoring_kit_scores_its_own_actions(text_run):
   assert legal[np.arange(3), np.asarray(act.action)].all()
 
 
-STOP = 9
-
-
-def _episodes(learner_seat):
-  """Four finished games, 3 turns, responses of up to 4 tokens (stop id 9, truncated ones end
-  in 5). Turn by turn (player, response length, valid):
-  game 0: (0, 2, ok) (1, 4 truncated, ok)         returns (1, -1)
-  game 1: (0, 4 ending in stop, ok) (1, 4 truncated, invalid)  returns (0.5, -1.5)
-  game 2: (0, 3, invalid)                          returns (-1.5, 0.5)
-  game 3: (0, 1, ok) (1, 2, ok) (0, 4 truncated, ok)  returns (0, 0)
-  """
-  player = np.array([[0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0]])
-  active = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 0, 0, 1]], bool)
-  lengths = np.array([[2, 4, 3, 1], [4, 4, 0, 2], [0, 0, 0, 4]])
-  valid = active & ~np.array([[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], bool)
-  tokens = np.zeros((3, 4, 4), np.int32)
-  tokens[0, 1, 3] = STOP
-  tokens[1, 0, 3] = tokens[1, 1, 3] = tokens[2, 3, 3] = 5
-  seat = np.asarray(learner_seat)
-  learner = active & ((seat < 0) | (player == seat))
-  zeros = np.zeros((3, 4))
-  return rollout.Episodes(
-      prompt_tokens=jnp.zeros((3, 4, 1), jnp.int32), prompt_lengths=jnp.ones((3, 4), jnp.int32),
-      response_tokens=jnp.asarray(tokens), response_logprobs=jnp.asarray(zeros[..., None]),
-      response_lengths=jnp.asarray(lengths), player=jnp.asarray(player),
-      active=jnp.asarray(active), learner=jnp.asarray(learner), valid=jnp.asarray(valid),
-      action=jnp.zeros((3, 4), jnp.int32), legal_action_mask=jnp.ones((3, 4, 2), bool),
-      returns=jnp.array([[1, -1], [0.5, -1.5], [-1.5, 0.5], [0, 0]]),
-      invalid=jnp.array([False, True, True, False]), num_turns=jnp.array([2, 2, 1, 3]),
-      learner_seat=jnp.asarray(np.broadcast_to(seat, (4,)), jnp.int32), final_state=None)
-
-
 def _approx(stats):
   return {k: _approx(v) if isinstance(v, dict) else pytest.approx(float(v))
           for k, v in stats.items()}
 
 
 def test_game_stats_per_seat_in_self_play():
-  stats = jax.device_get(experiment.game_stats(_episodes(-1), (STOP, 1)))
+  episodes = stand_ins.synthetic_episodes(-1)
+  stats = jax.device_get(experiment.game_stats(episodes, (stand_ins.STOP_ID, 1)))
   # Seat 0 answers lengths 2, 4, 3 (invalid), 1, 4 (truncated); seat 1: 4 (truncated),
   # 4 (truncated, invalid), 2.
   assert _approx(stats) == {
@@ -127,14 +96,15 @@ def test_game_stats_per_seat_in_self_play():
       "seat1": {"games": 4, "win_rate": 1 / 4, "draw_rate": 1 / 4, "loss_rate": 2 / 4,
                 "forfeit_rate": 1 / 4, "invalid_rate": 1 / 3, "response_length_mean": 10 / 3,
                 "truncation_rate": 2 / 3}}
-  scoring = jax.device_get(experiment.game_stats(_episodes(-1), None))
+  scoring = jax.device_get(experiment.game_stats(episodes, None))
   assert scoring["truncation_rate"] == scoring["seat0"]["truncation_rate"] == 0.0
 
 
 def test_game_stats_per_seat_against_an_opponent():
   """The learner sits in seats 0, 1, 1, 0: its turns are game 0's first, game 1's second and
   game 3's first and third; in game 2 the opponent forfeits before the learner answers."""
-  stats = jax.device_get(experiment.game_stats(_episodes([0, 1, 1, 0]), (STOP,)))
+  episodes = stand_ins.synthetic_episodes([0, 1, 1, 0])
+  stats = jax.device_get(experiment.game_stats(episodes, (stand_ins.STOP_ID,)))
   assert _approx(stats) == {
       "forfeit_rate": 2 / 4, "turns_mean": 2.0, "invalid_rate": 1 / 4,
       "response_length_mean": 11 / 4, "truncation_rate": 2 / 4,
