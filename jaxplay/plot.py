@@ -38,6 +38,7 @@ PANELS = {
     "policy": r"^(entropy|clip_fraction|dual_clip_fraction)$",
     "sampler_mismatch": r"^sampler_",
     "kept_fraction": r"^kept_fraction$",
+    "samples": r"^(num_samples|samples_\w+)$",  # Sample counts of the train step's batch.
     "reward": r"reward_mean",
 }
 

@@ -28,7 +28,7 @@ def test_plot_draws_the_learning_diagnostics_per_game_and_seat(tmp_path):
   stats = jax.device_get(experiment.game_stats(episodes, (stand_ins.STOP_ID,)))
   step_metrics = {"entropy": 1.5, "clip_fraction": 0.1, "kl": 0.01, "kept_fraction": 0.9,
                   "sampler_logprob_abs_diff": 0.02, "sampler_ratio_outside_0.9_1.1": 0.01,
-                  "sampler_kl_k3": 0.001, "invalid_rate": 0.5, "response_length_mean": 3.0}
+                  "sampler_kl_k3": 0.001, "invalid_rate": 0.5, "response_length_mean": 3.0, "num_samples": 8}
   writer = metrics.MetricsWriter(str(tmp_path))
   for step in range(1, 4):
     writer.write(step, {**step_metrics, "rollout": {"kuhn_poker": stats, "tic_tac_toe": stats}})
@@ -37,7 +37,7 @@ def test_plot_draws_the_learning_diagnostics_per_game_and_seat(tmp_path):
   assert names == sorted(["invalid_rate.png", "response_length.png", "rollout_outcomes.png",
                           "rollout_invalid.png", "rollout_response_length.png",
                           "rollout_truncation.png", "kl.png", "policy.png",
-                          "sampler_mismatch.png", "kept_fraction.png"])
+                          "sampler_mismatch.png", "kept_fraction.png", "samples.png"])
   records = metrics.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
   series = lambda panel: plot.facet_series(records, re.compile(plot.PANELS[panel]))
   outcomes = series("rollout_outcomes")
