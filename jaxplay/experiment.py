@@ -166,7 +166,7 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
 
 
 def make_collect(exp: Experiment, layout: sharding.Layout):
-  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, per-game stats)`.
+  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, {game: game_stats})`.
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch leaves split by rows in the train layout
@@ -193,23 +193,56 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
       outcome = flat.outcome
       samples.append(flat.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,
                                                           group=outcome.group + offset)))
-      stats[kit.game.name] = game_stats(episodes)
+      stats[kit.game.name] = game_stats(episodes, None if exp.scoring else exp.chat.stop_ids)
     merged = rollout.concat_and_compact(samples, config.rollout.samples_per_step)
     return to_batch(exp, merged), stats
 
   return collect
 
 
-def game_stats(episodes: rollout.Episodes) -> dict[str, jax.Array]:
-  """Per-game-kind rollout statistics (player 0's view in self-play)."""
-  returns = episodes.returns
-  learner = episodes.learner
-  return {"invalid_rate": episodes.invalid.mean(),
-          "player0_win_rate": (returns[:, 0] > returns[:, 1]).mean(),
-          "draw_rate": (returns[:, 0] == returns[:, 1]).mean(),
-          "turns_mean": episodes.num_turns.mean(),
-          "response_length_mean": (episodes.response_lengths * learner).sum()
-          / jnp.maximum(learner.sum(), 1)}
+def game_stats(episodes: rollout.Episodes, stop_ids: tuple[int, ...] | None
+               ) -> dict[str, Any]:
+  """A game kind's rollout statistics (scalars), logged as `rollout/<game>/<name>`.
+
+  Over the learner's answers (both seats in self-play): `invalid_rate` (answers that do not parse
+  to a legal action), `response_length_mean` (tokens, the stop token included) and
+  `truncation_rate` (responses that fill max_response_len and do not end with one of `stop_ids`;
+  `stop_ids` is None in action-scoring mode, where answers are never truncated). Over all games:
+  `forfeit_rate` (games that ended on an invalid answer, by either seat) and `turns_mean`.
+  `seat<k>/...` (k = 0, 1) are the learner's in seat k: over all games in self-play, over the
+  games where it sat in seat k against a fixed or frozen opponent (`games` counts them):
+  `win_rate`, `draw_rate`, `loss_rate`, `forfeit_rate` (games ended by its invalid answer), and
+  the answer statistics above over its turns in that seat.
+  """
+  lengths_TB = episodes.response_lengths
+  if stop_ids is None:
+    truncated_TB = jnp.zeros(lengths_TB.shape, bool)
+  else:
+    last_TB = episodes.response_tokens[..., -1]
+    truncated_TB = ((lengths_TB == episodes.response_tokens.shape[-1])
+                    & ~jnp.isin(last_TB, jnp.asarray(stop_ids, jnp.int32)))
+  invalid_TB = ~episodes.valid
+
+  def answer_stats(turns_TB):
+    count = jnp.maximum(turns_TB.sum(), 1)
+    return {"invalid_rate": (invalid_TB & turns_TB).sum() / count,
+            "response_length_mean": (lengths_TB * turns_TB).sum() / count,
+            "truncation_rate": (truncated_TB & turns_TB).sum() / count}
+
+  stats = {"forfeit_rate": episodes.invalid.mean(), "turns_mean": episodes.num_turns.mean(),
+           **answer_stats(episodes.learner)}
+  returns = episodes.returns  # [B, 2]
+  for seat in (0, 1):
+    games_B = (episodes.learner_seat < 0) | (episodes.learner_seat == seat)
+    turns_TB = episodes.learner & (episodes.player == seat)
+    games = games_B.sum()
+    share = lambda outcome_B: (outcome_B & games_B).sum() / jnp.maximum(games, 1)
+    mine, other = returns[:, seat], returns[:, 1 - seat]
+    stats[f"seat{seat}"] = {
+        "games": games, "win_rate": share(mine > other), "draw_rate": share(mine == other),
+        "loss_rate": share(mine < other), "forfeit_rate": share((invalid_TB & turns_TB).any(0)),
+        **answer_stats(turns_TB)}
+  return stats
 
 
 def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:

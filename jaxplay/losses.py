@@ -75,7 +75,11 @@ def ppo_loss(log_probs_BT, old_log_probs_BT, advantages_B, weights_BT, config: L
 
   `weights_BT` come from `loss_weights` (0 off the trained tokens). Metrics are sums weighted by
   `metric_weights_BT` (default: token mean over weights > 0), so they add over micro-batches;
-  `ratio_min`/`ratio_max` are over the trained tokens.
+  `ratio_min`/`ratio_max` are over the trained tokens. With d = log_probs - old_log_probs and
+  ratio = exp(d), the `sampler_*` metrics measure how far the learner is from the policy that
+  produced `old_log_probs` (the sampler, in the train step): `sampler_logprob_abs_diff` = |d|,
+  `sampler_ratio_outside_0.9_1.1` = [ratio < 0.9 or ratio > 1.1], and `sampler_kl_k3` =
+  ratio - 1 - d, the k3 estimate of KL(sampler || learner) on the sampler's tokens.
   """
   on = weights_BT > 0
   if metric_weights_BT is None:
@@ -87,7 +91,10 @@ def ppo_loss(log_probs_BT, old_log_probs_BT, advantages_B, weights_BT, config: L
   unclipped = -advantages * ratio
   clipped = -advantages * jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + high)
   per_token = jnp.maximum(unclipped, clipped)
-  metrics = {"clip_fraction": (clipped > unclipped) * metric_weights_BT}
+  metrics = {"clip_fraction": (clipped > unclipped) * metric_weights_BT,
+             "sampler_logprob_abs_diff": jnp.abs(log_ratio) * metric_weights_BT,
+             "sampler_ratio_outside_0.9_1.1": ((ratio < 0.9) | (ratio > 1.1)) * metric_weights_BT,
+             "sampler_kl_k3": (ratio - 1.0 - log_ratio) * metric_weights_BT}
   if config.dual_clip is not None:
     bound = -advantages * config.dual_clip
     dual = (advantages < 0) & (per_token > bound)

@@ -1,8 +1,9 @@
 """Learning curves: `python -m jaxplay.plot --workdir=DIR` writes PNGs next to metrics.jsonl
 (DIR local or gs://, see jaxplay/workdir.py).
 
-One figure per panel (win rates by game and opponent, invalid rate, response length,
-exploitability, loss, KL); each panel draws every metric whose name matches its pattern.
+One figure per panel that has data; a panel draws every metric whose name matches its pattern.
+A pattern with a `(?P<facet>...)` group draws one plot per facet value (e.g. per game), each line
+labelled by the rest of the name after the facet (e.g. `seat0/win_rate`).
 """
 
 from __future__ import annotations
@@ -19,34 +20,50 @@ from etils import epath  # noqa: E402
 
 from jaxplay import metrics  # noqa: E402
 
+_ROLLOUT = r"^rollout/(?P<facet>[^/]+)/(seat\d/)?"  # rollout/<game>/[seat<k>/]<name>
 PANELS = {
-    "win_rate": r"win_rate",
-    "invalid_rate": r"invalid_rate",
-    "response_length": r"response_length",
+    # Evaluation against fixed opponents, per game.
+    "win_rate": r"^eval/(?P<facet>[^/]+)/.*win_rate",
+    "invalid_rate": r"^(?!rollout/).*invalid_rate",
+    "response_length": r"^(?!rollout/).*response_length",
     "exploitability": r"exploitability",
+    # Training rollouts (experiment.game_stats), per game and seat.
+    "rollout_outcomes": _ROLLOUT + r"(win|draw|loss)_rate$",
+    "rollout_invalid": _ROLLOUT + r"(invalid|forfeit)_rate$",
+    "rollout_response_length": _ROLLOUT + r"response_length_mean$",
+    "rollout_truncation": _ROLLOUT + r"truncation_rate$",
+    # Train step (losses.ppo_loss, train_step).
     "loss": r"(^|/)loss$",
     "kl": r"(^|/)kl$",
+    "policy": r"^(entropy|clip_fraction|dual_clip_fraction)$",
+    "sampler_mismatch": r"^sampler_",
+    "kept_fraction": r"^kept_fraction$",
+    "samples": r"^(num_samples|samples_\w+)$",  # Sample counts of the train step's batch.
     "reward": r"reward_mean",
 }
 
+Series = dict[str, tuple[list[int], list[float]]]  # label -> (steps, values)
+
 
 def plot_workdir(workdir: str) -> list[str]:
-  """Writes one PNG per panel that has data; returns their paths."""
+  """Writes `plots/<panel>.png` for each panel that has data; returns their paths."""
   records = metrics.read_jsonl(os.fspath(epath.Path(workdir) / "metrics.jsonl"))
   out_dir = epath.Path(workdir) / "plots"
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for panel, pattern in PANELS.items():
-    series = _series(records, re.compile(pattern))
-    if not series:
+    facets = facet_series(records, re.compile(pattern))
+    if not facets:
       continue
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for name, (steps, values) in sorted(series.items()):
-      axes.plot(steps, values, marker="o" if len(steps) < 30 else None, label=name)
-    axes.set_xlabel("step")
-    axes.set_title(panel.replace("_", " "))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
+    figure, axes = plt.subplots(len(facets), 1, figsize=(7, 1 + 3 * len(facets)), sharex=True,
+                                squeeze=False)
+    for ax, (facet, series) in zip(axes[:, 0], sorted(facets.items())):
+      for label, (steps, values) in sorted(series.items()):
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=label)
+      ax.set_title(panel.replace("_", " ") + (f": {facet}" if facet else ""))
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("step")
     path = out_dir / f"{panel}.png"
     figure.tight_layout()
     with path.open("wb") as f:
@@ -56,16 +73,22 @@ def plot_workdir(workdir: str) -> list[str]:
   return written
 
 
-def _series(records, pattern) -> dict[str, tuple[list[int], list[float]]]:
-  series: dict[str, tuple[list[int], list[float]]] = {}
+def facet_series(records, pattern: re.Pattern) -> dict[str, Series]:
+  """{facet: {label: (steps, values)}} of the numeric metrics matching `pattern`; without a facet
+  group the one facet is "" and labels are the full names."""
+  facets: dict[str, Series] = {}
   for record in records:
     for name, value in record.items():
-      if name in ("step", "time") or not pattern.search(name) or isinstance(value, str):
+      match = pattern.search(name)
+      if name in ("step", "time") or not match or isinstance(value, str):
         continue
-      steps, values = series.setdefault(name, ([], []))
+      faceted = "facet" in pattern.groupindex
+      facet = match.group("facet") if faceted else ""
+      label = name[match.end("facet"):].lstrip("/") if faceted else name
+      steps, values = facets.setdefault(facet, {}).setdefault(label, ([], []))
       steps.append(record["step"])
       values.append(value)
-  return series
+  return facets
 
 
 def main(argv):

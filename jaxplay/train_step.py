@@ -9,6 +9,8 @@ does not change the update. An update whose loss or gradient is not finite is sk
 optimizer state unchanged) and counted; the RAE baselines still take the batch's rewards.
 The KL term's reference log-probs come from the batch (`ref_log_probs`) or, when the batch has
 none, from `state.ref_params` (kept by `init_state(..., reference=True)`).
+Metrics are `losses.ppo_loss`'s averaged over the updates (its `sampler_*` ones over the first
+epoch's only), plus grad norm, skipped updates, and advantage, reward and batch statistics.
 """
 
 from __future__ import annotations
@@ -257,8 +259,12 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     (params, opt_state), metrics = jax.lax.scan(
         lambda carry, r: update(carry, r, data), (state.params, state.opt_state), rows)
     skipped = metrics["skipped_updates"].sum()
+    # The sampler_* metrics (learner vs sampler log-probs) are the first epoch's, before this
+    # step's updates move the learner away (with one mini-batch: exactly the sampler's params).
+    first_epoch = {k: v[:config.num_minibatches].mean(0) for k, v in metrics.items()
+                   if k.startswith("sampler_")}
     metrics = _combine(metrics, lambda v: v.mean(0))
-    metrics["skipped_updates"] = skipped
+    metrics.update(first_epoch, skipped_updates=skipped)
 
     valid = samples.mask
     metrics.update(_masked_stats("advantage", advantages, train_mask))

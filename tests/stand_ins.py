@@ -1,13 +1,15 @@
-"""Stand-ins for a model policy in rollout and evaluation tests."""
+"""Stand-ins for a model policy in rollout and evaluation tests, and hand-made episodes."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import games
 from games import kuhn_poker
 from jaxplay import rollout
 
 RESPONSE_LEN = 3
+STOP_ID = 9  # synthetic_episodes' stop token.
 
 
 def random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
@@ -48,3 +50,32 @@ def kuhn_table_policy(prompts_IS, bet_probs_I, invalid_probs_I):
     return rollout.Act(action, tokens, jnp.zeros((batch, RESPONSE_LEN)), jnp.ones(batch, jnp.int32))
 
   return policy
+
+
+def synthetic_episodes(learner_seat) -> rollout.Episodes:
+  """Four finished games of 3 turns, responses of up to 4 tokens (truncated ones end in 5, not in
+  STOP_ID); `learner_seat` as in Episodes (-1: self-play). Per turn (player, length, valid):
+  game 0: (0, 2, ok) (1, 4 truncated, ok)                      returns (1, -1)
+  game 1: (0, 4 ending in STOP_ID, ok) (1, 4 truncated, invalid) returns (0.5, -1.5)
+  game 2: (0, 3, invalid)                                       returns (-1.5, 0.5)
+  game 3: (0, 1, ok) (1, 2, ok) (0, 4 truncated, ok)           returns (0, 0)
+  """
+  player = np.array([[0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0]])
+  active = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 0, 0, 1]], bool)
+  lengths = np.array([[2, 4, 3, 1], [4, 4, 0, 2], [0, 0, 0, 4]])
+  valid = active & ~np.array([[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], bool)
+  tokens = np.zeros((3, 4, 4), np.int32)
+  tokens[0, 1, 3] = STOP_ID
+  tokens[1, 0, 3] = tokens[1, 1, 3] = tokens[2, 3, 3] = 5
+  seat = np.asarray(learner_seat)
+  learner = active & ((seat < 0) | (player == seat))
+  zeros = np.zeros((3, 4))
+  return rollout.Episodes(
+      prompt_tokens=jnp.zeros((3, 4, 1), jnp.int32), prompt_lengths=jnp.ones((3, 4), jnp.int32),
+      response_tokens=jnp.asarray(tokens), response_logprobs=jnp.asarray(zeros[..., None]),
+      response_lengths=jnp.asarray(lengths), player=jnp.asarray(player),
+      active=jnp.asarray(active), learner=jnp.asarray(learner), valid=jnp.asarray(valid),
+      action=jnp.zeros((3, 4), jnp.int32), legal_action_mask=jnp.ones((3, 4, 2), bool),
+      returns=jnp.array([[1, -1], [0.5, -1.5], [-1.5, 0.5], [0, 0]]),
+      invalid=jnp.array([False, True, True, False]), num_turns=jnp.array([2, 2, 1, 3]),
+      learner_seat=jnp.asarray(np.broadcast_to(seat, (4,)), jnp.int32), final_state=None)

@@ -1,4 +1,5 @@
-"""experiment.build's held-out games under a run's tokenizer, and the Evaluator over them."""
+"""experiment.build's held-out games under a run's tokenizer, the Evaluator over them, and the
+rollout statistics of collect."""
 
 import jax
 import numpy as np
@@ -8,6 +9,7 @@ import games
 from configs import kuhn_nash
 from jaxplay import checkpoints, configuration, evaluate, experiment, text, train
 from jaxplay import tokenizer as tokenizers
+from tests import stand_ins
 
 
 def _text_config(heldout_games):
@@ -75,6 +77,45 @@ def test_action_scoring_kit_scores_its_own_actions(text_run):
   assert legal[np.arange(3), np.asarray(act.action)].all()
 
 
+def _approx(stats):
+  return {k: _approx(v) if isinstance(v, dict) else pytest.approx(float(v))
+          for k, v in stats.items()}
+
+
+def test_game_stats_per_seat_in_self_play():
+  episodes = stand_ins.synthetic_episodes(-1)
+  stats = jax.device_get(experiment.game_stats(episodes, (stand_ins.STOP_ID, 1)))
+  # Seat 0 answers lengths 2, 4, 3 (invalid), 1, 4 (truncated); seat 1: 4 (truncated),
+  # 4 (truncated, invalid), 2.
+  assert _approx(stats) == {
+      "forfeit_rate": 2 / 4, "turns_mean": 2.0, "invalid_rate": 2 / 8,
+      "response_length_mean": 24 / 8, "truncation_rate": 3 / 8,
+      "seat0": {"games": 4, "win_rate": 2 / 4, "draw_rate": 1 / 4, "loss_rate": 1 / 4,
+                "forfeit_rate": 1 / 4, "invalid_rate": 1 / 5, "response_length_mean": 14 / 5,
+                "truncation_rate": 1 / 5},
+      "seat1": {"games": 4, "win_rate": 1 / 4, "draw_rate": 1 / 4, "loss_rate": 2 / 4,
+                "forfeit_rate": 1 / 4, "invalid_rate": 1 / 3, "response_length_mean": 10 / 3,
+                "truncation_rate": 2 / 3}}
+  scoring = jax.device_get(experiment.game_stats(episodes, None))
+  assert scoring["truncation_rate"] == scoring["seat0"]["truncation_rate"] == 0.0
+
+
+def test_game_stats_per_seat_against_an_opponent():
+  """The learner sits in seats 0, 1, 1, 0: its turns are game 0's first, game 1's second and
+  game 3's first and third; in game 2 the opponent forfeits before the learner answers."""
+  episodes = stand_ins.synthetic_episodes([0, 1, 1, 0])
+  stats = jax.device_get(experiment.game_stats(episodes, (stand_ins.STOP_ID,)))
+  assert _approx(stats) == {
+      "forfeit_rate": 2 / 4, "turns_mean": 2.0, "invalid_rate": 1 / 4,
+      "response_length_mean": 11 / 4, "truncation_rate": 2 / 4,
+      "seat0": {"games": 2, "win_rate": 1 / 2, "draw_rate": 1 / 2, "loss_rate": 0.0,
+                "forfeit_rate": 0.0, "invalid_rate": 0.0, "response_length_mean": 7 / 3,
+                "truncation_rate": 1 / 3},
+      "seat1": {"games": 2, "win_rate": 1 / 2, "draw_rate": 0.0, "loss_rate": 1 / 2,
+                "forfeit_rate": 1 / 2, "invalid_rate": 1.0, "response_length_mean": 4.0,
+                "truncation_rate": 1.0}}
+
+
 def test_action_scoring_mixes_games_of_different_action_counts():
   """Kuhn Poker (4 actions) and TicTacToe (9) in one scoring run: collect and a train step."""
   config = kuhn_nash.get_config()
@@ -91,7 +132,9 @@ def test_action_scoring_mixes_games_of_different_action_counts():
   assert (actions[kinds == 0] < 4).all()  # Kuhn never samples a padded action.
   legal = np.asarray(batch.legal_action_mask)[np.asarray(batch.samples.mask)]
   assert legal[np.arange(len(actions)), actions].all()
-  assert stats["kuhn_poker"]["invalid_rate"] == 0 and stats["tic_tac_toe"]["invalid_rate"] == 0
+  for game in ("kuhn_poker", "tic_tac_toe"):
+    assert stats[game]["invalid_rate"] == stats[game]["truncation_rate"] == 0
+    assert stats[game]["seat0"]["games"] == stats[game]["seat1"]["games"] == 4  # Self-play.
   _, step_metrics = step_fn(state, batch)
   assert np.isfinite(float(step_metrics["loss"]))
 

@@ -106,6 +106,20 @@ def test_k3_kl_and_entropy_bonus_by_hand():
   assert float(loss) == pytest.approx(-1.0 + 0.2 * kl - 0.01 * 2.0, rel=1e-6)
 
 
+def test_sampler_mismatch_metrics_by_hand():
+  """d = log p_learner - log p_sampler on the 4 trained tokens of MASK: 0, 0.2, -0.2 and 0.05
+  (ratios 1, 1.22, 0.82, 1.05); the untrained tokens' d = 5 is ignored."""
+  diff = np.array([[0.0, 0.2, -0.2, 5.0], [0.05, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]])
+  old = jnp.asarray(-np.arange(12.0).reshape(3, 4))
+  weights = losses.loss_weights(jnp.asarray(MASK), "dr_grpo", 4)
+  _, metrics = losses.ppo_loss(old + diff, old, jnp.array([1.0, -1.0, 0.0]), weights,
+                               losses.LossConfig(max_response_len=4))
+  assert float(metrics["sampler_logprob_abs_diff"]) == pytest.approx((0.2 + 0.2 + 0.05) / 4)
+  assert float(metrics["sampler_ratio_outside_0.9_1.1"]) == 2 / 4
+  k3 = sum(math.exp(d) - 1 - d for d in (0.0, 0.2, -0.2, 0.05)) / 4
+  assert float(metrics["sampler_kl_k3"]) == pytest.approx(k3, rel=1e-5)
+
+
 def test_gradient_matches_finite_differences():
   """PPO + KL + entropy loss through a tiny model, float64, with clipped and unclipped tokens."""
   with jax.enable_x64(True):

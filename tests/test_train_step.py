@@ -1,5 +1,7 @@
 """The compiled train step on a tiny model: ratio at the first epoch, determinism, NaN skip, errors."""
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -106,6 +108,24 @@ def test_first_epoch_ratio_is_one_and_nothing_clipped():
     assert metrics["ratio_max"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["clip_fraction"] == 0.0
     assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_sampler_metrics_are_the_first_epochs(shift):
+  """Old log-probs `shift` above the learner's on every response token: in the first epoch
+  d = log p_learner - log p_sampler = -shift on every trained token; the second epoch moves the
+  learner (ratio_mean, over both epochs, leaves e^-shift) but not the sampler_* metrics."""
+
+  def shifted(state, i):
+    batch = make_batch(i)
+    return batch.replace(old_log_probs=sampler_log_probs(state.params, batch)
+                         + shift * batch.response_mask)
+
+  _, (metrics,) = run_steps(config(num_minibatches=1), batch_fn=shifted)
+  assert metrics["ratio_mean"] != pytest.approx(math.exp(-shift), abs=1e-4)
+  assert metrics["sampler_logprob_abs_diff"] == pytest.approx(shift, abs=1e-5)
+  assert metrics["sampler_ratio_outside_0.9_1.1"] == float(shift > 0)
+  assert metrics["sampler_kl_k3"] == pytest.approx(math.exp(-shift) - 1 + shift, abs=1e-5)
 
 
 def test_metrics_are_finite_and_describe_the_batch():
