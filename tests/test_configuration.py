@@ -54,11 +54,12 @@ def test_bad_field_is_named(field, value, message):
 
 
 def test_game_options_documented_in_the_readme_are_settable_from_the_command_line():
+  argv = ["main", "--config=configs/spiral.py:local",
+          "--config.game_options.kuhn_poker.rules=False", "--config.game_options.kuhn_poker.rounds=3"]
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True)
-  flag_values(["main", "--config=configs/spiral.py:local",
-               "--config.game_options.kuhn_poker.rules=False",
-               "--config.game_options.kuhn_poker.rounds=3"])
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
   config = flag_values.config
   assert (config.game_options.kuhn_poker.rules, config.game_options.kuhn_poker.rounds) == (False, 3)
   configuration.validate(config)
@@ -137,10 +138,11 @@ def test_local_preset_prompts_fit_its_max_prompt_len():
     (dict(data=1, fsdp=2, tensor=4, rules={"batch": "model"}), r"unknown mesh axis 'model'"),
 ])
 def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
-  config = spiral.get_config("local")  # 8 samples per step, 4 games per batch, micro-batch 2.
+  config = spiral.get_config("local")  # 8 samples per step, 4 games per batch.
+  config.rl.micro_batch_size = 2
   config.mesh.update(mesh)
   with pytest.raises(configuration.ConfigError, match=message):
     configuration.validate(config, num_devices=8)
-  config = spiral.get_config("local")
+  config.mesh = spiral.get_config("local").mesh
   config.mesh.update(data=1, fsdp=2, tensor=4)  # Batches split in 2: valid.
   configuration.validate(config, num_devices=8)
