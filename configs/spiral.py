@@ -40,8 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.rollout = ml_collections.ConfigDict(dict(
       mode="text",  # text: free generation and \boxed{} parsing | action_scoring
       seats="self_play",  # self_play | frozen | opponent:<name> (games/opponents.py)
-      samples_per_step=128,  # Turn-samples per train step (SPIRAL: 128).
-      games_per_batch=16,  # Games played side by side per game kind per collection round.
+      # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
+      samples_per_step=128,
+      games_per_batch=16,  # Games played side by side per game kind per step (all turns collected).
       max_prompt_len=1024,
       max_response_len=4096,
       temperature=1.0,

@@ -59,6 +59,12 @@ def make_heldout_games(config: ml_collections.ConfigDict) -> tuple[games.Game, .
   return _make(config, heldout_game_names(config), None)
 
 
+def collected_rows(config: ml_collections.ConfigDict) -> int:
+  """Rows of a step's train batch: every turn slot of rollout.games_per_batch games of each
+  training game (the train step draws rollout.samples_per_step of them)."""
+  return sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
+
+
 def seat_opponent(config: ml_collections.ConfigDict) -> str | None:
   """The fixed opponent's name for `rollout.seats = 'opponent:<name>'`, else None."""
   seats = config.rollout.seats
@@ -148,7 +154,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.rollout.games_per_batch % config.rl.group_size:
     _fail("rl.group_size", config.rl.group_size,
           f"must divide rollout.games_per_batch={config.rollout.games_per_batch}.")
-  most_samples = sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
+  most_samples = collected_rows(config)
   if config.rollout.samples_per_step > most_samples:
     _fail("rollout.samples_per_step", config.rollout.samples_per_step,
           f"more than the {most_samples} turns that rollout.games_per_batch="

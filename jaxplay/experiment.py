@@ -169,8 +169,10 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
   """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, {game: game_stats})`.
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
-  each device plays its share of the games; the batch leaves split by rows in the train layout
-  (on several hosts each holds its own rows), as the train step takes it; stats are replicated.
+  each device plays its share of the games; the batch holds every turn slot of every game
+  (`configuration.collected_rows` rows; the train step draws its subsample) and leaves split by
+  rows in the train layout (on several hosts each holds its own rows), as the train step takes
+  it; stats are replicated.
   """
   config = exp.config
   games_per_batch = config.rollout.games_per_batch
@@ -186,16 +188,11 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
       episodes = play(exp, kit, params, kit_key, games_per_batch,
                       frozen_params if config.rollout.seats == "frozen" else None, opponent_name,
                       layout.rows(sampler=True))
-      flat = rollout.pad_prompts(
+      samples.append(rollout.pad_prompts(
           rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions),
-          config.rollout.max_prompt_len, kit.prompts.pad_id)
-      offset = kind * games_per_batch  # Game and group ids are unique across kinds.
-      outcome = flat.outcome
-      samples.append(flat.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,
-                                                          group=outcome.group + offset)))
+          config.rollout.max_prompt_len, kit.prompts.pad_id))
       stats[kit.game.name] = game_stats(episodes, None if exp.scoring else exp.chat.stop_ids)
-    merged = rollout.concat_and_compact(samples, config.rollout.samples_per_step)
-    return to_batch(exp, merged), stats
+    return to_batch(exp, rollout.concat(samples)), stats
 
   return collect
 

@@ -144,8 +144,9 @@ def experiment_shapes(config: ml_collections.ConfigDict) -> experiment.Experimen
 
 
 def batch_shapes(exp: experiment.Experiment) -> train_step.Batch:
-  """The abstract train batch `experiment.to_batch` produces (text mode)."""
-  size, length = exp.config.rollout.samples_per_step, exp.seq_len
+  """The abstract train batch `experiment.make_collect` produces (text mode): every turn slot of
+  the step's games, `configuration.collected_rows` rows."""
+  size, length = configuration.collected_rows(exp.config), exp.seq_len
   full = lambda dtype: jax.ShapeDtypeStruct((size, length), dtype)
   row = lambda dtype: jax.ShapeDtypeStruct((size,), dtype)
   samples = advantages.Samples(
@@ -264,8 +265,9 @@ def report(config, mesh, train: TrainPlan, sampler: SamplerPlan, budget_gib: flo
   lines = [
       f"model {config.model.preset} (params {m.param_dtype}, compute {m.dtype}, "
       f"remat={m.remat}); mesh {mesh_text} ({mesh.size} devices, {jax.devices()[0].platform})",
-      f"train batch {r.samples_per_step} x {r.max_prompt_len}+{r.max_response_len} tokens, "
-      f"micro-batch {config.rl.micro_batch_size}; sampler batch {sampler_batch}",
+      f"train batch {r.samples_per_step} of {configuration.collected_rows(config)} collected "
+      f"rows x {r.max_prompt_len}+{r.max_response_len} tokens, micro-batch "
+      f"{config.rl.micro_batch_size}; sampler batch {sampler_batch}",
       "", "per device                     analytic         XLA",
       "training",
       f"  params                    {gib(train.params)}",

@@ -2,7 +2,9 @@
 
 The rollout is game- and policy-agnostic. A `Policy` turns a batch of rendered prompts into actions
 (free-text sampling + parsing, or action scoring); seats are filled by the learner, a frozen copy of
-earlier params, or a fixed opponent from games/opponents.py.
+earlier params, or a fixed opponent from games/opponents.py. `to_samples` flattens the turns to
+rows and `concat` joins the game kinds: the train step takes every row and draws its own uniform
+subsample of the ones with a nonzero advantage (train_step.subsample), never a fixed cut.
 """
 
 from __future__ import annotations
@@ -173,24 +175,16 @@ def pad_prompts(samples: Samples, width: int, pad_id: int) -> Samples:
                                                constant_values=pad_id))
 
 
-def concat_and_compact(samples: list[Samples], size: int) -> Samples:
-  """Concatenates sample sets and moves unmasked rows first, keeping `size` rows (static).
+def concat(samples: list[Samples]) -> Samples:
+  """Concatenates the sample sets of several game kinds into one train batch, every row kept.
 
-  Game and group ids (unique across the sets) are renumbered densely, in order, into [0, size),
-  the range the advantage estimators expect.
+  Each set's game and group ids are shifted by the rows before it, so they stay unique across
+  the sets and lie in [0, total rows), the range the advantage estimators expect.
   """
-  merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *samples)
-  order = jnp.argsort(~merged.outcome.mask, stable=True)[:size]
-  if order.shape[0] < size:
-    raise ValueError(f"Only {order.shape[0]} sample rows for samples_per_step={size}: "
-                     "play more games per step.")
-  kept = jax.tree.map(lambda x: x[order], merged)
-  outcome = kept.outcome
-  return kept.replace(outcome=outcome.replace(game_index=_dense_ranks(outcome.game_index),
-                                              group=_dense_ranks(outcome.group)))
-
-
-def _dense_ranks(ids: jax.Array) -> jax.Array:
-  """int32 [N] ids -> their ranks among the distinct values, in [0, N), order kept."""
-  _, inverse = jnp.unique(ids, return_inverse=True, size=ids.shape[0])
-  return inverse.reshape(ids.shape).astype(jnp.int32)
+  shifted, offset = [], 0
+  for part in samples:
+    outcome = part.outcome
+    shifted.append(part.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,
+                                                        group=outcome.group + offset)))
+    offset += outcome.mask.shape[0]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *shifted)

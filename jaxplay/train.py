@@ -203,9 +203,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                                jax.random.fold_in(keys["run"], step))
         state, step_metrics = step_fn(state, batch)
         flat = writer.write(step, {**step_metrics, "rollout": stats})
-        tokens = int(batch.response_mask.sum())
-        print(progress.line(step, flat, samples=int(batch.samples.mask.sum()), tokens=tokens),
-              flush=True)
+        learner = batch.samples.mask  # The learner's turns of the step's games (all collected).
+        tokens = int((batch.response_mask & learner[:, None]).sum())
+        print(progress.line(step, flat, samples=int(learner.sum()), tokens=tokens), flush=True)
         if step % config.train.eval_every == 0 or step == config.train.steps:
           run_eval(step)
         if step % config.train.checkpoint_every == 0 or step == config.train.steps:

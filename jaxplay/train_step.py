@@ -1,9 +1,15 @@
-"""One compiled policy update: advantages, PPO epochs over micro-batches, the optax step, metrics.
+"""One compiled policy update: advantages, the trained subsample, PPO epochs over micro-batches,
+the optax step, metrics.
 
 `make_train_step(config, forward_fn, optimizer)` returns a jitted `train_step(state, batch) ->
 (state, metrics)` with the state donated. `forward_fn(params, tokens_BT, positions_BT) -> logits_BTV`
-is any model. Each PPO epoch shuffles the batch (state.rng), splits it into `num_minibatches`
-optimizer updates, and each update accumulates gradients over `num_microbatches` in `lax.scan`.
+is any model. The batch holds every turn-sample of the step's games (N rows, N >= batch_size):
+advantages are computed over all of them (RAE's baselines take every finished game), rows with
+zero advantage are dropped (`drop_zero_advantage`, SPIRAL's filter_zero_adv), and `batch_size` of
+the rest are drawn uniformly at random without replacement (`subsample`, keyed by state.rng, so a
+resumed run draws the same rows); when fewer survive, the remaining rows are padding. Each PPO
+epoch shuffles that subsample (state.rng), splits it into `num_minibatches` optimizer updates, and
+each update accumulates gradients over `num_microbatches` in `lax.scan`.
 The loss is normalised over the whole mini-batch (`losses.loss_weights`), so the micro-batch size
 does not change the update. An update whose loss or gradient is not finite is skipped (params and
 optimizer state unchanged) and counted; the RAE baselines still take the batch's rewards.
@@ -34,7 +40,11 @@ LogProbsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 @struct.dataclass
 class Batch:
-  """Turn-samples for one update; tokens are prompt + response concatenated per sample."""
+  """Turn-samples for one update; tokens are prompt + response concatenated per sample.
+
+  B here is the number of rows N the batch brings (at least TrainStepConfig.batch_size); the step
+  trains a subsample of batch_size of them.
+  """
 
   tokens: jax.Array  # int32 [B, T]
   positions: jax.Array  # int32 [B, T]
@@ -63,7 +73,7 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class TrainStepConfig:
-  batch_size: int  # B, turn-samples per train step.
+  batch_size: int  # B, turn-samples trained per step: a subsample of the batch's rows.
   seq_len: int  # T, prompt + response tokens per sample.
   estimator: str = "rae"
   advantage: advantages_lib.Options = advantages_lib.Options()
@@ -120,8 +130,12 @@ def init_state(params, optimizer: optax.GradientTransformation, num_kinds: int, 
 
 
 def _check_shapes(batch: Batch, config: TrainStepConfig, has_ref_params: bool) -> None:
-  """Raises ValueError at trace time when the batch does not match the config."""
-  size, length = config.batch_size, config.seq_len
+  """Raises ValueError at trace time when the batch does not match the config or itself (every
+  field has the rows of batch.tokens, at least batch_size of them)."""
+  size, length = batch.tokens.shape[0], config.seq_len
+  if size < config.batch_size:
+    raise ValueError(f"batch has {size} rows, fewer than the batch_size={config.batch_size} "
+                     "trained per step.")
   expected = {"tokens": (size, length), "positions": (size, length),
               "response_mask": (size, length), "invalid_action": (size,)}
   if not config.recompute_old_log_probs or batch.old_log_probs is not None:
@@ -140,8 +154,8 @@ def _check_shapes(batch: Batch, config: TrainStepConfig, has_ref_params: bool) -
               if name == "ref_log_probs" else "")
       raise ValueError(f"batch.{name} is missing; the config needs it with shape {want}{hint}.")
     if tuple(value.shape) != want:
-      raise ValueError(f"batch.{name} has shape {tuple(value.shape)}; the config "
-                       f"(batch_size={size}, seq_len={length}) expects {want}.")
+      raise ValueError(f"batch.{name} has shape {tuple(value.shape)}; the batch's {size} rows "
+                       f"and the config's seq_len={length} expect {want}.")
 
 
 def _combine(metrics, reducers):
@@ -163,6 +177,14 @@ def _masked_stats(name, values, mask):
   return {f"{name}_mean": mean, f"{name}_std": std,
           f"{name}_min": jnp.where(mask, values, jnp.inf).min(),
           f"{name}_max": jnp.where(mask, values, -jnp.inf).max()}
+
+
+def subsample(key: jax.Array, keep: jax.Array, size: int) -> jax.Array:
+  """int32 [size]: the rows of a uniform random draw without replacement of `size` of the rows
+  where `keep` (bool [N]) is True, in random order. When fewer are kept, all of them come first,
+  then rows where `keep` is False (padding)."""
+  permuted = jax.random.permutation(key, keep.shape[0])
+  return permuted[jnp.argsort(~keep[permuted], stable=True)[:size]]
 
 
 def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
@@ -231,25 +253,29 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
 
   def train_step(state: TrainState, batch: Batch):
     _check_shapes(batch, config, state.ref_params is not None)
-    samples = batch.samples
-    advantages, baselines, train_mask = advantages_lib.compute(
-        config.estimator, samples, state.baselines, config.advantage,
+    rng, subsample_key, shuffle_key = jax.random.split(state.rng, 3)
+    collected = batch.samples
+    advantages, baselines, kept = advantages_lib.compute(
+        config.estimator, collected, state.baselines, config.advantage,
         config.drop_zero_advantage)
-    data = {"tokens": batch.tokens, "positions": batch.positions,
+    rows = subsample(subsample_key, kept, config.batch_size)
+    trained, advantages, train_mask = jax.tree.map(lambda x: x[rows],
+                                                   (batch, advantages, kept))
+    data = {"tokens": trained.tokens, "positions": trained.positions,
             "advantages": advantages.astype(jnp.float32),
-            "mask": batch.response_mask[:, 1:] & train_mask[:, None]}
-    if batch.legal_action_mask is not None:
-      data.update(legal=batch.legal_action_mask, action=batch.action, kind=samples.game_kind)
-    if batch.ref_log_probs is not None:
-      data["ref"] = batch.ref_log_probs[:, 1:]
+            "mask": trained.response_mask[:, 1:] & train_mask[:, None]}
+    if trained.legal_action_mask is not None:
+      data.update(legal=trained.legal_action_mask, action=trained.action,
+                  kind=trained.samples.game_kind)
+    if trained.ref_log_probs is not None:
+      data["ref"] = trained.ref_log_probs[:, 1:]
     elif loss_config.kl_coef:
       data["ref"] = batch_log_probs(state.ref_params, data)
     if config.recompute_old_log_probs:
       data["old"] = batch_log_probs(state.params, data)
     else:
-      data["old"] = batch.old_log_probs[:, 1:].astype(jnp.float32)
+      data["old"] = trained.old_log_probs[:, 1:].astype(jnp.float32)
 
-    rng, shuffle_key = jax.random.split(state.rng)
     if config.shuffle:
       keys = jax.random.split(shuffle_key, config.num_epochs)
       order = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(keys)
@@ -266,15 +292,18 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     metrics = _combine(metrics, lambda v: v.mean(0))
     metrics.update(first_epoch, skipped_updates=skipped)
 
-    valid = samples.mask
+    # The rollout's figures over every collected sample; the advantages' over the trained ones.
+    valid = collected.mask
     metrics.update(_masked_stats("advantage", advantages, train_mask))
-    metrics.update(_masked_stats("reward", samples.reward, valid))
+    metrics.update(_masked_stats("reward", collected.reward, valid))
     lengths = batch.response_mask.sum(-1).astype(jnp.float32)
     num_valid = jnp.maximum(valid.sum(), 1)
     metrics["response_length_mean"] = jnp.where(valid, lengths, 0.0).sum() / num_valid
     metrics["invalid_rate"] = (batch.invalid_action & valid).sum() / num_valid
-    metrics["kept_fraction"] = train_mask.sum() / num_valid
-    metrics["num_samples"] = valid.sum()
+    metrics["samples_collected"] = valid.sum()
+    metrics["samples_after_filter"] = kept.sum()
+    metrics["num_samples"] = train_mask.sum()  # Trained: the subsample of the filtered ones.
+    metrics["kept_fraction"] = kept.sum() / num_valid
     ref_params = state.ref_params
     if ref_params is not None and config.reference_decay < 1.0:
       decay = config.reference_decay

@@ -126,6 +126,8 @@ def test_action_scoring_mixes_games_of_different_action_counts():
   exp, state, step_fn, layout = train.setup(config)
   assert exp.num_actions == 9
   batch, stats = experiment.make_collect(exp, layout)(state.params, None, jax.random.key(1))
+  # Every turn slot of the 4 games of each kind; the train step draws its 16 rows.
+  assert batch.tokens.shape[0] == configuration.collected_rows(config) == 4 * (3 + 9)
   kinds = np.asarray(batch.samples.game_kind)[np.asarray(batch.samples.mask)]
   assert set(kinds.tolist()) == {0, 1}
   actions = np.asarray(batch.action)[np.asarray(batch.samples.mask)]
@@ -137,6 +139,8 @@ def test_action_scoring_mixes_games_of_different_action_counts():
     assert stats[game]["seat0"]["games"] == stats[game]["seat1"]["games"] == 4  # Self-play.
   _, step_metrics = step_fn(state, batch)
   assert np.isfinite(float(step_metrics["loss"]))
+  assert step_metrics["samples_collected"] == np.asarray(batch.samples.mask).sum()
+  assert step_metrics["num_samples"] == min(16, int(step_metrics["samples_after_filter"]))
 
 
 def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import spiral
-from jaxplay import experiment, memory
+from jaxplay import configuration, experiment, memory
 from jaxplay import sharding as sh
 from tests import sharding_worker as worker
 
@@ -61,7 +61,10 @@ def test_params_and_optimizer_match_hand_count(plans):
 def test_analytic_arguments_match_xla(plans):
   train, sampler = plans
   # XLA drops batch fields the estimator never reads (per-row int32 ids); nothing else differs.
-  row_fields = 4 * tiny_config().rollout.samples_per_step
+  # The batch holds every collected row, not only the samples_per_step trained.
+  row_fields = 4 * configuration.collected_rows(tiny_config())
+  rows = 8 * (3 + 9 + 10)  # 8 games of each kind, every turn slot (Kuhn, TicTacToe, Negotiation).
+  assert memory.batch_shapes(memory.experiment_shapes(tiny_config())).tokens.shape == (rows, 32)
   assert 0 <= train.analytic_arguments - train.xla.argument <= 2 * row_fields
   assert train.xla.argument >= train.params + train.optimizer + train.other_state
   assert sampler.analytic_arguments == sampler.xla.argument
@@ -133,8 +136,9 @@ def test_fsdp_over_8_simulated_devices(tmp_path):
   train, sampler = figures["train"], figures["sampler"]
   assert train["params"] == (total - replicated) // 8 + replicated
   assert train["optimizer"] == 2 * train["params"] + 4
+  rows_per_device = configuration.collected_rows(tiny_config()) // 8
   assert 0 <= train["params"] + train["optimizer"] + train["other_state"] + train["batch"] \
-      - train["xla"]["argument"] <= 2 * 4
+      - train["xla"]["argument"] <= 2 * 4 * rows_per_device
   # The sampler holds the whole (unsplit) params after resharding, and 1/8 of the cache rows.
   assert sampler["sampler_params"] == total
   assert sampler["xla"]["temp"] >= sampler["sampler_params"] + sampler["kv_cache"]

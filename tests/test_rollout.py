@@ -78,20 +78,20 @@ def test_groups_share_initial_state():
   assert (first_prompts == first_prompts[:, :1]).all()
 
 
-def test_concat_and_compact_moves_samples_first():
+def test_concat_keeps_every_row_and_keeps_games_apart():
   game = games.make("tic_tac_toe")
-  a = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(5), 8), 0)
-  b = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(6), 8), 1)
-  n_valid = int(a.outcome.mask.sum() + b.outcome.mask.sum())
-  merged = rollout.concat_and_compact([a, b], size=n_valid + 3)
-  assert merged.outcome.mask[:n_valid].all() and not merged.outcome.mask[n_valid:].any()
-  assert set(np.asarray(merged.outcome.game_kind[:n_valid])) == {0, 1}
-  # Ids are renumbered densely into [0, size) (the estimators' range), keeping games apart.
-  offset_b = b.replace(outcome=b.outcome.replace(game_index=b.outcome.game_index + 1000,
-                                                 group=b.outcome.group + 1000))
-  small = rollout.concat_and_compact([a, offset_b], size=n_valid)
-  kinds, games_ = np.asarray(small.outcome.game_kind), np.asarray(small.outcome.game_index)
-  assert games_.max() < n_valid and np.asarray(small.outcome.group).max() < n_valid
-  assert not set(games_[kinds == 0]) & set(games_[kinds == 1])
-  with pytest.raises(ValueError, match="samples_per_step"):
-    rollout.concat_and_compact([a, b], size=10_000)
+  a = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(5), 8), 0, group_size=2)
+  b = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(6), 8), 1, group_size=2)
+  merged = rollout.concat([a, b])
+  rows = a.outcome.mask.shape[0]
+  joined = lambda x, y: np.concatenate([np.asarray(x), np.asarray(y)])
+  for name in ("prompt_tokens", "response_tokens", "response_logprobs", "valid", "action"):
+    np.testing.assert_array_equal(getattr(merged, name), joined(getattr(a, name), getattr(b, name)))
+  for name in ("reward", "role", "game_kind", "turn_index", "mask"):
+    np.testing.assert_array_equal(getattr(merged.outcome, name),
+                                  joined(getattr(a.outcome, name), getattr(b.outcome, name)))
+  # Ids are shifted by the rows before each set: unique across sets, in [0, total rows).
+  for name in ("game_index", "group"):
+    np.testing.assert_array_equal(getattr(merged.outcome, name),
+                                  joined(getattr(a.outcome, name), getattr(b.outcome, name) + rows))
+    assert np.asarray(getattr(merged.outcome, name)).max() < 2 * rows

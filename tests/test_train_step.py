@@ -42,22 +42,25 @@ def init_params(seed=0):
   return MODEL.init(jax.random.key(seed), jnp.zeros((1, T), jnp.int32), jnp.zeros((1, T), jnp.int32))
 
 
-def make_batch(seed=0, old_log_probs=None):
+def make_batch(seed=0, old_log_probs=None, rows=B):
+  """`rows` turn-samples: game g = row // 2, its two players' single turns."""
   rng = np.random.default_rng(seed)
-  tokens = jnp.asarray(rng.integers(MODEL.vocab, size=(B, T)), jnp.int32)
-  response_mask = np.zeros((B, T), bool)
-  lengths = rng.integers(1, T - PROMPT + 1, size=B)
+  tokens = jnp.asarray(rng.integers(MODEL.vocab, size=(rows, T)), jnp.int32)
+  response_mask = np.zeros((rows, T), bool)
+  lengths = rng.integers(1, T - PROMPT + 1, size=rows)
   for b, n in enumerate(lengths):
     response_mask[b, PROMPT:PROMPT + n] = True
-  games = np.arange(B) // 2
+  games = np.arange(rows) // 2
+  reward = np.where(np.arange(rows) % 2, -1.0, 1.0) * rng.choice([1, 2], rows)
   samples = advantages.Samples(
-      reward=jnp.asarray(np.where(np.arange(B) % 2, -1.0, 1.0) * rng.choice([1, 2], B), jnp.float32),
-      game_kind=jnp.zeros(B, jnp.int32), role=jnp.asarray(np.arange(B) % 2, jnp.int32),
+      reward=jnp.asarray(reward, jnp.float32),
+      game_kind=jnp.zeros(rows, jnp.int32), role=jnp.asarray(np.arange(rows) % 2, jnp.int32),
       group=jnp.asarray(games // 2, jnp.int32), game_index=jnp.asarray(games, jnp.int32),
-      turn_index=jnp.asarray(np.arange(B) % 2, jnp.int32), mask=jnp.ones(B, bool))
-  return ts.Batch(tokens=tokens, positions=jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)),
-                  response_mask=jnp.asarray(response_mask), old_log_probs=old_log_probs,
-                  samples=samples, invalid_action=jnp.asarray(rng.random(B) < 0.25))
+      turn_index=jnp.asarray(np.arange(rows) % 2, jnp.int32), mask=jnp.ones(rows, bool))
+  positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (rows, T))
+  return ts.Batch(tokens=tokens, positions=positions, response_mask=jnp.asarray(response_mask),
+                  old_log_probs=old_log_probs, samples=samples,
+                  invalid_action=jnp.asarray(rng.random(rows) < 0.25))
 
 
 @jax.jit
@@ -172,6 +175,104 @@ def test_rae_baselines_are_carried_across_steps():
   np.testing.assert_allclose(state.baselines, [[ema[0], ema[1]]], rtol=1e-5)
 
 
+def subsample_draws(keep, size, num_draws, seed=0):
+  """int32 [num_draws, size]: `ts.subsample` with num_draws keys split from `seed`."""
+  draw = jax.jit(jax.vmap(ts.subsample, in_axes=(0, None, None)), static_argnums=2)
+  keys = jax.random.split(jax.random.key(seed), num_draws)
+  return np.asarray(draw(keys, jnp.asarray(keep), size))
+
+
+def collected_layout():
+  """(kind, turn, keep) per row of a batch laid out as collect lays it out: kind after kind, each
+  turn by turn ([turns, games] flattened): 9 turns x 8 games, 3 x 8, and, listed last, a kind of
+  2 turns x 4 games with few rows. About 70% of the rows are kept (the rest stand for turns after
+  the end and zero advantages)."""
+  kinds, turns = [], []
+  for kind, (num_turns, num_games) in enumerate([(9, 8), (3, 8), (2, 4)]):
+    kinds += [kind] * (num_turns * num_games)
+    turns += [turn for turn in range(num_turns) for _ in range(num_games)]
+  keep = np.random.default_rng(0).random(len(kinds)) < 0.7
+  return np.array(kinds), np.array(turns), keep
+
+
+def test_subsample_is_uniform_over_rows_games_and_turns():
+  kinds, turns, keep = collected_layout()
+  size, num_draws = 16, 4000
+  rows = subsample_draws(keep, size, num_draws)
+  assert (np.diff(np.sort(rows, axis=1), axis=1) > 0).all()  # Without replacement.
+  assert keep[rows].all()  # Enough rows survive: no padding, no dropped row drawn.
+  # Each kept row is drawn with probability size / kept (binomial sd 0.007 here; tolerance ~6 sd).
+  frequency = np.bincount(rows.ravel(), minlength=len(keep)) / num_draws
+  np.testing.assert_allclose(frequency[keep], size / keep.sum(), atol=0.04)
+  # Composition by game kind and by turn: the kept rows' shares (sd <= 0.002; tolerance 0.01).
+  # A cut of the first 16 rows would give kind 0's turns 0-1 only.
+  for labels in (kinds, turns):
+    drawn = np.bincount(labels[rows].ravel(), minlength=labels.max() + 1) / rows.size
+    expected = np.bincount(labels[keep], minlength=labels.max() + 1) / keep.sum()
+    assert (expected > 0).all()
+    np.testing.assert_allclose(drawn, expected, atol=0.01)
+
+
+def test_subsample_of_fewer_survivors_takes_them_all_then_padding():
+  keep = np.zeros(20, bool)
+  keep[[0, 3, 7, 11, 19]] = True
+  rows = subsample_draws(keep, 8, 200)
+  assert (np.sort(rows[:, :5], axis=1) == np.flatnonzero(keep)).all()
+  assert not keep[rows[:, 5:]].any()
+  assert (np.diff(np.sort(rows, axis=1), axis=1) > 0).all()
+
+
+def test_subsample_is_keyed():
+  _, _, keep = collected_layout()
+  draws = [subsample_draws(keep, 16, 1, seed) for seed in (0, 0, 1)]
+  np.testing.assert_array_equal(draws[0], draws[1])
+  assert set(draws[0].ravel()) != set(draws[2].ravel())
+
+
+# A step's batch holds every collected turn-sample (N rows); it trains a uniform subsample of B.
+N = 32
+
+
+def zero_reward_batch(state, i):
+  """N rows whose first N - 4 (games 0-13) have reward 0, hence RAE advantage 0 at the start."""
+  del i
+  batch = make_batch(0, rows=N)
+  reward = batch.samples.reward.at[:N - 4].set(0.0)
+  batch = batch.replace(samples=batch.samples.replace(reward=reward))
+  return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+
+
+def test_zero_advantage_rows_are_filtered_before_subsampling():
+  """The 4 nonzero rows are listed last: a fixed cut of 8 rows would train none of them."""
+  _, (metrics,) = run_steps(config(), batch_fn=zero_reward_batch)
+  assert metrics["samples_collected"] == N
+  assert metrics["samples_after_filter"] == 4 == metrics["num_samples"]
+  assert metrics["kept_fraction"] == pytest.approx(4 / N)
+  assert metrics["advantage_min"] != 0 and metrics["advantage_max"] != 0
+  _, (unfiltered,) = run_steps(config(drop_zero_advantage=False), batch_fn=zero_reward_batch)
+  assert unfiltered["samples_after_filter"] == N and unfiltered["num_samples"] == B
+
+
+def test_rae_baselines_update_from_every_collected_game():
+  """N rows (16 games), B = 8 trained: the baselines take all 16 games whichever rows are drawn;
+  the draw follows the state's rng (same seed, same rows)."""
+  def full(state, i):
+    del i
+    batch = make_batch(0, rows=N)
+    return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+
+  ema = {0: 0.0, 1: 0.0}
+  rewards = np.asarray(make_batch(0, rows=N).samples.reward)
+  for b in range(N):  # Sample b is game b // 2, role b % 2: one update per trajectory.
+    ema[b % 2] = 0.95 * ema[b % 2] + 0.05 * rewards[b]
+  draws = [run_steps(config(), seed=seed, batch_fn=full) for seed in (0, 0, 1)]
+  for state, (metrics,) in draws:
+    np.testing.assert_allclose(state.baselines, [[ema[0], ema[1]]], rtol=1e-5)
+    assert metrics["samples_after_filter"] == N and metrics["num_samples"] == B
+  advantage = [metrics["advantage_mean"] for _, (metrics,) in draws]
+  assert advantage[0] == advantage[1] != advantage[2]
+
+
 def test_nan_loss_skips_the_update():
   params = init_params()
   batch = make_batch(0)
@@ -227,8 +328,10 @@ def test_shape_mismatch_is_reported_at_trace_time():
   batch = make_batch(0)
   batch = batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
   short = batch.replace(tokens=batch.tokens[:, :-1])
-  with pytest.raises(ValueError, match=r"batch.tokens has shape \(8, 5\).*expects \(8, 6\)"):
+  with pytest.raises(ValueError, match=r"batch.tokens has shape \(8, 5\).*expect \(8, 6\)"):
     step(state, short)
+  with pytest.raises(ValueError, match=r"batch has 4 rows, fewer than the batch_size=8"):
+    step(state, jax.tree.map(lambda x: x[:4], batch))
   with pytest.raises(ValueError, match="batch.old_log_probs is missing"):
     step(state, batch.replace(old_log_probs=None))
   bad_samples = batch.samples.replace(reward=batch.samples.reward[:4])
