@@ -42,8 +42,8 @@ LogProbsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 class Batch:
   """Turn-samples for one update; tokens are prompt + response concatenated per sample.
 
-  B here is the number of rows N the batch brings (at least TrainStepConfig.batch_size); the step
-  trains a subsample of batch_size of them.
+  B is the batch's own row count (every collected turn-sample, at least
+  TrainStepConfig.batch_size): the step trains a subsample of batch_size of its rows.
   """
 
   tokens: jax.Array  # int32 [B, T]

@@ -205,7 +205,7 @@ def test_subsample_is_uniform_over_rows_games_and_turns():
   frequency = np.bincount(rows.ravel(), minlength=len(keep)) / num_draws
   np.testing.assert_allclose(frequency[keep], size / keep.sum(), atol=0.04)
   # Composition by game kind and by turn: the kept rows' shares (sd <= 0.002; tolerance 0.01).
-  # A cut of the first 16 rows would give kind 0's turns 0-1 only.
+  # A cut of the first 16 kept rows would give kind 0's first three turns only.
   for labels in (kinds, turns):
     drawn = np.bincount(labels[rows].ravel(), minlength=labels.max() + 1) / rows.size
     expected = np.bincount(labels[keep], minlength=labels.max() + 1) / keep.sum()
