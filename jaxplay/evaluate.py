@@ -195,17 +195,17 @@ def kuhn_policy_table(exp, kit, params) -> jax.Array:
 
 def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,
                    lengths_N: jax.Array, legal_NA: jax.Array, key: jax.Array,
-                   batch_size: int) -> jax.Array:
-  """int32 [N]: the policy's action for each prompt row, `batch_size` rows per call (traceable;
-  the last call is topped up with copies of earlier rows)."""
+                   batch_size: int) -> rollout_lib.Act:
+  """The policy's Act for each of N prompt rows, `batch_size` rows per call (traceable; the last
+  call is topped up with copies of earlier rows)."""
   rows = tokens_NP.shape[0]
   calls = -(-rows // batch_size)
   fill = jnp.arange(calls * batch_size) % rows
   chunk = lambda x: x[fill].reshape((calls, batch_size) + x.shape[1:])
-  act = lambda inputs: policy(params, *inputs).action
-  actions = jax.lax.map(act, (chunk(tokens_NP), chunk(lengths_N), chunk(legal_NA),
-                              jax.random.split(key, calls)))
-  return actions.reshape(-1)[:rows]
+  act = lambda inputs: policy(params, *inputs)
+  out = jax.lax.map(act, (chunk(tokens_NP), chunk(lengths_N), chunk(legal_NA),
+                          jax.random.split(key, calls)))
+  return jax.tree.map(lambda x: x.reshape((calls * batch_size,) + x.shape[2:])[:rows], out)
 
 
 class KuhnEstimate(NamedTuple):
@@ -231,7 +231,7 @@ def estimate_kuhn_exploitability(game, policy: rollout_lib.Policy,
   tokens, lengths = jax.vmap(render_prompt)(jax.vmap(game.render)(states))
   repeat = lambda x: jnp.repeat(x, samples, axis=0)  # Row i * samples + j: set i, sample j.
   actions = act_in_batches(policy, params, repeat(tokens), repeat(lengths),
-                           repeat(states.legal_action_mask), key, batch_size)
+                           repeat(states.legal_action_mask), key, batch_size).action
   legal = states.legal_action_mask[:, None, :]
   taken = jax.nn.one_hot(actions.reshape(-1, samples), game.num_actions, dtype=bool) & legal
   counts = taken.sum(1)  # [12, A]; INVALID_ACTION and illegal answers count nowhere.

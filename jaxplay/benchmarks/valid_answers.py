@@ -19,7 +19,6 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -54,14 +53,8 @@ def _answers(kit: experiment.GameKit, batch: int, params, states, key: jax.Array
   """The training policy's rollout.Act at `states` (N rows), `batch` rows per call."""
   tokens, lengths = jax.vmap(functools.partial(text.render_tokens, kit.prompts))(
       jax.vmap(kit.game.render)(states))
-  rows = tokens.shape[0]
-  calls = -(-rows // batch)
-  fill = jnp.arange(calls * batch) % rows
-  chunk = lambda x: x[fill].reshape((calls, batch) + x.shape[1:])
-  act = lambda inputs: kit.train_policy(params, *inputs)
-  out = jax.lax.map(act, (chunk(tokens), chunk(lengths), chunk(states.legal_action_mask),
-                          jax.random.split(key, calls)))
-  return jax.tree.map(lambda x: x.reshape((calls * batch,) + x.shape[2:])[:rows], out)
+  return evaluate.act_in_batches(kit.train_policy, params, tokens, lengths,
+                                 states.legal_action_mask, key, batch)
 
 
 def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax.Array):
