@@ -131,7 +131,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     make = lambda t, p=1.0: policies.text_policy(model, parse, exp.chat.stop_ids,
                                                  exp.max_response_len, pad_id, t, p,
                                                  config.rollout.top_k,
-                                                 config.rollout.stop_at_answer)
+                                                 config.rollout.stop_at_answer, prompts.prefix)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   return GameKit(game, prompts, make(config.rollout.temperature), eval_policy, scoring)
 
@@ -286,8 +286,9 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   optimizer = make_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]
-  log_probs_fn = policies.response_log_probs_fn(exp.model, config.rollout.max_prompt_len,
-                                                max(config.rollout.temperature, 1e-6))
+  log_probs_fn = policies.response_log_probs_fn(
+      exp.model, config.rollout.max_prompt_len, max(config.rollout.temperature, 1e-6),
+      tuple(kit.prompts.max_prompt_len for kit in exp.kits))
   if exp.scoring:
     scorings = jax.tree.map(lambda *t: jnp.stack(t), *[kit.scoring for kit in exp.kits])
     log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,

@@ -8,6 +8,8 @@ log-prob sits on the first response token (the train step scores actions the sam
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -18,16 +20,22 @@ from jaxplay.models.configs import ModelConfig
 
 def text_policy(model: ModelConfig, parse: text.ParseTable, stop_tokens: tuple[int, ...],
                 max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
-                top_k: int = 0, stop_at_answer: bool = False) -> rollout.Policy:
+                top_k: int = 0, stop_at_answer: bool = False,
+                prompt_prefix: jax.Array | None = None) -> rollout.Policy:
   """Samples a response and parses its last \\boxed{} answer; `stop_at_answer` ends responses at
-  the `}` closing their first \\boxed{ (text.answer_stop_rule)."""
+  the `}` closing their first \\boxed{ (text.answer_stop_rule). `prompt_prefix` (int32 [L]) are
+  tokens every prompt starts with (text.PromptTable.prefix): the sampler prefills them once per
+  call and the rest of each prompt after them, with the same samples."""
   stop_rule = text.answer_stop_rule(parse) if stop_at_answer else None
+  shared = 0 if prompt_prefix is None else prompt_prefix.shape[0]
 
   def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
-    del legal_mask  # The parse decides; illegal answers are the game's business.
-    out = sampling.sample(model, params, prompt_tokens, prompt_lengths, key, temperature, top_p,
-                          top_k, jnp.asarray(stop_tokens, jnp.int32),
-                          max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule)
+    # The parse decides legality (illegal answers are the game's business); rows without a
+    # legal action (games already over) are not decoded beyond one token.
+    out = sampling.sample(model, params, prompt_tokens[:, shared:], prompt_lengths - shared, key,
+                          temperature, top_p, top_k, jnp.asarray(stop_tokens, jnp.int32),
+                          max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule,
+                          prefix_L=prompt_prefix, skip_B=~legal_mask.any(-1))
     actions = jax.vmap(text.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
     return rollout.Act(actions, out.tokens, out.logprobs, out.lengths)
 
@@ -126,21 +134,35 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt
   return log_probs_fn
 
 
-def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0):
+def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0,
+                          prompt_widths: tuple[int, ...] = ()):
   """train_step log_probs_fn for free text: log-probs and entropies of the response tokens only.
 
-  Rows hold tokens [b, P + R] (prompt first). Logits are computed only where a response token is
-  predicted (columns P - 1 .. P + R - 2 of the [b, P + R - 1] output; zeros elsewhere), which
-  spares the full-vocabulary projection of every prompt position.
+  Rows hold tokens [b, P + R] (prompt first, left-padded). Logits are computed only where a
+  response token is predicted (columns P - 1 .. P + R - 2 of the [b, P + R - 1] output; zeros
+  elsewhere), which spares the full-vocabulary projection of every prompt position.
+  `prompt_widths[kind]` (each <= P) is the widest prompt of each game kind (rows["kind"]): the
+  forward pass then skips the padding columns left of the widest prompt among the rows.
   """
+  widths = sorted({min(w, prompt_len) for w in prompt_widths} | {prompt_len})
+  rank_of_kind = jnp.asarray([widths.index(min(w, prompt_len)) for w in prompt_widths] or [0],
+                             jnp.int32)
 
-  def log_probs_fn(params, rows):
-    tokens = rows["tokens"]
-    hidden, _ = transformer.apply(model, params, tokens, rows["positions"], return_hidden=True)
-    logits = transformer.unembed(model, params, hidden[:, prompt_len - 1:-1])
+  def at_width(width, params, tokens, positions):
+    start = prompt_len - width
+    hidden, _ = transformer.apply(model, params, tokens[:, start:], positions[:, start:],
+                                  return_hidden=True)
+    logits = transformer.unembed(model, params, hidden[:, width - 1:-1])
     log_probs, entropy = losses.log_probs_and_entropy(logits, tokens[:, prompt_len:],
                                                       temperature)
     pad = lambda x: jnp.pad(x, ((0, 0), (prompt_len - 1, 0)))
     return pad(log_probs), pad(entropy)
+
+  def log_probs_fn(params, rows):
+    branches = [functools.partial(at_width, w) for w in widths]
+    if len(branches) == 1:
+      return branches[0](params, rows["tokens"], rows["positions"])
+    branch = rank_of_kind[rows["kind"]].max()
+    return jax.lax.switch(branch, branches, params, rows["tokens"], rows["positions"])
 
   return log_probs_fn

@@ -2,8 +2,8 @@
 
 `sample` is a pure function of arrays with static shapes (the model config and max_response_len are
 its only static arguments), so it can be jitted alone (`generate`) or called inside a `lax.scan`.
-Prompts come left-padded to a common width P; the cache holds P + max_response_len slots and is a
-loop carry updated in place. Temperature, top-p and top-k are per-row arrays, so changing them
+Prompts come left-padded to a common width P; the cache holds P + max_response_len slots (plus a
+shared prefix's, see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k are per-row arrays, so changing them
 does not recompile.
 
 Returned log-probs are those of the policy distribution softmax(logits / temperature) over the
@@ -70,11 +70,17 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
            top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
-           stop_rule: StopRule | None = None) -> Samples:
+           stop_rule: StopRule | None = None, prefix_L: jax.Array | None = None,
+           skip_B: jax.Array | None = None) -> Samples:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
   first stop token, which is kept; pass e.g. [-1] for none); `stop_rule` ends rows too.
+  `prefix_L` (int32 [L]) is a prompt start shared by every row, left out of `prompt_BP`: it is
+  prefilled once (batch 1) and its cache slots copied to every row, which gives the same samples
+  as prompts that hold it, at a fraction of the prefill (few-shot examples, long instructions).
+  `skip_B` (bool [B]) marks rows nobody needs an answer for (e.g. games already over): they end
+  after their first token, so they never keep the decoding loop going.
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -83,9 +89,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
                                row(top_k, jnp.int32))
   stop_tokens = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
   prompt_lengths_B = jnp.asarray(prompt_lengths_B, jnp.int32)
-  positions_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]  # < 0 on padding
-
-  cache = transformer.init_cache(config, B, P + R)
+  cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
+  columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
+  positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
   hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
                                     return_hidden=True)
   logits = transformer.unembed(config, params, hidden[:, -1:])[:, 0]
@@ -102,6 +108,8 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     return rule_carry, answered | jnp.isin(new_B, stop_tokens)
 
   rule_carry, done = finished(None if stop_rule is None else stop_rule.init(B), first)
+  if skip_B is not None:
+    done = done | skip_B
   lengths = jnp.ones((B,), jnp.int32)
 
   def cond(carry):
@@ -111,7 +119,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   def body(carry):
     step, tokens, logprobs, cache, done, lengths, rule_carry = carry
     previous = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B, 1]
-    positions = (prompt_lengths_B + step - 1)[:, None]
+    positions = (offset + prompt_lengths_B + step - 1)[:, None]
     logits, cache = transformer.apply(config, params, previous, positions, cache)
     new, new_logprob = choose(logits[:, 0], step)
     active = ~done
@@ -123,6 +131,20 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   carry = (jnp.ones((), jnp.int32), tokens, logprobs, cache, done, lengths, rule_carry)
   _, tokens, logprobs, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
   return Samples(tokens=tokens, logprobs=logprobs, lengths=lengths)
+
+
+def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch: int,
+                  slots: int) -> tuple[transformer.KVCache, int]:
+  """(cache of `batch` rows with the prefix's L slots filled, L): room for `slots` more slots."""
+  if prefix_L is None or prefix_L.shape[0] == 0:
+    return transformer.init_cache(config, batch, slots), 0
+  L = prefix_L.shape[0]
+  cache = transformer.init_cache(config, 1, L + slots)
+  _, cache = transformer.apply(config, params, prefix_L[None].astype(jnp.int32),
+                               jnp.arange(L, dtype=jnp.int32)[None], cache, return_hidden=True)
+  rows = lambda x, axis: jnp.repeat(x, batch, axis=axis)
+  return cache.replace(k=rows(cache.k, 1), v=rows(cache.v, 1),
+                       positions=rows(cache.positions, 0)), L
 
 
 # `sample`, jitted: config, max_response_len and pad_id are static.

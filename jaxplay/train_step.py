@@ -9,7 +9,8 @@ zero advantage are dropped (`drop_zero_advantage`, SPIRAL's filter_zero_adv), an
 the rest are drawn uniformly at random without replacement (`subsample`, keyed by state.rng, so a
 resumed run draws the same rows); when fewer survive, the remaining rows are padding. Each PPO
 epoch shuffles that subsample (state.rng), splits it into `num_minibatches` optimizer updates, and
-each update accumulates gradients over `num_microbatches` in `lax.scan`.
+each update accumulates gradients over `num_microbatches` in `lax.scan` (rows sorted by prompt
+padding within the mini-batch, so micro-batches hold prompts of similar width).
 The loss is normalised over the whole mini-batch (`losses.loss_weights`), so the micro-batch size
 does not change the update. An update whose loss or gradient is not finite is skipped (params and
 optimizer state unchanged) and counted; the RAE baselines still take the batch's rewards.
@@ -263,10 +264,10 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                                                    (batch, advantages, kept))
     data = {"tokens": trained.tokens, "positions": trained.positions,
             "advantages": advantages.astype(jnp.float32),
-            "mask": trained.response_mask[:, 1:] & train_mask[:, None]}
+            "mask": trained.response_mask[:, 1:] & train_mask[:, None],
+            "kind": trained.samples.game_kind}
     if trained.legal_action_mask is not None:
-      data.update(legal=trained.legal_action_mask, action=trained.action,
-                  kind=trained.samples.game_kind)
+      data.update(legal=trained.legal_action_mask, action=trained.action)
     if trained.ref_log_probs is not None:
       data["ref"] = trained.ref_log_probs[:, 1:]
     elif loss_config.kl_coef:
@@ -281,6 +282,11 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
       order = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(keys)
     else:
       order = jnp.tile(jnp.arange(config.batch_size), (config.num_epochs, 1))
+    # Within a mini-batch the order does not change the update: rows of similar prompt width
+    # share micro-batches, so a log_probs_fn can skip the padding they share.
+    order = order.reshape(config.num_epochs, config.num_minibatches, -1)
+    padding = (trained.positions < 0).sum(1)
+    order = jnp.take_along_axis(order, jnp.argsort(padding[order], axis=-1, stable=True), -1)
     rows = order.reshape(-1, config.num_microbatches, micro_size)
     (params, opt_state), metrics = jax.lax.scan(
         lambda carry, r: update(carry, r, data), (state.params, state.opt_state), rows)

@@ -107,3 +107,21 @@ def test_response_log_probs_equal_full_logits_on_response_columns():
   np.testing.assert_allclose(np.asarray(fast_entropy[:, response]),
                              np.asarray(full_entropy[:, response]), rtol=1e-5, atol=1e-5)
   assert not np.asarray(fast[:, :prompt_len - 1]).any()
+
+
+def test_response_log_probs_skip_the_padding_of_narrow_game_kinds():
+  """With per-kind prompt widths the log-probs are those of the whole row, whichever width the
+  rows' kinds select (kind 1's prompts take at most 4 of the 6 prompt columns)."""
+  rng = np.random.default_rng(2)
+  prompt_len, response_len = 6, 4
+  tokens = jnp.asarray(rng.integers(1, 64, size=(2, prompt_len + response_len)), jnp.int32)
+  positions = jnp.broadcast_to(jnp.arange(prompt_len + response_len), tokens.shape) - jnp.asarray(
+      [[0], [2]])
+  full_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)
+  trimmed_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7, prompt_widths=(6, 4))
+  for rows in ({"tokens": tokens, "positions": positions, "kind": jnp.asarray([0, 1])},
+               {"tokens": tokens[1:], "positions": positions[1:], "kind": jnp.asarray([1])}):
+    expected = full_fn(PARAMS, rows)
+    got = jax.jit(trimmed_fn)(PARAMS, rows)
+    for a, b in zip(got, expected):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -113,3 +113,35 @@ def test_usable_inside_scan(model):
   keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
   _, scanned = jax.jit(lambda k: jax.lax.scan(turn, 0, k))(keys)
   np.testing.assert_array_equal(scanned[1], _generate(model, key=2).tokens)
+
+
+def test_shared_prefix_gives_the_samples_of_the_whole_prompt(model):
+  """Rows that share their first tokens sample the same with them prefilled once (prefix_L)."""
+  _, config, params, tokens, mask = model
+  prefix = np.asarray(tokens[0, :3])  # Row 0's first 3 tokens start every row below.
+  lengths = np.asarray(mask.sum(1))
+  rest = np.zeros_like(tokens)
+  for row, length in enumerate(lengths):
+    rest[row, tokens.shape[1] - length:] = tokens[row, tokens.shape[1] - length:]
+  whole = np.concatenate([np.zeros((3, 3), tokens.dtype), rest], axis=1)
+  for row, length in enumerate(lengths):
+    whole[row, whole.shape[1] - length - 3:whole.shape[1] - length] = prefix
+  run = lambda *args, **kw: sampling.generate(config, params, *args, jax.random.key(6), 1.0,
+                                              0.9, 0, jnp.asarray([-1]), max_response_len=R, **kw)
+  expected = run(jnp.asarray(whole), jnp.asarray(lengths + 3))
+  shared = run(jnp.asarray(rest), jnp.asarray(lengths), prefix_L=jnp.asarray(prefix))
+  np.testing.assert_array_equal(shared.tokens, expected.tokens)
+  np.testing.assert_array_equal(shared.lengths, expected.lengths)
+  np.testing.assert_allclose(shared.logprobs, expected.logprobs, atol=1e-5)
+
+
+def test_skipped_rows_end_after_one_token(model):
+  _, config, params, tokens, mask = model
+  run = lambda skip: sampling.generate(config, params, jnp.asarray(tokens), mask.sum(1),
+                                       jax.random.key(7), 1.0, 1.0, 0, jnp.asarray([-1]),
+                                       max_response_len=R, skip_B=skip)
+  full, skipped = run(None), run(jnp.asarray([False, True, False]))
+  full, skipped = jax.device_get((full, skipped))
+  np.testing.assert_array_equal(skipped.lengths, [R, 1, R])
+  np.testing.assert_array_equal(skipped.tokens[[0, 2]], full.tokens[[0, 2]])
+  np.testing.assert_array_equal(skipped.tokens[1, :1], full.tokens[1, :1])
