@@ -125,7 +125,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rollout.update(samples_per_step=8, games_per_batch=4, max_prompt_len=1536,
                           max_response_len=24, stop_at_answer=True)
     config.rl.update(micro_batch_size=1, ppo_epochs=1)  # Train peak ~9.6 GiB (jaxplay.memory).
-    config.optimizer.update(learning_rate=1e-5)
+    # The recipe's lr 1e-6 is kept: one Adam step at 1e-5 rewrites this model's policy
+    # wholesale (BENCHMARKS.md "One update's size").
     config.train.update(steps=3, eval_every=3, checkpoint_every=3)
     # No free-text Kuhn estimate (its 12 x n extra samples cost minutes per eval on a CPU).
     config.eval.update(opponents="random", games_per_seat=4, kuhn_samples=0)

@@ -30,14 +30,6 @@ from jaxplay import train_step
 HEADER = ("date", "model", "learning rate", "turn-samples", "largest / mean change of P(bet or "
           "call)", "exploitability before -> after", "entropy", "grad norm", "machine")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=False)
-_LEARNING_RATES = flags.DEFINE_list("learning_rates", ["1e-5", "1e-6", "1e-7"],
-                                    "Learning rates, one update each from the same params.")
-_LABEL = flags.DEFINE_string("label", "", "Model name in the table (default: model.path).")
-_OUTPUT = flags.DEFINE_string("output", str(benchmarks.BENCHMARKS_MD), "Markdown file to append "
-                              "to ('' = print only).")
-
 
 def kuhn_scoring_config(config, learning_rate: float):
   """`config` playing single-round Kuhn Poker by action scoring, at `learning_rate` (no warm-up,
@@ -99,4 +91,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the tests import `measure` beside modules with a --config flag.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                            lock_config=False)
+  _LEARNING_RATES = flags.DEFINE_list("learning_rates", ["1e-5", "1e-6", "1e-7"],
+                                      "Learning rates, one update each from the same params.")
+  _LABEL = flags.DEFINE_string("label", "", "Model name in the table (default: model.path).")
+  _OUTPUT = flags.DEFINE_string("output", str(benchmarks.BENCHMARKS_MD), "Markdown file to append "
+                                "to ('' = print only).")
   app.run(main)
