@@ -3,8 +3,8 @@
 `sample` is a pure function of arrays with static shapes (the model config and max_response_len are
 its only static arguments), so it can be jitted alone (`generate`) or called inside a `lax.scan`.
 Prompts come left-padded to a common width P; the cache holds P + max_response_len slots (plus a
-shared prefix's, see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k are per-row arrays, so changing them
-does not recompile.
+shared prefix's, see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k
+are per-row arrays, so changing them does not recompile.
 
 Returned log-probs are those of the policy distribution softmax(logits / temperature) over the
 full vocabulary (top-k/top-p only restrict which tokens can be drawn), which is what PPO's

@@ -35,7 +35,8 @@ from jaxplay import losses, sharding
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 # log_probs_fn(params, rows) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]), where
-# rows holds the batch fields of b samples: tokens, positions and, when given, legal/action.
+# rows holds the batch fields of b samples: tokens, positions, kind (the game kind) and, when
+# given, legal/action.
 LogProbsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 
