@@ -16,7 +16,8 @@ from configs import spiral
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+  if arg is not None:
+    raise ValueError(f"configs/kuhn_nash.py takes no argument; got {arg!r}.")
   config = spiral.get_config()
   config.model.update(preset="tiny", path="games_bpe", dtype="float32", remat=False,
                       chat_format="chatml", vocab_size=512)

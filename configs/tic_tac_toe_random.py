@@ -7,7 +7,8 @@ from configs import kuhn_nash
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+  if arg is not None:
+    raise ValueError(f"configs/tic_tac_toe_random.py takes no argument; got {arg!r}.")
   config = kuhn_nash.get_config()
   config.games = "tic_tac_toe"
   config.game_options = ml_collections.ConfigDict()

@@ -2,7 +2,9 @@
 
 Each checkpoint holds the state pytree (StandardSave) and a JSON record with a per-leaf checksum
 computed on device. Restoring verifies the checksums; a checkpoint that fails to load or to verify
-is reported and the previous good one is used instead.
+is reported in one line and the previous good one is used instead. A training run moves such a
+checkpoint aside (`corrupt_<step>` in the same directory, kept for inspection, ignored by Orbax) so
+that the step can be saved again.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
-from jaxplay import workdir
+from jaxplay import errors, workdir
 
 
-class CorruptCheckpointError(RuntimeError):
-  pass
+class CorruptCheckpointError(errors.UserError):
+  """A checkpoint's files are unreadable or fail their checksums."""
 
 
 def _is_key(x) -> bool:
@@ -78,12 +81,15 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-  def save(self, step: int, state: Any, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, force: bool = False) -> None:
+    """Starts saving `step` (asynchronously; `wait` for it); raises if Orbax declines."""
     state = _keys_as_data(state)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         checksums=ocp.args.JsonSave(_flat_checksums(state)))
-    return self._manager.save(step, args=args, force=force)
+    if not self._manager.save(step, args=args, force=force):
+      raise RuntimeError(f"Orbax declined to save step {step} in {self.directory} (it holds "
+                         f"steps {self.steps()}).")
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -95,8 +101,9 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), checksums=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types for unreadable files.
-      raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} is unreadable: "
-                                   f"{type(error).__name__}: {error}") from error
+      reason = (str(error).strip().splitlines() or [""])[0][:200]
+      raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} is unreadable "
+                                   f"({type(error).__name__}: {reason})") from error
     expected, state = restored.checksums, restored.state
     got = _flat_checksums(state)
     bad = sorted(k for k in expected if got.get(k) != expected[k])
@@ -105,15 +112,34 @@ class Checkpointer:
                                    f"for {bad or sorted(set(got) ^ set(expected))}")
     return _data_as_keys(state, abstract_state)
 
-  def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
-    """The newest checkpoint that loads and verifies, or None; bad ones are logged and skipped."""
-    for step in reversed(self.steps()):
+  def restore_latest(self, abstract_state: Any, move_aside: bool = False
+                     ) -> tuple[int, Any] | None:
+    """The newest checkpoint that loads and verifies, or None; bad ones are reported in one line
+    each and, with `move_aside`, renamed `corrupt_<step>` so their steps can be saved again."""
+    steps = self.steps()
+    for step in reversed(steps):
       try:
         return step, self.restore(step, abstract_state)
       except CorruptCheckpointError as error:
-        logging.error("%s; trying the previous checkpoint.", error)
-        print(f"WARNING: {error}; trying the previous checkpoint.", flush=True)
+        where = f"; moved to {self._move_aside(step)}" if move_aside else ""
+        print(f"WARNING: {error}{where}; trying the previous checkpoint.", flush=True)
+    if steps:
+      print(f"WARNING: no readable checkpoint in {self.directory}; starting from scratch.",
+            flush=True)
     return None
+
+  def _move_aside(self, step: int) -> str:
+    """Renames checkpoint `step` to a free `corrupt_<step>[_n]` name (on the first process)."""
+    folder = epath.Path(self.directory)
+    target, n = folder / f"corrupt_{step}", 1
+    while target.exists():
+      target, n = folder / f"corrupt_{step}_{n}", n + 1
+    if jax.process_index() == 0:
+      (folder / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+    self._manager.reload()
+    return workdir.absolute(target)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -12,15 +12,52 @@ import ml_collections
 
 import games
 from games import opponents
-from jaxplay import advantages, losses, sharding
+from jaxplay import advantages, errors, losses, sharding
+from jaxplay import tokenizer as tokenizers
 from jaxplay.models import configs as model_configs
+from jaxplay.models import loading
 
 ROLLOUT_MODES = ("text", "action_scoring")
 SCHEDULES = ("constant", "cosine")
 PACKAGE_MODELS = ("gemma3_270m_package", "games_bpe")
+# Estimators that compare the games of a group (rl.group_size games sharing a seed).
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
+
+# (field, valid(value), the rule its error states), checked in this order.
+_RANGES = (
+    ("rollout.temperature", lambda t: t > 0,
+     "must be > 0 for training: at 0 the sampler is greedy and reports temperature-1 log-probs "
+     "while the loss divides logits by 1e-6, so the importance ratio explodes (eval.temperature=0 "
+     "is greedy evaluation)."),
+    ("rollout.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
+    ("rollout.top_k", lambda k: k >= 0, "must be >= 0 (0 = off)."),
+    ("eval.temperature", lambda t: t >= 0, "must be >= 0 (0 = greedy)."),
+    ("eval.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
+    ("eval.kuhn_samples", lambda n: n >= 0, "must be >= 0 (0 = no estimate)."),
+    ("rl.rae_decay", lambda d: 0 <= d < 1,
+     "must be in [0, 1) (the decay of RAE's moving-average baseline)."),
+    ("rl.clip_eps", lambda e: e > 0,
+     "must be > 0 (PPO clips the ratio to [1 - clip_eps, 1 + clip_eps_high])."),
+    ("rl.clip_eps_high", lambda e: e > 0,
+     "must be > 0 (PPO clips the ratio to [1 - clip_eps, 1 + clip_eps_high])."),
+    ("rl.dual_clip", lambda c: c == 0 or c > 1, "must be 0 (off) or > 1 (MARS: 1 + 2 * clip_eps)."),
+    ("rl.kl_coef", lambda c: c >= 0, "must be >= 0 (0 = no KL term)."),
+    ("rl.kl_reference_decay", lambda d: 0 <= d <= 1, "must be in [0, 1] (1 = the initial params)."),
+    ("rl.entropy_coef", lambda c: c >= 0, "must be >= 0 (0 = no entropy bonus)."),
+    ("optimizer.warmup_steps", lambda n: n >= 0, "must be >= 0 (0 = no warm-up)."),
+    ("optimizer.b1", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's first-moment decay)."),
+    ("optimizer.b2", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's second-moment decay)."),
+    ("optimizer.weight_decay", lambda w: w >= 0, "must be >= 0 (0 = none)."),
+    ("optimizer.grad_clip", lambda g: g > 0,
+     "must be > 0 (gradients are clipped to this global norm)."),
+    ("prompt.examples", lambda n: n >= 0, "must be >= 0 (0 = no worked examples)."),
+    ("model.vocab_size", lambda n: n >= 0, "must be >= 0 (the games BPE's size; 0 = bytes only)."),
+    ("invalid_rewards", lambda r: len(r) == 2, "must be two rewards: (offender, other)."),
+    ("eval.invalid_rewards", lambda r: len(r) == 2, "must be two rewards: (offender, other)."),
+)
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config field is wrong; the message names it."""
 
 
@@ -75,20 +112,22 @@ def _fail(field: str, value, problem: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: {problem}")
 
 
-def _one_of(config, field: str, valid) -> None:
+def _get(config, field: str):
   value = config
   for part in field.split("."):
     value = value[part]
+  return value
+
+
+def _one_of(config, field: str, valid) -> None:
+  value = _get(config, field)
   if value not in valid:
     _fail(field, value, f"unknown; valid: {', '.join(map(str, valid))}.")
 
 
 def _positive(config, *fields: str) -> None:
   for field in fields:
-    value = config
-    for part in field.split("."):
-      value = value[part]
-    if not value > 0:
+    if not (value := _get(config, field)) > 0:
       _fail(field, value, "must be positive.")
 
 
@@ -134,20 +173,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
             "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
             "optimizer.learning_rate")
-  if config.eval.kuhn_samples < 0:
-    _fail("eval.kuhn_samples", config.eval.kuhn_samples, "must be >= 0 (0 = no estimate).")
-  if config.rl.kl_coef < 0:
-    _fail("rl.kl_coef", config.rl.kl_coef, "must be >= 0 (0 = no KL term).")
-  if not 0 <= config.rl.kl_reference_decay <= 1:
-    _fail("rl.kl_reference_decay", config.rl.kl_reference_decay,
-          "must be in [0, 1] (1 = the initial params).")
-  if config.prompt.examples < 0:
-    _fail("prompt.examples", config.prompt.examples, "must be >= 0 (0 = no worked examples).")
+  for field, valid, rule in _RANGES:
+    if not valid(value := _get(config, field)):
+      _fail(field, value, rule)
   if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
     _fail("prompt.instruction", config.prompt.instruction,
           "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")
-  if config.rollout.temperature < 0:
-    _fail("rollout.temperature", config.rollout.temperature, "must be >= 0.")
   if config.rollout.samples_per_step % config.rl.micro_batch_size:
     _fail("rl.micro_batch_size", config.rl.micro_batch_size,
           f"must divide rollout.samples_per_step={config.rollout.samples_per_step}.")
@@ -161,9 +192,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
           f"{config.rollout.games_per_batch} games of each kind can give; raise games_per_batch.")
 
   _one_of(config, "rl.estimator", tuple(advantages.ESTIMATORS))
+  if config.rl.estimator in GROUP_ESTIMATORS and config.rl.group_size < 2:
+    _fail("rl.group_size", config.rl.group_size, f"must be >= 2 for rl.estimator="
+          f"{config.rl.estimator!r}: it compares the games of a group, so groups of one give every "
+          "advantage 0 and every update is skipped.")
   _one_of(config, "rl.aggregation", losses.AGGREGATIONS)
   _one_of(config, "rl.rae_order", ("released", "paper"))
   _one_of(config, "optimizer.schedule", SCHEDULES)
+  updates = config.train.steps * config.rl.ppo_epochs
+  if config.optimizer.schedule == "cosine" and config.optimizer.warmup_steps >= updates:
+    _fail("optimizer.warmup_steps", config.optimizer.warmup_steps, f"must be below the {updates} "
+          "optimizer updates (train.steps x rl.ppo_epochs) the cosine schedule decays over.")
+  _one_of(config, "model.preset", tuple(model_configs.PRESETS))
+  _one_of(config, "model.dtype", tuple(model_configs.DTYPES))
+  _one_of(config, "model.param_dtype", tuple(model_configs.DTYPES))
+  _one_of(config, "model.chat_format", tokenizers.CHAT_FORMATS)
   _check_math(config)
   _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)
@@ -213,6 +256,7 @@ def _check_mesh(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
+  """Overrides fit the model; model.path is a package model or passes `loading.check`."""
   path = config.model.path
   overrides = config.model.overrides.to_dict()
   if overrides and path != "games_bpe":
@@ -233,3 +277,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
     _fail("model.path", path, "does not exist; pass an HF checkpoint directory or a .gguf file.")
   if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
     _fail("model.path", path, "is a directory without config.json (not an HF checkpoint).")
+  try:
+    loading.check(path)
+  except loading.ModelFileError as error:  # It names the file: model.path or one inside it.
+    raise ConfigError(f"config.model.path: {error}") from None

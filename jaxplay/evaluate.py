@@ -16,6 +16,7 @@ import numpy as np
 from games import api
 from games import opponents
 from jaxplay import configuration
+from jaxplay import errors
 from jaxplay import exploitability
 from jaxplay import rollout as rollout_lib
 from jaxplay import text
@@ -315,6 +316,7 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+@errors.user_facing
 def main(argv: list[str] | None = None) -> list[dict]:
   """Runs the requested evals on a run's checkpoint; returns the rows written to evals.jsonl."""
   # pylint: disable=import-outside-toplevel
@@ -353,12 +355,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     mesh = None if args.mesh is None else sharding.parse_mesh_sizes(args.mesh)
   except ValueError as error:
     parser.error(str(error))
-  if not (epath.Path(args.workdir) / "config.json").exists():
-    parser.error(f"{args.workdir} holds no run (no config.json); train one with jaxplay.main.")
-  try:
-    config, exp, state, step = train.load_run(args.workdir, mesh)
-  except train.WorkdirError as error:
-    raise SystemExit(f"error: {error}") from None
+  config, exp, state, step = train.load_run(args.workdir, mesh)
   if args.checkpoint_step is not None and args.checkpoint_step != step:
     ckpt = train.checkpointer(args.workdir, config)
     if args.checkpoint_step not in ckpt.steps():

@@ -17,6 +17,7 @@ import pathlib
 import jax
 import numpy as np
 
+from jaxplay import errors
 from jaxplay.models import loading
 from jaxplay.models.configs import ModelConfig
 
@@ -139,12 +140,23 @@ def export_hf(model_config: ModelConfig, params, out_dir, tokenizer=None) -> str
 def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None) -> tuple[str, int]:
   """Exports the latest checkpoint of a run with its tokenizer; returns (out_dir, step).
 
-  `mesh` replaces the run's mesh sizes (see `train.load_run`)."""
-  from jaxplay import train  # pylint: disable=import-outside-toplevel
+  `mesh` replaces the run's mesh sizes (see `train.load_run`). Refuses (WorkdirError) an `out_dir`
+  inside the run's workdir or holding a run, whose files the export would overwrite."""
+  from jaxplay import train, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  out, run = pathlib.Path(out_dir).resolve(), pathlib.Path(workdir).resolve()
+  if out == run or run in out.parents or workdir_lib.read_config(out) is not None and (
+      out / "checkpoints").exists():
+    raise workdir_lib.WorkdirError(f"--out={out_dir} is inside a run's workdir ({workdir}); the "
+                                   "export would overwrite its files. Choose another directory.")
   _, exp, state, step = train.load_run(workdir, mesh)
+  try:
+    model_type(exp.model)
+  except ValueError as error:
+    raise workdir_lib.WorkdirError(f"{workdir}: its model cannot be exported: {error}.") from None
   return export_hf(exp.model, state.params, out_dir, exp.tokenizer), step
 
 
+@errors.user_facing
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -152,7 +164,7 @@ def main(argv):
   try:
     mesh = None if flags.FLAGS.mesh is None else sharding.parse_mesh_sizes(flags.FLAGS.mesh)
   except ValueError as error:
-    raise SystemExit(f"error: --mesh: {error}") from None
+    raise errors.UserError(f"--mesh: {error}") from None
   out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out, mesh)
   print(f"Exported the step-{step} params of {flags.FLAGS.workdir} to {out}.")
 

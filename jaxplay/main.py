@@ -1,17 +1,22 @@
 """Entry point: `python -m jaxplay.main --config=configs/spiral.py[:local] --workdir=DIR`.
 
 Config fields are overridden with `--config.a.b=value`. On multi-host platforms (TPU pods)
-`jax.distributed.initialize()` runs first. The loop lives in jaxplay/train.py.
+`jax.distributed.initialize()` runs first. The loop lives in jaxplay/train.py. Mistakes in flags,
+config or workdir print one `error:` line and exit 2; a run stopped by SIGINT or SIGTERM saves a
+checkpoint and exits 128 + the signal's number (130, 143).
 """
 
 import json
 import os
+import re
+import signal
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxplay import configuration, plot, train
+from jaxplay import errors, plot, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -19,23 +24,68 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
                                "default: workdir/<config name>.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Start afresh in a workdir that holds another run.")
+flags.mark_flag_as_required("config")
 
 
+def _flag_naming(argv: list[str], message: str) -> str:
+  """The `--config.` override an error names (by its field), else '--config'."""
+  names = re.findall(r"'(\w+)'", message)
+  for arg in argv[1:]:
+    if arg.startswith("--config.") and any(re.search(rf"\.{n}(=|$)", arg) for n in names):
+      return arg
+  return "--config"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with every failure (a config file whose get_config raises, an unknown or
+  mistyped `--config.` field, a flag's bad value) reported in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+    text = str(error)
+    if isinstance(error, (AttributeError, KeyError)):  # A repr'd message: 'key'\nDid you mean..
+      text = text.strip("'\"").replace("\\n", "\n").replace("\\'", "'").replace('\\"', '"')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Error whilst parsing config file" in text:  # get_config raised: its last line says why.
+      errors.fail(f"--config: {lines[-1]}")
+    if isinstance(error, flags.Error):
+      errors.fail(lines[0])
+    message = " ".join(lines)
+    errors.fail(f"{_flag_naming(argv, message)}: no such config field or bad value ({message}).")
+
+
+def _load_config():
+  """The --config value; a config file that failed to load is a one-line error."""
+  config = _CONFIG.value
+  try:
+    config.keys()  # ml_collections defers a load failure to the first use of the config.
+  except OSError as error:
+    reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+    raise errors.UserError(f"--config={flags.FLAGS['config'].config_filename}: cannot load it: "
+                           f"{reason}") from None
+  return config
+
+
+@errors.user_facing
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise errors.UserError(f"unexpected arguments {argv[1:]}; every option is a --flag.")
   # Multi-host: a TPU pod lists its workers; elsewhere the launcher sets the coordinator.
   if "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or os.environ.get(
       "JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)  # Orbax logs every step at INFO.
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("workdir", os.path.basename(
-      flags.FLAGS["config"].config_filename).removesuffix(".py"))
-  try:
-    summary = train.train(config, workdir, overwrite=_OVERWRITE.value)
-  except (configuration.ConfigError, train.WorkdirError) as error:
-    raise SystemExit(f"error: {error}") from None
+  config = _load_config()
+  workdir = _WORKDIR.value
+  if workdir is None:
+    workdir = os.path.join("workdir", os.path.basename(
+        flags.FLAGS["config"].config_filename).removesuffix(".py"))
+  summary = train.train(config, workdir, overwrite=_OVERWRITE.value)
+  if "stopped_by" in summary:
+    print(f"Stopped by {summary['stopped_by']} after step {summary['final_step']}; its "
+          "checkpoint is saved. Run the same command to continue.", flush=True)
+    number = getattr(signal.Signals, summary["stopped_by"], signal.SIGTERM)
+    sys.exit(128 + int(number))
   if jax.process_index() != 0:  # The first process wrote the metrics, plots and transcripts.
     return
   summary["plots"] = plot.plot_workdir(workdir)
@@ -50,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

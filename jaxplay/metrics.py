@@ -41,17 +41,31 @@ def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 class MetricsWriter:
   """Appends one JSON line per call and mirrors the scalars to TensorBoard.
 
-  With `write_files=False` (processes other than the first of a multi-host run) it writes nothing
-  and only flattens the metrics.
+  On opening, records after step `keep_through` are dropped (a resumed run rewrites them; -1 drops
+  all, for a run starting from scratch) and the TensorBoard events are rebuilt from the kept
+  records, so neither holds a step twice. With `write_files=False` (processes other than the first
+  of a multi-host run) it writes nothing and only flattens the metrics.
   """
 
-  def __init__(self, workdir: str, write_files: bool = True):
+  def __init__(self, workdir: str, write_files: bool = True, keep_through: int = -1):
     folder = epath.Path(workdir)
     self.path = os.fspath(folder / "metrics.jsonl")
     self._tensorboard = None
-    if write_files:
-      folder.mkdir(parents=True, exist_ok=True)
-      self._tensorboard = tensorboardX.SummaryWriter(os.fspath(folder / "tensorboard"))
+    if not write_files:
+      return
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= keep_through] if (
+        epath.Path(self.path).exists()) else []
+    epath.Path(self.path).write_text("".join(json.dumps(r) + "\n" for r in kept))
+    if (folder / "tensorboard").exists():
+      (folder / "tensorboard").rmtree()
+    self._tensorboard = tensorboardX.SummaryWriter(os.fspath(folder / "tensorboard"))
+    for record in kept:
+      for name, value in record.items():
+        if name not in ("step", "time"):
+          self._tensorboard.add_scalar(name, float(value), global_step=record["step"],
+                                       walltime=record.get("time"))
+    self._tensorboard.flush()
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     flat = scalars(metrics)
@@ -79,14 +93,6 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
       continue
   return records
-
-
-def truncate_after(path: str, step: int) -> None:
-  """Drops records past `step` (a resumed run rewrites them)."""
-  if not epath.Path(path).exists():
-    return
-  kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-  epath.Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class Progress:

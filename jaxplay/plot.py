@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 from etils import epath  # noqa: E402
 
-from jaxplay import metrics  # noqa: E402
+from jaxplay import errors, metrics  # noqa: E402
+from jaxplay import workdir as workdir_lib  # noqa: E402
 
 _ROLLOUT = r"^rollout/(?P<facet>[^/]+)/(seat\d/)?"  # rollout/<game>/[seat<k>/]<name>
 PANELS = {
@@ -46,8 +47,13 @@ Series = dict[str, tuple[list[int], list[float]]]  # label -> (steps, values)
 
 
 def plot_workdir(workdir: str) -> list[str]:
-  """Writes `plots/<panel>.png` for each panel that has data; returns their paths."""
-  records = metrics.read_jsonl(os.fspath(epath.Path(workdir) / "metrics.jsonl"))
+  """Writes `plots/<panel>.png` for each panel that has data; returns their paths. Raises
+  WorkdirError when `workdir` has no metrics.jsonl."""
+  path = epath.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    raise workdir_lib.WorkdirError(f"{workdir} holds no metrics.jsonl (not a run's workdir, or "
+                                   "the run has not started).")
+  records = metrics.read_jsonl(os.fspath(path))
   out_dir = epath.Path(workdir) / "plots"
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
@@ -64,12 +70,12 @@ def plot_workdir(workdir: str) -> list[str]:
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("step")
-    path = out_dir / f"{panel}.png"
+    png = out_dir / f"{panel}.png"
     figure.tight_layout()
-    with path.open("wb") as f:
+    with png.open("wb") as f:
       figure.savefig(f, dpi=100, format="png")
     plt.close(figure)
-    written.append(os.fspath(path))
+    written.append(os.fspath(png))
   return written
 
 
@@ -91,6 +97,7 @@ def facet_series(records, pattern: re.Pattern) -> dict[str, Series]:
   return facets
 
 
+@errors.user_facing
 def main(argv):
   del argv
   for path in plot_workdir(flags.FLAGS.workdir):

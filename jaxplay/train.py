@@ -2,10 +2,14 @@
 
 Deterministic for a seed: the rollout key of step k is fold_in(seed key, k), and the train state
 (params, optimizer, RAE baselines, step, rng) is checkpointed whole, so a resumed run continues
-exactly as if never stopped. Ctrl-C stops at the end of the current step with a checkpoint (a
-second Ctrl-C aborts at once, saving only if the state is intact). The workdir may be local or `gs://...` (jaxplay/workdir.py); on
-several hosts the first process writes its files (config, metrics, transcripts) and Orbax has every
-process write its own checkpoint shards.
+exactly as if never stopped; it may raise `train.steps` (see `workdir.RESUMABLE_FIELDS`).
+
+Nothing in the workdir is touched until the config is validated and the model, games and train
+step are built; then the run takes the workdir's lock, (with `overwrite`) removes the old run, and
+records its config. Ctrl-C (SIGINT) or SIGTERM stops at the end of the current step with a
+checkpoint (a second one aborts at once, saving only if the state is intact). The workdir may be
+local or `gs://...` (jaxplay/workdir.py); on several hosts the first process writes its files
+(config, metrics, transcripts, lock) and Orbax has every process write its own checkpoint shards.
 """
 
 from __future__ import annotations
@@ -28,31 +32,44 @@ from jaxplay import workdir as workdir_lib
 from jaxplay.models import transformer
 
 
-class WorkdirError(RuntimeError):
-  pass
+def config_record(config: ml_collections.ConfigDict) -> dict:
+  """The config as the JSON record kept in a run's config.json."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def _check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
-  """Refuses a workdir holding a run of another config (unless `overwrite`); records ours.
+@contextlib.contextmanager
+def _claim_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool):
+  """Holds the workdir's lock while the run trains; on entry removes the old run when
+  `overwrite` (or when it saved no checkpoint) and records this config.
 
-  Every process checks; the first one writes (all processes wait for it)."""
-  folder = epath.Path(workdir)
-  path = folder / "config.json"
-  ours = json.loads(config.to_json_best_effort(sort_keys=True))
-  if path.exists() and not overwrite:
-    theirs = json.loads(path.read_text())
-    if theirs != ours:
-      changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-      raise WorkdirError(f"{workdir} holds a run of a different config (differs in "
-                         f"{', '.join(changed)}); use another --workdir or pass --overwrite.")
+  The first process does the work; every process fails alike when it cannot."""
+  lock = workdir_lib.RunLock(workdir)
+  refusal = None
   if jax.process_index() == 0:
-    if overwrite and (folder / "checkpoints").is_dir():
-      (folder / "checkpoints").rmtree()
-      (folder / "metrics.jsonl").unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(ours, indent=2, sort_keys=True))
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("workdir checked")
+    try:
+      lock.acquire()
+      has_checkpoints = _has_checkpoints(workdir, config)
+      if not overwrite:
+        workdir_lib.check_resumable(workdir, config_record(config), has_checkpoints)
+      if overwrite or not has_checkpoints:
+        removed = workdir_lib.remove_run(workdir)
+        if overwrite and removed:
+          print(f"--overwrite: removed the old run's {', '.join(removed)} from {workdir}.",
+                flush=True)
+      (epath.Path(workdir) / "config.json").write_text(
+          json.dumps(config_record(config), indent=2, sort_keys=True))
+    except workdir_lib.WorkdirError as error:
+      lock.release()
+      refusal = error
+  if _any_process(refusal is not None):
+    raise refusal or workdir_lib.WorkdirError(f"{workdir}: the first process refused it.")
+  try:
+    yield
+  finally:
+    lock.release()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _write_transcripts(workdir: str, step: int, transcripts: list[str]) -> str:
@@ -70,25 +87,31 @@ def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
 
 @contextlib.contextmanager
 def _stop_requests():
-  """Yields a list that a first Ctrl-C (SIGINT) appends to, so the loop can stop at a step
-  boundary; a second Ctrl-C interrupts at once (KeyboardInterrupt). Main thread only."""
+  """Yields a list that a first SIGINT (Ctrl-C) or SIGTERM appends its name to, so the loop can
+  stop at a step boundary; a second one interrupts at once (KeyboardInterrupt). Main thread only."""
   requests = []
   if threading.current_thread() is not threading.main_thread():
     yield requests
     return
 
-  def request_stop(signum, frame):
+  def abort(signum, frame):
     del signum, frame
-    requests.append(True)
-    signal.signal(signal.SIGINT, previous)
-    print("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to abort now).",
-          flush=True)
+    raise KeyboardInterrupt
 
-  previous = signal.signal(signal.SIGINT, request_stop)
+  def request_stop(signum, frame):
+    del frame
+    requests.append(signal.Signals(signum).name)
+    for stop in STOP_SIGNALS:
+      signal.signal(stop, abort)
+    print(f"{requests[-1]}: stopping after this step with a checkpoint (send it again to "
+          "abort now).", flush=True)
+
+  previous = {stop: signal.signal(stop, request_stop) for stop in STOP_SIGNALS}
   try:
     yield requests
   finally:
-    signal.signal(signal.SIGINT, previous)
+    for stop, handler in previous.items():
+      signal.signal(stop, handler)
 
 
 def _any_process(flag: bool) -> bool:
@@ -127,24 +150,39 @@ def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints
                                   config.train.keep_checkpoints)
 
 
+def _has_checkpoints(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether the run in `workdir` saved a checkpoint (creates nothing)."""
+  if not (epath.Path(workdir) / "checkpoints").exists():
+    return False
+  ckpt = checkpointer(workdir, config)
+  saved = bool(ckpt.steps())
+  ckpt.close()
+  return saved
+
+
 def load_run(workdir: str, mesh: dict[str, int] | None = None):
   """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir.
 
   `mesh` ({axis: size}, e.g. {"data": -1}) replaces the run's mesh sizes, to load a run on other
   devices than it trained on (a pod run on one GPU); the checkpoint is restored into that layout.
+  Raises WorkdirError when the workdir holds no run or no readable checkpoint.
   """
-  config = ml_collections.ConfigDict(json.loads((epath.Path(workdir) / "config.json").read_text()))
+  record = workdir_lib.read_config(workdir)
+  if record is None:
+    raise workdir_lib.WorkdirError(f"{workdir} holds no run (no config.json); train one with "
+                                   "`python -m jaxplay.main`.")
+  config = ml_collections.ConfigDict(record)
   config.mesh.update(mesh or {})
   try:
     sharding.mesh_shape(config.mesh, jax.device_count())
   except ValueError as error:
-    raise WorkdirError(f"{workdir}: the run's {error} Pass a mesh for these devices "
-                       "(load_run(..., mesh={'data': -1, 'fsdp': 1, 'tensor': 1}); "
-                       "--mesh=-1,1,1 on the command line).") from None
+    raise workdir_lib.WorkdirError(
+        f"{workdir}: the run's {error} Pass a mesh for these devices (load_run(..., "
+        "mesh={'data': -1, 'fsdp': 1, 'tensor': 1}); --mesh=-1,1,1 on the command line).") from None
   exp, state, _, _ = setup(config)
   restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
   if restored is None:
-    raise WorkdirError(f"{workdir} has no readable checkpoint.")
+    raise workdir_lib.WorkdirError(f"{workdir} has no readable checkpoint.")
   step, state = restored
   return config, exp, state, step
 
@@ -155,9 +193,13 @@ def decoder(exp: experiment.Experiment):
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict:
-  """Runs (or resumes) training; returns a summary with paths and the first/last evaluations."""
+  """Runs (or resumes) training; returns a summary with paths, the first/last evaluations and,
+  when a signal stopped the run early, `stopped_by` (its name)."""
   configuration.validate(config)
-  _check_workdir(workdir, config, overwrite)
+  workdir_lib.check_writable(workdir)
+  workdir_lib.RunLock(workdir).check()
+  if not overwrite:  # Refused before minutes of set-up; checked again under the lock.
+    workdir_lib.check_resumable(workdir, config_record(config), _has_checkpoints(workdir, config))
   keys = _keys(config)
   exp, state, step_fn, layout = setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
@@ -165,16 +207,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                    if config.rollout.seats == "frozen" else None)
   collect = experiment.make_collect(exp, layout)
   evaluator = evaluate.Evaluator(exp, decoder(exp))
+  with _claim_workdir(workdir, config, overwrite):
+    return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator)
+
+
+def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator) -> dict:
+  """The steps of `train` in a claimed workdir."""
   ckpt = checkpointer(workdir, config)
-  restored = ckpt.restore_latest(checkpoints.abstract_like(state))
+  restored = ckpt.restore_latest(checkpoints.abstract_like(state), move_aside=True)
   start = 0
   if restored is not None:
     start, state = restored
     print(f"Resumed from the checkpoint of step {start} in {ckpt.directory}.", flush=True)
   primary = jax.process_index() == 0  # Writes the workdir's files (Orbax: each its shards).
-  writer = metrics.MetricsWriter(workdir, write_files=primary)
-  if primary:
-    metrics.truncate_after(writer.path, start)
+  writer = metrics.MetricsWriter(workdir, write_files=primary,
+                                 keep_through=start if restored else -1)
   summary = {"workdir": workdir_lib.absolute(workdir), "start_step": start}
 
   def run_eval(step: int):
@@ -192,7 +239,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         if k.endswith(("/win_rate", "/invalid_rate", "/exploitability",
                        "/exploitability_estimate", "/accuracy"))), flush=True)
 
-  if start == 0:
+  if not restored:
     run_eval(0)
   progress = metrics.Progress(config.train.steps, first_step=start)
   step = start
@@ -208,16 +255,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         print(progress.line(step, flat, samples=int(learner.sum()), tokens=tokens), flush=True)
         if step % config.train.eval_every == 0 or step == config.train.steps:
           run_eval(step)
+        if _any_process(bool(stop_requests)) and step < config.train.steps:
+          summary["stopped_by"] = stop_requests[0] if stop_requests else "another process"
+          ckpt.save(step, state)
+          break
         if step % config.train.checkpoint_every == 0 or step == config.train.steps:
           ckpt.save(step, state)
-        if _any_process(bool(stop_requests)):
-          raise KeyboardInterrupt
     except KeyboardInterrupt:
       ckpt.wait()
       if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
         if int(state.step) not in ckpt.steps():
           ckpt.save(int(state.step), state, force=True)
-        print(f"Interrupted: saved the checkpoint of step {int(state.step)}.", flush=True)
+        print(f"Aborted: saved the checkpoint of step {int(state.step)}.", flush=True)
       raise
     finally:
       ckpt.wait()

@@ -78,3 +78,65 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, damage, capsys):
   assert step == 1
   _assert_equal(restored, _state(1))
   assert "checkpoint 2" in capsys.readouterr().out
+
+
+def _damage(step_dir: pathlib.Path) -> None:
+  target = _largest_data_file(step_dir)
+  target.write_bytes(target.read_bytes()[:100])
+
+
+def test_corrupt_checkpoints_are_moved_aside_and_their_steps_saved_again(tmp_path, capsys):
+  """A training run moves a bad checkpoint to corrupt_<step> (kept), so the step can be saved
+  again; with every checkpoint bad it says it starts from scratch. Orbax's refusal to save a step
+  at or below the latest one is an error, not a silent no-op."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  for step in (1, 2, 3):
+    ckpt.save(step, _state(step))
+  ckpt.wait()
+  with pytest.raises(RuntimeError, match="declined to save step 2"):
+    ckpt.save(2, _state(2))
+  ckpt.close()
+  _damage(tmp_path / "3")
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  step, restored = ckpt.restore_latest(checkpoints.abstract_like(_state(0)), move_aside=True)
+  assert step == 2 and ckpt.steps() == [1, 2]
+  _assert_equal(restored, _state(2))
+  warning = capsys.readouterr().out
+  assert warning.count("\n") == 1 and "checkpoint 3" in warning and "corrupt_3" in warning
+  assert (tmp_path / "corrupt_3" / "state").is_dir()
+  ckpt.save(3, _state(30))
+  ckpt.wait()
+  assert ckpt.steps() == [1, 2, 3]
+  _assert_equal(ckpt.restore(3, checkpoints.abstract_like(_state(0))), _state(30))
+  ckpt.close()
+
+  for step in (1, 2, 3):
+    _damage(tmp_path / str(step))
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  assert ckpt.restore_latest(checkpoints.abstract_like(_state(0)), move_aside=True) is None
+  assert "starting from scratch" in capsys.readouterr().out
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "corrupt_1", "corrupt_2", "corrupt_3", "corrupt_3_1"]
+  ckpt.save(3, _state(3))
+  ckpt.wait()
+  assert ckpt.steps() == [3]
+  ckpt.close()
+
+
+def test_a_save_killed_midway_is_ignored(tmp_path):
+  """Orbax writes into a temporary folder and renames it when complete: the leftovers of a killed
+  save are not a step, and the step is saved again."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  ckpt.save(1, _state(1))
+  ckpt.wait()
+  ckpt.close()
+  shutil.copytree(tmp_path / "1", tmp_path / "2.orbax-checkpoint-tmp-1234")
+  _damage(tmp_path / "2.orbax-checkpoint-tmp-1234")
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  assert ckpt.steps() == [1]
+  step, _ = ckpt.restore_latest(checkpoints.abstract_like(_state(0)), move_aside=True)
+  assert step == 1
+  ckpt.save(2, _state(2))
+  ckpt.wait()
+  assert ckpt.steps() == [1, 2]
+  ckpt.close()

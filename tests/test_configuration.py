@@ -1,11 +1,15 @@
 """Start-up config checks: the shipped configs pass, and each mistake names its field."""
 
+import json
+
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
+from safetensors.numpy import save_file
 
 from configs import spiral
-from jaxplay import configuration, text
+from jaxplay import configuration, errors, text
 from jaxplay import tokenizer as tokenizers
 from tests import fixtures_text
 
@@ -43,13 +47,117 @@ def test_unknown_config_argument():
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
     ("prompt.examples", -1, r"config.prompt.examples=-1: must be >= 0"),
     ("prompt.instruction", "Answer now.", r"config.prompt.instruction='Answer now.': .*boxed"),
+    ("rollout.temperature", 0.0, r"config.rollout.temperature=0.0: must be > 0 for training: at "
+     r"0 the sampler is greedy .*importance ratio explodes \(eval.temperature=0 is greedy"),
+    ("rollout.temperature", -1.0, r"config.rollout.temperature=-1.0: must be > 0"),
+    ("rollout.top_p", 0.0, r"config.rollout.top_p=0.0: must be in \(0, 1\] \(1 = off\)"),
+    ("rollout.top_p", 1.5, r"config.rollout.top_p=1.5: must be in \(0, 1\]"),
+    ("rollout.top_k", -1, r"config.rollout.top_k=-1: must be >= 0 \(0 = off\)"),
+    ("eval.temperature", -0.5, r"config.eval.temperature=-0.5: must be >= 0 \(0 = greedy\)"),
+    ("eval.top_p", 0.0, r"config.eval.top_p=0.0: must be in \(0, 1\]"),
+    ("eval.top_p", 2.0, r"config.eval.top_p=2.0: must be in \(0, 1\]"),
+    ("rl.rae_decay", 5.0, r"config.rl.rae_decay=5.0: must be in \[0, 1\) \(the decay of RAE's"),
+    ("rl.rae_decay", 1.0, r"config.rl.rae_decay=1.0: must be in \[0, 1\)"),
+    ("rl.rae_decay", -0.1, r"config.rl.rae_decay=-0.1: must be in \[0, 1\)"),
+    ("rl.clip_eps", 0.0, r"config.rl.clip_eps=0.0: must be > 0 \(PPO clips the ratio"),
+    ("rl.clip_eps", -0.2, r"config.rl.clip_eps=-0.2: must be > 0"),
+    ("rl.clip_eps_high", 0.0, r"config.rl.clip_eps_high=0.0: must be > 0"),
+    ("rl.dual_clip", 0.5, r"config.rl.dual_clip=0.5: must be 0 \(off\) or > 1"),
+    ("rl.dual_clip", -3.0, r"config.rl.dual_clip=-3.0: must be 0 \(off\) or > 1"),
+    ("rl.entropy_coef", -0.01, r"config.rl.entropy_coef=-0.01: must be >= 0"),
+    ("optimizer.warmup_steps", -1, r"config.optimizer.warmup_steps=-1: must be >= 0"),
+    ("optimizer.b1", 1.0, r"config.optimizer.b1=1.0: must be in \[0, 1\) \(Adam's first"),
+    ("optimizer.b2", -0.5, r"config.optimizer.b2=-0.5: must be in \[0, 1\) \(Adam's second"),
+    ("optimizer.weight_decay", -0.1, r"config.optimizer.weight_decay=-0.1: must be >= 0"),
+    ("optimizer.grad_clip", 0.0, r"config.optimizer.grad_clip=0.0: must be > 0 \(gradients are"),
+    ("optimizer.learning_rate", 0.0, r"config.optimizer.learning_rate=0.0: must be positive"),
+    ("model.vocab_size", -1, r"config.model.vocab_size=-1: must be >= 0"),
+    ("model.preset", "gpt2", r"config.model.preset='gpt2': unknown; valid: qwen3_0_6b, .*tiny"),
+    ("model.dtype", "float16", r"config.model.dtype='float16': unknown; valid: float32, bfloat16"),
+    ("model.param_dtype", "int8", r"config.model.param_dtype='int8': unknown; valid: float32"),
+    ("model.chat_format", "alpaca", r"config.model.chat_format='alpaca': unknown; valid: auto"),
+    ("invalid_rewards", (-1.0,), r"config.invalid_rewards=\(-1.0,\): must be two rewards"),
+    ("eval.invalid_rewards", (1.0, 2.0, 3.0), r"config.eval.invalid_rewards=.*must be two"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = spiral.get_config("local")
   section, _, name = field.rpartition(".")
   target = config[section] if section else config
   target[name] = value
-  with pytest.raises(configuration.ConfigError, match=message):
+  with pytest.raises(configuration.ConfigError, match=message) as error:
+    configuration.validate(config)
+  assert isinstance(error.value, errors.UserError) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("estimator", configuration.GROUP_ESTIMATORS)
+def test_group_estimators_need_groups(estimator):
+  config = spiral.get_config("local")  # 4 games per batch.
+  config.rl.estimator = estimator
+  with pytest.raises(configuration.ConfigError, match=rf"config.rl.group_size=1: must be >= 2 for "
+                     rf"rl.estimator='{estimator}'.*every update is skipped"):
+    configuration.validate(config)
+  config.rl.group_size = 2
+  configuration.validate(config)
+
+
+def test_greedy_evaluation_is_allowed_and_cosine_warmup_fits_the_updates():
+  config = spiral.get_config("local")  # 3 steps of 1 PPO epoch.
+  config.eval.temperature = 0.0
+  config.optimizer.update(schedule="cosine", warmup_steps=2)
+  configuration.validate(config)
+  config.optimizer.warmup_steps = 3
+  with pytest.raises(configuration.ConfigError, match=r"config.optimizer.warmup_steps=3: must be "
+                     r"below the 3 optimizer updates \(train.steps x rl.ppo_epochs\)"):
+    configuration.validate(config)
+
+
+_QWEN3 = dict(model_type="qwen3", vocab_size=16, hidden_size=8, num_hidden_layers=1,
+              num_attention_heads=2, intermediate_size=16, rms_norm_eps=1e-6)
+
+
+def _hf_directory(tmp_path, config_json=json.dumps(_QWEN3), cut=0):
+  """A directory with `config_json` and one small safetensors file less its last `cut` bytes."""
+  directory = tmp_path / "hf"
+  directory.mkdir()
+  (directory / "config.json").write_text(config_json)
+  weights = directory / "model.safetensors"
+  save_file({"w": np.zeros((4, 4), np.float32)}, str(weights))
+  weights.write_bytes(weights.read_bytes()[:len(weights.read_bytes()) - cut])
+  return directory
+
+
+def _text_file(tmp_path, name):
+  (tmp_path / name).write_text("hello, not weights\n")
+  return tmp_path / name
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: _text_file(d, "notes.txt"), r"notes.txt: is neither a .gguf file nor an HF "
+     r"checkpoint directory"),
+    (lambda d: _text_file(d, "model.gguf"), r"model.gguf: not a GGUF file \(it starts with "
+     r"b'hell', not b'GGUF'\)"),
+    (lambda d: _hf_directory(d, cut=10), r"model.safetensors: truncated: the file has 126 bytes, "
+     r"its tensors need 136\."),
+    (lambda d: _hf_directory(d, "{model_type: qwen3"), r"config.json: not valid JSON"),
+    (lambda d: _hf_directory(d, json.dumps({**_QWEN3, "model_type": "xyz"})),
+     r"config.json: unsupported model_type 'xyz'; expected qwen3, llama or gemma3_text\."),
+    (lambda d: _hf_directory(d, json.dumps({"model_type": "qwen3"})),
+     r"config.json: has no field 'num_attention_heads'"),
+])
+def test_bad_model_file_is_refused_at_start_up(tmp_path, make, message):
+  config = spiral.get_config("local")
+  config.model.path = str(make(tmp_path))
+  with pytest.raises(configuration.ConfigError, match=r"config.model.path: .*" + message):
+    configuration.validate(config)
+
+
+def test_model_directory_without_safetensors_is_refused(tmp_path):
+  directory = _hf_directory(tmp_path)
+  config = spiral.get_config("local")
+  config.model.path = str(directory)
+  configuration.validate(config)  # The directory is a well-formed checkpoint.
+  (directory / "model.safetensors").unlink()
+  with pytest.raises(configuration.ConfigError, match=r"hf: has no \*.safetensors files"):
     configuration.validate(config)
 
 

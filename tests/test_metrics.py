@@ -1,6 +1,5 @@
 """Metrics writers: JSONL records, TensorBoard events, torn lines, console progress."""
 
-import json
 import os
 
 import jax.numpy as jnp
@@ -50,7 +49,7 @@ def test_writer_appends_locally_and_rewrites_in_buckets(tmp_path, monkeypatch, r
   path taken for a bucket one); a reopened writer continues the same file."""
   monkeypatch.setattr(workdir, "is_remote", lambda path: remote)
   for step in (1, 2):
-    writer = metrics.MetricsWriter(str(tmp_path / "run"))
+    writer = metrics.MetricsWriter(str(tmp_path / "run"), keep_through=step - 1)
     writer.write(step, {"loss": 1.0 / step})
     writer.close()
   records = metrics.read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
@@ -70,12 +69,27 @@ def test_absolute_keeps_bucket_uris(tmp_path, monkeypatch):
   assert workdir.absolute("gs://bucket/runs/a") == "gs://bucket/runs/a"
 
 
-def test_torn_line_skipped_and_truncate(tmp_path):
+def test_reopening_drops_later_records_and_rebuilds_tensorboard(tmp_path):
+  """A resumed run (keep_through=2) and a fresh start (-1) leave no step twice in either file; a
+  torn last line (killed writer) is skipped."""
   path = tmp_path / "metrics.jsonl"
-  path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+  writer = metrics.MetricsWriter(str(tmp_path))
+  for step in (1, 2, 3):
+    writer.write(step, {"loss": float(step)})
+  writer.close()
+  with path.open("a") as f:
+    f.write('{"step": 4, "lo')
   assert [r["step"] for r in metrics.read_jsonl(str(path))] == [1, 2, 3]
-  metrics.truncate_after(str(path), 2)
-  assert [r["step"] for r in metrics.read_jsonl(str(path))] == [1, 2]
+  writer = metrics.MetricsWriter(str(tmp_path), keep_through=2)
+  writer.write(3, {"loss": 30.0})
+  writer.close()
+  assert [(r["step"], r["loss"]) for r in metrics.read_jsonl(str(path))] == [
+      (1, 1.0), (2, 2.0), (3, 30.0)]
+  assert _tensorboard_scalars(str(tmp_path / "tensorboard")) == {
+      ("loss", 1): 1.0, ("loss", 2): 2.0, ("loss", 3): 30.0}
+  metrics.MetricsWriter(str(tmp_path), keep_through=-1).close()
+  assert metrics.read_jsonl(str(path)) == []
+  assert _tensorboard_scalars(str(tmp_path / "tensorboard")) == {}
 
 
 def test_progress_line_mentions_rates_and_eta():

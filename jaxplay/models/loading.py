@@ -2,12 +2,14 @@
 
 Each parameter is built with `jax.make_array_from_callback`: a shard reads (and, for GGUF,
 dequantises) only the source tensors of the layers it holds, so nothing is gathered whole on one
-device. The architecture comes from config.json or the GGUF metadata. Missing, unexpected or
-mis-shaped tensors raise one ValueError that names all of them.
+device. The architecture comes from config.json or the GGUF metadata. A path or file that is not
+a checkpoint we read (not GGUF or safetensors, truncated, an unsupported architecture; missing,
+unexpected or mis-shaped tensors) raises one ModelFileError naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -19,6 +21,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from jaxplay import errors
 from jaxplay import sharding as sharding_lib
 from jaxplay.models import configs
 from jaxplay.models import transformer
@@ -52,6 +55,25 @@ _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.b
                        "F64": np.float64}
 
 ShardingFn = Callable[[tuple], jax.sharding.Sharding]  # logical axes -> sharding
+_LISTED_PROBLEMS = 10  # A mismatch error names this many problems, then counts the rest.
+
+
+class ModelFileError(errors.UserError, ValueError):
+  """A model path or file is not a checkpoint we can load; the message names it and the problem."""
+
+
+def _fail(path, problem: str):
+  raise ModelFileError(f"{path}: {problem}")
+
+
+def _read_json(path: pathlib.Path) -> dict:
+  try:
+    value = json.loads(path.read_text())
+  except ValueError as error:  # Also bytes that are not UTF-8.
+    _fail(path, f"not valid JSON ({error}).")
+  if not isinstance(value, dict):
+    _fail(path, f"not a JSON object (a {type(value).__name__}).")
+  return value
 
 
 def gemma3_270m_default() -> str:
@@ -64,27 +86,63 @@ def gemma3_270m_default() -> str:
 
 
 class _Safetensors:
-  """All *.safetensors of a directory (or those its index lists), read through memory maps."""
+  """All *.safetensors of a directory (or those its index lists), read through memory maps.
+
+  Reads only the headers; ModelFileError when a file is not safetensors or is too short for its
+  tensors.
+  """
 
   def __init__(self, directory: pathlib.Path):
+    self.path = directory
     index = directory / "model.safetensors.index.json"
     if index.exists():
-      files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+      weight_map = _read_json(index).get("weight_map")
+      if not isinstance(weight_map, dict):
+        _fail(index, "has no weight_map object.")
+      files = sorted(set(weight_map.values()))
     else:
       files = sorted(p.name for p in directory.glob("*.safetensors"))
     if not files:
-      raise FileNotFoundError(f"no *.safetensors in {directory}")
+      _fail(directory, "has no *.safetensors files (an HF checkpoint directory holds config.json "
+            "and *.safetensors).")
     self.entries = {}
     for name in files:
-      data = np.memmap(directory / name, dtype=np.uint8, mode="r")
-      header_len = struct.unpack("<Q", bytes(data[:8]))[0]
+      if not (directory / name).is_file():
+        _fail(directory / name, f"does not exist ({index.name} lists it).")
+      self._add(directory / name)
+
+  def _add(self, path: pathlib.Path):
+    size = path.stat().st_size
+    if size < 8:
+      _fail(path, f"not a safetensors file ({size} bytes, less than its 8-byte header length).")
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    header_len = struct.unpack("<Q", bytes(data[:8]))[0]
+    if 8 + header_len > size:
+      _fail(path, f"not a safetensors file, or truncated: its header needs {8 + header_len} "
+            f"bytes, the file has {size}.")
+    try:
       header = json.loads(bytes(data[8:8 + header_len]))
       header.pop("__metadata__", None)
+      tensors = {}
       for key, info in header.items():
-        if info["dtype"] not in _SAFETENSORS_DTYPES:
-          raise ValueError(f"{name}: tensor {key} has unsupported dtype {info['dtype']}")
-        start, end = (8 + header_len + o for o in info["data_offsets"])
-        self.entries[key] = (data, start, end, info["dtype"], tuple(info["shape"]))
+        start, end = (int(o) for o in info["data_offsets"])
+        tensors[key] = (info["dtype"], tuple(int(d) for d in info["shape"]), (start, end))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+      _fail(path, f"not a safetensors file (its header is not safetensors JSON: "
+            f"{type(error).__name__}: {error}).")
+    need = 8 + header_len
+    for key, (dtype, shape, (start, end)) in tensors.items():
+      if dtype not in _SAFETENSORS_DTYPES:
+        _fail(path, f"tensor {key} has unsupported dtype {dtype}; supported: "
+              f"{', '.join(_SAFETENSORS_DTYPES)}.")
+      nbytes = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+      if end - start != nbytes:
+        _fail(path, f"tensor {key} spans {end - start} bytes; its {dtype} shape {shape} needs "
+              f"{nbytes}.")
+      need = max(need, 8 + header_len + end)
+      self.entries[key] = (data, 8 + header_len + start, 8 + header_len + end, dtype, shape)
+    if need > size:
+      _fail(path, f"truncated: the file has {size} bytes, its tensors need {need}.")
 
   def shape(self, name):
     return self.entries[name][4]
@@ -94,10 +152,49 @@ class _Safetensors:
     return np.asarray(data[start:end]).view(_SAFETENSORS_DTYPES[dtype]).reshape(shape)
 
 
+class _Truncated(Exception):
+  """A GGUF file shorter than its tensors: args = (bytes it needs,)."""
+
+
+class _GgufReader(gguf.GGUFReader):
+  """gguf's reader, refusing a file too short for its tensors before it maps them (gguf 0.19
+  then fails in a reshape that does not say so)."""
+
+  def _build_tensors(self, start_offs, fields):
+    need = start_offs
+    for field in fields:
+      dims, raw_type, offset = field.parts[3:6]
+      block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(raw_type[0]))]
+      need = max(need, start_offs + int(offset[0]) + math.prod(map(int, dims)) * size // block)
+    if need > len(self.data):
+      raise _Truncated(need)
+    super()._build_tensors(start_offs, fields)
+
+
+def _check_gguf_magic(path: pathlib.Path) -> None:
+  with open(path, "rb") as file:
+    magic = file.read(4)
+  if magic != b"GGUF":
+    _fail(path, f"not a GGUF file (it starts with {magic!r}, not b'GGUF').")
+
+
+def _read_gguf(path: pathlib.Path) -> gguf.GGUFReader:
+  """The reader of a GGUF file; ModelFileError when it is not GGUF, corrupt or truncated."""
+  _check_gguf_magic(path)
+  try:
+    return _GgufReader(str(path))
+  except _Truncated as error:
+    _fail(path, f"truncated: the file has {path.stat().st_size} bytes, its tensors need "
+          f"{error.args[0]}.")
+  except (ValueError, IndexError, KeyError) as error:
+    _fail(path, f"unreadable GGUF header, truncated or corrupt ({type(error).__name__}: {error}).")
+
+
 class _Gguf:
   """Tensors of a GGUF file, dequantised to float32 and undoing llama.cpp's conventions."""
 
-  def __init__(self, reader: gguf.GGUFReader, config: ModelConfig, arch: str):
+  def __init__(self, path: pathlib.Path, reader: gguf.GGUFReader, config: ModelConfig, arch: str):
+    self.path = path
     self.tensors = {t.name: t for t in reader.tensors}
     self.entries = self.tensors  # Names, for the missing/extra check.
     self.config, self.arch = config, arch
@@ -146,7 +243,7 @@ def _load(config: ModelConfig, source, names: dict, sharding_fn: ShardingFn | No
           for (path, leaf), spec in zip(jax.tree_util.tree_leaves_with_path(shapes),
                                         jax.tree.leaves(axes, is_leaf=is_spec))}
   L = config.num_layers
-  wanted, errors = {}, []
+  wanted, problems = {}, []
   for path, (leaf, _) in flat.items():
     template, n_in = names[path]
     layered = path.startswith("layers/")
@@ -155,12 +252,14 @@ def _load(config: ModelConfig, source, names: dict, sharding_fn: ShardingFn | No
     for name in ([template.format(i=i) for i in range(L)] if layered else [template]):
       wanted[name] = path
       if name not in source.entries:
-        errors.append(f"missing tensor {name} (for {path})")
+        problems.append(f"missing tensor {name} (for {path})")
       elif source.shape(name) != expected:
-        errors.append(f"tensor {name} has shape {source.shape(name)}, expected {expected}")
-  errors += [f"unexpected tensor {name}" for name in sorted(set(source.entries) - set(wanted))]
-  if errors:
-    raise ValueError("checkpoint does not match the model config:\n  " + "\n  ".join(errors))
+        problems.append(f"tensor {name} has shape {source.shape(name)}, expected {expected}")
+  problems += [f"unexpected tensor {name}" for name in sorted(set(source.entries) - set(wanted))]
+  if problems:
+    more = len(problems) - _LISTED_PROBLEMS
+    _fail(source.path, "does not match its model config: " + "; ".join(
+        problems[:_LISTED_PROBLEMS]) + (f"; and {more} more." if more > 0 else "."))
 
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shardings = {path: sharding_fn(tuple(spec)) if sharding_fn else default
@@ -258,6 +357,9 @@ def config_from_hf(hf: dict, **overrides) -> ModelConfig:
   return ModelConfig(**{**fields, **overrides})
 
 
+_REQUIRED = object()  # config_from_gguf's `get` default: the key must be present.
+
+
 def _gguf_value(reader: gguf.GGUFReader, key: str, default=None):
   field = reader.get_field(key)
   return default if field is None else field.contents()
@@ -268,13 +370,21 @@ def config_from_gguf(reader: gguf.GGUFReader, **overrides) -> tuple[ModelConfig,
   arch = _gguf_value(reader, "general.architecture")
   if arch not in ("qwen3", "llama", "gemma3"):
     raise ValueError(f"unsupported GGUF architecture {arch!r}; expected qwen3, llama or gemma3")
-  get = lambda key, default=None: _gguf_value(reader, f"{arch}.{key}", default)
+
+  def get(key, default=_REQUIRED):
+    value = _gguf_value(reader, f"{arch}.{key}", default)
+    if value is _REQUIRED:
+      raise ValueError(f"no metadata key {arch}.{key}")
+    return value
+
   names = {t.name: t for t in reader.tensors}
+  if "token_embd.weight" not in names:
+    raise ValueError("no tensor token_embd.weight")
   heads = int(get("attention.head_count"))
   d_model = int(get("embedding_length"))
   layers = int(get("block_count"))
   head_dim = int(get("attention.key_length", d_model // heads))
-  scaling = get("rope.scaling.type")
+  scaling = get("rope.scaling.type", None)
   fields = dict(
       vocab_size=int(names["token_embd.weight"].shape[1]), d_model=d_model, num_layers=layers,
       num_heads=heads, num_kv_heads=int(get("attention.head_count_kv", heads)),
@@ -301,24 +411,69 @@ def config_from_gguf(reader: gguf.GGUFReader, **overrides) -> tuple[ModelConfig,
 # --- Entry points. ---
 
 
+def _hf_config(directory: pathlib.Path) -> ModelConfig:
+  path = directory / "config.json"
+  if not path.is_file():
+    _fail(directory, "has no config.json (not an HF checkpoint directory).")
+  hf = _read_json(path)
+  try:
+    return config_from_hf(hf)
+  except KeyError as error:
+    _fail(path, f"has no field {error}.")
+  except ValueError as error:
+    _fail(path, f"{error}.")
+
+
 def load_hf(directory, sharding_fn: ShardingFn | None = None, **overrides):
   """(config, params) from an HF directory; overrides set config fields (e.g. param_dtype)."""
   directory = pathlib.Path(directory)
-  config = config_from_hf(json.loads((directory / "config.json").read_text()), **overrides)
+  config = dataclasses.replace(_hf_config(directory), **overrides)
   return config, _load(config, _Safetensors(directory), _names(config, 0, "model.layers.{i}."),
                        sharding_fn)
 
 
 def load_gguf(path, sharding_fn: ShardingFn | None = None, **overrides):
   """(config, params) from a GGUF file, dequantised to float32 then cast to param_dtype."""
-  reader = gguf.GGUFReader(str(path))
-  config, arch = config_from_gguf(reader, **overrides)
-  return config, _load(config, _Gguf(reader, config, arch), _names(config, 1, "blk.{i}."),
+  path = pathlib.Path(path)
+  reader = _read_gguf(path)
+  try:
+    config, arch = config_from_gguf(reader)
+  except ValueError as error:
+    _fail(path, f"{error}.")
+  config = dataclasses.replace(config, **overrides)
+  return config, _load(config, _Gguf(path, reader, config, arch), _names(config, 1, "blk.{i}."),
                        sharding_fn)
 
 
+def _kind(path: pathlib.Path) -> str:
+  """'gguf' for a *.gguf file, 'hf' for a directory; ModelFileError for anything else."""
+  if not path.exists():
+    _fail(path, "does not exist; pass an HF checkpoint directory or a .gguf file.")
+  if path.name.endswith(".gguf"):
+    if not path.is_file():
+      _fail(path, "is not a file (a .gguf path must be a GGUF file).")
+    return "gguf"
+  if not path.is_dir():
+    _fail(path, "is neither a .gguf file nor an HF checkpoint directory (config.json and "
+          "*.safetensors).")
+  return "hf"
+
+
+def check(path) -> None:
+  """Start-up checks that read no tensor data: a .gguf file starts with GGUF's magic; a directory
+  has a supported config.json and safetensors files whose headers parse and whose sizes hold their
+  tensors. Raises ModelFileError (`load` finds the rest: a truncated GGUF, mismatched tensors)."""
+  path = pathlib.Path(path)
+  if _kind(path) == "gguf":
+    _check_gguf_magic(path)
+  else:
+    _hf_config(path)
+    _Safetensors(path)
+
+
 def load(path, sharding_fn: ShardingFn | None = None, **overrides):
-  """Dispatches on the path: a *.gguf file or an HF checkpoint directory."""
-  if str(path).endswith(".gguf"):
+  """(config, params) from a *.gguf file or an HF checkpoint directory; ModelFileError when the
+  path is neither, or its files are not a checkpoint we read."""
+  if _kind(pathlib.Path(path)) == "gguf":
     return load_gguf(path, sharding_fn, **overrides)
   return load_hf(path, sharding_fn, **overrides)

@@ -1,13 +1,19 @@
-"""Checkpoint validation, logical axis names, remat and dtypes of the decoder."""
+"""Checkpoint validation, GGUF loading, logical axis names, remat and dtypes of the decoder."""
 
+import dataclasses
+import json
+import pathlib
+import re
 import shutil
 
+import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from jaxplay import errors
 from jaxplay.models import configs
 from jaxplay.models import loading
 from jaxplay.models import transformer
@@ -27,6 +33,135 @@ def _rewrite(src, dst, edit):
   return dst
 
 
+def _gguf_copy(hf_dir, path):
+  """The float32 HF checkpoint `hf_dir` (Qwen3) as a GGUF file with llama.cpp's names and keys."""
+  config = loading.config_from_hf(json.loads(pathlib.Path(hf_dir, "config.json").read_text()))
+  hf_names = loading._names(config, 0, "model.layers.{i}.")
+  gguf_names = loading._names(config, 1, "blk.{i}.")
+  tensors = load_file(f"{hf_dir}/model.safetensors")
+  writer = gguf.GGUFWriter(str(path), "qwen3")
+  writer.add_block_count(config.num_layers)
+  writer.add_embedding_length(config.d_model)
+  writer.add_feed_forward_length(config.mlp_dim)
+  writer.add_head_count(config.num_heads)
+  writer.add_head_count_kv(config.num_kv_heads)
+  writer.add_key_length(config.head_dim)
+  writer.add_layer_norm_rms_eps(config.norm_eps)
+  writer.add_rope_freq_base(config.rope_base)
+  for keys, _ in jax.tree_util.tree_leaves_with_path(transformer.param_shapes(config)):
+    name = "/".join(k.key for k in keys)
+    for i in range(config.num_layers) if name.startswith("layers/") else [0]:
+      writer.add_tensor(gguf_names[name][0].format(i=i), tensors[hf_names[name][0].format(i=i)])
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  return path
+
+
+@pytest.fixture(scope="module")
+def qwen3_gguf(qwen3_dir, tmp_path_factory):
+  return _gguf_copy(qwen3_dir, tmp_path_factory.mktemp("gguf") / "qwen3.gguf")
+
+
+def test_gguf_loads_like_its_safetensors(qwen3_dir, qwen3_gguf):
+  config, params = loading.load(qwen3_gguf)
+  hf_config, hf_params = loading.load(qwen3_dir)
+  # GGUF keeps the norm epsilon as a float32.
+  assert config == dataclasses.replace(hf_config, norm_eps=float(np.float32(hf_config.norm_eps)))
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(hf_params)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _model_file_error(path) -> str:
+  """The message of the ModelFileError that load(path) raises, checked to be one line."""
+  with pytest.raises(loading.ModelFileError) as error:
+    loading.load(path)
+  assert isinstance(error.value, errors.UserError) and isinstance(error.value, ValueError)
+  message = str(error.value)
+  assert "\n" not in message
+  return message
+
+
+def test_truncated_gguf_says_how_many_bytes_are_missing(qwen3_gguf, tmp_path):
+  reader = gguf.GGUFReader(str(qwen3_gguf))
+  need = max(t.data_offset + t.n_bytes for t in reader.tensors)
+  data = qwen3_gguf.read_bytes()
+  cut = tmp_path / "cut.gguf"
+  cut.write_bytes(data[:-100])
+  assert _model_file_error(cut) == (
+      f"{cut}: truncated: the file has {len(data) - 100} bytes, its tensors need {need}.")
+  cut.write_bytes(data[:100])  # Inside the metadata.
+  assert _model_file_error(cut).startswith(
+      f"{cut}: unreadable GGUF header, truncated or corrupt (")
+
+
+def test_gguf_of_another_architecture(tmp_path):
+  path = tmp_path / "mamba.gguf"
+  writer = gguf.GGUFWriter(str(path), "mamba")
+  writer.add_tensor("token_embd.weight", np.zeros((4, 2), np.float32))
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  assert _model_file_error(path) == (
+      f"{path}: unsupported GGUF architecture 'mamba'; expected qwen3, llama or gemma3.")
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("model.gguf", b"Hello, not weights", "not a GGUF file (it starts with b'Hell', not b'GGUF')."),
+    ("model.gguf", b"", "not a GGUF file (it starts with b'', not b'GGUF')."),
+    ("model.gguf", b"GGUF\x07\x00\x00\x00" + bytes(16), "unreadable GGUF header, truncated or "
+     "corrupt (ValueError: Sorry, file appears to be version 7 which we cannot handle)."),
+    ("weights.bin", b"\x00" * 64, "is neither a .gguf file nor an HF checkpoint directory "
+     "(config.json and *.safetensors)."),
+    ("missing.gguf", None, "does not exist; pass an HF checkpoint directory or a .gguf file."),
+])
+def test_bad_model_path_is_named(tmp_path, name, content, problem):
+  path = tmp_path / name
+  if content is not None:
+    path.write_bytes(content)
+  assert _model_file_error(path) == f"{path}: {problem}"
+
+
+def _hf_copy(qwen3_dir, tmp_path, edits):
+  """A copy of the checkpoint with files replaced: {file name: bytes, or a function of them}."""
+  directory = tmp_path / "hf"
+  shutil.copytree(qwen3_dir, directory)
+  for name, edit in edits.items():
+    path = directory / name
+    path.write_bytes(edit(path.read_bytes()) if callable(edit) else edit)
+  return directory
+
+
+@pytest.mark.parametrize("edits, file, problem", [
+    ({"model.safetensors": b"Hello, these are not weights at all"}, "model.safetensors",
+     # 8 + b"Hello, t" read as the little-endian length of the header.
+     r"not a safetensors file, or truncated: its header needs 8367736964726416720 bytes, the file "
+     r"has 35\."),
+    ({"model.safetensors": b"\x04" + bytes(7) + b"[1, "}, "model.safetensors",
+     r"not a safetensors file \(its header is not safetensors JSON: JSONDecodeError: .*\)\."),
+    ({"model.safetensors": b"\x02" + bytes(7) + b"{}"}, "",  # No tensors.
+     r"does not match its model config: missing tensor model.embed_tokens.weight \(for "
+     r"embedding\); .*; and \d+ more\."),
+    ({"config.json": b"{\"model_type\": \"qwen3\","}, "config.json", r"not valid JSON \(.*\)\."),
+    ({"config.json": lambda b: b.replace(b'"qwen3"', b'"xyz"')}, "config.json",
+     r"unsupported model_type 'xyz'; expected qwen3, llama or gemma3_text\."),
+    ({"model.safetensors.index.json": b'{"weight_map": {"x": "model-2.safetensors"}}'},
+     "model-2.safetensors", r"does not exist \(model.safetensors.index.json lists it\)\."),
+])
+def test_bad_hf_file_is_named(qwen3_dir, tmp_path, edits, file, problem):
+  directory = _hf_copy(qwen3_dir, tmp_path, edits)
+  assert re.fullmatch(re.escape(f"{directory / file}: ") + problem, _model_file_error(directory))
+
+
+def test_truncated_safetensors_says_how_many_bytes_are_missing(qwen3_dir, tmp_path):
+  size = pathlib.Path(qwen3_dir, "model.safetensors").stat().st_size
+  directory = _hf_copy(qwen3_dir, tmp_path, {"model.safetensors": lambda b: b[:-1000]})
+  assert _model_file_error(directory) == (f"{directory / 'model.safetensors'}: truncated: the file "
+                                          f"has {size - 1000} bytes, its tensors need {size}.")
+
+
 def test_bad_checkpoint_names_every_problem(qwen3_dir, tmp_path):
   def edit(tensors):
     del tensors["model.layers.1.mlp.up_proj.weight"]
@@ -34,12 +169,22 @@ def test_bad_checkpoint_names_every_problem(qwen3_dir, tmp_path):
     tensors["model.extra.weight"] = np.zeros(2, np.float32)
     return tensors
 
+  bad = _rewrite(qwen3_dir, tmp_path / "bad", edit)
   with pytest.raises(ValueError) as error:
-    loading.load_hf(_rewrite(qwen3_dir, tmp_path / "bad", edit))
+    loading.load_hf(bad)
   message = str(error.value)
+  assert message.startswith(f"{bad}: does not match its model config: ") and "\n" not in message
   assert "missing tensor model.layers.1.mlp.up_proj.weight" in message
   assert "model.layers.0.self_attn.q_proj.weight has shape (3, 48), expected (64, 48)" in message
   assert "unexpected tensor model.extra.weight" in message
+
+
+def test_a_long_mismatch_lists_ten_problems_and_counts_the_rest(qwen3_dir, tmp_path):
+  renamed = _rewrite(qwen3_dir, tmp_path / "renamed",
+                     lambda tensors: {"x." + k: v for k, v in tensors.items()})
+  count = len(load_file(f"{qwen3_dir}/model.safetensors"))
+  message = _model_file_error(renamed)
+  assert message.count("; ") == 10 and message.endswith(f"; and {2 * count - 10} more.")
 
 
 def test_param_dtype_and_sharding_fn(qwen3_dir):
