@@ -286,3 +286,10 @@ def test_sigterm_stops_with_a_checkpoint_and_a_second_run_is_refused(tmp_path):
   _, _, _, restored = train.load_run(os.fspath(workdir))
   assert restored == step
   assert [s for s, evaluation in _records(workdir) if not evaluation] == list(range(1, step + 1))
+
+
+def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.setattr(os, "access", lambda path, mode: False)  # As for a non-root user.
+  with pytest.raises(workdir_lib.WorkdirError, match=r"is not writable"):
+    workdir_lib.check_writable(tmp_path / "run" / "nested")
+  assert not (tmp_path / "run").exists()
