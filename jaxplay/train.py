@@ -58,8 +58,10 @@ def _claim_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: b
                 flush=True)
       (epath.Path(workdir) / "config.json").write_text(
           json.dumps(config_record(config), indent=2, sort_keys=True))
-    except workdir_lib.WorkdirError as error:
+    except BaseException as error:  # The lock is ours only while the run goes on.
       lock.release()
+      if not isinstance(error, workdir_lib.WorkdirError):
+        raise
       refusal = error
   if _any_process(refusal is not None):
     raise refusal or workdir_lib.WorkdirError(f"{workdir}: the first process refused it.")
