@@ -241,11 +241,40 @@ def test_mars_matches_reference_with_turn_rewards():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_every_estimator_jits_and_keeps_masked_rows_zero():
-  s = make_samples(reward=[1, -1, 0.5, 2], role=[0, 1, 0, 1], game_index=[0, 0, 1, 1],
-                   mask=[True, True, True, False])
-  for name in advantages.ESTIMATORS:
-    adv, b = run(name, s)
-    assert adv.shape == (4,) and np.isfinite(adv).all(), name
-    assert adv[3] == 0.0, name
-    assert b.shape == (2, 2), name
+def _with_junk(s, junk):
+  """`s` followed by masked-out rows (reward, kind, role, group, game, turn, turn_reward)."""
+  extra = [np.asarray(column) for column in zip(*junk)]
+  cat = lambda x, y, dtype: jnp.concatenate([x, jnp.asarray(y, dtype)])
+  return advantages.Samples(
+      reward=cat(s.reward, extra[0], jnp.float32), game_kind=cat(s.game_kind, extra[1], jnp.int32),
+      role=cat(s.role, extra[2], jnp.int32), group=cat(s.group, extra[3], jnp.int32),
+      game_index=cat(s.game_index, extra[4], jnp.int32),
+      turn_index=cat(s.turn_index, extra[5], jnp.int32),
+      mask=cat(s.mask, np.zeros(len(junk), bool), bool),
+      turn_reward=None if s.turn_reward is None else cat(s.turn_reward, extra[6], jnp.float32))
+
+
+@pytest.mark.parametrize("name,turn_rewards",
+                         [(name, False) for name in advantages.ESTIMATORS] + [("mars", True)])
+def test_masked_rows_are_inert(name, turn_rewards):
+  """Masked-out rows with wild values, inside real trajectories (later turns, with another game
+  kind or group than their game's) and in games of their own, change neither the real rows'
+  advantages nor the baselines, and get advantage 0."""
+  rng = np.random.default_rng(3)
+  reward = rng.choice([-1.0, 0.0, 1.0, 2.0], size=10)
+  s = make_samples(reward, role=[0, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+                   game_index=[0, 0, 0, 1, 1, 2, 2, 3, 3, 3],
+                   turn_index=[0, 1, 2, 0, 1, 0, 1, 0, 1, 2],
+                   game_kind=[0, 0, 0, 1, 1, 0, 0, 1, 1, 1], group=[0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+                   turn_reward=rng.normal(size=10) if turn_rewards else None)
+  junk = [(90.0, 1, 0, 5, 0, 5, 40.0),  # A later turn of game 0's player 0, another kind/group.
+          (-70.0, 1, 1, 0, 3, 9, -60.0),  # Game 3's player 1, in group 0, after its last turn.
+          (55.0, 1, 0, 1, 11, 0, 30.0),  # A game of its own, in group 1.
+          (-80.0, 0, 1, 12, 12, 4, 80.0)]  # Its own game and group.
+  baselines = jnp.asarray([[0.3, -0.2], [0.1, 0.4]])
+  real, real_baselines = run(name, s, baselines)
+  both, both_baselines = run(name, _with_junk(s, junk), baselines)
+  assert np.abs(real).max() > 0.1, name  # Not all zero, so the comparison has teeth.
+  np.testing.assert_allclose(both[:10], real, rtol=1e-5, atol=1e-6, err_msg=name)
+  np.testing.assert_array_equal(both[10:], 0.0)
+  np.testing.assert_allclose(both_baselines, real_baselines, rtol=1e-6, err_msg=name)

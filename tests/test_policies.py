@@ -1,23 +1,30 @@
 """Model policies: action scoring against a naive teacher-forced reference."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxplay import policies, text
+from jaxplay import advantages, losses, policies, text
+from jaxplay import train_step as ts
 from jaxplay.models import configs, transformer
 
 MODEL = configs.tiny(vocab_size=64)
 PARAMS = transformer.init_params(MODEL, jax.random.key(0))
+# A tenth of the (tied) embedding scales the logits down: policies far from one-hot, whose
+# log-probs change with the temperature.
+SOFT_PARAMS = {**PARAMS, "embedding": PARAMS["embedding"] * 0.1}
 
 
-def _naive_answer_log_likelihoods(prompts, answers):
+def _naive_answer_log_likelihoods(prompts, answers, params=PARAMS):
   """log p(answer | prompt) for every pair, from one causal forward pass over the unpadded
   concatenations (right-padded to a common length, which cannot affect earlier positions)."""
   rows = [p + a for p in prompts for a in answers]
   width = max(map(len, rows))
   tokens = jnp.asarray([r + [0] * (width - len(r)) for r in rows], jnp.int32)
-  logits, _ = jax.jit(lambda t: transformer.apply(MODEL, PARAMS, t, jnp.arange(width)[None]))(
+  logits, _ = jax.jit(lambda t: transformer.apply(MODEL, params, t, jnp.arange(width)[None]))(
       tokens)
   log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
   scores = [sum(log_probs[i, len(p) - 1 + j, t] for j, t in enumerate(a))
@@ -25,10 +32,20 @@ def _naive_answer_log_likelihoods(prompts, answers):
   return np.asarray(scores).reshape(len(prompts), len(answers))
 
 
-def _batch():
+EVEN = (2, 2, 2, 2)  # Answers of one length: their scores are comparable.
+
+
+@functools.cache
+def _soft_scores():
+  """_naive_answer_log_likelihoods of _batch(EVEN) under SOFT_PARAMS, computed once."""
+  prompts, answers, *_ = _batch(EVEN)
+  return _naive_answer_log_likelihoods(prompts, answers, SOFT_PARAMS)
+
+
+def _batch(answer_sizes=(1, 3, 2, 4)):
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, 64, size=n)) for n in (5, 9, 3)]
-  answers = [list(rng.integers(1, 64, size=n)) for n in (1, 3, 2, 4)]
+  answers = [list(rng.integers(1, 64, size=n)) for n in answer_sizes]
   width = 9
   prompt_tokens = np.zeros((3, width), np.int32)
   for i, p in enumerate(prompts):
@@ -74,6 +91,85 @@ def test_scoring_policy_samples_legal_actions_and_train_log_prob_agrees():
   np.testing.assert_allclose(np.asarray(entropy[:, 8]), np.asarray(expected_entropy), atol=1e-6)
   assert float(entropy[1, 8]) < 1e-6  # One legal action: no uncertainty.
   np.testing.assert_allclose(np.exp(np.asarray(log_pi)).sum(-1), 1.0, rtol=1e-5)
+
+
+def _log_softmax_over_legal(scores, legal):
+  """numpy float64 log_softmax of `scores` [B, A] over the legal actions, -inf elsewhere."""
+  logits = np.where(legal, scores.astype(np.float64), -np.inf)
+  top = logits.max(-1, keepdims=True)
+  return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+
+
+LEGAL = np.array([[True, False, True, True], [True, True, False, False], [True] * 4])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_scoring_at_a_temperature_is_the_softmax_of_scores_over_it(temperature):
+  """The sampler's and the learner's log pi(a | s) are log_softmax(scores / T) over the legal
+  actions, with the scores of a naive forward pass."""
+  _, _, prompt_tokens, prompt_lengths, table, lengths = _batch(EVEN)
+  expected = _log_softmax_over_legal(_soft_scores() / temperature, LEGAL)
+  scoring = text.ScoringTable(jnp.asarray(table), jnp.asarray(lengths), prefix_len=0)
+  policy = jax.jit(policies.scoring_policy(MODEL, scoring, pad_id=0, temperature=temperature))
+  act = policy(SOFT_PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
+               jnp.asarray(LEGAL), jax.random.key(3))
+  action = np.asarray(act.action)
+  assert LEGAL[np.arange(3), action].all()
+  np.testing.assert_allclose(np.asarray(act.response_logprobs[:, 0]),
+                             expected[np.arange(3), action], rtol=1e-5, atol=1e-4)
+  tokens = jnp.concatenate([jnp.asarray(prompt_tokens), act.response_tokens], axis=1)
+  positions = jnp.arange(tokens.shape[1])[None] - (9 - jnp.asarray(prompt_lengths))[:, None]
+  fn = jax.jit(policies.scoring_log_probs_fn(MODEL, jax.tree.map(lambda x: x[None], scoring), 9,
+                                             temperature))
+  entropy = -(np.exp(expected) * np.where(LEGAL, expected, 0.0)).sum(-1)
+  for a in range(4):  # Every action, in the rows where it is legal.
+    log_probs, entropies = fn(SOFT_PARAMS, {"tokens": tokens, "positions": positions,
+                                            "legal": jnp.asarray(LEGAL), "action": jnp.full(3, a),
+                                            "kind": jnp.zeros(3, jnp.int32)})
+    rows = LEGAL[:, a]
+    np.testing.assert_allclose(np.asarray(log_probs[rows, 8]), expected[rows, a], rtol=1e-5,
+                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(entropies[:, 8]), entropy, rtol=1e-4, atol=1e-5)
+
+
+def test_text_sampler_and_learner_agree_at_a_temperature():
+  """Free text sampled at T = 0.5: in the real train step the first epoch's importance ratio is 1,
+  as the learner's log_probs_fn recomputes the sampler's log-probs at the same temperature.
+  (tests/test_experiment.py checks the same of action scoring, in the whole pipeline.)"""
+  temperature, response_len = 0.5, 5
+  _, _, prompt_tokens, prompt_lengths, _, _ = _batch()
+  byte_table = (np.stack([np.arange(32, 96), np.full(64, 32)], 1).astype(np.uint8),
+                np.full(64, 2, np.int32))  # Two bytes per token: the parse is beside the point.
+  policy = policies.text_policy(MODEL, text.parse_table(("a", "b"), byte_table), (-1,),
+                                response_len, 0, temperature)
+  act = jax.jit(policy)(SOFT_PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
+                        jnp.asarray(LEGAL), jax.random.key(4))
+  rows, prompt_len = prompt_tokens.shape
+  columns = jnp.arange(prompt_len + response_len)[None]
+  response = (columns >= prompt_len) & (columns < prompt_len + act.response_lengths[:, None])
+  batch = ts.Batch(
+      tokens=jnp.concatenate([jnp.asarray(prompt_tokens), act.response_tokens], axis=1),
+      positions=columns - (prompt_len - jnp.asarray(prompt_lengths))[:, None],
+      response_mask=response, old_log_probs=jnp.pad(act.response_logprobs,
+                                                    ((0, 0), (prompt_len, 0))),
+      samples=advantages.Samples(
+          reward=jnp.asarray([1.0, -1.0, 0.5]), game_kind=jnp.zeros(rows, jnp.int32),
+          role=jnp.zeros(rows, jnp.int32), group=jnp.arange(rows), game_index=jnp.arange(rows),
+          turn_index=jnp.zeros(rows, jnp.int32), mask=jnp.ones(rows, bool)),
+      invalid_action=jnp.zeros(rows, bool))
+  config = ts.TrainStepConfig(
+      batch_size=rows, seq_len=prompt_len + response_len, estimator="reinforce",
+      drop_zero_advantage=False, num_epochs=1,
+      loss=losses.LossConfig(max_response_len=response_len, temperature=temperature))
+  optimizer = ts.make_optimizer(1e-3)
+  step = ts.make_train_step(config, None, optimizer,
+                            policies.response_log_probs_fn(MODEL, prompt_len, temperature))
+  state = ts.init_state(jax.tree.map(jnp.copy, SOFT_PARAMS), optimizer, 1, 1, seed=0)
+  _, metrics = step(state, batch)
+  assert int(metrics["num_samples"]) == 3 and int(response.sum()) == 3 * response_len
+  assert float(metrics["sampler_logprob_abs_diff"]) < 1e-5
+  assert float(metrics["ratio_min"]) == pytest.approx(1.0, abs=1e-5)
+  assert float(metrics["ratio_max"]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_gradients_stay_finite_with_illegal_actions():

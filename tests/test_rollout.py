@@ -64,7 +64,10 @@ def test_fixed_opponent_only_learner_turns_are_samples():
 def test_frozen_opponent_seats_and_groups():
   game = games.make("tic_tac_toe")
   episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(3), 32, frozen=True, group_size=4)
-  assert (np.asarray(episodes.learner_seat) >= 0).all()
+  seats = np.asarray(episodes.learner_seat)
+  assert set(np.unique(seats)) == {0, 1}  # Drawn per game, not -1 (self-play).
+  learner, active = np.asarray(episodes.learner), np.asarray(episodes.active)
+  np.testing.assert_array_equal(learner, active & (np.asarray(episodes.player) == seats[None]))
   samples = rollout.to_samples(episodes, game_kind=0, group_size=4)
   np.testing.assert_array_equal(samples.outcome.group, samples.outcome.game_index // 4)
 

@@ -145,3 +145,57 @@ def test_skipped_rows_end_after_one_token(model):
   np.testing.assert_array_equal(skipped.lengths, [R, 1, R])
   np.testing.assert_array_equal(skipped.tokens[[0, 2]], full.tokens[[0, 2]])
   np.testing.assert_array_equal(skipped.tokens[1, :1], full.tokens[1, :1])
+
+
+def _kept_reference(logits, top_k, top_p):
+  """Tokens a top-k then top-p filter keeps (HF order): walk the tokens by falling logit, within
+  the first top_k (all when top_k <= 0), until the mass of the walked tokens, renormalised over
+  those top_k, reaches top_p; then keep every token tied with the last one walked."""
+  ranked = sorted(range(len(logits)), key=lambda i: -logits[i])
+  if top_k > 0:
+    ranked = ranked[:top_k]
+  weights = np.exp(np.asarray([logits[i] for i in ranked], np.float64) - logits[ranked[0]])
+  walked, mass = [], 0.0
+  for token, weight in zip(ranked, weights / weights.sum()):
+    walked.append(token)
+    mass += weight
+    if mass >= top_p:
+      break
+  floor = min(logits[i] for i in walked)
+  return {i for i, x in enumerate(logits) if x >= floor}
+
+
+# Probabilities (sorted: .30 .22 .16 .12 .09 .06 .03 .02) in a shuffled vocabulary order, and
+# logits with ties: 2 > 1 = 1 = 1 > 0 ...
+PROBS = np.array([0.09, 0.30, 0.02, 0.16, 0.06, 0.22, 0.03, 0.12])
+TIED = np.array([0.0, 1.0, -1.0, 1.0, 2.0, -2.0, 1.0, -3.0])
+
+
+@pytest.mark.parametrize("logits,top_k,top_p,size", [
+    (np.log(PROBS), 3, 1.0, 3),  # Top-k alone.
+    (np.log(PROBS), 1, 1.0, 1),
+    (np.log(PROBS), 20, 1.0, 8),  # k beyond the vocabulary: all.
+    (np.log(PROBS), 0, 1.0, 8),  # Both off: every token.
+    (np.log(PROBS), 0, 0.5, 2),  # .30 < .5, then .52: the token crossing top_p stays.
+    (np.log(PROBS), 0, 0.75, 4),  # .30 .52 .68, then .80.
+    (np.log(PROBS), 0, 0.1, 1),  # The most likely token alone.
+    (np.log(PROBS), 4, 0.8, 3),  # Renormalised over the top 4 (.80): .375 .65, then .85.
+    (np.log(PROBS), 3, 0.5, 2),  # Over the top 3 (.68): .44, then .76.
+    (TIED, 2, 1.0, 4),  # The 2nd logit is tied with two more: all three stay.
+    (TIED, 0, 0.3, 1),  # softmax: .43 for the 2, which alone crosses 0.3.
+    (TIED, 0, 0.5, 4),  # .43, then a 1 (.16) crosses .5: its ties stay too.
+])
+def test_truncation_keeps_exactly_the_top_k_and_nucleus_tokens(logits, top_k, top_p, size):
+  """`_truncate` on rows of crafted logits, each row with its own top_k and top_p, against a
+  plain-Python walk over the sorted tokens; the other rows of the batch are left untruncated."""
+  logits = np.asarray(logits, np.float32)
+  rows = np.stack([logits, logits[::-1], logits])
+  top_k_B, top_p_B = np.array([top_k, 0, top_k]), np.array([top_p, 1.0, top_p], np.float32)
+  out = np.asarray(sampling._truncate(  # pylint: disable=protected-access
+      jnp.asarray(rows), jnp.asarray(top_k_B), jnp.asarray(top_p_B)))
+  expected = _kept_reference(logits.tolist(), top_k, top_p)
+  assert len(expected) == size
+  for row in (0, 2):
+    assert set(np.flatnonzero(np.isfinite(out[row]))) == expected
+    np.testing.assert_array_equal(out[row][list(expected)], logits[list(expected)])
+  np.testing.assert_array_equal(out[1], logits[::-1])

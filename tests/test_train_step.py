@@ -104,13 +104,20 @@ def run_steps(cfg, num_steps=1, seed=0, optimizer=OPTIMIZER, batch_fn=None, refe
 
 
 def test_first_epoch_ratio_is_one_and_nothing_clipped():
+  """At ratio 1 the loss is -sum_b A_b * (response tokens of b) / (max_response_len * B), the
+  dr_grpo aggregation of -A, with RAE's advantages of the batch from zero baselines."""
+  batch = make_batch(0)
+  adv, _, _ = advantages.compute("rae", batch.samples, jnp.zeros((1, 2)))
+  tokens = np.asarray(batch.response_mask).sum(-1)
+  expected = -(np.asarray(adv) * tokens).sum() / ((T - PROMPT) * B)
   for recompute in (False, True):
     _, (metrics,) = run_steps(config(num_epochs=1, num_minibatches=1, num_microbatches=2,
                                      recompute_old_log_probs=recompute))
     assert metrics["ratio_min"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["ratio_max"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["clip_fraction"] == 0.0
-    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["grad_norm"] > 0
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.5])
@@ -396,3 +403,68 @@ def test_moving_reference_is_the_moving_average_of_the_params():
   _assert_trees_close(two.ref_params, expected, atol=1e-7)
   with pytest.raises(ValueError, match=r"reference_decay=1.5 must be in \[0, 1\]"):
     config(reference_decay=1.5)
+
+
+def test_zero_advantage_filter_equals_removing_the_rows():
+  """16 rows, 12 of them with reward (REINFORCE advantage) 0, batch_size 8: the filtered step
+  trains the 4 others plus 4 padding rows, and must update exactly as a step given those 4 rows
+  alone (batch_size 4): same loss, same SGD update."""
+  optimizer = optax.sgd(0.5)
+  rows = 16
+  zero = np.arange(rows) < 12
+
+  def batch_of(state, keep):
+    batch = make_batch(3, rows=rows)
+    batch = batch.replace(samples=batch.samples.replace(
+        reward=jnp.where(zero, 0.0, batch.samples.reward)))
+    batch = jax.tree.map(lambda x: x[keep], batch)
+    return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+
+  one = dict(num_epochs=1, num_minibatches=1, num_microbatches=1, estimator="reinforce")
+  filtered, (metrics,) = run_steps(config(**one), optimizer=optimizer,
+                                   batch_fn=lambda s, i: batch_of(s, np.arange(rows)))
+  removed, (expected,) = run_steps(config(batch_size=4, drop_zero_advantage=False, **one),
+                                   optimizer=optimizer, batch_fn=lambda s, i: batch_of(s, ~zero))
+  assert metrics["samples_after_filter"] == 4 == metrics["num_samples"]
+  assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+  assert abs(expected["loss"]) > 1e-3
+  _assert_trees_close(filtered.params, removed.params, atol=1e-6)
+  moved = [np.abs(np.asarray(x) - np.asarray(y)).max()
+           for x, y in zip(jax.tree.leaves(removed.params), jax.tree.leaves(init_params()))]
+  assert max(moved) > 1e-3
+
+
+def _entropy_and_kl(params, ref_params, batch):
+  """Token means over the response tokens of `batch`: the policy's entropy, and the k3 KL to the
+  `ref_params` policy on the batch's tokens (the loss's estimator)."""
+  def terms(p):
+    logits = forward(p, batch.tokens, batch.positions)[:, :-1]
+    return losses.log_probs_and_entropy(logits, batch.tokens[:, 1:])
+  (log_probs, entropy), (ref, _) = terms(params), terms(ref_params)
+  mask = np.asarray(batch.response_mask[:, 1:])
+  kl = np.exp(ref - log_probs) - (ref - log_probs) - 1
+  return float(np.asarray(entropy)[mask].mean()), float(np.asarray(kl)[mask].mean())
+
+
+@pytest.mark.parametrize("coef,value", [("entropy_coef", 2.0), ("kl_coef", 0.5)])
+def test_one_sgd_step_raises_entropy_or_lowers_kl(coef, value):
+  """Zero advantages leave the regulariser alone in the loss: one SGD step with entropy_coef > 0
+  must raise the policy's entropy on the batch, one with kl_coef > 0 must lower the KL to the
+  reference (another init)."""
+  reference = init_params(seed=7)
+  loss = losses.LossConfig(aggregation="token_mean", **{coef: value})
+  cfg = config(loss=loss, estimator="reinforce", drop_zero_advantage=False, num_epochs=1,
+               num_minibatches=1, num_microbatches=1)
+  optimizer = optax.sgd(1.0)
+  state = ts.init_state(init_params(), optimizer, 1, 2, seed=0).replace(
+      ref_params=init_params(seed=7))  # A copy of `reference`: the step donates its state.
+  batch = make_batch(4)
+  batch = batch.replace(samples=batch.samples.replace(reward=jnp.zeros(B)))
+  batch = batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+  entropy, kl = _entropy_and_kl(state.params, reference, batch)
+  state, _ = compiled_step(cfg, optimizer)(state, batch)
+  new_entropy, new_kl = _entropy_and_kl(state.params, reference, batch)
+  if coef == "entropy_coef":
+    assert new_entropy > entropy + 1e-3
+  else:
+    assert new_kl < kl - 1e-3
