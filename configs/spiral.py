@@ -85,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=16,
       checkpoint_every=16,
       keep_checkpoints=3,
+      # Compiled programs are kept here across runs, so a second start of a config compiles
+      # nothing ('' = off; jaxplay.main only).
+      compilation_cache="~/.cache/jaxplay/xla",
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

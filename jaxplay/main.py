@@ -66,6 +66,18 @@ def _load_config():
   return config
 
 
+CACHE_MAX_BYTES = 8 * 2**30  # JAX evicts the least recently used programs beyond this.
+
+
+def use_compilation_cache(path: str) -> None:
+  """Keeps every compiled program (even quick ones) in `path` ('' = off) for later starts."""
+  if not path:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+
+
 @errors.user_facing
 def main(argv):
   if len(argv) > 1:
@@ -80,6 +92,7 @@ def main(argv):
   if workdir is None:
     workdir = os.path.join("workdir", os.path.basename(
         flags.FLAGS["config"].config_filename).removesuffix(".py"))
+  use_compilation_cache(config.train.compilation_cache)
   summary = train.train(config, workdir, overwrite=_OVERWRITE.value)
   if "stopped_by" in summary:
     print(f"Stopped by {summary['stopped_by']} after step {summary['final_step']}; its "

@@ -26,7 +26,7 @@ RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "tr
 # Config fields a resumed run may change: they decide how long it runs and what it writes when,
 # not what it computes (train.steps also sets a cosine schedule's length: see `resumable_changes`).
 RESUMABLE_FIELDS = ("train.steps", "train.eval_every", "train.checkpoint_every",
-                    "train.keep_checkpoints")
+                    "train.keep_checkpoints", "train.compilation_cache")
 
 
 class WorkdirError(errors.UserError):

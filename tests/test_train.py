@@ -110,3 +110,19 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
   assert step == saved[0]
   losses = [r["step"] for r in metrics.read_jsonl(metrics_path) if "loss" in r]
   assert losses == list(range(1, step + 1))
+
+
+@pytest.mark.slow
+def test_a_second_start_compiles_nothing(tmp_path):
+  """With train.compilation_cache set, a second start of the same config (another workdir) finds
+  every program in the cache: it adds no entry."""
+  cache = tmp_path / "cache"
+  overrides = {**OVERRIDES, "train.steps": 2, "train.compilation_cache": cache}
+  entries = []
+  for run in ("first", "second"):
+    command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
+               f"--workdir={tmp_path / run}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    entries.append(sorted(os.listdir(cache)))
+  assert len(entries[0]) > 10 and entries[1] == entries[0]
