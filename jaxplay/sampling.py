@@ -48,7 +48,8 @@ def _truncate(scaled_BV, top_k_B, top_p_B):
   sorted_BV = jnp.where(ranks < k_B[:, None], sorted_BV, -jnp.inf)
   probs = jax.nn.softmax(sorted_BV, axis=-1)
   mass_before = jnp.cumsum(probs, axis=-1) - probs
-  keep = (mass_before < top_p_B[:, None]) & (ranks < k_B[:, None])
+  # top_p >= 1 keeps every token: float32 mass can reach 1 before the tail's last tokens.
+  keep = ((mass_before < top_p_B[:, None]) | (top_p_B[:, None] >= 1)) & (ranks < k_B[:, None])
   n_keep = jnp.maximum(keep.sum(-1), 1)
   threshold = jnp.take_along_axis(sorted_BV, (n_keep - 1)[:, None], axis=-1)
   return jnp.where(scaled_BV >= threshold, scaled_BV, -jnp.inf)

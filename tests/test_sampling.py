@@ -199,3 +199,13 @@ def test_truncation_keeps_exactly_the_top_k_and_nucleus_tokens(logits, top_k, to
     assert set(np.flatnonzero(np.isfinite(out[row]))) == expected
     np.testing.assert_array_equal(out[row][list(expected)], logits[list(expected)])
   np.testing.assert_array_equal(out[1], logits[::-1])
+
+
+def test_top_p_one_keeps_every_token_of_a_large_vocabulary():
+  """float32 mass reaches 1 before the last of 50k tokens: top_p = 1 must still keep them all
+  (else a row's kept set would depend on whether another row needs truncation)."""
+  logits = jax.random.normal(jax.random.key(0), (2, 50_000)).at[:, 0].set(20.0)  # A peak.
+  out = sampling._truncate(  # pylint: disable=protected-access
+      logits, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32))
+  assert bool(jnp.isfinite(out[0]).all())
+  assert 0 < int(jnp.isfinite(out[1]).sum()) < 50_000
