@@ -168,6 +168,17 @@ def test_overwrite_with_a_config_that_fails_setup_keeps_the_old_run(tmp_path):
   assert not (tmp_path / "new").exists()
 
 
+def test_overwrite_removes_the_whole_old_run_and_nothing_else(tmp_path):
+  for name in ("tensorboard", "transcripts", "plots", "eval_samples", "checkpoints"):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "file").write_text("old")
+  for name in ("config.json", "metrics.jsonl", "evals.jsonl", "notes.txt"):
+    (tmp_path / name).write_text("old")
+  removed = workdir_lib.remove_run(tmp_path)
+  assert sorted(removed) == sorted(workdir_lib.RUN_ENTRIES)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # Not the run's: kept.
+
+
 def test_run_lock_refuses_a_live_holder_and_takes_over_a_gone_one(tmp_path, capsys):
   holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
