@@ -5,6 +5,9 @@ from games import tic_tac_toe  # noqa: F401  (registers the game)
 from games import simple_negotiation  # noqa: F401
 from games import nim  # noqa: F401
 from games import leduc_poker  # noqa: F401
+from games import pig  # noqa: F401
+from games import connect_four  # noqa: F401
+from games import matrix_game  # noqa: F401  (matrix_game and the repeated games)
 from games.api import EVAL_INVALID_REWARDS, INVALID_ACTION, TRAIN_INVALID_REWARDS, Game, State
 from games.api import make, register, registered_names
 

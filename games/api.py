@@ -118,6 +118,12 @@ class Game(abc.ABC):
     """Concatenated text of a phrase-id sequence."""
     return "".join(self.phrases[int(i)] for i in phrase_ids)
 
+  def eval_stats(self, final_states: State, learner_seat) -> dict[str, float]:
+    """The game's own statistics of finished evaluation games (host arrays with a batch axis;
+    learner_seat int [B]), reported as eval/<game>/<opponent>/<stat>. None by default."""
+    del final_states, learner_seat
+    return {}
+
   def _forfeit(self, state: State) -> State:
     """The current player loses by an illegal or unparseable action."""
     offender_reward, other_reward = self.invalid_rewards

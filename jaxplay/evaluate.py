@@ -62,6 +62,13 @@ def outcome_stats(episodes: rollout_lib.Episodes) -> dict[str, float]:
   return stats
 
 
+def game_stats(game: api.Game, episodes: rollout_lib.Episodes) -> dict[str, float]:
+  """`outcome_stats` plus the game's own statistics of the final states (`Game.eval_stats`)."""
+  episodes = jax.device_get(episodes)
+  return {**outcome_stats(episodes),
+          **game.eval_stats(episodes.final_state, np.asarray(episodes.learner_seat))}
+
+
 def play_against(game: api.Game, policy: rollout_lib.Policy,
                  render_prompt: rollout_lib.RenderPrompt, params: Any,
                  opponent: rollout_lib.Opponent, key: jax.Array, games_per_seat: int,
@@ -99,7 +106,7 @@ class Evaluator:
               kit.game, kit.eval_policy, functools.partial(text.render_tokens, kit.prompts),
               params, switch_opponent(fns, index), key, self._games_per_seat,
               tuple(config.eval.invalid_rewards)), kit=kit, fns=fns))
-      self._plays.append((kit.game.name, names, play))
+      self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode.
     self._kuhn_tables = [(kit.game.name, jax.jit(functools.partial(kuhn_policy_table, exp, kit)))
@@ -114,12 +121,12 @@ class Evaluator:
   def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
     results, transcripts = {}, []
     games_key, kuhn_key = jax.random.split(key)
-    for game_index, (game_name, names, play) in enumerate(self._plays):
+    for game_index, (game, names, play) in enumerate(self._plays):
       for index, name in enumerate(names):
         episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
-        stats = outcome_stats(episodes)
-        results.update({f"eval/{game_name}/{name}/{k}": v for k, v in stats.items()})
-        transcripts.append(self._transcript(game_name, name, episodes, game_row=0))
+        stats = game_stats(game, episodes)
+        results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
+        transcripts.append(self._transcript(game.name, name, episodes, game_row=0))
     for game_name, table in self._kuhn_tables:
       results[f"eval/{game_name}/exploitability"] = float(
           exploitability.exploitability(table(params)))

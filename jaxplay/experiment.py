@@ -139,7 +139,8 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
 def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> text.PromptStyle:
   """config.prompt for one game: its instruction line and `examples` worked examples."""
   return text.PromptStyle(instruction=config.prompt.instruction or text.INSTRUCTION,
-                          examples=text.worked_examples(game, config.prompt.examples))
+                          examples=text.worked_examples(game, config.prompt.examples),
+                          header=text.PROMPT_PREFIX if game.zero_sum else text.GENERAL_SUM_PREFIX)
 
 
 def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text.ScoringTable:

@@ -36,6 +36,8 @@ def train_bpe(corpus: list[str], vocab_size: int) -> transformers.PreTrainedToke
 
 def games_corpus(game_list: tuple[api.Game, ...]) -> list[str]:
   corpus = [text.PROMPT_PREFIX, text.PROMPT_SUFFIX, text.BOX_OPEN + text.BOX_CLOSE]
+  if not all(game.zero_sum for game in game_list):  # Their prompts' header.
+    corpus.append(text.GENERAL_SUM_PREFIX)
   for game in game_list:
     corpus += list(game.phrases) + list(game.actions)
     corpus += [text.BOX_OPEN + action + text.BOX_CLOSE for action in game.actions]

@@ -1,9 +1,10 @@
 """Text inside the compiled program: tokenised phrase tables, jittable prompt rendering and parsing.
 
-Rendering: a prompt is `chat prefix + examples + PROMPT_PREFIX + observation + "\n" + instruction +
-chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets the instruction
-line and the worked examples, none by default). The fixed parts and every game phrase are tokenised
-once, each alone; `render_tokens` gathers and packs them into `max_prompt_len` tokens.
+Rendering: a prompt is `chat prefix + examples + header + observation + "\n" + instruction +
+chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets the header,
+zero-sum or general-sum, the instruction line and the worked examples, none by default). The
+fixed parts and every game phrase are tokenised once, each alone; `render_tokens` gathers and
+packs them into `max_prompt_len` tokens.
 
 Parsing (the rules `parse_text` states in plain Python and `parse_tokens` runs on device):
 1. The response is the bytes of its first `length` tokens (`tokenizer.byte_table`: special tokens
@@ -46,7 +47,10 @@ from jaxplay import sampling
 from jaxplay import tokenizer as tokenizers
 
 PROMPT_PREFIX = ("You are playing a two-player zero-sum game. Make valid actions to win.\n"
-                 "Observation: ")
+                 "Observation: ")  # SPIRAL's.
+# The header of games that are not zero-sum (matrix and repeated games): no "win" to aim for.
+GENERAL_SUM_PREFIX = ("You are playing a two-player game. Make valid actions to get the highest "
+                      "payoff for yourself.\nObservation: ")
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."  # SPIRAL's.
 PROMPT_SUFFIX = "\n" + INSTRUCTION
 BOX_OPEN = "\\boxed{"
@@ -60,14 +64,16 @@ WHITESPACE = " \t\n\r\x0b\x0c"
 
 @dataclasses.dataclass(frozen=True)
 class PromptStyle:
-  """What surrounds the observation: the line after it, and worked examples shown before it.
+  """What surrounds the observation: the header before it, the line after it, and worked examples
+  shown before it.
 
-  Each example is the prompt of another state followed by its answer: `PROMPT_PREFIX + observation
+  Each example is the prompt of another state followed by its answer: `header + observation
   + "\\n" + instruction + "\\n" + answer + "\\n\\n"`, all inside the one user message.
   """
 
   instruction: str = INSTRUCTION
   examples: tuple[tuple[str, str], ...] = ()  # (observation, answer) pairs.
+  header: str = PROMPT_PREFIX  # GENERAL_SUM_PREFIX for games that are not zero-sum.
 
   def message(self, observation: str) -> str:
     """The user message for an observation (examples first)."""
@@ -75,7 +81,7 @@ class PromptStyle:
     return shown + self._question(observation)
 
   def _question(self, observation: str) -> str:
-    return PROMPT_PREFIX + observation + "\n" + self.instruction
+    return self.header + observation + "\n" + self.instruction
 
 
 def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[str, str], ...]:
@@ -166,7 +172,7 @@ class PromptTable:
 
   phrase_tokens: jax.Array  # int32 [num_phrases, max_phrase_len]
   phrase_lengths: jax.Array  # int32 [num_phrases]
-  prefix: jax.Array  # int32 [prefix_len]: chat prefix + examples + PROMPT_PREFIX
+  prefix: jax.Array  # int32 [prefix_len]: chat prefix + examples + header
   suffix: jax.Array  # int32 [suffix_len]: "\n" + instruction + chat suffix
   max_prompt_len: int = struct.field(pytree_node=False)
   pad_id: int = struct.field(pytree_node=False)

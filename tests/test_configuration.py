@@ -1,6 +1,8 @@
 """Start-up config checks: the shipped configs pass, and each mistake names its field."""
 
+import importlib
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -254,3 +256,11 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
   config.mesh = spiral.get_config("local").mesh
   config.mesh.update(data=1, fsdp=2, tensor=4)  # Batches split in 2: valid.
   configuration.validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize("name", sorted(
+    p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+    if p.stem not in ("__init__", "spiral")))  # spiral.py needs a checkpoint (tested above).
+def test_every_shipped_config_validates(name):
+  module = importlib.import_module(f"configs.{name}")
+  configuration.validate(module.get_config())

@@ -55,6 +55,27 @@ def test_opponents_by_name():
     opponents.get("kuhn_poker", "scripted")
 
 
+def test_games_add_their_own_statistics():
+  game = games.make("iterated_prisoners_dilemma", rounds=3)
+  episodes = _play(game=game, policy=stand_ins.random_policy,
+                   render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
+                   opponent=opponents.get(game.name, "tit_for_tat"), key=jax.random.key(2),
+                   games_per_seat=16)
+  stats = evaluate.game_stats(game, episodes)
+  assert stats.items() >= evaluate.outcome_stats(episodes).items()
+  learner_actions = np.asarray(episodes.action)[np.asarray(episodes.learner)]
+  assert learner_actions.size == 96
+  assert stats["cooperation_rate"] == pytest.approx((learner_actions == 0).mean())
+  assert stats["nash_action_rate"] == pytest.approx((learner_actions == 1).mean())
+  assert 0 <= stats["forgiveness_rate"] <= 1
+  # Games without statistics of their own (the default hook) report the outcomes only.
+  ttt = games.make("tic_tac_toe")
+  episodes = _play(game=ttt, policy=stand_ins.random_policy,
+                   render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
+                   opponent=opponents.uniform_random, key=jax.random.key(3), games_per_seat=8)
+  assert evaluate.game_stats(ttt, episodes) == evaluate.outcome_stats(episodes)
+
+
 # --- Kuhn Poker exploitability estimated from sampled answers (free-text mode). ---
 
 _estimate = jax.jit(evaluate.estimate_kuhn_exploitability, static_argnames=(

@@ -1,0 +1,632 @@
+"""Matrix games: one-shot and repeated two-player simultaneous-move games on a payoff table.
+
+Each round Player 0 (the row player) answers, then Player 1 (the column player) answers without
+seeing Player 0's choice of this round, then the round's payoffs apply. In a repeated game
+(`rounds > 1`) the observation shows every finished round (both choices and both payoffs) and the
+running totals.
+
+Rewards, at the end only: player p's total payoff T_p is mapped linearly to [-1, 1] from the
+lowest total it can get, rounds * (p's smallest payoff in the table), to the highest,
+rounds * (p's largest payoff): reward_p = 2 (T_p - lo_p) / (hi_p - lo_p) - 1 (0 when hi_p == lo_p).
+Constant-sum tables therefore give zero-sum rewards (`zero_sum` is True only for those).
+
+`payoffs` is one of:
+- an explicit table: a tuple of n rows of m (row player's payoff, column player's payoff) pairs;
+- the name of a known game (`KNOWN_GAMES`; their ordinal tables are given below);
+- "rg000".."rg143": one of the 144 strict ordinal 2x2 games (see `ordinal_types`);
+- "family:all": each game draws one of the 576 ordered pairs of strict rankings uniformly from
+  the init key, so one of the 144 types uniformly, in a uniform one of its 4 layouts; the table
+  lives in the state and the prompt shows that game's payoffs (ranks 1-4, 4 = best).
+
+Action names are shared by both players: the row player chooses among the first n names, the
+column player among the first m.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+import re
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from games import api
+
+NO_CHOICE = -1
+FAMILY_ALL = "family:all"
+MAX_TOTALS = 2000  # Distinct running totals (each a phrase) a game may show.
+
+# --- The 144 strict ordinal 2x2 games. ---
+#
+# Robinson & Goforth, "The Topology of the 2x2 Games: A New Periodic Table" (Routledge, 2005):
+# in a strict ordinal 2x2 game each player ranks the four outcomes 1 (worst) to 4 (best). The
+# 24 x 24 = 576 ordered pairs of rankings fall into 144 classes under relabelling the row
+# player's moves (swapping rows) and/or the column player's (swapping columns): the swaps form a
+# group of 4 that moves the row player's 4 to a different cell each time, so every class has
+# exactly 4 members. Players are not swapped (that would give 78 classes).
+#
+# Our indexing (NOT Robinson & Goforth's numbering): write a table row-major as
+# (a00, a01, a10, a11, b00, b01, b10, b11), a the row player's ranks, b the column player's.
+# A class's canonical member is the one with the row player's 4 in the top-left cell (a00 = 4;
+# exactly one member has it). Classes are numbered 0-143 in the lexicographic order of their
+# canonical members' 8-tuples, and named "rg000".."rg143": rg000 is a = (4, 1, 2, 3),
+# b = (1, 2, 3, 4); rg143 is a = (4, 3, 2, 1), b = (4, 3, 2, 1).
+
+# Swapping rows maps the row-major cell k to k ^ 2, swapping columns to k ^ 1.
+_SYMMETRIES = np.array([[k ^ s for k in range(4)] for s in range(4)], np.int32)
+
+
+class OrdinalTypes(NamedTuple):
+  canonical: np.ndarray  # int32 [144, 8]: each class's canonical member, row-major (a, b).
+  pairs: np.ndarray  # int32 [576, 8]: every ordered pair of rankings.
+  type_of: np.ndarray  # int32 [576]: the class of each pair.
+
+
+@functools.cache
+def ordinal_types() -> OrdinalTypes:
+  """The 144 classes, generated from the definition above."""
+  perms = np.array(list(itertools.permutations((1, 2, 3, 4))), np.int32)  # [24, 4]
+  row, col = np.repeat(perms, 24, axis=0), np.tile(perms, (24, 1))
+  pairs = np.concatenate([row, col], axis=1)
+  members = np.stack([np.concatenate([row[:, s], col[:, s]], 1) for s in _SYMMETRIES], 1)
+  canonical_member = np.argmax(members[:, :, 0] == 4, axis=1)
+  canonical = members[np.arange(len(pairs)), canonical_member]
+  reps, type_of = np.unique(canonical, axis=0, return_inverse=True)
+  return OrdinalTypes(reps.astype(np.int32), pairs, type_of.reshape(-1).astype(np.int32))
+
+
+def flat_to_table(flat) -> np.ndarray:
+  """A row-major (a00, a01, a10, a11, b00, b01, b10, b11) tuple as a table [2, 2, 2]."""
+  flat = np.asarray(flat)
+  return np.stack([flat[..., :4], flat[..., 4:]], -1).reshape(flat.shape[:-1] + (2, 2, 2))
+
+
+def ordinal_type(table) -> int | None:
+  """The class index of a 2x2 table whose players each rank the 4 outcomes strictly (payoffs
+  may be cardinal: only their order counts); None for other tables."""
+  table = np.asarray(table, np.float64)
+  if table.shape != (2, 2, 2):
+    return None
+  flat = []
+  for player in range(2):
+    values = table[..., player].reshape(-1)
+    if len(set(values.tolist())) != 4:
+      return None
+    flat += list(np.argsort(np.argsort(values)) + 1)
+  return _pair_index()[tuple(int(x) for x in flat)]
+
+
+@functools.cache
+def _pair_index() -> dict[tuple[int, ...], int]:
+  types = ordinal_types()
+  return {tuple(int(x) for x in pair): int(t) for pair, t in zip(types.pairs, types.type_of)}
+
+
+def pure_nash(table) -> np.ndarray:
+  """bool [..., n, m]: the cells that are pure Nash equilibria (each player's payoff is a best
+  response to the other's move; ties count) of tables [..., n, m, 2]."""
+  table = np.asarray(table)
+  row, col = table[..., 0], table[..., 1]
+  return (row >= row.max(-2, keepdims=True)) & (col >= col.max(-1, keepdims=True))
+
+
+# --- Known games. ---
+
+
+def _symmetric(r, s, t, p):
+  """Symmetric 2x2 table, moves (cooperate, defect): R both cooperate, S cooperating against a
+  defector, T defecting against a cooperator, P both defect."""
+  return (((r, r), (s, t)), ((t, s), (p, p)))
+
+
+# Ordinal tables (4 = best). The symmetric social dilemmas have moves (cooperate, defect); the
+# row player's ranks are [[R, S], [T, P]] and the column player's their transpose:
+#   prisoners_dilemma   T > R > P > S   [[3, 1], [4, 2]]   one pure NE: (defect, defect)
+#   chicken             T > R > S > P   [[3, 2], [4, 1]]   two: (cooperate, defect), (defect, coop.)
+#   stag_hunt           R > T > P > S   [[4, 1], [3, 2]]   two: (cooperate, cooperate), (defect, d.)
+#   deadlock            T > P > R > S   [[2, 1], [4, 3]]   one: (defect, defect)
+#   harmony             R > T > S > P   [[4, 2], [3, 1]]   one: (cooperate, cooperate); several
+#                                                          orderings go by this name, this is one.
+# battle_of_the_sexes, moves (opera, football); the row player prefers opera, the column player
+# football. Each ranks coordinating on its favourite 4, on the other's 3, each at its own
+# favourite (opera, football) 2, each at the other's (football, opera) 1:
+#   row [[4, 2], [1, 3]], column [[3, 2], [1, 4]]          two: (opera, opera), (football, football)
+# matching_pennies is not ordinal (it has ties): +1 / -1 for the row player when the coins match
+# / differ, the column player gets the negative (zero-sum, no pure NE).
+KNOWN_GAMES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "prisoners_dilemma": (_symmetric(3, 1, 4, 2), ("cooperate", "defect")),
+    "chicken": (_symmetric(3, 2, 4, 1), ("cooperate", "defect")),
+    "stag_hunt": (_symmetric(4, 1, 3, 2), ("cooperate", "defect")),
+    "deadlock": (_symmetric(2, 1, 4, 3), ("cooperate", "defect")),
+    "harmony": (_symmetric(4, 2, 3, 1), ("cooperate", "defect")),
+    "battle_of_the_sexes": ((((4, 3), (2, 2)), ((1, 1), (3, 4))), ("opera", "football")),
+    "matching_pennies": ((((1, -1), (-1, 1)), ((-1, 1), (1, -1))), ("heads", "tails")),
+}
+
+# Classic cardinal tables of the repeated games below.
+PRISONERS_DILEMMA_5310 = _symmetric(3, 0, 5, 1)  # T=5, R=3, P=1, S=0.
+BATTLE_OF_THE_SEXES_210 = (((2, 1), (0, 0)), ((0, 0), (1, 2)))
+_LETTERS = tuple(chr(ord("A") + i) for i in range(26))
+COOPERATE = "cooperate"  # Games with a move of this name report cooperation statistics.
+
+
+def _tuples(value):
+  """Lists (from configs) as tuples, recursively, so the game stays hashable."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _fmt(value) -> str:
+  value = float(value)
+  return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+# --- Phrases. ---
+
+
+def _intro(player: int, rounds: int, hidden: bool) -> str:
+  if rounds == 1:
+    return (f"You are Player {player} in a one-shot two-player matrix game.\n"
+            "Both players choose a move at the same time: neither sees the other's choice "
+            "before choosing. Your goal is the highest payoff for yourself.\n"
+            "The payoffs:\n")
+  length = "an unknown number of rounds" if hidden else f"{rounds} rounds"
+  return (f"You are Player {player} in a repeated two-player matrix game of {length}.\n"
+          "In each round both players choose a move at the same time: neither sees the other's "
+          "choice before choosing. Your goal is the highest total payoff for yourself over all "
+          "rounds.\nThe payoffs of each round:\n")
+
+
+def _cell_text(own: str, other: str, u, v) -> str:
+  return f"If you play {own} and they play {other}: you get {_fmt(u)}, they get {_fmt(v)}.\n"
+
+
+def _label_text(round_number: int, rounds: int) -> str:
+  return "Result: " if rounds == 1 else f"Round {round_number}: "
+
+
+def _outcome_text(own: str, other: str, u, v) -> str:
+  return f"you played {own}, they played {other}; you got {_fmt(u)}, they got {_fmt(v)}.\n"
+
+
+def _you_total_text(total) -> str:
+  return f"Total so far: you {_fmt(total)}"
+
+
+def _they_total_text(total) -> str:
+  return f", they {_fmt(total)}.\n"
+
+
+def _round_text(round_number: int, rounds: int, hidden: bool) -> str:
+  total = "" if hidden else f" of {rounds}"
+  return f"This is round {round_number}{total}.\n"
+
+
+_LEGAL = "Your legal moves: "
+_GAME_OVER = "The game is over."
+
+
+class _Interner:
+  """Builds the phrase list; equal texts share one id."""
+
+  def __init__(self):
+    self.texts, self._ids = [""], {"": 0}
+
+  def __call__(self, text: str) -> int:
+    if text not in self._ids:
+      self._ids[text] = len(self.texts)
+      self.texts.append(text)
+    return self._ids[text]
+
+
+class _Layout(NamedTuple):
+  phrases: tuple[str, ...]
+  intro: np.ndarray  # int32 [2]
+  values: np.ndarray  # float32 [V]: every payoff value a cell can show, sorted.
+  cells: np.ndarray  # int32 [K, K, V, V]: (own move, other's move, own payoff, other's) phrases.
+  outcomes: np.ndarray  # int32 [K, K, V, V]: the same outcome in a history line.
+  labels: np.ndarray  # int32 [rounds]
+  totals: np.ndarray  # float32 [T]: every running total, sorted.
+  you_totals: np.ndarray  # int32 [T]
+  they_totals: np.ndarray  # int32 [T]
+  round_headers: np.ndarray  # int32 [rounds]
+  legal: int
+  game_over: int
+  first_moves: np.ndarray  # int32 [K]: "[X]"
+  more_moves: np.ndarray  # int32 [K]: ", [X]"
+  cell_rows: np.ndarray  # int32 [2, n*m]: the row move of each table line, per viewer.
+  cell_cols: np.ndarray  # int32 [2, n*m]
+
+
+@struct.dataclass
+class Rounds:
+  payoffs: jax.Array  # float32 [n, m, 2]: this game's table (drawn at init for a family).
+  kind: jax.Array  # int32 []: the table's ordinal class (0-143), -1 if it has none.
+  choices: jax.Array  # int32 [rounds, 2]: each round's (row, column) moves, NO_CHOICE if not made.
+  rounds_done: jax.Array  # int32 []: finished rounds.
+  totals: jax.Array  # float32 [2]: each player's payoff so far.
+
+
+@api.register
+@dataclasses.dataclass(frozen=True)
+class MatrixGame(api.Game):
+  """A one-shot or repeated matrix game; see the module docstring."""
+
+  payoffs: Any = "prisoners_dilemma"
+  action_names: tuple[str, ...] | None = None
+  rounds: int = 1
+  hidden_rounds: bool = False
+
+  name = "matrix_game"
+  default_action_names: ClassVar[tuple[str, ...] | None] = None  # For explicit tables.
+
+  def __post_init__(self):
+    object.__setattr__(self, "payoffs", _tuples(self.payoffs))
+    object.__setattr__(self, "action_names", _tuples(self.action_names))
+    prefix = f"{self.name}:"
+    if isinstance(self.payoffs, str):
+      if not (self.payoffs in KNOWN_GAMES or self.payoffs == FAMILY_ALL
+              or (re.fullmatch(r"rg\d{3}", self.payoffs) and int(self.payoffs[2:]) < 144)):
+        raise ValueError(f"{prefix} payoffs={self.payoffs!r} is unknown; valid names: "
+                         f"{', '.join(KNOWN_GAMES)}, rg000-rg143, {FAMILY_ALL}, or a table.")
+    else:
+      _check_table(self.payoffs, prefix)
+    if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+      raise ValueError(f"{prefix} rounds must be an integer >= 1, got {self.rounds!r}.")
+    if not isinstance(self.hidden_rounds, bool):
+      raise ValueError(f"{prefix} hidden_rounds must be a bool, got {self.hidden_rounds!r}.")
+    if self.hidden_rounds and self.rounds == 1:
+      raise ValueError(f"{prefix} hidden_rounds=True needs rounds > 1.")
+    n, m = self.shape
+    names = self.actions if self.action_names is None else self.action_names
+    if self.action_names is None and max(n, m) > len(_LETTERS):
+      raise ValueError(f"{prefix} action_names: give names for tables over {len(_LETTERS)} moves.")
+    if (not isinstance(names, tuple) or not all(isinstance(a, str) for a in names)
+        or len(names) != max(n, m)):
+      raise ValueError(f"{prefix} action_names must be {max(n, m)} strings (the larger of the "
+                       f"table's {n} rows and {m} columns), got {self.action_names!r}.")
+    normalised = [" ".join(a.lower().replace("[", "").replace("]", "").split()) for a in names]
+    if not all(normalised) or len(set(normalised)) != len(normalised) or any(
+        "," in a for a in names):
+      raise ValueError(f"{prefix} action_names must be non-empty, distinct ignoring case and "
+                       f"brackets, without commas; got {names!r}.")
+    self._layout  # Fails early on too many running totals.  # pylint: disable=pointless-statement
+
+  # --- The table. ---
+
+  @functools.cached_property
+  def table(self) -> np.ndarray | None:
+    """float64 [n, m, 2], or None for a family (the table is in the state)."""
+    if self.payoffs == FAMILY_ALL:
+      return None
+    if isinstance(self.payoffs, str) and self.payoffs in KNOWN_GAMES:
+      return np.asarray(KNOWN_GAMES[self.payoffs][0], np.float64)
+    if isinstance(self.payoffs, str):
+      return flat_to_table(ordinal_types().canonical[int(self.payoffs[2:])]).astype(np.float64)
+    return np.asarray(self.payoffs, np.float64)
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (2, 2) if self.table is None else self.table.shape[:2]
+
+  @property
+  def zero_sum(self) -> bool:  # Constant-sum tables give zero-sum rewards (module docstring).
+    sums = None if self.table is None else self.table.sum(-1)
+    return sums is not None and bool(np.allclose(sums, sums.flat[0]))
+
+  @property
+  def cooperate(self) -> int | None:
+    """The id of the move named 'cooperate', if any (cooperation statistics use it)."""
+    return self.actions.index(COOPERATE) if COOPERATE in self.actions else None
+
+  # --- The static description. ---
+
+  @property
+  def actions(self) -> tuple[str, ...]:
+    if self.action_names is not None:
+      return self.action_names
+    if isinstance(self.payoffs, str) and self.payoffs in KNOWN_GAMES:
+      return KNOWN_GAMES[self.payoffs][1]
+    k = max(self.shape)
+    if self.default_action_names is not None and len(self.default_action_names) == k:
+      return self.default_action_names
+    return _LETTERS[:k]
+
+  @property
+  def max_turns(self) -> int:
+    return 2 * self.rounds
+
+  @property
+  def phrases(self) -> tuple[str, ...]:
+    return self._layout.phrases
+
+  @property
+  def max_observation_phrases(self) -> int:
+    n, m = self.shape
+    repeated = 3 if self.rounds > 1 else 0  # two totals and the round header
+    return 1 + n * m + 2 * self.rounds + repeated + 1 + max(n, m)
+
+  @functools.cached_property
+  def _layout(self) -> _Layout:
+    n, m = self.shape
+    k = max(n, m)
+    names = self.actions
+    phrase = _Interner()
+    intro = np.array([phrase(_intro(p, self.rounds, self.hidden_rounds)) for p in (0, 1)])
+    if self.table is None:
+      values = np.arange(1.0, 5.0)
+      seen = set(itertools.product(range(k), range(k), values, values))
+      own_values = [values, values]
+    else:
+      values = np.unique(self.table)
+      seen = set()
+      for i, j in itertools.product(range(n), range(m)):
+        seen.add((i, j, self.table[i, j, 0], self.table[i, j, 1]))
+        seen.add((j, i, self.table[i, j, 1], self.table[i, j, 0]))
+      own_values = [np.unique(self.table[..., p]) for p in (0, 1)]
+    values = np.unique(values.astype(np.float32))
+    cells = np.zeros((k, k, len(values), len(values)), np.int32)
+    outcomes = np.zeros_like(cells)
+    for own, other, u, v in sorted(seen):
+      u, v = np.float32(u), np.float32(v)
+      index = (own, other, np.searchsorted(values, u), np.searchsorted(values, v))
+      cells[index] = phrase(_cell_text(names[own], names[other], u, v))
+      outcomes[index] = phrase(_outcome_text(names[own], names[other], u, v))
+    labels = np.array([phrase(_label_text(r + 1, self.rounds)) for r in range(self.rounds)])
+    totals = np.zeros((1,), np.float32)
+    you_totals = they_totals = np.zeros((1,), np.int32)
+    if self.rounds > 1:
+      totals = _reachable_totals(own_values, self.rounds, self.name)
+      you_totals = np.array([phrase(_you_total_text(t)) for t in totals])
+      they_totals = np.array([phrase(_they_total_text(t)) for t in totals])
+    headers = np.array([phrase(_round_text(r + 1, self.rounds, self.hidden_rounds))
+                        for r in range(self.rounds)])
+    legal, game_over = phrase(_LEGAL), phrase(_GAME_OVER)
+    first_moves = np.array([phrase(f"[{a}]") for a in names])
+    more_moves = np.array([phrase(f", [{a}]") for a in names])
+    # Table lines: own move major, then the other's move; Player 1's own moves are the columns.
+    cell_rows = np.stack([np.repeat(np.arange(n), m), np.tile(np.arange(n), m)])
+    cell_cols = np.stack([np.tile(np.arange(m), n), np.repeat(np.arange(m), n)])
+    as_int = lambda x: np.asarray(x, np.int32)
+    return _Layout(tuple(phrase.texts), as_int(intro), values, cells, outcomes, as_int(labels),
+                   totals, as_int(you_totals), as_int(they_totals), as_int(headers), legal,
+                   game_over, as_int(first_moves), as_int(more_moves), as_int(cell_rows),
+                   as_int(cell_cols))
+
+  # --- Rules. ---
+
+  def _legal_mask(self, player: jax.Array) -> jax.Array:
+    n, m = self.shape
+    return jnp.arange(max(n, m)) < jnp.where(player == 0, n, m)
+
+  def _init(self, key: jax.Array) -> api.State:
+    if self.table is None:
+      types = ordinal_types()
+      pair = jax.random.randint(key, (), 0, len(types.pairs))
+      payoffs = jnp.asarray(flat_to_table(types.pairs), jnp.float32)[pair]
+      kind = jnp.asarray(types.type_of)[pair]
+    else:
+      payoffs = jnp.asarray(self.table, jnp.float32)
+      kind = jnp.int32(-1 if (t := ordinal_type(self.table)) is None else t)
+    data = Rounds(payoffs=payoffs, kind=kind.astype(jnp.int32),
+                  choices=jnp.full((self.rounds, 2), NO_CHOICE, jnp.int32),
+                  rounds_done=jnp.int32(0), totals=jnp.zeros((2,), jnp.float32))
+    return api.new_state(self, data, self._legal_mask(jnp.int32(0)))
+
+  def _step(self, state: api.State, action: jax.Array, key: jax.Array) -> api.State:
+    del key
+    data, player = state.data, state.current_player
+    current = data.rounds_done
+    choices = data.choices.at[current, player].set(action)
+    round_over = player == 1
+    gains = data.payoffs[choices[current, 0], action]  # Used only when Player 1 has moved.
+    totals = data.totals + jnp.where(round_over, gains, 0.0)
+    rounds_done = current + round_over.astype(jnp.int32)
+    game_over = rounds_done == self.rounds
+    low = self.rounds * data.payoffs.min((0, 1))
+    high = self.rounds * data.payoffs.max((0, 1))
+    spread = high - low
+    scaled = jnp.where(spread > 0, 2 * (totals - low) / jnp.where(spread > 0, spread, 1) - 1, 0)
+    next_player = 1 - player
+    return state.replace(
+        data=data.replace(choices=choices, rounds_done=rounds_done, totals=totals),
+        current_player=next_player,
+        legal_action_mask=self._legal_mask(next_player) & ~game_over,
+        rewards=jnp.where(game_over, scaled, 0.0).astype(jnp.float32),
+        terminated=game_over,
+    )
+
+  # --- Observations. ---
+
+  def _outcome_ids(self, lookup: np.ndarray, payoffs: jax.Array, player: jax.Array,
+                   rows: jax.Array, cols: jax.Array) -> jax.Array:
+    """Phrase ids of outcomes (row move, column move) as `player` sees them."""
+    values = jnp.asarray(self._layout.values)
+    cell = payoffs[rows, cols]  # [..., 2]
+    mine = jnp.where(player == 0, cell[..., 0], cell[..., 1])
+    theirs = jnp.where(player == 0, cell[..., 1], cell[..., 0])
+    own = jnp.where(player == 0, rows, cols)
+    other = jnp.where(player == 0, cols, rows)
+    index = lambda x: jnp.clip(jnp.searchsorted(values, x), 0, values.shape[0] - 1)
+    return jnp.asarray(lookup)[own, other, index(mine), index(theirs)]
+
+  def _render(self, state: api.State, player: jax.Array) -> jax.Array:
+    layout, data = self._layout, state.data
+    rows = jnp.where(player == 0, layout.cell_rows[0], layout.cell_rows[1])
+    cols = jnp.where(player == 0, layout.cell_cols[0], layout.cell_cols[1])
+    parts = [jnp.asarray(layout.intro)[player],
+             self._outcome_ids(layout.cells, data.payoffs, player, rows, cols)]
+    done = jnp.arange(self.rounds) < data.rounds_done
+    moves = jnp.maximum(data.choices, 0)
+    outcomes = self._outcome_ids(layout.outcomes, data.payoffs, player, moves[:, 0], moves[:, 1])
+    history = jnp.stack([jnp.asarray(layout.labels), outcomes], 1)
+    parts.append(jnp.where(done[:, None], history, api.PAD_PHRASE).reshape(-1))
+    if self.rounds > 1:
+      totals = jnp.asarray(layout.totals)
+      nearest = jnp.argmin(jnp.abs(totals[None, :] - data.totals[:, None]), axis=1)
+      mine, theirs = nearest[player], nearest[1 - player]
+      shown = jnp.stack([jnp.asarray(layout.you_totals)[mine],
+                         jnp.asarray(layout.they_totals)[theirs]])
+      parts.append(jnp.where(data.rounds_done > 0, shown, api.PAD_PHRASE))
+      header = jnp.asarray(layout.round_headers)[jnp.minimum(data.rounds_done, self.rounds - 1)]
+      parts.append(jnp.where(state.terminated, api.PAD_PHRASE, header))
+    parts.append(jnp.where(state.terminated, layout.game_over, layout.legal))
+    legal = state.legal_action_mask
+    first = jnp.arange(self.num_actions) == jnp.argmax(legal)
+    move_ids = jnp.where(first, jnp.asarray(layout.first_moves), jnp.asarray(layout.more_moves))
+    parts.append(jnp.where(legal, move_ids, api.PAD_PHRASE))
+    return jnp.concatenate([jnp.atleast_1d(p) for p in parts]).astype(jnp.int32)
+
+  def render_text(self, state: api.State, player: int) -> str:
+    data, names = state.data, self.actions
+    payoffs = np.asarray(data.payoffs)
+    n, m = self.shape
+    other = 1 - player
+    text = _intro(player, self.rounds, self.hidden_rounds)
+    seen_as = lambda i, j: ((i, j) if player == 0 else (j, i))  # (own move, other's move)
+    lines = sorted((seen_as(i, j), (i, j)) for i in range(n) for j in range(m))
+    for (own, theirs), (i, j) in lines:
+      text += _cell_text(names[own], names[theirs], payoffs[i, j, player], payoffs[i, j, other])
+    rounds_done = int(data.rounds_done)
+    for r in range(rounds_done):
+      i, j = (int(x) for x in data.choices[r])
+      own, theirs = seen_as(i, j)
+      text += _label_text(r + 1, self.rounds) + _outcome_text(
+          names[own], names[theirs], payoffs[i, j, player], payoffs[i, j, other])
+    if self.rounds > 1:
+      if rounds_done > 0:
+        text += (_you_total_text(float(data.totals[player]))
+                 + _they_total_text(float(data.totals[other])))
+      if not state.terminated:
+        text += _round_text(min(rounds_done, self.rounds - 1) + 1, self.rounds,
+                            self.hidden_rounds)
+    if state.terminated:
+      return text + _GAME_OVER
+    legal = ", ".join(f"[{a}]" for a, ok in zip(names, state.legal_action_mask) if ok)
+    return text + _LEGAL + legal
+
+  # --- Evaluation. ---
+
+  def eval_stats(self, final_states: api.State, learner_seat) -> dict[str, float]:
+    """Over the learner's moves in finished games (host arrays, batch [B]; self-play rows, seat
+    -1, are skipped):
+    - nash_action_rate: share of its moves that belong to a pure Nash equilibrium of the table
+      (counted over games whose table has one; moves of every round count);
+    - nash_outcome_rate: share of finished rounds whose outcome is a pure Nash equilibrium (same
+      games);
+    - cooperation_rate (games with a 'cooperate' move): share of its moves that cooperate;
+    - forgiveness_rate (repeated such games): share of games where it cooperated in the round
+      after the opponent's first non-cooperative move, over games with such a round (and a move
+      of the learner in it).
+    A statistic with nothing to count is left out.
+    """
+    data = final_states.data
+    choices = np.asarray(data.choices)  # [B, R, 2]
+    seat = np.asarray(learner_seat).astype(np.int64)
+    learner = seat >= 0
+    seat = np.maximum(seat, 0)
+    rows = np.arange(choices.shape[0])
+    mine, theirs = choices[rows, :, seat], choices[rows, :, 1 - seat]  # [B, R]
+    made = (mine >= 0) & learner[:, None]
+    finished = (choices[..., 1] >= 0) & learner[:, None]  # Player 1 moves last in a round.
+    nash = pure_nash(np.asarray(data.payoffs))  # [B, n, m]
+    has_nash = nash.any((1, 2))[:, None]
+    in_nash = np.where(seat[:, None] == 0,
+                       np.take_along_axis(nash.any(2), np.minimum(mine, nash.shape[1] - 1)
+                                          .clip(0), 1),
+                       np.take_along_axis(nash.any(1), np.minimum(mine, nash.shape[2] - 1)
+                                          .clip(0), 1))
+    outcome_nash = nash[rows[:, None], choices[..., 0].clip(0), choices[..., 1].clip(0)]
+    stats = {}
+    _rate(stats, "nash_action_rate", in_nash, made & has_nash)
+    _rate(stats, "nash_outcome_rate", outcome_nash, finished & has_nash)
+    cooperate = self.cooperate
+    if cooperate is not None:
+      _rate(stats, "cooperation_rate", mine == cooperate, made)
+      if self.rounds > 1:
+        defected = finished & (theirs != cooperate)
+        first = np.argmax(defected, axis=1)
+        after = np.minimum(first + 1, self.rounds - 1)
+        next_move = mine[rows, after]
+        counted = defected.any(1) & (first + 1 < self.rounds) & (next_move >= 0)
+        _rate(stats, "forgiveness_rate", next_move == cooperate, counted)
+    return stats
+
+
+def _rate(stats: dict[str, float], name: str, hits: np.ndarray, counted: np.ndarray) -> None:
+  if counted.any():
+    stats[name] = float(hits[counted].mean())
+
+
+def _check_table(table, prefix: str) -> None:
+  problem = f"{prefix} payoffs must be a known name or a table: a tuple of rows, each a tuple " \
+            "of (row player payoff, column player payoff) pairs, all rows of one length"
+  if not isinstance(table, tuple) or not table or not all(
+      isinstance(r, tuple) and r and len(r) == len(table[0]) for r in table):
+    raise ValueError(f"{problem}; got {table!r}.")
+  for row in table:
+    for pair in row:
+      if not (isinstance(pair, tuple) and len(pair) == 2 and all(
+          isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+          for x in pair)):
+        raise ValueError(f"{problem} of finite numbers; got the cell {pair!r}.")
+
+
+def _reachable_totals(own_values: list[np.ndarray], rounds: int, game: str) -> np.ndarray:
+  """float32: every running total either player can have after 0..rounds rounds."""
+  seen = set()
+  for values in own_values:
+    reach = {0.0}
+    seen |= reach
+    for _ in range(rounds):
+      reach = {round(s + float(v), 9) for s in reach for v in values}
+      seen |= reach
+      if len(seen) > MAX_TOTALS:
+        raise ValueError(f"{game}: payoffs and rounds={rounds} give more than {MAX_TOTALS} "
+                         "distinct running totals; use fewer rounds or fewer distinct payoffs.")
+  return np.unique(np.asarray(sorted(seen), np.float32))
+
+
+@api.register
+@dataclasses.dataclass(frozen=True)
+class IteratedPrisonersDilemma(MatrixGame):
+  """The repeated Prisoner's Dilemma, T=5, R=3, P=1, S=0 by default; moves (cooperate, defect)."""
+
+  payoffs: Any = PRISONERS_DILEMMA_5310
+  rounds: int = 5
+
+  name = "iterated_prisoners_dilemma"
+  default_action_names = ("cooperate", "defect")
+
+  def __post_init__(self):
+    super().__post_init__()
+    table = self.table
+    t, r, p, s = (None,) * 4 if table is None or table.shape != (2, 2, 2) else (
+        table[1, 0, 0], table[0, 0, 0], table[1, 1, 0], table[0, 1, 0])
+    symmetric = table is not None and table.shape == (2, 2, 2) and np.array_equal(
+        table[..., 0], table[..., 1].T)
+    if not (symmetric and t > r > p > s):
+      raise ValueError(f"{self.name}: payoffs must be a symmetric 2x2 Prisoner's Dilemma "
+                       f"(T > R > P > S), got {self.payoffs!r}.")
+
+
+@api.register
+@dataclasses.dataclass(frozen=True)
+class RepeatedBattleOfTheSexes(MatrixGame):
+  """The repeated Battle of the Sexes: (2, 1) both at opera, (1, 2) both at football, 0 else."""
+
+  payoffs: Any = BATTLE_OF_THE_SEXES_210
+  rounds: int = 5
+
+  name = "repeated_battle_of_the_sexes"
+  default_action_names = ("opera", "football")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.table is None or self.table.shape != (2, 2, 2):
+      raise ValueError(f"{self.name}: payoffs must be a 2x2 table, got {self.payoffs!r}.")
