@@ -18,7 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       kuhn_poker=dict(rounds=1, rules=False),
       matrix_game=dict(payoffs="family:all"),
   ))
-  config.rollout.update(games_per_batch=64, max_prompt_len=384)
+  # Each game renders at its own prompt bound; the held-out game needs 509 tokens of the games BPE.
+  config.rollout.update(games_per_batch=64, max_prompt_len=512)
   config.train.update(steps=200, eval_every=20, checkpoint_every=50)
   config.eval.update(opponents="random,optimal,tit_for_tat",
                      heldout_games="iterated_prisoners_dilemma", games_per_seat=64)
