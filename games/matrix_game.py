@@ -606,11 +606,11 @@ class IteratedPrisonersDilemma(MatrixGame):
   def __post_init__(self):
     super().__post_init__()
     table = self.table
-    t, r, p, s = (None,) * 4 if table is None or table.shape != (2, 2, 2) else (
-        table[1, 0, 0], table[0, 0, 0], table[1, 1, 0], table[0, 1, 0])
-    symmetric = table is not None and table.shape == (2, 2, 2) and np.array_equal(
-        table[..., 0], table[..., 1].T)
-    if not (symmetric and t > r > p > s):
+    two_by_two = table is not None and table.shape == (2, 2, 2)
+    # The row player's temptation, reward, punishment and sucker payoffs.
+    t, r, p, s = (table[1, 0, 0], table[0, 0, 0], table[1, 1, 0], table[0, 1, 0]) if (
+        two_by_two) else (0, 0, 0, 0)
+    if not (two_by_two and np.array_equal(table[..., 0], table[..., 1].T) and t > r > p > s):
       raise ValueError(f"{self.name}: payoffs must be a symmetric 2x2 Prisoner's Dilemma "
                        f"(T > R > P > S), got {self.payoffs!r}.")
 
