@@ -146,11 +146,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       _fail("eval.heldout_games", config.eval.heldout_games, f"unknown game {name!r}; valid: "
             f"{', '.join(games.registered_names())} (or '' for none).")
   heldout = heldout_game_names(config)
+  # Options of a registered game the run does not play are checked and kept (a preset's options
+  # survive --config.games=...); only unknown names fail.
   for name in config.game_options:
-    if name not in names + heldout:
+    if name not in games.registered_names():
       _fail(f"game_options.{name}", dict(config.game_options[name]),
-            f"{name!r} is not in config.games or config.eval.heldout_games.")
+            f"unknown game {name!r}; valid: {', '.join(games.registered_names())}.")
   try:
+    _make(config, tuple(config.game_options), None)
     make_games(config)
     make_heldout_games(config)
   except ValueError as error:

@@ -212,7 +212,12 @@ def test_math_schedule_and_heldout_options_are_checked(tmp_path):
   configuration.validate(config)
   assert [g.name for g in configuration.make_heldout_games(config)] == ["nim", "leduc_poker"]
   config.eval.heldout_games = "leduc_poker"
-  with pytest.raises(configuration.ConfigError, match=r"game_options.nim.*config.eval.heldout"):
+  configuration.validate(config)  # Options of a game the run does not play are kept...
+  config.game_options.nim = {"piles": (0,)}
+  with pytest.raises(configuration.ConfigError, match=r"config.game_options: .*pile"):
+    configuration.validate(config)  # ...and checked.
+  config.game_options = {"nmi": {}}
+  with pytest.raises(configuration.ConfigError, match=r"game_options.nmi.*unknown game 'nmi'"):
     configuration.validate(config)
 
 
