@@ -287,17 +287,24 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   optimizer = make_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]
+  # Every kind's prompts start with its prefix (chat prefix, worked examples, header): the update
+  # runs each prefix once and each row only after it.
+  prefixes = tuple(kit.prompts.prefix for kit in exp.kits)
+  shared_fn = (policies.prefix_kv_fn(exp.model, prefixes)
+               if any(p.shape[0] for p in prefixes) else None)
   log_probs_fn = policies.response_log_probs_fn(
       exp.model, config.rollout.max_prompt_len, max(config.rollout.temperature, 1e-6),
-      tuple(kit.prompts.max_prompt_len for kit in exp.kits))
+      tuple(kit.prompts.max_prompt_len for kit in exp.kits),
+      prefix_lengths=tuple(int(p.shape[0]) for p in prefixes) if shared_fn else ())
   if exp.scoring:
     scorings = jax.tree.map(lambda *t: jnp.stack(t), *[kit.scoring for kit in exp.kits])
     log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,
                                                  config.rollout.max_prompt_len,
                                                  max(config.rollout.temperature, 1e-6))
+    shared_fn = None
   rows = None if layout is None else layout.rows(leading=1)
-  return (train_step.make_train_step(step_config, forward, optimizer, log_probs_fn, rows),
-          optimizer)
+  return (train_step.make_train_step(step_config, forward, optimizer, log_probs_fn, rows,
+                                     shared_fn), optimizer)
 
 
 def make_optimizer(config: ml_collections.ConfigDict):

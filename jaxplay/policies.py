@@ -12,6 +12,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxplay import losses, rollout, sampling, text
 from jaxplay.models import transformer
@@ -134,8 +135,38 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt
   return log_probs_fn
 
 
+def prefix_kv_fn(model: ModelConfig, prefixes: tuple[jax.Array, ...]):
+  """`params -> (k, v)`, each [layers, kinds, S, kv_heads, head_dim]: the keys and values of each
+  game kind's shared prompt start (text.PromptTable.prefix), S the longest of them.
+
+  The train step computes them once per update and differentiates through them once
+  (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(prefix_lengths=...)` reads
+  them instead of running every row's prefix again.
+  """
+  lengths = [int(p.shape[0]) for p in prefixes]
+  tokens = np.zeros((len(prefixes), max(lengths)), np.int32)
+  for i, prefix in enumerate(prefixes):
+    tokens[i, :lengths[i]] = np.asarray(prefix)
+  positions = _prefix_positions(np.asarray(lengths), tokens.shape[1])
+
+  def prefix_kv(params):
+    cache = transformer.init_cache(model, *tokens.shape)
+    _, cache = transformer.apply(model, params, jnp.asarray(tokens), positions, cache,
+                                 return_hidden=True)
+    return cache.k, cache.v
+
+  return prefix_kv
+
+
+def _prefix_positions(lengths_B, slots: int) -> jax.Array:
+  """int32 [B, slots]: 0, 1, ... over each row's prefix, -1 (empty) after it."""
+  columns = jnp.arange(slots)[None, :]
+  return jnp.where(columns < jnp.asarray(lengths_B)[:, None], columns, -1).astype(jnp.int32)
+
+
 def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0,
-                          prompt_widths: tuple[int, ...] = ()):
+                          prompt_widths: tuple[int, ...] = (),
+                          prefix_lengths: tuple[int, ...] = ()):
   """train_step log_probs_fn for free text: log-probs and entropies of the response tokens only.
 
   Rows hold tokens [b, P + R] (prompt first, left-padded). Logits are computed only where a
@@ -143,26 +174,46 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
   elsewhere), which spares the full-vocabulary projection of every prompt position.
   `prompt_widths[kind]` (each <= P) is the widest prompt of each game kind (rows["kind"]): the
   forward pass then skips the padding columns left of the widest prompt among the rows.
+  With `prefix_lengths[kind]` (the kinds' shared prompt starts, `prefix_kv_fn`), the function
+  takes a third argument, the prefixes' (k, v), and runs only each row's tokens after its prefix;
+  the log-probs are those of the whole row.
   """
-  widths = sorted({min(w, prompt_len) for w in prompt_widths} | {prompt_len})
-  rank_of_kind = jnp.asarray([widths.index(min(w, prompt_len)) for w in prompt_widths] or [0],
+  if prefix_lengths and len(prefix_lengths) != len(prompt_widths):
+    raise ValueError("prefix_lengths needs one prompt width per game kind.")
+  shared = np.asarray(prefix_lengths or [0] * max(len(prompt_widths), 1), np.int32)
+  own_widths = [w - int(shared[k]) for k, w in enumerate(prompt_widths)]
+  widths = sorted({min(w, prompt_len) for w in own_widths}
+                  | (set() if prefix_lengths else {prompt_len}))
+  rank_of_kind = jnp.asarray([widths.index(min(w, prompt_len)) for w in own_widths] or [0],
                              jnp.int32)
 
-  def at_width(width, params, tokens, positions):
+  def at_width(width, params, tokens, positions, kind, prefix_kv):
     start = prompt_len - width
-    hidden, _ = transformer.apply(model, params, tokens[:, start:], positions[:, start:],
-                                  return_hidden=True)
+    tokens, positions = tokens[:, start:], positions[:, start:]
+    cache = None
+    if prefix_kv is not None:  # The prefix's slots come from prefix_kv, the rest is run here.
+      shared_b = jnp.asarray(shared)[kind]
+      positions = jnp.where(positions >= shared_b[:, None], positions, -1)
+      room = lambda x: jnp.pad(x[:, kind], ((0, 0), (0, 0), (0, tokens.shape[1]), (0, 0), (0, 0)))
+      slots = prefix_kv[0].shape[2]
+      cache = transformer.KVCache(
+          k=room(prefix_kv[0]), v=room(prefix_kv[1]),
+          positions=_prefix_positions(shared_b, slots + tokens.shape[1]),
+          index=jnp.asarray(slots, jnp.int32))
+    hidden, _ = transformer.apply(model, params, tokens, positions, cache, return_hidden=True)
     logits = transformer.unembed(model, params, hidden[:, width - 1:-1])
-    log_probs, entropy = losses.log_probs_and_entropy(logits, tokens[:, prompt_len:],
-                                                      temperature)
+    log_probs, entropy = losses.log_probs_and_entropy(logits, tokens[:, width:], temperature)
     pad = lambda x: jnp.pad(x, ((0, 0), (prompt_len - 1, 0)))
     return pad(log_probs), pad(entropy)
 
-  def log_probs_fn(params, rows):
+  def log_probs_fn(params, rows, prefix_kv=None):
+    if prefix_lengths and prefix_kv is None:
+      raise ValueError("this log_probs_fn reads the prefixes' keys and values: pass prefix_kv.")
+    kind = rows.get("kind", jnp.zeros(rows["tokens"].shape[0], jnp.int32))
+    args = (params, rows["tokens"], rows["positions"], kind, prefix_kv)
     branches = [functools.partial(at_width, w) for w in widths]
     if len(branches) == 1:
-      return branches[0](params, rows["tokens"], rows["positions"])
-    branch = rank_of_kind[rows["kind"]].max()
-    return jax.lax.switch(branch, branches, params, rows["tokens"], rows["positions"])
+      return branches[0](*args)
+    return jax.lax.switch(rank_of_kind[kind].max(), branches, *args)
 
   return log_probs_fn

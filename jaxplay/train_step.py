@@ -34,10 +34,10 @@ from jaxplay import advantages as advantages_lib
 from jaxplay import losses, sharding
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-# log_probs_fn(params, rows) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]), where
-# rows holds the batch fields of b samples: tokens, positions, kind (the game kind) and, when
-# given, legal/action.
-LogProbsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
+# log_probs_fn(params, rows[, shared]) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]),
+# where rows holds the batch fields of b samples: tokens, positions, kind (the game kind) and, when
+# given, legal/action; `shared` is shared_fn(params) when make_train_step is given a shared_fn.
+LogProbsFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 @struct.dataclass
@@ -192,10 +192,14 @@ def subsample(key: jax.Array, keep: jax.Array, size: int) -> jax.Array:
 def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                     optimizer: optax.GradientTransformation,
                     log_probs_fn: LogProbsFn | None = None,
-                    rows_sharding: jax.sharding.Sharding | None = None):
+                    rows_sharding: jax.sharding.Sharding | None = None,
+                    shared_fn: Callable[[Any], Any] | None = None):
   """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`.
 
   The policy's log-probs come from `forward_fn` logits (token level) unless `log_probs_fn` is given.
+  `shared_fn(params)` computes what every row's log-probs share (e.g. the keys and values of the
+  prompts' common start, policies.prefix_kv_fn) once per update, for `log_probs_fn`'s third
+  argument; the gradient through it is taken once per update, not once per row (same update).
   `rows_sharding` lays out [chunks, rows, ...] micro-batches so each device computes its rows
   (e.g. NamedSharding(mesh, P(None, ("data", "fsdp")))); None leaves the layout to XLA.
   """
@@ -209,13 +213,16 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
 
   log_probs_fn = log_probs_fn or token_log_probs
 
-  def micro_loss(params, micro):
-    log_probs, entropy = log_probs_fn(params, micro)
+  def rows_log_probs(params, shared, rows):
+    return log_probs_fn(params, rows) if shared_fn is None else log_probs_fn(params, rows, shared)
+
+  def micro_loss(params, shared, micro):
+    log_probs, entropy = rows_log_probs(params, shared, micro)
     return losses.ppo_loss(log_probs, micro["old"], micro["advantages"], micro["weights"],
                            loss_config, ref_log_probs_BT=micro.get("ref"), entropy_BT=entropy,
                            metric_weights_BT=micro["metric_weights"])
 
-  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+  grad_fn = jax.value_and_grad(micro_loss, argnums=(0, 1), has_aux=True)
 
   def update(carry, rows, data):
     """One optimizer update on the mini-batch `rows` (int32 [num_microbatches, micro_size])."""
@@ -229,12 +236,18 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                           mini)
     micros = split_rows(micros)
 
+    # The shared part's pullback is rematerialised: only params are kept for it meanwhile.
+    shared, pullback = (None, None) if shared_fn is None else jax.vjp(jax.checkpoint(shared_fn),
+                                                                      params)
+
     def accumulate(grads, micro):
-      (_, metrics), micro_grads = grad_fn(params, micro)
+      (_, metrics), micro_grads = grad_fn(params, shared, micro)
       return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    grads, metrics = jax.lax.scan(accumulate, zeros, micros)
+    zeros = jax.tree.map(jnp.zeros_like, (params, shared))
+    (grads, shared_grads), metrics = jax.lax.scan(accumulate, zeros, micros)
+    if pullback is not None:
+      grads = jax.tree.map(jnp.add, grads, pullback(shared_grads)[0])
     metrics = _combine(metrics, lambda v: v.sum(0))
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
@@ -250,7 +263,8 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     rows = {k: v for k, v in data.items()
             if k in ("tokens", "positions", "legal", "action", "kind")}
     chunks = split_rows(jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows))
-    log_probs = jax.lax.map(lambda c: log_probs_fn(params, c)[0], chunks)
+    shared = None if shared_fn is None else shared_fn(params)
+    log_probs = jax.lax.map(lambda c: rows_log_probs(params, shared, c)[0], chunks)
     return jax.lax.stop_gradient(log_probs.reshape(config.batch_size, -1))
 
   def train_step(state: TrainState, batch: Batch):

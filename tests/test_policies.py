@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxplay import advantages, losses, policies, text
@@ -221,3 +222,78 @@ def test_response_log_probs_skip_the_padding_of_narrow_game_kinds():
     got = jax.jit(trimmed_fn)(PARAMS, rows)
     for a, b in zip(got, expected):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def _prefixed_rows(prompt_len=8, response_len=3):
+  """Rows of two game kinds whose prompts start with their kind's prefix (3 and 2 tokens),
+  left-padded to prompt_len, then a response: (prefixes, prompt widths, rows)."""
+  rng = np.random.default_rng(3)
+  prefixes = (rng.integers(1, 64, 3), rng.integers(1, 64, 2))
+  widths = (8, 6)
+  rows, positions, kinds = [], [], []
+  for kind, own in ((0, 3), (1, 4), (0, 5), (1, 1)):
+    prompt = list(prefixes[kind]) + list(rng.integers(1, 64, own))
+    pad = prompt_len - len(prompt)
+    rows.append([0] * pad + prompt + list(rng.integers(1, 64, response_len)))
+    positions.append(np.arange(prompt_len + response_len) - pad)
+    kinds.append(kind)
+  rows = {"tokens": jnp.asarray(rows, jnp.int32), "positions": jnp.asarray(positions, jnp.int32),
+          "kind": jnp.asarray(kinds, jnp.int32)}
+  return tuple(jnp.asarray(p, jnp.int32) for p in prefixes), widths, rows
+
+
+def test_response_log_probs_from_the_prefixes_keys_and_values_equal_the_whole_rows():
+  """Running each kind's prefix once and each row after it gives the whole rows' log-probs, for
+  rows of both kinds together and of the narrower kind alone."""
+  prompt_len = 8
+  prefixes, widths, rows = _prefixed_rows(prompt_len)
+  whole_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)
+  shared_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7, widths,
+                                             prefix_lengths=(3, 2))
+  prefix_kv = policies.prefix_kv_fn(MODEL, prefixes)(PARAMS)
+  for subset in ([0, 1, 2, 3], [1, 3]):
+    some = jax.tree.map(lambda x: x[jnp.asarray(subset)], rows)
+    expected = whole_fn(PARAMS, some)
+    got = jax.jit(shared_fn)(PARAMS, some, prefix_kv)
+    for a, b in zip(got, expected):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="pass prefix_kv"):
+    shared_fn(PARAMS, rows)
+
+
+def test_a_train_step_through_the_shared_prefix_makes_the_same_update():
+  """The prefixes' gradient, taken once per update through their keys and values, sums to the
+  gradient of running every whole row (SGD with lr 1: the update is the gradient)."""
+  prompt_len, response_len = 8, 3
+  prefixes, widths, rows = _prefixed_rows(prompt_len, response_len)
+  size = rows["tokens"].shape[0]
+  columns = jnp.arange(prompt_len + response_len)[None]
+  batch = ts.Batch(
+      tokens=rows["tokens"], positions=rows["positions"],
+      response_mask=jnp.broadcast_to(columns >= prompt_len, rows["tokens"].shape),
+      old_log_probs=None,
+      samples=advantages.Samples(
+          reward=jnp.asarray([1.0, -1.0, 0.5, -0.5]), game_kind=rows["kind"],
+          role=jnp.zeros(size, jnp.int32), group=jnp.arange(size), game_index=jnp.arange(size),
+          turn_index=jnp.zeros(size, jnp.int32), mask=jnp.ones(size, bool)),
+      invalid_action=jnp.zeros(size, bool))
+  config = ts.TrainStepConfig(
+      batch_size=size, seq_len=prompt_len + response_len, estimator="reinforce",
+      drop_zero_advantage=False, num_epochs=1, num_microbatches=2, shuffle=False,
+      recompute_old_log_probs=True,
+      loss=losses.LossConfig(max_response_len=response_len, temperature=0.7))
+  optimizer = optax.sgd(1.0)
+  whole = ts.make_train_step(config, None, optimizer,
+                             policies.response_log_probs_fn(MODEL, prompt_len, 0.7))
+  shared = ts.make_train_step(
+      config, None, optimizer,
+      policies.response_log_probs_fn(MODEL, prompt_len, 0.7, widths, prefix_lengths=(3, 2)),
+      shared_fn=policies.prefix_kv_fn(MODEL, prefixes))
+  results = [step(ts.init_state(jax.tree.map(jnp.copy, SOFT_PARAMS), optimizer, 2, 1, seed=0),
+                  batch) for step in (whole, shared)]
+  (whole_state, whole_metrics), (shared_state, shared_metrics) = results
+  assert float(whole_metrics["grad_norm"]) > 1e-3
+  np.testing.assert_allclose(float(shared_metrics["grad_norm"]), float(whole_metrics["grad_norm"]),
+                             rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(shared_state.params), jax.tree.leaves(whole_state.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
