@@ -74,11 +74,17 @@ def play_against(game: api.Game, policy: rollout_lib.Policy,
                  opponent: rollout_lib.Opponent, key: jax.Array, games_per_seat: int,
                  invalid_rewards: tuple[float, float] = api.EVAL_INVALID_REWARDS
                  ) -> rollout_lib.Episodes:
-  """Plays the learner against `opponent`, `games_per_seat` games in each seat (traceable)."""
+  """Plays the learner against `opponent`, `games_per_seat` games in each seat (traceable): the
+  seats are played one after the other, so the model runs only on the learner's turns."""
   game = dataclasses.replace(game, invalid_rewards=tuple(invalid_rewards))
-  seats = jnp.repeat(jnp.arange(2, dtype=jnp.int32), games_per_seat)
-  return rollout_lib.rollout(game, policy, render_prompt, params, key, 2 * games_per_seat,
-                             opponent=opponent, seats=seats)
+
+  def play_seat(seat_and_key):
+    seat, seat_key = seat_and_key
+    return rollout_lib.rollout(game, policy, render_prompt, params, seat_key, games_per_seat,
+                               opponent=opponent, seats=jnp.full(games_per_seat, seat, jnp.int32))
+
+  return rollout_lib.join_games(
+      jax.lax.map(play_seat, (jnp.arange(2, dtype=jnp.int32), jax.random.split(key))))
 
 
 def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:

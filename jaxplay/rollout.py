@@ -9,6 +9,7 @@ subsample of the ones with a nonzero advantage (train_step.subsample), never a f
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -86,11 +87,12 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     policy_key, opponent_key, step_key = jax.random.split(key, 3)
     phrase_ids = jax.vmap(game.render)(states)
     prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
-    act_with = lambda p, k: _act_unless_over(policy, p, prompt_tokens, prompt_lengths, states, k)
-    act = act_with(params, policy_key)
     learner_turn = self_play | (states.current_player == learner_seat)
+    act_with = lambda p, rows, k: _act_on_rows(policy, p, prompt_tokens, prompt_lengths, states,
+                                               rows, k)
+    act = act_with(params, learner_turn, policy_key)
     if opponent_params is not None:
-      other = act_with(opponent_params, opponent_key)
+      other = act_with(opponent_params, ~learner_turn, opponent_key)
       act = jax.tree.map(lambda a, b: _rows_where(learner_turn, a, b), act, other)
     elif opponent is not None:
       fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))
@@ -110,13 +112,28 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
                   num_turns=final.turn, learner_seat=learner_seat, final_state=final)
 
 
-def _act_unless_over(policy: Policy, params, prompt_tokens, prompt_lengths, states: api.State,
-                     key: jax.Array) -> Act:
-  """The policy's Act, or an all-padding Act without running the model once every game is over
-  (rollouts are fixed-length scans; most turns of short or forfeited games cost nothing)."""
-  run = lambda: policy(params, prompt_tokens, prompt_lengths, states.legal_action_mask, key)
+def _act_on_rows(policy: Policy, params, prompt_tokens, prompt_lengths, states: api.State,
+                 rows_B: jax.Array, key: jax.Array) -> Act:
+  """The policy's Act where `rows_B` (bool [B]) and the game goes on; other rows get no legal
+  action (free text then stops them after one token). No row to play: an all-padding Act without
+  running the model (rollouts are fixed-length scans: the turns of finished games, and a fixed
+  opponent's turns when every game seats the learner alike, cost nothing)."""
+  legal = states.legal_action_mask & (rows_B & ~states.terminated)[:, None]
+  run = lambda: policy(params, prompt_tokens, prompt_lengths, legal, key)
   skip = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run))
-  return jax.lax.cond(states.terminated.all(), skip, run)
+  return jax.lax.cond(legal.any(), run, skip)
+
+
+def join_games(stacked: Episodes) -> Episodes:
+  """Episodes stacked on a leading axis (e.g. by `lax.map`: [S, T, B, ...] per turn, [S, B, ...]
+  per game) as one batch of S * B games."""
+  per_game = lambda x: x.reshape((-1,) + x.shape[2:])
+  per_turn = lambda x: jnp.moveaxis(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
+  turn_fields = {f.name for f in dataclasses.fields(Episodes)} - {
+      "returns", "invalid", "num_turns", "learner_seat", "final_state"}
+  return Episodes(**{f.name: jax.tree.map(per_turn if f.name in turn_fields else per_game,
+                                          getattr(stacked, f.name))
+                     for f in dataclasses.fields(Episodes)})
 
 
 def _rows_where(rows: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:

@@ -29,7 +29,13 @@ def test_random_learner_never_beats_minimax_and_seats_balance():
                    render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
                    opponent=opponents.tic_tac_toe_minimax, key=jax.random.key(0),
                    games_per_seat=64)
-  np.testing.assert_array_equal(np.bincount(np.asarray(episodes.learner_seat)), [64, 64])
+  # The seats are played one after the other and joined game by game: per-turn records line up
+  # with each game's seat and length.
+  np.testing.assert_array_equal(episodes.learner_seat, np.repeat([0, 1], 64))
+  np.testing.assert_array_equal(np.asarray(episodes.active).sum(0), episodes.num_turns)
+  np.testing.assert_array_equal(episodes.learner, np.asarray(episodes.active) & (
+      np.asarray(episodes.player) == np.asarray(episodes.learner_seat)[None]))
+  assert episodes.prompt_tokens.shape[:2] == (game.max_turns, 128)
   stats = evaluate.outcome_stats(episodes)
   assert stats["wins"] == 0 and stats["games"] == 128
   assert stats["wins"] + stats["draws"] + stats["losses"] == 128

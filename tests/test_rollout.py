@@ -4,6 +4,7 @@ in their own modules."""
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -59,6 +60,29 @@ def test_fixed_opponent_only_learner_turns_are_samples():
   np.testing.assert_array_equal(learner, active & (player == seats[None]))
   # The opponent's turns are played (games still finish) but are not samples.
   assert (active & ~learner).any() and episodes.final_state.terminated.all()
+
+
+def test_the_model_runs_only_for_the_learners_turns():
+  """Against a fixed opponent the policy is asked only for the learner's live rows (others get
+  no legal action), and a turn with no such row does not run the model at all."""
+
+  def marking_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+    act = stand_ins.random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key)
+    asked = legal_mask.any(-1).astype(jnp.int32)
+    return act._replace(response_tokens=act.response_tokens.at[:, 1].set(asked).at[:, 2].set(1))
+
+  game = games.make("tic_tac_toe")
+  for seats in (np.arange(64) % 2, np.zeros(64)):  # Mixed seats, then the learner always X.
+    episodes = jax.jit(lambda key, seats: rollout.rollout(
+        game, marking_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 64,
+        opponent=opponents.uniform_random, seats=seats))(jax.random.key(5),
+                                                         jnp.asarray(seats, jnp.int32))
+    tokens = np.asarray(episodes.response_tokens)
+    np.testing.assert_array_equal(tokens[..., 1] == 1, np.asarray(episodes.learner))
+    ran = tokens[..., 2].any(-1)  # [T]: the model ran at this turn.
+    live = np.asarray(episodes.active).any(-1)
+    expected = live if seats.any() else live & (np.arange(game.max_turns) % 2 == 0)
+    np.testing.assert_array_equal(ran, expected)
 
 
 def test_frozen_opponent_seats_and_groups():
