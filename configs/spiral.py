@@ -39,7 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.rollout = ml_collections.ConfigDict(dict(
       mode="text",  # text: free generation and \boxed{} parsing | action_scoring
-      seats="self_play",  # self_play | frozen | opponent:<name> (games/opponents.py)
+      # self_play | frozen | opponent:<name> (games/opponents.py) | self_play,<frozen or
+      # opponent:<name>> (half of each batch's games each).
+      seats="self_play",
       # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
       samples_per_step=128,
       games_per_batch=16,  # Games played side by side per game kind per step (all turns collected).

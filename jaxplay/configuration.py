@@ -102,10 +102,21 @@ def collected_rows(config: ml_collections.ConfigDict) -> int:
   return sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
 
 
+def seat_modes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """`rollout.seats` as a tuple: self_play, frozen, opponent:<name>, or self_play and one other."""
+  return _names(config.rollout.seats)
+
+
 def seat_opponent(config: ml_collections.ConfigDict) -> str | None:
-  """The fixed opponent's name for `rollout.seats = 'opponent:<name>'`, else None."""
-  seats = config.rollout.seats
-  return seats.split(":", 1)[1] if seats.startswith("opponent:") else None
+  """The fixed opponent's name when `rollout.seats` has 'opponent:<name>', else None."""
+  return next((m.split(":", 1)[1] for m in seat_modes(config) if m.startswith("opponent:")), None)
+
+
+def self_play_games(config: ml_collections.ConfigDict) -> int:
+  """Games of each kind's batch played in self-play (the first ones; the rest against the frozen
+  copy or the fixed opponent): all, none, or half of them when `rollout.seats` mixes two modes."""
+  modes = seat_modes(config)
+  return config.rollout.games_per_batch * ("self_play" in modes) // len(modes)
 
 
 def _fail(field: str, value, problem: str) -> None:
@@ -160,9 +171,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     raise ConfigError(f"config.game_options: {error}") from None
 
   _one_of(config, "rollout.mode", ROLLOUT_MODES)
-  seats = config.rollout.seats
-  if seats not in ("self_play", "frozen") and not seats.startswith("opponent:"):
-    _fail("rollout.seats", seats, "valid: self_play, frozen, opponent:<name>.")
+  seats, modes = config.rollout.seats, seat_modes(config)
+  if not modes or any(m not in ("self_play", "frozen") and not m.startswith("opponent:")
+                      for m in modes):
+    _fail("rollout.seats", seats, "valid: self_play, frozen, opponent:<name>, or self_play and "
+          "one of the others, comma-separated (each plays half of the games).")
+  if len(modes) > 1 and (len(modes) != 2 or "self_play" not in modes or modes[0] == modes[1]):
+    _fail("rollout.seats", seats, "two modes mix only as self_play and one of frozen, "
+          "opponent:<name>.")
+  if len(modes) == 2 and config.rollout.games_per_batch % (2 * max(config.rl.group_size, 1)):
+    _fail("rollout.games_per_batch", config.rollout.games_per_batch,
+          f"with rollout.seats={seats!r} the games split in two halves, each a multiple of "
+          f"rl.group_size={config.rl.group_size}.")
   if (opponent := seat_opponent(config)) is not None:
     for name in names:
       if opponent not in opponents.names(name):

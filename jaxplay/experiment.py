@@ -163,11 +163,14 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
   return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
                          opponent_params=frozen_params, opponent=opponent,
-                         group_size=exp.config.rl.group_size, rows_sharding=rows_sharding)
+                         group_size=exp.config.rl.group_size,
+                         self_play_games=configuration.self_play_games(exp.config),
+                         rows_sharding=rows_sharding)
 
 
 def make_collect(exp: Experiment, layout: sharding.Layout):
-  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, {game: game_stats})`.
+  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, {game: game_stats})`;
+  `frozen_params` is the frozen opponent (None unless rollout.seats has 'frozen').
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch holds every turn slot of every game
@@ -186,8 +189,7 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
     params, frozen_params = to_sampler(params), to_sampler(frozen_params)
     samples, stats = [], {}
     for kind, (kit, kit_key) in enumerate(zip(exp.kits, jax.random.split(key, len(exp.kits)))):
-      episodes = play(exp, kit, params, kit_key, games_per_batch,
-                      frozen_params if config.rollout.seats == "frozen" else None, opponent_name,
+      episodes = play(exp, kit, params, kit_key, games_per_batch, frozen_params, opponent_name,
                       layout.rows(sampler=True))
       samples.append(rollout.pad_prompts(
           rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions),

@@ -61,13 +61,14 @@ class Episodes:
 def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params: Any,
             key: jax.Array, batch: int, opponent_params: Any = None,
             opponent: Opponent | None = None, group_size: int = 1,
-            seats: jax.Array | None = None,
+            seats: jax.Array | None = None, self_play_games: int = 0,
             rows_sharding: jax.sharding.Sharding | None = None) -> Episodes:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
   otherwise the learner's seat is drawn per game (or given as `seats`, int32 [batch]) and only
-  its turns are training samples.
+  its turns are training samples, except in the first `self_play_games` games, played in
+  self-play.
   Consecutive blocks of `group_size` games share their initial state (GRPO/RLOO groups).
   `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
   """
@@ -81,13 +82,14 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   self_play = opponent_params is None and opponent is None
   if seats is None:
     seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
-  learner_seat = jnp.where(self_play, -1, seats).astype(jnp.int32)
+  self_play_B = self_play | (jnp.arange(batch) < self_play_games)
+  learner_seat = jnp.where(self_play_B, -1, seats).astype(jnp.int32)
 
   def turn(states: api.State, key: jax.Array):
     policy_key, opponent_key, step_key = jax.random.split(key, 3)
     phrase_ids = jax.vmap(game.render)(states)
     prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
-    learner_turn = self_play | (states.current_player == learner_seat)
+    learner_turn = self_play_B | (states.current_player == learner_seat)
     act_with = lambda p, rows, k: _act_on_rows(policy, p, prompt_tokens, prompt_lengths, states,
                                                rows, k)
     act = act_with(params, learner_turn, policy_key)

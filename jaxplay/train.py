@@ -206,7 +206,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   exp, state, step_fn, layout = setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
-                   if config.rollout.seats == "frozen" else None)
+                   if "frozen" in configuration.seat_modes(config) else None)
   collect = experiment.make_collect(exp, layout)
   evaluator = evaluate.Evaluator(exp, decoder(exp))
   with _claim_workdir(workdir, config, overwrite):

@@ -36,6 +36,9 @@ def test_unknown_config_argument():
     ("rl.aggregation", "sum", r"config.rl.aggregation='sum': unknown; valid: dr_grpo"),
     ("rollout.mode", "beam", r"config.rollout.mode='beam'"),
     ("rollout.seats", "opponent:optimal", r"no opponent 'optimal' for simple_negotiation"),
+    ("rollout.seats", "frozen,opponent:random", r"mix only as self_play and one of"),
+    ("rollout.seats", "self_play,self_play", r"mix only as self_play and one of"),
+    ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, opponent:<name>"),
     ("rl.micro_batch_size", 5, r"config.rl.micro_batch_size=5: must divide"),
     ("rollout.samples_per_step", 10_000, r"raise games_per_batch"),
     ("optimizer.schedule", "linear", r"config.optimizer.schedule='linear'"),
@@ -269,3 +272,15 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
 def test_every_shipped_config_validates(name):
   module = importlib.import_module(f"configs.{name}")
   configuration.validate(module.get_config())
+
+
+def test_a_seat_mix_splits_each_batch_in_two_halves():
+  config = spiral.get_config("local")
+  config.rollout.seats = "self_play,opponent:random"
+  configuration.validate(config)
+  assert configuration.self_play_games(config) == config.rollout.games_per_batch // 2
+  assert configuration.seat_opponent(config) == "random"
+  config.rollout.games_per_batch = 5
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.rollout.games_per_batch=5: .* two halves"):
+    configuration.validate(config)

@@ -85,6 +85,19 @@ def test_the_model_runs_only_for_the_learners_turns():
     np.testing.assert_array_equal(ran, expected)
 
 
+def test_a_mix_plays_the_first_games_in_self_play():
+  game = games.make("tic_tac_toe")
+  episodes = jax.jit(lambda key: rollout.rollout(
+      game, stand_ins.random_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 64,
+      opponent=opponents.uniform_random, self_play_games=32))(jax.random.key(6))
+  seats = np.asarray(episodes.learner_seat)
+  assert (seats[:32] == -1).all() and set(np.unique(seats[32:])) == {0, 1}
+  learner, active = np.asarray(episodes.learner), np.asarray(episodes.active)
+  np.testing.assert_array_equal(learner[:, :32], active[:, :32])  # Both seats are the learner's.
+  np.testing.assert_array_equal(learner[:, 32:], active[:, 32:] & (
+      np.asarray(episodes.player)[:, 32:] == seats[None, 32:]))
+
+
 def test_frozen_opponent_seats_and_groups():
   game = games.make("tic_tac_toe")
   episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(3), 32, frozen=True, group_size=4)
