@@ -66,10 +66,11 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
-  otherwise the learner's seat is drawn per game (or given as `seats`, int32 [batch]) and only
+  otherwise the learner's seat is drawn per group (or given as `seats`, int32 [batch]) and only
   its turns are training samples, except in the first `self_play_games` games, played in
   self-play.
-  Consecutive blocks of `group_size` games share their initial state (GRPO/RLOO groups).
+  Consecutive blocks of `group_size` games share their initial state and the learner's seat
+  (GRPO/RLOO groups: each compares games that start alike).
   `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
   """
   if opponent_params is not None and opponent is not None:
@@ -81,7 +82,8 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   states = sharding.constrain(jax.vmap(game.init)(init_keys), rows_sharding)
   self_play = opponent_params is None and opponent is None
   if seats is None:
-    seats = jax.random.randint(seat_key, (batch,), 0, game.num_players)
+    seats = jnp.repeat(jax.random.randint(seat_key, (batch // group_size,), 0, game.num_players),
+                       group_size)
   self_play_B = self_play | (jnp.arange(batch) < self_play_games)
   learner_seat = jnp.where(self_play_B, -1, seats).astype(jnp.int32)
 

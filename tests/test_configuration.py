@@ -35,7 +35,7 @@ def test_unknown_config_argument():
     ("rl.estimator", "ppo", r"config.rl.estimator='ppo': unknown; valid: rae, grpo"),
     ("rl.aggregation", "sum", r"config.rl.aggregation='sum': unknown; valid: dr_grpo"),
     ("rollout.mode", "beam", r"config.rollout.mode='beam'"),
-    ("rollout.seats", "opponent:optimal", r"no opponent 'optimal' for simple_negotiation"),
+    ("rollout.seats", "opponent:scripted", r"no opponent 'scripted' for kuhn_poker"),
     ("rollout.seats", "frozen,opponent:random", r"mix only as self_play and one of"),
     ("rollout.seats", "self_play,self_play", r"mix only as self_play and one of"),
     ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, opponent:<name>"),
@@ -96,8 +96,8 @@ def test_bad_field_is_named(field, value, message):
 
 @pytest.mark.parametrize("estimator", configuration.GROUP_ESTIMATORS)
 def test_group_estimators_need_groups(estimator):
-  config = spiral.get_config("local")  # 4 games per batch.
-  config.rl.estimator = estimator
+  config = spiral.get_config("local")
+  config.rl.update(estimator=estimator, group_size=1)
   with pytest.raises(configuration.ConfigError, match=rf"config.rl.group_size=1: must be >= 2 for "
                      rf"rl.estimator='{estimator}'.*every update is skipped"):
     configuration.validate(config)
@@ -106,7 +106,8 @@ def test_group_estimators_need_groups(estimator):
 
 
 def test_greedy_evaluation_is_allowed_and_cosine_warmup_fits_the_updates():
-  config = spiral.get_config("local")  # 3 steps of 1 PPO epoch.
+  config = spiral.get_config("local")
+  config.train.update(steps=3, eval_every=3)  # 3 steps of 1 PPO epoch.
   config.eval.temperature = 0.0
   config.optimizer.update(schedule="cosine", warmup_steps=2)
   configuration.validate(config)
@@ -204,6 +205,8 @@ def test_model_overrides_are_checked_and_applied():
 
 def test_math_schedule_and_heldout_options_are_checked(tmp_path):
   config = spiral.get_config("local")
+  config.train.update(steps=3, eval_every=3)
+  config.eval.heldout_games = "nim,leduc_poker"
   questions = tmp_path / "q.jsonl"
   questions.write_text('{"question": "1 + 1?", "answer": "2"}\n')
   config.eval.update(math=f"jsonl:{questions}", math_every=4)
@@ -256,8 +259,9 @@ def test_local_preset_prompts_fit_its_max_prompt_len():
     (dict(data=1, fsdp=2, tensor=4, rules={"batch": "model"}), r"unknown mesh axis 'model'"),
 ])
 def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
-  config = spiral.get_config("local")  # 8 samples per step, 4 games per batch.
-  config.rl.micro_batch_size = 2
+  config = spiral.get_config("local")
+  config.rollout.update(samples_per_step=8, games_per_batch=4)
+  config.rl.update(micro_batch_size=2, group_size=2)
   config.mesh.update(mesh)
   with pytest.raises(configuration.ConfigError, match=message):
     configuration.validate(config, num_devices=8)

@@ -19,7 +19,8 @@ from jaxplay import sharding as sh
 from tests import sharding_worker as worker
 
 # A tiny from-scratch model: 2 Qwen3-style layers, d_model 64, vocab 256.
-OVERRIDES = {"model.preset": "tiny", "model.path": "games_bpe", "model.vocab_size": 256,
+OVERRIDES = {"games": "kuhn_poker,tic_tac_toe,simple_negotiation",
+             "model.preset": "tiny", "model.path": "games_bpe", "model.vocab_size": 256,
              "rollout.max_prompt_len": 16, "rollout.max_response_len": 16,
              "rollout.samples_per_step": 8, "rollout.games_per_batch": 8,
              "rl.micro_batch_size": 4}
@@ -28,8 +29,8 @@ OVERRIDES = {"model.preset": "tiny", "model.path": "games_bpe", "model.vocab_siz
 def tiny_config():
   config = spiral.get_config("local")
   for key, value in OVERRIDES.items():
-    section, field = key.split(".")
-    config[section][field] = value
+    section, _, field = key.rpartition(".")
+    (config[section] if section else config)[field] = value
   return config
 
 

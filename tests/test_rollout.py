@@ -102,7 +102,8 @@ def test_frozen_opponent_seats_and_groups():
   game = games.make("tic_tac_toe")
   episodes = _play(game, {"p_invalid": 0.0}, jax.random.key(3), 32, frozen=True, group_size=4)
   seats = np.asarray(episodes.learner_seat)
-  assert set(np.unique(seats)) == {0, 1}  # Drawn per game, not -1 (self-play).
+  assert set(np.unique(seats)) == {0, 1}  # Drawn, not -1 (self-play)...
+  assert (seats.reshape(-1, 4) == seats[::4, None]).all()  # ...once per group.
   learner, active = np.asarray(episodes.learner), np.asarray(episodes.active)
   np.testing.assert_array_equal(learner, active & (np.asarray(episodes.player) == seats[None]))
   samples = rollout.to_samples(episodes, game_kind=0, group_size=4)
