@@ -91,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Compiled programs are kept here across runs, so a second start of a config compiles
       # nothing ('' = off; jaxplay.main only).
       compilation_cache="~/.cache/jaxplay/xla",
+      # Weights & Biases project to log to ("" = off; needs `pip install 'jaxplay[wandb]'`).
+      wandb_project="",
+      # offline: no network or account, files in <workdir>/wandb for `wandb sync` | online.
+      wandb_mode="offline",
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

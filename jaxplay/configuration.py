@@ -19,6 +19,7 @@ from jaxplay.models import loading
 
 ROLLOUT_MODES = ("text", "action_scoring")
 SCHEDULES = ("constant", "cosine")
+WANDB_MODES = ("offline", "online")
 PACKAGE_MODELS = ("gemma3_270m_package", "games_bpe")
 # Estimators that compare the games of a group (rl.group_size games sharing a seed).
 GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
@@ -230,6 +231,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _one_of(config, "model.dtype", tuple(model_configs.DTYPES))
   _one_of(config, "model.param_dtype", tuple(model_configs.DTYPES))
   _one_of(config, "model.chat_format", tokenizers.CHAT_FORMATS)
+  _one_of(config, "train.wandb_mode", WANDB_MODES)
+  if config.train.wandb_project and importlib.util.find_spec("wandb") is None:
+    _fail("train.wandb_project", config.train.wandb_project,
+          "wandb is not installed: pip install 'jaxplay[wandb]' (or '' to log without it).")
   _check_math(config)
   _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)

@@ -103,8 +103,9 @@ def main(argv):
     return
   summary["plots"] = plot.plot_workdir(workdir)
   print("\nDone. Where everything is:")
-  for key in ("workdir", "checkpoints", "metrics", "tensorboard", "transcripts", "plots"):
-    print(f"  {key}: {summary.get(key)}")
+  for key in ("workdir", "checkpoints", "metrics", "tensorboard", "wandb", "transcripts", "plots"):
+    if key in summary or key != "wandb":
+      print(f"  {key}: {summary.get(key)}")
   for when in ("first_eval", "last_eval"):
     if when in summary:
       print(f"  {when}: " + json.dumps({k.removeprefix("eval/"): round(v, 3)

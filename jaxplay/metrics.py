@@ -1,4 +1,5 @@
-"""Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF) and console lines.
+"""Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF), optionally
+Weights & Biases (`WandbSink`), and console lines.
 
 The workdir may be local or a bucket (jaxplay/workdir.py); TensorBoard files in `gs://` need
 google-cloud-storage (a dependency of gcsfs).
@@ -10,7 +11,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping
+import uuid
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorboardX
@@ -38,19 +40,75 @@ def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
   return flat
 
 
+# Columns of the evaluation table, one row per (game, opponent) (evaluate.outcome_stats).
+EVAL_TABLE_COLUMNS = ("games", "win_rate", "win_rate_low", "win_rate_high", "draw_rate",
+                      "loss_rate", "invalid_rate", "response_length_mean")
+
+
+def eval_table_rows(results: Mapping[str, float]) -> list[list[Any]]:
+  """[game, opponent, *EVAL_TABLE_COLUMNS] per pair in flat `eval/<game>/<opponent>/<stat>`
+  results (None where a stat is missing), in the results' order."""
+  stats = {}
+  for name, value in results.items():
+    parts = name.split("/")
+    if len(parts) == 4 and parts[0] == "eval":
+      stats.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+  return [[game, opponent, *(pair.get(column) for column in EVAL_TABLE_COLUMNS)]
+          for (game, opponent), pair in stats.items()]
+
+
+class WandbSink:
+  """Sends a run's metrics to Weights & Biases: the scalars as logged, and at each evaluation a
+  table of the results (`eval/table`) and one of the transcripts (`eval/transcripts`).
+
+  `mode="offline"` needs no network or account: wandb writes `<workdir>/wandb/offline-run-*`
+  (a `gs://` workdir: `./wandb`), which `wandb sync` uploads later. The wandb run id is kept in
+  `<workdir>/wandb/run_id`, so a resumed run logs to the same wandb run (its offline folders sync
+  into one); `--overwrite` removes the folder and a fresh run gets a new id.
+  """
+
+  def __init__(self, workdir: str, project: str, mode: str, config: Mapping[str, Any]):
+    import wandb  # pylint: disable=import-outside-toplevel  (optional and heavy: only when used)
+    self._wandb = wandb
+    folder = epath.Path(workdir) / "wandb"
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "run_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+    id_file.write_text(run_id)
+    local_dir = None if workdir_lib.is_remote(workdir) else os.fspath(workdir)
+    self.run = wandb.init(project=project, mode=mode, id=run_id, resume="allow", dir=local_dir,
+                          name=epath.Path(workdir).name, config=dict(config))
+    self.folder = os.path.dirname(self.run.dir)  # The run's own folder (offline-run-*, run-*).
+
+  def log(self, step: int, flat: Mapping[str, float]) -> None:
+    self.run.log(dict(flat), step=step)
+
+  def log_eval(self, step: int, results: Mapping[str, float], transcripts: Sequence[str]) -> None:
+    table = self._wandb.Table(columns=["game", "opponent", *EVAL_TABLE_COLUMNS],
+                              data=eval_table_rows(results))
+    texts = self._wandb.Table(columns=["transcript"], data=[[t] for t in transcripts])
+    self.run.log({"eval/table": table, "eval/transcripts": texts}, step=step)
+
+  def close(self) -> None:
+    self.run.finish()
+
+
 class MetricsWriter:
   """Appends one JSON line per call and mirrors the scalars to TensorBoard.
 
   On opening, records after step `keep_through` are dropped (a resumed run rewrites them; -1 drops
   all, for a run starting from scratch) and the TensorBoard events are rebuilt from the kept
   records, so neither holds a step twice. With `write_files=False` (processes other than the first
-  of a multi-host run) it writes nothing and only flattens the metrics.
+  of a multi-host run) it writes nothing and only flattens the metrics. A `sink` (`WandbSink`)
+  gets every record too, and closes with the writer.
   """
 
-  def __init__(self, workdir: str, write_files: bool = True, keep_through: int = -1):
+  def __init__(self, workdir: str, write_files: bool = True, keep_through: int = -1,
+               sink: WandbSink | None = None):
     folder = epath.Path(workdir)
     self.path = os.fspath(folder / "metrics.jsonl")
     self._tensorboard = None
+    self._sink = sink if write_files else None
     if not write_files:
       return
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,11 +135,23 @@ class MetricsWriter:
     for name, value in flat.items():
       self._tensorboard.add_scalar(name, value, global_step=int(step))
     self._tensorboard.flush()
+    if self._sink is not None:
+      self._sink.log(int(step), flat)
+    return flat
+
+  def write_eval(self, step: int, results: Mapping[str, float],
+                 transcripts: Sequence[str]) -> dict[str, float]:
+    """`write` of an evaluation's results; the sink also gets them as tables."""
+    flat = self.write(step, results)
+    if self._sink is not None:
+      self._sink.log_eval(int(step), flat, transcripts)
     return flat
 
   def close(self) -> None:
     if self._tensorboard is not None:
       self._tensorboard.close()
+    if self._sink is not None:
+      self._sink.close()
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

@@ -222,16 +222,21 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
     start, state = restored
     print(f"Resumed from the checkpoint of step {start} in {ckpt.directory}.", flush=True)
   primary = jax.process_index() == 0  # Writes the workdir's files (Orbax: each its shards).
+  sink = (metrics.WandbSink(workdir, config.train.wandb_project, config.train.wandb_mode,
+                            config_record(config))
+          if primary and config.train.wandb_project else None)
   writer = metrics.MetricsWriter(workdir, write_files=primary,
-                                 keep_through=start if restored else -1)
+                                 keep_through=start if restored else -1, sink=sink)
   summary = {"workdir": workdir_lib.absolute(workdir), "start_step": start}
+  if sink is not None:
+    summary["wandb"] = sink.folder
 
   def run_eval(step: int):
     games_key, math_key = jax.random.split(jax.random.fold_in(keys["eval"], step))
     results, transcripts = evaluator(state.params, games_key)
     if evaluate.math_due(config, step):
       results.update(evaluate.run_math(exp, state.params, math_key, workdir, step))
-    writer.write(step, results)
+    writer.write_eval(step, results, transcripts)
     summary.setdefault("first_eval", results) if step == 0 else None
     summary["last_eval"] = results
     if primary:

@@ -21,12 +21,13 @@ from jaxplay import errors
 PathLike = str | os.PathLike
 
 # Everything a run writes into its directory; `--overwrite` removes exactly these.
-RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "transcripts",
-               "plots", "evals.jsonl", "eval_samples")
+RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "wandb",
+               "transcripts", "plots", "evals.jsonl", "eval_samples")
 # Config fields a resumed run may change: they decide how long it runs and what it writes when,
 # not what it computes (train.steps also sets a cosine schedule's length: see `resumable_changes`).
 RESUMABLE_FIELDS = ("train.steps", "train.eval_every", "train.checkpoint_every",
-                    "train.keep_checkpoints", "train.compilation_cache")
+                    "train.keep_checkpoints", "train.compilation_cache", "train.wandb_project",
+                    "train.wandb_mode")
 
 
 class WorkdirError(errors.UserError):

@@ -1,6 +1,7 @@
 """Start-up config checks: the shipped configs pass, and each mistake names its field."""
 
 import importlib
+import importlib.util
 import json
 import pathlib
 
@@ -83,6 +84,7 @@ def test_unknown_config_argument():
     ("model.chat_format", "alpaca", r"config.model.chat_format='alpaca': unknown; valid: auto"),
     ("invalid_rewards", (-1.0,), r"config.invalid_rewards=\(-1.0,\): must be two rewards"),
     ("eval.invalid_rewards", (1.0, 2.0, 3.0), r"config.eval.invalid_rewards=.*must be two"),
+    ("train.wandb_mode", "cloud", r"config.train.wandb_mode='cloud': unknown; valid: offline"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = spiral.get_config("local")
@@ -287,4 +289,17 @@ def test_a_seat_mix_splits_each_batch_in_two_halves():
   config.rollout.games_per_batch = 5
   with pytest.raises(configuration.ConfigError,
                      match=r"config.rollout.games_per_batch=5: .* two halves"):
+    configuration.validate(config)
+
+
+def test_wandb_project_without_wandb_says_how_to_install_it(monkeypatch):
+  config = spiral.get_config("local")
+  config.train.wandb_project = "spiral"
+  configuration.validate(config)  # wandb is installed with the test extra.
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.train.wandb_project='spiral': wandb is not installed: "
+                           r"pip install 'jaxplay\[wandb\]'"):
     configuration.validate(config)

@@ -1,5 +1,6 @@
 """Metrics writers: JSONL records, TensorBoard events, torn lines, console progress."""
 
+import json
 import os
 
 import jax.numpy as jnp
@@ -97,3 +98,69 @@ def test_progress_line_mentions_rates_and_eta():
   line = progress.line(1, {"reward_mean": 0.25, "invalid_rate": 0.5}, samples=8, tokens=800)
   assert "step 1/10" in line and "reward 0.250" in line and "invalid 0.500" in line
   assert "samples/s" in line and "ETA" in line
+
+
+def wandb_history(run_folder):
+  """(step, {key: value}) of each history record in a wandb run's `run-*.wandb` file."""
+  from wandb.proto import wandb_internal_pb2  # pylint: disable=import-outside-toplevel
+  [name] = [n for n in os.listdir(run_folder) if n.endswith(".wandb")]
+  with open(os.path.join(run_folder, name), "rb") as f:
+    data = f.read()
+  assert data[:4] == b":W&B"
+  # LevelDB log framing after a 7-byte header: 32 KiB blocks of (crc u32, length u16, type u8,
+  # data) chunks; type 1 = a whole record, 2/3/4 = its first/middle/last part.
+  block, offset, chunks, history = 32768, 7, b"", []
+  while offset + 7 <= len(data):
+    if block - offset % block < 7:
+      offset += block - offset % block
+      continue
+    length, kind = int.from_bytes(data[offset + 4:offset + 6], "little"), data[offset + 6]
+    chunks += data[offset + 7:offset + 7 + length]
+    offset += 7 + length
+    if kind in (1, 4):
+      record = wandb_internal_pb2.Record.FromString(chunks)
+      chunks = b""
+      if record.WhichOneof("record_type") == "history":
+        items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                 for i in record.history.item}
+        history.append((items["_step"], {k: v for k, v in items.items() if k[0] != "_"}))
+  return history
+
+
+def test_eval_table_rows_group_results_by_game_and_opponent():
+  results = {"eval/kuhn_poker/random/win_rate": 0.5, "eval/kuhn_poker/random/games": 64,
+             "eval/tic_tac_toe/random/win_rate": 0.25, "eval/kuhn_poker/exploitability": 0.3}
+  width = len(metrics.EVAL_TABLE_COLUMNS)
+  rows = metrics.eval_table_rows(results)
+  assert [row[:2] for row in rows] == [["kuhn_poker", "random"], ["tic_tac_toe", "random"]]
+  assert rows[0][2:4] == [64, 0.5] and rows[1][2:4] == [None, 0.25]
+  assert all(len(row) == 2 + width for row in rows)
+
+
+def test_wandb_sink_logs_scalars_and_eval_tables_offline(tmp_path, monkeypatch):
+  """Offline mode: the records land in <workdir>/wandb/offline-run-*/run-<id>.wandb with the
+  scalars by step and the tables as files; a resumed writer keeps the run id."""
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  run = str(tmp_path / "run")
+  sink = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
+  writer = metrics.MetricsWriter(run, sink=sink)
+  writer.write(1, {"loss": 0.5, "rollout": {"invalid_rate": 0.25}})
+  results = {"eval/kuhn_poker/random/win_rate": 0.75, "eval/kuhn_poker/random/games": 4.0}
+  writer.write_eval(2, results, ["Kuhn Poker, seat 0: \\boxed{bet}"])
+  writer.close()
+  run_id = (tmp_path / "run" / "wandb" / "run_id").read_text()
+  assert os.path.basename(sink.folder).endswith(run_id)
+  history = dict(wandb_history(sink.folder))
+  assert history[1] == {"loss": 0.5, "rollout/invalid_rate": 0.25}
+  assert history[2]["eval/kuhn_poker/random/win_rate"] == 0.75
+  assert history[2]["eval/table/_type"] == "table-file"
+  table_path = os.path.join(sink.folder, "files", history[2]["eval/table/path"])
+  with open(table_path) as f:
+    table = json.load(f)
+  assert table["columns"][:4] == ["game", "opponent", "games", "win_rate"]
+  assert table["data"] == [["kuhn_poker", "random", 4.0, 0.75, *[None] * 6]]
+  with open(os.path.join(sink.folder, "files", history[2]["eval/transcripts/path"])) as f:
+    assert json.load(f)["data"] == [["Kuhn Poker, seat 0: \\boxed{bet}"]]
+  resumed = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
+  resumed.close()
+  assert resumed.run.id == run_id

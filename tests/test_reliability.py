@@ -169,7 +169,7 @@ def test_overwrite_with_a_config_that_fails_setup_keeps_the_old_run(tmp_path):
 
 
 def test_overwrite_removes_the_whole_old_run_and_nothing_else(tmp_path):
-  for name in ("tensorboard", "transcripts", "plots", "eval_samples", "checkpoints"):
+  for name in ("tensorboard", "wandb", "transcripts", "plots", "eval_samples", "checkpoints"):
     (tmp_path / name).mkdir()
     (tmp_path / name / "file").write_text("old")
   for name in ("config.json", "metrics.jsonl", "evals.jsonl", "notes.txt"):

@@ -13,6 +13,7 @@ import pytest
 
 from configs import kuhn_nash
 from jaxplay import metrics, train, workdir as workdir_lib
+from tests.test_metrics import wandb_history
 
 OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
              "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 4,
@@ -126,3 +127,20 @@ def test_a_second_start_compiles_nothing(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     entries.append(sorted(os.listdir(cache)))
   assert len(entries[0]) > 10 and entries[1] == entries[0]
+
+
+def test_a_run_logs_to_wandb_offline(tmp_path, monkeypatch):
+  """config.train.wandb_project: the run's scalars and evaluations reach an offline wandb run in
+  the workdir, step by step as in metrics.jsonl."""
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  config = _config()
+  config.train.update(steps=1, eval_every=1, wandb_project="jaxplay-test")
+  summary = train.train(config, str(tmp_path / "run"))
+  assert summary["wandb"].startswith(str(tmp_path / "run" / "wandb" / "offline-run-"))
+  history = dict(wandb_history(summary["wandb"]))
+  records = {r["step"]: r for r in metrics.read_jsonl(summary["metrics"])}
+  assert sorted(history) == [0, 1]
+  for step, logged in history.items():
+    scalars = {k: v for k, v in logged.items() if k in records[step]}
+    assert scalars == {k: v for k, v in records[step].items() if k not in ("step", "time")}
+    assert logged["eval/table/nrows"] == 2  # Kuhn Poker against random and optimal.
