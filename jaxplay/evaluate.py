@@ -18,6 +18,7 @@ from games import opponents
 from jaxplay import configuration
 from jaxplay import errors
 from jaxplay import exploitability
+from jaxplay import phases as phases_lib
 from jaxplay import rollout as rollout_lib
 from jaxplay import text
 
@@ -98,8 +99,9 @@ class Evaluator:
   transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
   mode, estimated from sampled answers (`estimate_kuhn_exploitability`) in free-text mode."""
 
-  def __init__(self, exp, decode):
+  def __init__(self, exp, decode, phases: phases_lib.Phases | None = None):
     self._exp, self._decode = exp, decode
+    self._phases = phases or phases_lib.Phases(live=False, log_seconds=float("inf"))
     config = exp.config
     self._games_per_seat = config.eval.games_per_seat
     self._plays = []
@@ -129,8 +131,9 @@ class Evaluator:
     games_key, kuhn_key = jax.random.split(key)
     for game_index, (game, names, play) in enumerate(self._plays):
       for index, name in enumerate(names):
-        episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
-        stats = game_stats(game, episodes)
+        with self._phases(f"evaluation: {game.name} vs {name}"):
+          episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
+          stats = game_stats(game, episodes)
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
         transcripts.append(self._transcript(game.name, name, episodes, game_row=0))
     for game_name, table in self._kuhn_tables:
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = time.time()
     eval_key = jax.random.fold_in(key, index)
     if name == "games":
-      results, _ = Evaluator(exp, train.decoder(exp))(state.params, eval_key)
+      results, _ = Evaluator(exp, train.decoder(exp), phases_lib.Phases())(state.params, eval_key)
       results = {k.removeprefix("eval/"): v for k, v in results.items()}
     else:
       results, records = reasoning.evaluate_math(

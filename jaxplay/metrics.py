@@ -174,7 +174,9 @@ class Progress:
     self._start = time.perf_counter()
     self._last = self._start
 
-  def line(self, step: int, metrics: Mapping[str, float], samples: int, tokens: int) -> str:
+  def line(self, step: int, metrics: Mapping[str, float], samples: int, tokens: int,
+           phases: Mapping[str, str] | None = None) -> str:
+    """The step's line; `phases` ({name: duration text}) adds where the step's time went."""
     now = time.perf_counter()
     step_seconds, self._last = now - self._last, now
     done = step - self._first_step
@@ -187,6 +189,7 @@ class Progress:
         fields.append(f"{label} {metrics[key]:.3f}")
     fields.append(f"{samples / step_seconds:.1f} samples/s")
     fields.append(f"{tokens / step_seconds:.0f} tok/s")
+    fields.extend(f"{name} {text}" for name, text in (phases or {}).items())
     fields.append(f"ETA {_duration(eta)}")
     return " | ".join(fields)
 

@@ -26,6 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, sharding
+from jaxplay import phases as phases_lib
 from jaxplay import tokenizer as tokenizers
 from jaxplay import train_step
 from jaxplay import workdir as workdir_lib
@@ -203,17 +204,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   if not overwrite:  # Refused before minutes of set-up; checked again under the lock.
     workdir_lib.check_resumable(workdir, config_record(config), _has_checkpoints(workdir, config))
   keys = _keys(config)
-  exp, state, step_fn, layout = setup(config)
+  phases = phases_lib.Phases()
+  with phases("set-up: model, games, train step"):
+    exp, state, step_fn, layout = setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if "frozen" in configuration.seat_modes(config) else None)
   collect = experiment.make_collect(exp, layout)
-  evaluator = evaluate.Evaluator(exp, decoder(exp))
+  evaluator = evaluate.Evaluator(exp, decoder(exp), phases)
   with _claim_workdir(workdir, config, overwrite):
-    return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator)
+    return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator,
+                 phases)
 
 
-def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator) -> dict:
+def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator,
+          phases) -> dict:
   """The steps of `train` in a claimed workdir."""
   ckpt = checkpointer(workdir, config)
   restored = ckpt.restore_latest(checkpoints.abstract_like(state), move_aside=True)
@@ -253,13 +258,17 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
   with _stop_requests() as stop_requests:
     try:
       for step in range(start + 1, config.train.steps + 1):
-        batch, stats = collect(state.params, frozen_params,
-                               jax.random.fold_in(keys["run"], step))
-        state, step_metrics = step_fn(state, batch)
+        with phases(f"step {step}: rollout", eta_label="rollout", report=False):
+          batch, stats = jax.block_until_ready(
+              collect(state.params, frozen_params, jax.random.fold_in(keys["run"], step)))
+        with phases(f"step {step}: train", eta_label="train", report=False):
+          state, step_metrics = jax.block_until_ready(step_fn(state, batch))
         flat = writer.write(step, {**step_metrics, "rollout": stats})
         learner = batch.samples.mask  # The learner's turns of the step's games (all collected).
         tokens = int((batch.response_mask & learner[:, None]).sum())
-        print(progress.line(step, flat, samples=int(learner.sum()), tokens=tokens), flush=True)
+        print(progress.line(step, flat, samples=int(learner.sum()), tokens=tokens,
+                            phases={"rollout": phases.brief(f"step {step}: rollout"),
+                                    "train": phases.brief(f"step {step}: train")}), flush=True)
         if step % config.train.eval_every == 0 or step == config.train.steps:
           run_eval(step)
         if _any_process(bool(stop_requests)) and step < config.train.steps:
