@@ -406,5 +406,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
   return rows
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """`python -m jaxplay.evaluate` and the `jaxplay-eval` console script."""
   main()
+
+
+if __name__ == "__main__":
+  run()

@@ -169,10 +169,16 @@ def main(argv):
   print(f"Exported the step-{step} params of {flags.FLAGS.workdir} to {out}.")
 
 
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=ungrouped-imports
+def run() -> None:
+  """`python -m jaxplay.export` and the `jaxplay-export` console script (the flags are defined
+  here, not at import: other entry points import this module and have their own --workdir)."""
+  from absl import app, flags  # pylint: disable=ungrouped-imports,import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints.", required=True)
   flags.DEFINE_string("out", None, "Directory to write the HF checkpoint into.", required=True)
   flags.DEFINE_string("mesh", None, "data,fsdp,tensor sizes replacing the run's mesh, e.g. "
                       "-1,1,1 (all devices here) to export on other devices than the run used.")
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -148,5 +148,10 @@ def main(argv: list[str] | None = None, read: TextIO = sys.stdin, out: TextIO = 
   return finals
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """`python -m jaxplay.play` and the `jaxplay-play` console script."""
   main()
+
+
+if __name__ == "__main__":
+  run()

@@ -104,7 +104,12 @@ def main(argv):
     print(path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """`python -m jaxplay.plot` and the `jaxplay-plot` console script."""
   # Defined here, not at import: jaxplay.main imports this module and has its own --workdir.
   flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
