@@ -17,7 +17,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxplay import errors, plot, train
+from jaxplay import errors, plot, report, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -121,8 +121,10 @@ def main(argv):
   if jax.process_index() != 0:  # The first process wrote the metrics, plots and transcripts.
     return
   summary["plots"] = plot.plot_workdir(workdir)
+  summary["report"] = report.write_report(workdir, summary["plots"])
   print("\nDone. Where everything is:")
-  for key in ("workdir", "checkpoints", "metrics", "tensorboard", "wandb", "transcripts", "plots"):
+  for key in ("workdir", "checkpoints", "metrics", "tensorboard", "wandb", "transcripts", "plots",
+              "report"):
     if key in summary or key != "wandb":
       print(f"  {key}: {summary.get(key)}")
   for when in ("first_eval", "last_eval"):

@@ -22,7 +22,7 @@ PathLike = str | os.PathLike
 
 # Everything a run writes into its directory; `--overwrite` removes exactly these.
 RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "wandb",
-               "transcripts", "plots", "evals.jsonl", "eval_samples")
+               "transcripts", "plots", "report.html", "evals.jsonl", "eval_samples")
 # Config fields a resumed run may change: they decide how long it runs and what it writes when,
 # not what it computes (train.steps also sets a cosine schedule's length: see `resumable_changes`).
 RESUMABLE_FIELDS = ("train.steps", "train.eval_every", "train.checkpoint_every",

@@ -172,7 +172,7 @@ def test_overwrite_removes_the_whole_old_run_and_nothing_else(tmp_path):
   for name in ("tensorboard", "wandb", "transcripts", "plots", "eval_samples", "checkpoints"):
     (tmp_path / name).mkdir()
     (tmp_path / name / "file").write_text("old")
-  for name in ("config.json", "metrics.jsonl", "evals.jsonl", "notes.txt"):
+  for name in ("config.json", "metrics.jsonl", "report.html", "evals.jsonl", "notes.txt"):
     (tmp_path / name).write_text("old")
   removed = workdir_lib.remove_run(tmp_path)
   assert sorted(removed) == sorted(workdir_lib.RUN_ENTRIES)
