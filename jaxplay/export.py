@@ -3,9 +3,11 @@
 `export_hf` writes config.json (qwen3, llama or gemma3_text), model.safetensors with HF names and
 [out, in] layouts (the per-layer tensors unstacked from our scanned `layers`), and the tokenizer
 files when given one. Tensor names come from the tables of `jaxplay.models.loading`, so a directory
-written here loads back with `loading.load_hf` to the same params.
+written here loads back with `loading.load_hf` to the same params. A LoRA run exports either its
+adapters merged into the weights (`export_hf` of `transformer.merge_adapters`) or, with
+`export_peft`, a PEFT adapter directory that `peft.PeftModel.from_pretrained` puts on the base.
 
-  python -m jaxplay.export --workdir=DIR --out=OUT_DIR   # the latest checkpoint of a run
+  python -m jaxplay.export --workdir=DIR --out=OUT_DIR [--lora=merged|peft]  # latest checkpoint
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import jax
 import numpy as np
 
 from jaxplay import errors
-from jaxplay.models import loading
+from jaxplay.models import loading, transformer
 from jaxplay.models.configs import ModelConfig
+
+LORA_FORMATS = ("merged", "peft")  # How a LoRA run exports (export_run's `lora`).
 
 _DTYPE_NAMES = {np.dtype(v): k for k, v in loading._SAFETENSORS_DTYPES.items()}
 _ARCHITECTURES = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
@@ -137,9 +141,49 @@ def export_hf(model_config: ModelConfig, params, out_dir, tokenizer=None) -> str
   return str(out)
 
 
-def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None) -> tuple[str, int]:
+PEFT_PREFIX = "base_model.model."  # What peft's LoRA model adds before the base model's names.
+
+
+def export_peft(model_config: ModelConfig, params, out_dir, base_model: str = "") -> str:
+  """Writes a LoRA run's adapters as a PEFT directory (adapter_config.json,
+  adapter_model.safetensors: lora_A [r, in] and lora_B [out, r] per layer and target, scale
+  lora_alpha / r as ours); `base_model` is recorded as base_model_name_or_path."""
+  if not model_config.lora_rank:
+    raise ValueError("the model has no LoRA adapters (model lora_rank is 0)")
+  names = loading._names(model_config, 0, "model.layers.{i}.")
+  tensors, modules = [], set()
+  for target in model_config.lora_targets:
+    module = "attn" if target in ("q", "k", "v", "o") else "mlp"
+    template, n_in = names[f"layers/{module}/{target}"]
+    prefix = PEFT_PREFIX + template.removesuffix(".weight")
+    modules.add(template.removesuffix(".weight").rsplit(".", 1)[-1])
+    a, b = (params["layers"][module][f"{target}_lora_{x}"] for x in "ab")
+    rank = model_config.lora_rank
+    for i in range(model_config.num_layers):
+      a_hf = lambda a=a, i=i: np.asarray(a[i]).reshape(-1, rank).T  # [r, in]
+      b_hf = lambda b=b, i=i: np.asarray(b[i]).reshape(rank, -1).T  # [out, r]
+      tensors += [(f"{prefix.format(i=i)}.lora_A.weight", (rank, math.prod(a.shape[1:-1])),
+                   a.dtype, a_hf),
+                  (f"{prefix.format(i=i)}.lora_B.weight", (math.prod(b.shape[2:]), rank),
+                   b.dtype, b_hf)]
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  adapter_config = dict(
+      peft_type="LORA", task_type="CAUSAL_LM", r=model_config.lora_rank,
+      lora_alpha=model_config.lora_alpha, target_modules=sorted(modules), lora_dropout=0.0,
+      bias="none", fan_in_fan_out=False, use_rslora=False, use_dora=False,
+      init_lora_weights=True, inference_mode=True, base_model_name_or_path=base_model or None)
+  (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+  _write_safetensors(out / "adapter_model.safetensors", sorted(tensors, key=lambda t: t[0]))
+  return str(out)
+
+
+def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None,
+               lora: str = "merged") -> tuple[str, int]:
   """Exports the latest checkpoint of a run with its tokenizer; returns (out_dir, step).
 
+  A LoRA run exports with `lora="merged"` an HF model with the adapters merged into the weights,
+  with `lora="peft"` a PEFT adapter directory (and the tokenizer) for the run's base model.
   `mesh` replaces the run's mesh sizes (see `train.load_run`). Refuses (WorkdirError) an `out_dir`
   inside the run's workdir or holding a run, whose files the export would overwrite."""
   from jaxplay import train, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
@@ -148,12 +192,21 @@ def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None) -
       out / "checkpoints").exists():
     raise workdir_lib.WorkdirError(f"--out={out_dir} is inside a run's workdir ({workdir}); the "
                                    "export would overwrite its files. Choose another directory.")
-  _, exp, state, step = train.load_run(workdir, mesh)
+  if lora not in LORA_FORMATS:
+    raise errors.UserError(f"--lora={lora}: unknown; valid: {', '.join(LORA_FORMATS)}.")
+  config, exp, state, step = train.load_run(workdir, mesh)
   try:
     model_type(exp.model)
   except ValueError as error:
     raise workdir_lib.WorkdirError(f"{workdir}: its model cannot be exported: {error}.") from None
-  return export_hf(exp.model, state.params, out_dir, exp.tokenizer), step
+  model, params = exp.model, state.params
+  if model.lora_rank and lora == "peft":
+    written = export_peft(model, params, out_dir, base_model=config.model.path)
+    exp.tokenizer.save_pretrained(written)
+    return written, step
+  if model.lora_rank:
+    model, params = transformer.merge_adapters(model, params)
+  return export_hf(model, params, out_dir, exp.tokenizer), step
 
 
 @errors.user_facing
@@ -165,7 +218,7 @@ def main(argv):
     mesh = None if flags.FLAGS.mesh is None else sharding.parse_mesh_sizes(flags.FLAGS.mesh)
   except ValueError as error:
     raise errors.UserError(f"--mesh: {error}") from None
-  out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out, mesh)
+  out, step = export_run(flags.FLAGS.workdir, flags.FLAGS.out, mesh, flags.FLAGS.lora)
   print(f"Exported the step-{step} params of {flags.FLAGS.workdir} to {out}.")
 
 
@@ -177,6 +230,8 @@ def run() -> None:
   flags.DEFINE_string("out", None, "Directory to write the HF checkpoint into.", required=True)
   flags.DEFINE_string("mesh", None, "data,fsdp,tensor sizes replacing the run's mesh, e.g. "
                       "-1,1,1 (all devices here) to export on other devices than the run used.")
+  flags.DEFINE_string("lora", "merged", "A LoRA run: 'merged' (an HF model with the adapters "
+                      "merged in) or 'peft' (a PEFT adapter directory for the run's base model).")
   app.run(main)
 
 

@@ -7,6 +7,8 @@ import dataclasses
 import jax.numpy as jnp
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Projections that take LoRA adapters: attention's q, k, v, o and the MLP's gate, up, down.
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"  # Compute dtype; norms, softmax and logits stay in float32.
   remat: bool = False  # Rematerialise each layer in the backward pass.
+  # LoRA: each target projection W computes x W + (lora_alpha / lora_rank) x A B, with A [in, r]
+  # and B [r, out] (params `<target>_lora_a`, `<target>_lora_b`); 0 = no adapters.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.local_layers and len(self.local_layers) != self.num_layers:
@@ -62,6 +69,17 @@ class ModelConfig:
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {sorted(DTYPES)}")
+    if self.lora_rank < 0:
+      raise ValueError(f"lora_rank={self.lora_rank} must be >= 0 (0 = no adapters)")
+    unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+    if unknown:
+      raise ValueError(f"lora_targets {unknown} unknown; valid: {', '.join(LORA_TARGETS)}")
+    if self.lora_rank and not self.lora_targets:
+      raise ValueError("lora_rank > 0 needs lora_targets (e.g. ('q', 'v'))")
+
+  @property
+  def lora_scale(self) -> float:
+    return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
   @property
   def is_local(self) -> tuple[bool, ...]:

@@ -8,6 +8,7 @@ local layers (query position - key position < window).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -74,6 +75,37 @@ def _param(module, name, init, shape, axes, dtype):
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
+LORA_SUFFIXES = ("_lora_a", "_lora_b")
+
+
+def lora_a_init(key, shape, dtype=jnp.float32):
+  """A [in dims..., r] ~ N(0, 1/in): the adapter starts at zero through B, not through A."""
+  fan_in = math.prod(shape[:-1])
+  return jax.random.normal(key, shape, dtype) * fan_in ** -0.5
+
+
+def _project(module, name: str, x, w, spec: str, in_axes: tuple[str, ...],
+             out_axes: tuple[str, ...]):
+  """x @ w by the einsum `spec` ('<x>,<w>-><out>'), plus the LoRA path when `name` is a target:
+  scale * (x A) B with A [in dims..., r] and B [r, out dims...] (never merged into w)."""
+  cfg = module.config
+  dt = cfg.jnp_dtype
+  y = jnp.einsum(spec, x, w.astype(dt))
+  if cfg.lora_rank == 0 or name not in cfg.lora_targets:
+    return y
+  x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
+  n_in = len(in_axes)
+  in_letters, out_letters = w_spec[:n_in], w_spec[n_in:]
+  r = cfg.lora_rank
+  a = _param(module, f"{name}_lora_a", lora_a_init, (*w.shape[:n_in], r), (*in_axes, None),
+             cfg.jnp_param_dtype)
+  b = _param(module, f"{name}_lora_b", nn.initializers.zeros, (r, *w.shape[n_in:]),
+             (None, *out_axes), cfg.jnp_param_dtype)
+  low = jnp.einsum(f"{x_spec},{in_letters}r->{x_spec[:-n_in]}r", x, a.astype(dt))
+  delta = jnp.einsum(f"{x_spec[:-n_in]}r,r{out_letters}->{y_spec}", low, b.astype(dt))
+  return y + (cfg.lora_scale * delta).astype(y.dtype)
+
+
 class RMSNorm(nn.Module):
   config: ModelConfig
   axis: str = "embed"
@@ -103,9 +135,9 @@ class Attention(nn.Module):
     wk = _param(self, "k", init, (E, K, D), ("embed", "kv_heads", "head_dim"), pdt)
     wv = _param(self, "v", init, (E, K, D), ("embed", "kv_heads", "head_dim"), pdt)
     wo = _param(self, "o", init, (H, D, E), ("heads", "head_dim", "embed"), pdt)
-    q = jnp.einsum("bte,ehd->bthd", x_BTD, wq.astype(dt))
-    k = jnp.einsum("bte,ekd->btkd", x_BTD, wk.astype(dt))
-    v = jnp.einsum("bte,ekd->btkd", x_BTD, wv.astype(dt))
+    q = _project(self, "q", x_BTD, wq, "bte,ehd->bthd", ("embed",), ("heads", "head_dim"))
+    k = _project(self, "k", x_BTD, wk, "bte,ekd->btkd", ("embed",), ("kv_heads", "head_dim"))
+    v = _project(self, "v", x_BTD, wv, "bte,ekd->btkd", ("embed",), ("kv_heads", "head_dim"))
     if cfg.qk_norm:
       q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
       k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
@@ -135,7 +167,7 @@ class Attention(nn.Module):
     scores = jnp.where(visible[:, None, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, D)
-    return jnp.einsum("bthd,hde->bte", out, wo.astype(dt)), kv
+    return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
 
 
 class Mlp(nn.Module):
@@ -144,15 +176,16 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x_BTD):
     cfg = self.config
-    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    pdt = cfg.jnp_param_dtype
     init = nn.initializers.normal(0.02)
     E, F = cfg.d_model, cfg.mlp_dim
     w_gate = _param(self, "gate", init, (E, F), ("embed", "mlp"), pdt)
     w_up = _param(self, "up", init, (E, F), ("embed", "mlp"), pdt)
     w_down = _param(self, "down", init, (F, E), ("mlp", "embed"), pdt)
-    gate = x_BTD @ w_gate.astype(dt)
+    gate = _project(self, "gate", x_BTD, w_gate, "bte,ef->btf", ("embed",), ("mlp",))
     act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
-    return (act * (x_BTD @ w_up.astype(dt))) @ w_down.astype(dt)
+    up = _project(self, "up", x_BTD, w_up, "bte,ef->btf", ("embed",), ("mlp",))
+    return _project(self, "down", act * up, w_down, "btf,fe->bte", ("mlp",), ("embed",))
 
 
 class Block(nn.Module):
@@ -267,3 +300,46 @@ def param_shapes(config: ModelConfig):
 def param_axes(config: ModelConfig):
   """Tree of PartitionSpec of logical axis names (embed, heads, kv_heads, ..., layers)."""
   return nn.get_partition_spec(_abstract(config))
+
+
+def is_adapter(path) -> bool:
+  """Whether the params leaf at tree `path` is a LoRA factor (`<target>_lora_a` or `_lora_b`)."""
+  return str(getattr(path[-1], "key", path[-1])).endswith(LORA_SUFFIXES)
+
+
+def _module_of(target: str) -> str:
+  return "attn" if target in ("q", "k", "v", "o") else "mlp"
+
+
+def with_adapters(config: ModelConfig, params, key: jax.Array):
+  """`params` (a checkpoint's, without adapters) plus fresh LoRA factors for `config`'s targets:
+  A ~ N(0, 1/in) per layer, B = 0, so the model starts exactly at `params`."""
+  keys = iter(jax.random.split(key, 2 * len(config.lora_targets) + 1))
+
+  def fill(path, shape):
+    names = [p.key for p in path]
+    if not is_adapter(path):
+      return functools.reduce(lambda tree, name: tree[name], names, params)
+    if names[-1].endswith("_lora_b"):
+      return jnp.zeros(shape.shape, shape.dtype)
+    layer_keys = jax.random.split(next(keys), shape.shape[0])  # Stacked over `layers`.
+    return jax.vmap(lambda k: lora_a_init(k, shape.shape[1:], shape.dtype))(layer_keys)
+
+  return jax.tree_util.tree_map_with_path(fill, param_shapes(config))
+
+
+def merge_adapters(config: ModelConfig, params) -> tuple[ModelConfig, dict]:
+  """(config without LoRA, params with each target W replaced by W + scale * A B and no
+  adapter leaves): the same function as a plain model, e.g. for export."""
+  layers = {name: dict(module) for name, module in params["layers"].items()}
+  for target in config.lora_targets:
+    module = layers[_module_of(target)]
+    w, a, b = (module[target], module.pop(f"{target}_lora_a"), module.pop(f"{target}_lora_b"))
+    rank = a.shape[-1]
+    delta = jnp.einsum("lir,lro->lio", a.reshape(a.shape[0], -1, rank).astype(jnp.float32),
+                       b.reshape(b.shape[0], rank, -1).astype(jnp.float32))
+    module[target] = (w.astype(jnp.float32) + config.lora_scale * delta.reshape(w.shape)
+                      ).astype(w.dtype)
+  merged = dataclasses.replace(config, lora_rank=0, lora_alpha=ModelConfig.lora_alpha,
+                               lora_targets=())
+  return merged, {**params, "layers": layers}
