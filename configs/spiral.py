@@ -25,6 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vocab_size=0,  # Only for path="games_bpe" (a from-scratch model with a games BPE).
       # Only for path="games_bpe": ModelConfig fields that replace the preset's (e.g. num_layers).
       overrides=ml_collections.ConfigDict(),
+      # LoRA: train rank-r adapters beside the frozen weights (0 = train every weight); the
+      # update is scaled by lora_alpha / lora_rank; targets: q, k, v, o, gate, up, down.
+      lora_rank=0,
+      lora_alpha=16.0,
+      lora_targets="q,k,v,o,gate,up,down",
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.

@@ -1,4 +1,8 @@
-"""Orbax checkpoints of the whole train state, with a checksum that detects corruption.
+"""Orbax checkpoints of the train state, with a checksum that detects corruption.
+
+Everything is saved but the leaves a run marks `frozen` (a LoRA run's base weights, which every
+start loads again from the model's path): they are left out of the files and filled back in on
+restore.
 
 Each checkpoint holds the state pytree (StandardSave) and a JSON record with a per-leaf checksum
 computed on device. Restoring verifies the checksums; a checkpoint that fails to load or to verify
@@ -73,17 +77,39 @@ def _flat_checksums(tree: Any) -> dict[str, int]:
   return {jax.tree_util.keystr(path): int(value) for path, value in leaves}
 
 
-class Checkpointer:
-  """Saves and restores the train state under `directory`, keeping the last `max_to_keep`."""
+def _is_none(x) -> bool:
+  return x is None
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+
+def _without(tree: Any, frozen: Any) -> Any:
+  """`tree` with None where `frozen` (a tree like it: arrays or None) holds an array."""
+  if frozen is None:
+    return tree
+  return jax.tree.map(lambda f, x: x if f is None else None, frozen, tree, is_leaf=_is_none)
+
+
+def _filled(tree: Any, frozen: Any) -> Any:
+  """`tree` (from `_without`) with `frozen`'s arrays put back."""
+  if frozen is None:
+    return tree
+  return jax.tree.map(lambda f, x: x if f is None else f, frozen, tree, is_leaf=_is_none)
+
+
+class Checkpointer:
+  """Saves and restores the train state under `directory`, keeping the last `max_to_keep`.
+
+  `frozen`: a tree like the train state holding, where a leaf is not to be saved, the array to
+  restore it with, and None elsewhere (None: save every leaf)."""
+
+  def __init__(self, directory: str, max_to_keep: int = 3, frozen: Any = None):
     self.directory = workdir.absolute(directory)
+    self._frozen = frozen
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: Any, force: bool = False) -> None:
     """Starts saving `step` (asynchronously; `wait` for it); raises if Orbax declines."""
-    state = _keys_as_data(state)
+    state = _keys_as_data(_without(state, self._frozen))
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         checksums=ocp.args.JsonSave(_flat_checksums(state)))
@@ -96,7 +122,7 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Restores `step` into the structure/shardings of `abstract_state`; verifies checksums."""
-    target = _abstract_key_data(abstract_state)
+    target = _abstract_key_data(_without(abstract_state, self._frozen))
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), checksums=ocp.args.JsonRestore()))
@@ -110,7 +136,7 @@ class Checkpointer:
     if bad or set(got) != set(expected):
       raise CorruptCheckpointError(f"checkpoint {step} in {self.directory} fails its checksum "
                                    f"for {bad or sorted(set(got) ^ set(expected))}")
-    return _data_as_keys(state, abstract_state)
+    return _filled(_data_as_keys(state, _without(abstract_state, self._frozen)), self._frozen)
 
   def restore_latest(self, abstract_state: Any, move_aside: bool = False
                      ) -> tuple[int, Any] | None:

@@ -120,6 +120,10 @@ def self_play_games(config: ml_collections.ConfigDict) -> int:
   return config.rollout.games_per_batch * ("self_play" in modes) // len(modes)
 
 
+def lora_targets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  return _names(config.model.lora_targets)
+
+
 def _fail(field: str, value, problem: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: {problem}")
 
@@ -235,9 +239,25 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.train.wandb_project and importlib.util.find_spec("wandb") is None:
     _fail("train.wandb_project", config.train.wandb_project,
           "wandb is not installed: pip install 'jaxplay[wandb]' (or '' to log without it).")
+  _check_lora(config)
   _check_math(config)
   _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)
+
+
+def _check_lora(config: ml_collections.ConfigDict) -> None:
+  """model.lora_*: a rank >= 0, a positive alpha, known targets."""
+  if config.model.lora_rank < 0:
+    _fail("model.lora_rank", config.model.lora_rank, "must be >= 0 (0 = train every weight).")
+  if not config.model.lora_rank:
+    return
+  if not config.model.lora_alpha > 0:
+    _fail("model.lora_alpha", config.model.lora_alpha, "must be > 0 (adapters scale by "
+          "lora_alpha / lora_rank).")
+  targets = lora_targets(config)
+  if not targets or any(t not in model_configs.LORA_TARGETS for t in targets):
+    _fail("model.lora_targets", config.model.lora_targets,
+          f"name one or more of {', '.join(model_configs.LORA_TARGETS)}, comma-separated.")
 
 
 def _check_math(config: ml_collections.ConfigDict) -> None:

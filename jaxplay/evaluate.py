@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.error(str(error))
   config, exp, state, step = train.load_run(args.workdir, mesh)
   if args.checkpoint_step is not None and args.checkpoint_step != step:
-    ckpt = train.checkpointer(args.workdir, config)
+    ckpt = train.checkpointer(args.workdir, config, train.frozen_leaves(exp, state))
     if args.checkpoint_step not in ckpt.steps():
       parser.error(f"no checkpoint of step {args.checkpoint_step} in {ckpt.directory}; "
                    f"available: {ckpt.steps()}")

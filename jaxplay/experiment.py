@@ -58,12 +58,29 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
   """The architecture of config.model: its preset with the dtypes, and for from-scratch models
   (path 'games_bpe') the vocabulary size and the `model.overrides` fields."""
   fields = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                remat=config.model.remat)
+                remat=config.model.remat, **lora_fields(config))
   if config.model.path == "games_bpe":
     fields.update(config.model.overrides.to_dict())
     if vocab_size or config.model.vocab_size:
       fields["vocab_size"] = vocab_size or config.model.vocab_size
   return model_configs.get(config.model.preset, **fields)
+
+
+def lora_fields(config: ml_collections.ConfigDict) -> dict:
+  """The ModelConfig LoRA fields of config.model (none when lora_rank is 0)."""
+  if not config.model.lora_rank:
+    return {}
+  return dict(lora_rank=config.model.lora_rank, lora_alpha=float(config.model.lora_alpha),
+              lora_targets=configuration.lora_targets(config))
+
+
+def trainable(model: model_configs.ModelConfig):
+  """What the train step updates: None (every param), or with LoRA a bool tree marking the
+  adapters (train_step.init_state / make_train_step `trainable`)."""
+  if not model.lora_rank:
+    return None
+  return jax.tree_util.tree_map_with_path(lambda path, _: transformer.is_adapter(path),
+                                          transformer.param_shapes(model))
 
 
 def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
@@ -82,6 +99,9 @@ def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
     path = loading.gemma3_270m_default()
   model, params = loading.load(path, sharding_fn, dtype=config.model.dtype,
                                param_dtype=config.model.param_dtype, remat=config.model.remat)
+  if config.model.lora_rank:  # Fresh adapters beside the checkpoint's weights.
+    model = dataclasses.replace(model, **lora_fields(config))
+    params = transformer.with_adapters(model, params, key)
   return model, params, tokenizers.load_tokenizer(path)
 
 
@@ -306,7 +326,7 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
     shared_fn = None
   rows = None if layout is None else layout.rows(leading=1)
   return (train_step.make_train_step(step_config, forward, optimizer, log_probs_fn, rows,
-                                     shared_fn), optimizer)
+                                     shared_fn, trainable(exp.model)), optimizer)
 
 
 def make_optimizer(config: ml_collections.ConfigDict):

@@ -142,15 +142,30 @@ def setup(config: ml_collections.ConfigDict):
   step_fn, optimizer = experiment.make_train_step(exp, layout)
   state = sharding.init_sharded(
       lambda p: train_step.init_state(p, optimizer, num_kinds=len(exp.kits), num_roles=2,
-                                      seed=config.seed, reference=config.rl.kl_coef > 0),
+                                      seed=config.seed, reference=config.rl.kl_coef > 0,
+                                      trainable=experiment.trainable(model)),
       params, layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
 
 
-def checkpointer(workdir: str, config: ml_collections.ConfigDict) -> checkpoints.Checkpointer:
+def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):
+  """What checkpoints leave out: with LoRA, the base weights in params and ref_params (loaded
+  again from the model's path at every start), else nothing (None)."""
+  trainable = experiment.trainable(exp.model)
+  if trainable is None:
+    return None
+  fixed = lambda tree: None if tree is None else jax.tree.map(
+      lambda x, keep: None if keep else x, tree, trainable)
+  return jax.tree.map(lambda _: None, state).replace(params=fixed(state.params),
+                                                     ref_params=fixed(state.ref_params))
+
+
+def checkpointer(workdir: str, config: ml_collections.ConfigDict,
+                 frozen=None) -> checkpoints.Checkpointer:
+  """The run's checkpoints; `frozen` (`frozen_leaves`) as in checkpoints.Checkpointer."""
   return checkpoints.Checkpointer(os.fspath(epath.Path(workdir) / "checkpoints"),
-                                  config.train.keep_checkpoints)
+                                  config.train.keep_checkpoints, frozen)
 
 
 def _has_checkpoints(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -183,7 +198,8 @@ def load_run(workdir: str, mesh: dict[str, int] | None = None):
         f"{workdir}: the run's {error} Pass a mesh for these devices (load_run(..., "
         "mesh={'data': -1, 'fsdp': 1, 'tensor': 1}); --mesh=-1,1,1 on the command line).") from None
   exp, state, _, _ = setup(config)
-  restored = checkpointer(workdir, config).restore_latest(checkpoints.abstract_like(state))
+  restored = checkpointer(workdir, config, frozen_leaves(exp, state)).restore_latest(
+      checkpoints.abstract_like(state))
   if restored is None:
     raise workdir_lib.WorkdirError(f"{workdir} has no readable checkpoint.")
   step, state = restored
@@ -220,7 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
 def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator,
           phases) -> dict:
   """The steps of `train` in a claimed workdir."""
-  ckpt = checkpointer(workdir, config)
+  ckpt = checkpointer(workdir, config, frozen_leaves(exp, state))
   restored = ckpt.restore_latest(checkpoints.abstract_like(state), move_aside=True)
   start = 0
   if restored is not None:

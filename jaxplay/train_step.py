@@ -121,11 +121,30 @@ def make_optimizer(learning_rate: float = 1e-6, b1: float = 0.9, b2: float = 0.9
                      optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
 
 
+def select(params, trainable):
+  """The leaves of `params` where `trainable` (a bool tree like params; None = all) is True, the
+  others None: the tree the gradient and the optimizer see."""
+  if trainable is None:
+    return params
+  return jax.tree.map(lambda x, keep: x if keep else None, params, trainable)
+
+
+def merge(selected, params, trainable):
+  """`params` with its trainable leaves taken from `selected` (the inverse of `select`)."""
+  if trainable is None:
+    return selected
+  return jax.tree.map(lambda new, old, keep: new if keep else old, selected, params, trainable,
+                      is_leaf=lambda x: x is None)
+
+
 def init_state(params, optimizer: optax.GradientTransformation, num_kinds: int, num_roles: int,
-               seed: int, reference: bool = False) -> TrainState:
-  """The state before the first step; `reference` keeps a copy of `params` as the KL reference."""
+               seed: int, reference: bool = False, trainable=None) -> TrainState:
+  """The state before the first step; `reference` keeps a copy of `params` as the KL reference.
+  `trainable` (bool tree like params, e.g. only the LoRA adapters; None = all) limits the
+  optimizer state to those leaves."""
   ref_params = jax.tree.map(jnp.copy, params) if reference else None
-  return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params),
+  return TrainState(step=jnp.int32(0), params=params,
+                    opt_state=optimizer.init(select(params, trainable)),
                     baselines=jnp.zeros((num_kinds, num_roles), jnp.float32),
                     rng=jax.random.key(seed), skipped_updates=jnp.int32(0),
                     ref_params=ref_params)
@@ -193,8 +212,12 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                     optimizer: optax.GradientTransformation,
                     log_probs_fn: LogProbsFn | None = None,
                     rows_sharding: jax.sharding.Sharding | None = None,
-                    shared_fn: Callable[[Any], Any] | None = None):
+                    shared_fn: Callable[[Any], Any] | None = None, trainable=None):
   """Builds the jitted, state-donating `train_step(state, batch) -> (state, metrics)`.
+
+  `trainable` (bool tree like the params, as given to `init_state`; None = all) names the leaves
+  the step differentiates and updates (LoRA: the adapters); the others are held fixed, and no
+  gradient is computed for them.
 
   The policy's log-probs come from `forward_fn` logits (token level) unless `log_probs_fn` is given.
   `shared_fn(params)` computes what every row's log-probs share (e.g. the keys and values of the
@@ -216,7 +239,8 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
   def rows_log_probs(params, shared, rows):
     return log_probs_fn(params, rows) if shared_fn is None else log_probs_fn(params, rows, shared)
 
-  def micro_loss(params, shared, micro):
+  def micro_loss(train_params, shared, micro, params):
+    params = merge(train_params, params, trainable)
     log_probs, entropy = rows_log_probs(params, shared, micro)
     return losses.ppo_loss(log_probs, micro["old"], micro["advantages"], micro["weights"],
                            loss_config, ref_log_probs_BT=micro.get("ref"), entropy_BT=entropy,
@@ -236,23 +260,24 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
                           mini)
     micros = split_rows(micros)
 
+    train_params = select(params, trainable)
     # The shared part's pullback is rematerialised: only params are kept for it meanwhile.
-    shared, pullback = (None, None) if shared_fn is None else jax.vjp(jax.checkpoint(shared_fn),
-                                                                      params)
+    shared, pullback = (None, None) if shared_fn is None else jax.vjp(
+        jax.checkpoint(lambda p: shared_fn(merge(p, params, trainable))), train_params)
 
     def accumulate(grads, micro):
-      (_, metrics), micro_grads = grad_fn(params, shared, micro)
+      (_, metrics), micro_grads = grad_fn(train_params, shared, micro, params)
       return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
-    zeros = jax.tree.map(jnp.zeros_like, (params, shared))
+    zeros = jax.tree.map(jnp.zeros_like, (train_params, shared))
     (grads, shared_grads), metrics = jax.lax.scan(accumulate, zeros, micros)
     if pullback is not None:
       grads = jax.tree.map(jnp.add, grads, pullback(shared_grads)[0])
     metrics = _combine(metrics, lambda v: v.sum(0))
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+    updates, new_opt_state = optimizer.update(grads, opt_state, train_params)
+    new_params = merge(optax.apply_updates(train_params, updates), params, trainable)
     apply = finite & on.any()
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
     metrics.update(grad_norm=grad_norm, skipped_updates=(~finite).astype(jnp.int32))
@@ -327,8 +352,10 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     metrics["kept_fraction"] = kept.sum() / num_valid
     ref_params = state.ref_params
     if ref_params is not None and config.reference_decay < 1.0:
-      decay = config.reference_decay
-      ref_params = jax.tree.map(lambda r, p: decay * r + (1.0 - decay) * p, ref_params, params)
+      decay = config.reference_decay  # Frozen leaves stay as they are (not rounded each step).
+      moved = jax.tree.map(lambda r, p: decay * r + (1.0 - decay) * p,
+                           select(ref_params, trainable), select(params, trainable))
+      ref_params = merge(moved, ref_params, trainable)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               baselines=baselines, rng=rng,
                               skipped_updates=state.skipped_updates + skipped,

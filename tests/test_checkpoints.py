@@ -1,5 +1,6 @@
 """Orbax checkpoints: round trip, keep-last-n, and corruption detection with fallback."""
 
+import json
 import pathlib
 import shutil
 
@@ -35,6 +36,22 @@ def test_round_trip_and_keep_last(tmp_path):
   step, restored = ckpt.restore_latest(checkpoints.abstract_like(_state(0)))
   assert step == 3
   _assert_equal(restored, _state(3))
+  ckpt.close()
+
+
+def test_frozen_leaves_are_left_out_and_filled_back_in(tmp_path):
+  """A LoRA run's base weights (`frozen`) are not written; restore takes them from `frozen`."""
+  state = _state(4)
+  frozen = jax.tree.map(lambda _: None, state)
+  frozen["params"]["w"] = state["params"]["w"]
+  ckpt = checkpoints.Checkpointer(str(tmp_path), frozen=frozen)
+  ckpt.save(4, state)
+  ckpt.wait()
+  index = json.loads((tmp_path / "4" / "state" / "_METADATA").read_text())["tree_metadata"]
+  saved = {k: v["value_metadata"]["value_type"] for k, v in index.items()}
+  assert saved["('params', 'w')"] == "None" and saved["('params', 'b')"] == "jax.Array"
+  _, restored = ckpt.restore_latest(checkpoints.abstract_like(_state(0)))
+  _assert_equal(restored, state)
   ckpt.close()
 
 

@@ -12,7 +12,7 @@ from ml_collections import config_flags
 from safetensors.numpy import save_file
 
 from configs import spiral
-from jaxplay import configuration, errors, text
+from jaxplay import configuration, errors, experiment, text
 from jaxplay import tokenizer as tokenizers
 from tests import fixtures_text
 
@@ -303,3 +303,26 @@ def test_wandb_project_without_wandb_says_how_to_install_it(monkeypatch):
                      match=r"config.train.wandb_project='spiral': wandb is not installed: "
                            r"pip install 'jaxplay\[wandb\]'"):
     configuration.validate(config)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(lora_rank=-1), r"config.model.lora_rank=-1: must be >= 0"),
+    (dict(lora_rank=8, lora_alpha=0.0), r"config.model.lora_alpha=0.0: must be > 0"),
+    (dict(lora_rank=8, lora_targets="q,qkv"), r"config.model.lora_targets='q,qkv': name one or "
+     r"more of q, k, v, o, gate, up, down"),
+    (dict(lora_rank=8, lora_targets=""), r"config.model.lora_targets='': name one or more"),
+])
+def test_bad_lora_fields_are_named(fields, message):
+  config = spiral.get_config("local")
+  config.model.update(fields)
+  with pytest.raises(configuration.ConfigError, match=message):
+    configuration.validate(config)
+
+
+def test_lora_reaches_the_model_config():
+  config = spiral.get_config("local")
+  config.model.update(lora_rank=8, lora_alpha=32.0, lora_targets="q, v")
+  configuration.validate(config)
+  model = experiment.model_config(config)
+  assert (model.lora_rank, model.lora_alpha, model.lora_targets, model.lora_scale) == (
+      8, 32.0, ("q", "v"), 4.0)

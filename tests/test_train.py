@@ -1,6 +1,8 @@
 """The training program end to end on a tiny from-scratch model: resume after a hard kill is
 bit-identical, metrics/transcripts/plots are written, a foreign workdir is refused."""
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 
 from configs import kuhn_nash
 from jaxplay import metrics, train, workdir as workdir_lib
+from jaxplay.models import transformer
 from tests.test_metrics import wandb_history
 
 OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
@@ -144,3 +147,36 @@ def test_a_run_logs_to_wandb_offline(tmp_path, monkeypatch):
     scalars = {k: v for k, v in logged.items() if k in records[step]}
     assert scalars == {k: v for k, v in records[step].items() if k not in ("step", "time")}
     assert logged["eval/table/nrows"] == 2  # Kuhn Poker against random and optimal.
+
+
+@pytest.mark.slow
+def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
+  """model.lora_rank: the base weights stay bit for bit as loaded, the adapters move, the
+  checkpoints hold the adapters and optimizer state only, and a resumed run continues exactly."""
+  def lora_config(steps):
+    config = _config()
+    config.model.update(lora_rank=4, lora_alpha=8.0, lora_targets="q,v,down")
+    config.optimizer.update(learning_rate=1e-2, schedule="constant")  # train.steps may grow.
+    config.train.update(steps=steps, checkpoint_every=1)
+    return config
+
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train(lora_config(2), straight)
+  train.train(lora_config(1), resumed)
+  train.train(lora_config(2), resumed)  # Resumes from step 1 (only train.steps changed).
+  _, initial, _, _ = train.setup(lora_config(2))
+  _, _, state, step = train.load_run(straight)
+  assert step == 2
+  moved = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params)):
+    before = np.asarray(functools.reduce(lambda t, k: t[k.key], path, initial.params))
+    if transformer.is_adapter(path):
+      moved += not np.array_equal(leaf, before)
+    else:
+      np.testing.assert_array_equal(leaf, before, err_msg=jax.tree_util.keystr(path))
+  assert moved == 6  # Every A and B of q, v and down.
+  _assert_trees_equal(_params(straight), _params(resumed))
+  index = json.loads((tmp_path / "straight" / "checkpoints" / "2" / "state" / "_METADATA"
+                      ).read_text())["tree_metadata"]
+  saved = {k for k, v in index.items() if v["value_metadata"]["value_type"] != "None"}
+  assert any("q_lora_a" in k for k in saved) and not any("embedding" in k for k in saved)

@@ -468,3 +468,37 @@ def test_one_sgd_step_raises_entropy_or_lowers_kl(coef, value):
     assert new_entropy > entropy + 1e-3
   else:
     assert new_kl < kl - 1e-3
+
+
+def test_trainable_leaves_update_as_in_a_full_step_and_the_rest_stay_fixed():
+  """With `trainable` marking some leaves (as LoRA marks its adapters), the step updates exactly
+  those, as a step over every leaf would (Adam is per leaf; no clipping here), keeps the others
+  bit for bit, and holds optimizer state for the trainable leaves only."""
+  optimizer = ts.make_optimizer(learning_rate=1e-2, max_grad_norm=1e9)
+  params = init_params()
+  trainable = jax.tree_util.tree_map_with_path(lambda path, _: "Dense_1" in jax.tree_util.keystr(
+      path), params)
+  cfg = config(num_epochs=1, num_minibatches=1)  # One update: later ones see different params.
+  batch = make_batch(0)
+  batch = batch.replace(old_log_probs=sampler_log_probs(params, batch))
+  copy = lambda: jax.tree.map(jnp.copy, params)  # The step donates its state.
+  full_state = ts.init_state(copy(), optimizer, num_kinds=1, num_roles=2, seed=0)
+  full, _ = ts.make_train_step(cfg, forward, optimizer)(full_state, batch)
+  part_state = ts.init_state(copy(), optimizer, num_kinds=1, num_roles=2, seed=0,
+                             trainable=trainable)
+  assert len(jax.tree.leaves(part_state.opt_state)) < len(jax.tree.leaves(full_state.opt_state))
+  part, _ = ts.make_train_step(cfg, forward, optimizer, trainable=trainable)(part_state, batch)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(part.params):
+    name = jax.tree_util.keystr(path)
+    before = _leaf_at(params, path)
+    if "Dense_1" in name:
+      np.testing.assert_allclose(leaf, _leaf_at(full.params, path), atol=1e-6, err_msg=name)
+      assert np.abs(np.asarray(leaf) - np.asarray(before)).max() > 1e-4, name
+    else:
+      np.testing.assert_array_equal(leaf, before, err_msg=name)
+
+
+def _leaf_at(tree, path):
+  for entry in path:
+    tree = tree[entry.key]
+  return tree
