@@ -58,6 +58,21 @@ def test_params_and_optimizer_match_hand_count(plans):
   assert train.optimizer == 2 * 4 * count + 4
 
 
+def test_lora_optimizer_state_is_the_adapters_only():
+  """With LoRA the planned train state holds Adam's mu and nu of the adapters alone: each target
+  adds r * (in + out) params per layer."""
+  config = tiny_config()
+  config.model.update(lora_rank=4, lora_targets="q,down")
+  model = experiment.model_config(config)
+  r, L, E = 4, model.num_layers, model.d_model
+  adapters = L * r * ((E + model.num_heads * model.head_dim) + (model.mlp_dim + E))
+  optimizer = experiment.make_optimizer(config)
+  exp = type("Exp", (), {"model": model, "config": config})()
+  state = memory.train_state_shapes(exp, optimizer, one_device_mesh())
+  assert memory.tree_bytes(state.params) == 4 * (hand_param_count(model) + adapters)
+  assert memory.tree_bytes(state.opt_state) == 2 * 4 * adapters + 4
+
+
 def test_analytic_arguments_match_xla(plans):
   train, sampler = plans
   # XLA drops batch fields the estimator never reads (per-row int32 ids); nothing else differs.
