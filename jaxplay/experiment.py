@@ -83,6 +83,15 @@ def trainable(model: model_configs.ModelConfig):
                                           transformer.param_shapes(model))
 
 
+def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
+  """The train state before the first step: RAE baselines per game kind and role, the KL
+  reference (rl.kl_coef), and with LoRA optimizer state for the adapters only."""
+  config = exp.config
+  return train_step.init_state(params, optimizer, num_kinds=len(configuration.game_names(config)),
+                               num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0,
+                               trainable=trainable(exp.model))
+
+
 def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
                              sharding_fn: loading.ShardingFn | None = None):
   """(model config, params, tokenizer) from model.path, or a fresh model for path 'games_bpe'.

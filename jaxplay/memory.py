@@ -168,11 +168,7 @@ def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_ste
   params = transformer.param_shapes(exp.model)
   shardings = layout(exp, mesh).params(transformer.param_axes(exp.model))
   sh.check_divisible(params, shardings)
-  num_kinds = len(configuration.game_names(exp.config))
-  state = jax.eval_shape(
-      lambda p: train_step.init_state(p, optimizer, num_kinds, num_roles=2, seed=0,
-                                      reference=exp.config.rl.kl_coef > 0,
-                                      trainable=experiment.trainable(exp.model)), params)
+  state = jax.eval_shape(lambda p: experiment.init_state(exp, p, optimizer), params)
   return with_shardings(state, sh.like_params(state, params, shardings))
 
 

@@ -140,11 +140,8 @@ def setup(config: ml_collections.ConfigDict):
     raise configuration.ConfigError(f"config.mesh: {error}") from None
   exp = experiment.build(config, tokenizer, model)
   step_fn, optimizer = experiment.make_train_step(exp, layout)
-  state = sharding.init_sharded(
-      lambda p: train_step.init_state(p, optimizer, num_kinds=len(exp.kits), num_roles=2,
-                                      seed=config.seed, reference=config.rl.kl_coef > 0,
-                                      trainable=experiment.trainable(model)),
-      params, layout.params(axes))
+  state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
+                                layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
 

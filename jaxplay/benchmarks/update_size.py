@@ -25,7 +25,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxplay import benchmarks, configuration, evaluate, experiment, exploitability, train
-from jaxplay import train_step
 
 HEADER = ("date", "model", "learning rate", "turn-samples", "largest / mean change of P(bet or "
           "call)", "exploitability before -> after", "entropy", "grad norm", "machine")
@@ -58,8 +57,7 @@ def measure(config, learning_rates: list[float]):
     exp_lr = experiment.build(kuhn_scoring_config(config, learning_rate), exp.tokenizer,
                               exp.model)
     step, optimizer = experiment.make_train_step(exp_lr, layout)
-    start = train_step.init_state(jax.tree.map(jnp.copy, params), optimizer, num_kinds=1,
-                                  num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0)
+    start = experiment.init_state(exp_lr, jax.tree.map(jnp.copy, params), optimizer)
     updated, metrics = step(start, batch)
     after.append((learning_rate, np.asarray(table(updated.params)), jax.device_get(metrics)))
   return before, after
