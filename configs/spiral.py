@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.rl = ml_collections.ConfigDict(dict(
-      estimator="rae",  # rae | grpo | dr_grpo | rloo | mars | reinforce
+      estimator="rae",  # rae | grpo | dr_grpo | rloo | spo | mars | reinforce
       rae_decay=0.95,
       rae_order="released",  # released: A = R - b_old, then update | paper: update, then subtract
       group_size=1,  # Games per seed for grpo / rloo.

@@ -1,4 +1,4 @@
-"""Advantage estimators over flat turn-samples: RAE, GRPO, Dr.GRPO, RLOO, MARS, REINFORCE.
+"""Advantage estimators over flat turn-samples: RAE, GRPO, Dr.GRPO, RLOO, SPO, MARS, REINFORCE.
 
 Input contract: `Samples`, every field shaped [N] with one entry per turn-sample (a prompt and the
 response of the player to move). A *trajectory* is one (game_index, role) pair: all the turns one
@@ -146,6 +146,12 @@ def rae(s: Samples, baselines: jax.Array, options: Options):
   return jnp.where(s.mask, advantages, 0.0), baselines
 
 
+def _slot_groups(s: Samples, num_roles: int) -> jax.Array:
+  """int32 [N * num_roles]: the (group, role) of each trajectory slot."""
+  return jnp.repeat(_per_game(s.group, s), num_roles) * num_roles + jnp.tile(
+      jnp.arange(num_roles), s.reward.shape[0])
+
+
 def _group_baseline(s: Samples, num_roles: int):
   """Per trajectory slot: return, group size n, group mean, squared deviations sum ([N*P] each).
 
@@ -154,8 +160,7 @@ def _group_baseline(s: Samples, num_roles: int):
   """
   num_slots = s.reward.shape[0] * num_roles
   returns, present = _trajectory_returns(s, num_roles)
-  groups = jnp.repeat(_per_game(s.group, s), num_roles) * num_roles + jnp.tile(
-      jnp.arange(num_roles), s.reward.shape[0])
+  groups = _slot_groups(s, num_roles)
   weights = present.astype(jnp.float32)
   mean, n = _segment_mean(returns, groups, weights, num_slots)
   deviation = returns - mean[groups]
@@ -193,6 +198,23 @@ def rloo(s: Samples, baselines: jax.Array, options: Options):
   return _per_sample(advantages, s, num_roles), baselines
 
 
+def spo(s: Samples, baselines: jax.Array, options: Options):
+  """SPO's minimax-winner reward: a trajectory's share of wins against the other members of its
+  (group, role), ties counting half, less the group's mean share 1/2; 0 for a group of one.
+
+  A = (wins - losses) / (2 (n - 1)): only the order of the returns matters, not their scale.
+  """
+  del options
+  num_roles = baselines.shape[1]
+  returns, present = _trajectory_returns(s, num_roles)
+  groups = _slot_groups(s, num_roles)
+  peers = (groups[:, None] == groups[None, :]) & present[:, None] & present[None, :]
+  net_wins = jnp.where(peers, jnp.sign(returns[:, None] - returns[None, :]), 0.0).sum(1)
+  n = peers.sum(1)
+  advantages = jnp.where(n > 1, net_wins / (2.0 * jnp.maximum(n - 1, 1)), 0.0)
+  return _per_sample(advantages, s, num_roles), baselines
+
+
 def mars(s: Samples, baselines: jax.Array, options: Options):
   """MARS turn-level advantage, one value per turn.
 
@@ -223,6 +245,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "grpo": grpo,
     "dr_grpo": dr_grpo,
     "rloo": rloo,
+    "spo": spo,
     "mars": mars,
     "reinforce": reinforce,
 }

@@ -22,7 +22,7 @@ SCHEDULES = ("constant", "cosine")
 WANDB_MODES = ("offline", "online")
 PACKAGE_MODELS = ("gemma3_270m_package", "games_bpe")
 # Estimators that compare the games of a group (rl.group_size games sharing a seed).
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "spo")
 
 # (field, valid(value), the rule its error states), checked in this order.
 _RANGES = (

@@ -35,7 +35,7 @@ def run(name, samples, baselines=None, **options):
 
 
 def test_unknown_estimator_lists_valid_ones():
-  with pytest.raises(ValueError, match="valid estimators: rae, grpo, dr_grpo, rloo, mars, reinforce"):
+  with pytest.raises(ValueError, match="valid estimators: rae, grpo, dr_grpo, rloo, spo, mars, reinforce"):
     advantages.get("ppo")
 
 
@@ -175,6 +175,30 @@ def test_rloo_by_hand():
   s = group_samples([[2.0, 0.0, 1.0], [1.0, -1.0], [3.0, 3.0], [5.0]])
   adv, _ = run("rloo", s)
   np.testing.assert_allclose(adv, [1.5, -1.5, 0, 2, -2, 0, 0, 0], atol=1e-6)
+
+
+def test_spo_by_hand():
+  """Each game's share of wins over the other games of its group (ties half), less 1/2."""
+  s = group_samples([[1.0, -1.0, 0.0, 1.0], [2.0, -1.5], [3.0, 3.0], [5.0]])
+  adv, _ = run("spo", s)
+  np.testing.assert_allclose(adv, [
+      2.5 / 3 - 0.5, 0 / 3 - 0.5, 1 / 3 - 0.5, 2.5 / 3 - 0.5,  # Beats -1 and 0, ties the other 1.
+      0.5, -0.5,  # A group of two: the winner gets +1/2.
+      0.0, 0.0,  # A tie.
+      0.0], atol=1e-7)  # A group of one.
+  scaled, _ = run("spo", group_samples([[10.0, -10.0, 0.0, 10.0], [200.0, -150.0], [3.0, 3.0],
+                                        [5.0]]))
+  np.testing.assert_allclose(scaled, adv, atol=1e-7)  # Only the order of the returns counts.
+
+
+def test_spo_counts_each_trajectory_once_per_role():
+  s = group_samples([[1.0, -1.0]], extra_turns={0: 3})
+  adv, _ = run("spo", s)
+  np.testing.assert_allclose(adv, [0.5, -0.5, 0.5, 0.5], atol=1e-7)
+  s = make_samples(reward=[1, -1, 0, 0, 9], role=[0, 1, 0, 1, 0], game_index=[0, 0, 1, 1, 1],
+                   turn_index=[0, 1, 0, 1, 2], mask=[True, True, True, True, False])
+  adv, _ = run("spo", s)
+  np.testing.assert_allclose(adv, [0.5, -0.5, -0.5, 0.5, 0.0], atol=1e-7)
 
 
 def test_group_counts_each_trajectory_once():
