@@ -162,7 +162,9 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
                                                  config.rollout.top_k,
                                                  config.rollout.stop_at_answer, prompts.prefix)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
-  return GameKit(game, prompts, make(config.rollout.temperature), eval_policy, scoring)
+  train_policy = (make(config.rollout.temperature) if scoring is not None
+                  else make(config.rollout.temperature, config.rollout.top_p))
+  return GameKit(game, prompts, train_policy, eval_policy, scoring)
 
 
 def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> text.PromptStyle:

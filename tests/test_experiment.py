@@ -1,6 +1,8 @@
 """experiment.build's held-out games under a run's tokenizer, the Evaluator over them, and the
 rollout statistics of collect."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -65,6 +67,23 @@ def test_heldout_prompts_longer_than_max_prompt_len_fail_naming_the_fields(text_
                      match=r"config.rollout.max_prompt_len=384: leduc_poker prompts take up to "
                            r"\d+ tokens.*in config.eval.heldout_games"):
     experiment.game_kit(exp, games.make("leduc_poker"), byte_table, None, "eval.heldout_games")
+
+
+def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monkeypatch):
+  """rollout.temperature/top_p/top_k make the training policy, eval.temperature/top_p the
+  evaluation policy (with rollout.top_k: eval has none); the sampler applies them
+  (tests/test_sampling.py). rollout.top_p once never reached the training policy."""
+  exp, _ = text_run
+  made = []
+  monkeypatch.setattr(experiment.policies, "text_policy",
+                      lambda *args: made.append(args[5:8]) or "policy")
+  config = exp.config.copy_and_resolve_references()
+  config.rollout.update(temperature=0.9, top_p=0.8, top_k=40)
+  config.eval.update(temperature=0.6, top_p=0.95)
+  exp = dataclasses.replace(exp, config=config)
+  byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
+  kit = experiment.game_kit(exp, exp.kits[0].game, byte_table, None)
+  assert made == [(0.6, 0.95, 40), (0.9, 0.8, 40)] and kit.train_policy == kit.eval_policy == "policy"
 
 
 def test_action_scoring_kit_scores_its_own_actions(text_run):
