@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jaxplay import export, train  # noqa: E402
+from jaxplay import errors, export, train  # noqa: E402
 from jaxplay.models import configs, loading, transformer  # noqa: E402
 from tests.models import hf_reference as ref  # noqa: E402
 
@@ -98,3 +98,30 @@ def test_export_run_writes_tokenizer(tmp_path, monkeypatch):
   assert back(text)["input_ids"] == tokenizer(text)["input_ids"]
   assert json.loads((tmp_path / "out" / "config.json").read_text())["eos_token_id"] == (
       tokenizer.eos_token_id)
+
+
+def test_export_run_of_a_lora_run_merges_or_writes_peft(tmp_path, monkeypatch):
+  """A LoRA run exports merged (an HF model equal to the adapted one, no adapter tensors) or as
+  a PEFT adapter directory with the tokenizer; another --lora value is a one-line error."""
+  from tests import fixtures_text  # pylint: disable=import-outside-toplevel
+  tokenizer = fixtures_text.bpe_tokenizer()
+  config = configs.tiny(vocab_size=len(tokenizer), lora_rank=2, lora_targets=("q", "up"))
+  params = transformer.with_adapters(config, transformer.init_params(
+      dataclasses.replace(config, lora_rank=0, lora_targets=()), jax.random.key(0)),
+      jax.random.key(1))
+  exp = type("Exp", (), {"model": config, "tokenizer": tokenizer})()
+  state = type("State", (), {"params": params})()
+  run_config = type("Config", (), {"model": type("Model", (), {"path": "base_dir"})()})()
+  monkeypatch.setattr(train, "load_run", lambda workdir, mesh: (run_config, exp, state, 3))
+  merged, _ = export.export_run("unused", str(tmp_path / "merged"))
+  _, merged_params = loading.load_hf(merged)
+  want = transformer.merge_adapters(config, params)[1]
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(merged_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  adapter, _ = export.export_run("unused", str(tmp_path / "peft"), lora="peft")
+  adapter_config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+  assert (adapter_config["r"], adapter_config["target_modules"],
+          adapter_config["base_model_name_or_path"]) == (2, ["q_proj", "up_proj"], "base_dir")
+  assert os.path.exists(os.path.join(adapter, "tokenizer.json"))
+  with pytest.raises(errors.UserError, match="--lora=both: unknown; valid: merged, peft"):
+    export.export_run("unused", str(tmp_path / "x"), lora="both")
