@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 
 import jax
 import ml_collections
@@ -122,6 +123,23 @@ def self_play_games(config: ml_collections.ConfigDict) -> int:
 
 def lora_targets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return _names(config.model.lora_targets)
+
+
+_SHIPPED_CONFIG = re.compile(r"--config=configs/(\w+\.py)(:.*)?$")
+
+
+def installed_config(arg: str) -> str:
+  """`--config=configs/NAME.py[:ARG]` naming a shipped config that is not under the current
+  directory -> the same flag with the installed `configs` package's file (runs outside the
+  repository); any other argument unchanged."""
+  match = _SHIPPED_CONFIG.match(arg)
+  if match is None or os.path.exists(os.path.join("configs", match[1])):
+    return arg
+  spec = importlib.util.find_spec("configs")
+  for folder in (spec.submodule_search_locations or []) if spec else []:
+    if os.path.isfile(path := os.path.join(folder, match[1])):
+      return f"--config={path}{match[2] or ''}"
+  return arg
 
 
 def _fail(field: str, value, problem: str) -> None:

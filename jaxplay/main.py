@@ -6,7 +6,6 @@ config or workdir print one `error:` line and exit 2; a run stopped by SIGINT or
 checkpoint and exits 128 + the signal's number (130, 143).
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxplay import errors, plot, report, train
+from jaxplay import configuration, errors, plot, report, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -37,27 +36,10 @@ def _flag_naming(argv: list[str], message: str) -> str:
   return "--config"
 
 
-_SHIPPED_CONFIG = re.compile(r"--config=configs/(\w+\.py)(:.*)?$")
-
-
-def installed_config(arg: str) -> str:
-  """`--config=configs/NAME.py[:ARG]` naming a shipped config that is not under the current
-  directory -> the same flag with the installed `configs` package's file (runs outside the
-  repository); any other argument unchanged."""
-  match = _SHIPPED_CONFIG.match(arg)
-  if match is None or os.path.exists(os.path.join("configs", match[1])):
-    return arg
-  spec = importlib.util.find_spec("configs")
-  for folder in (spec.submodule_search_locations or []) if spec else []:
-    if os.path.isfile(path := os.path.join(folder, match[1])):
-      return f"--config={path}{match[2] or ''}"
-  return arg
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing with every failure (a config file whose get_config raises, an unknown or
   mistyped `--config.` field, a flag's bad value) reported in one line instead of a traceback."""
-  argv = [installed_config(arg) for arg in argv]
+  argv = [configuration.installed_config(arg) for arg in argv]
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxplay import main
+from jaxplay import configuration
 
 BIN = os.path.dirname(sys.executable)
 
@@ -41,12 +41,12 @@ def test_train_script_finds_the_shipped_configs_outside_the_repository(tmp_path)
 
 def test_installed_config_prefers_a_file_under_the_current_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  shipped = main.installed_config("--config=configs/spiral.py:local")
+  shipped = configuration.installed_config("--config=configs/spiral.py:local")
   assert shipped.endswith(os.path.join("configs", "spiral.py:local")) and os.path.isabs(
       shipped.removeprefix("--config=").removesuffix(":local"))
   (tmp_path / "configs").mkdir()
   (tmp_path / "configs" / "spiral.py").write_text("# the user's own")
-  assert main.installed_config("--config=configs/spiral.py:local") == (
+  assert configuration.installed_config("--config=configs/spiral.py:local") == (
       "--config=configs/spiral.py:local")
-  assert main.installed_config("--config=configs/nope.py") == "--config=configs/nope.py"
-  assert main.installed_config("--workdir=configs/spiral.py") == "--workdir=configs/spiral.py"
+  assert configuration.installed_config("--config=configs/nope.py") == "--config=configs/nope.py"
+  assert configuration.installed_config("--workdir=configs/spiral.py") == "--workdir=configs/spiral.py"
