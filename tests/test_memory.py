@@ -23,7 +23,7 @@ OVERRIDES = {"games": "kuhn_poker,tic_tac_toe,simple_negotiation",
              "model.preset": "tiny", "model.path": "games_bpe", "model.vocab_size": 256,
              "rollout.max_prompt_len": 16, "rollout.max_response_len": 16,
              "rollout.samples_per_step": 8, "rollout.games_per_batch": 8,
-             "rl.micro_batch_size": 4}
+             "rl.micro_batch_size": 4, "model.lora_rank": 0}
 
 
 def tiny_config():
