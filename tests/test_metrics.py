@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -137,30 +139,42 @@ def test_eval_table_rows_group_results_by_game_and_opponent():
   assert all(len(row) == 2 + width for row in rows)
 
 
-def test_wandb_sink_logs_scalars_and_eval_tables_offline(tmp_path, monkeypatch):
+# Run in a child process: wandb leaves service threads in the process that logs (here, pytest's).
+_WANDB_SCRIPT = """
+import sys
+from jaxplay import metrics
+run = sys.argv[1]
+sink = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
+writer = metrics.MetricsWriter(run, sink=sink)
+writer.write(1, {"loss": 0.5, "rollout": {"invalid_rate": 0.25}})
+results = {"eval/kuhn_poker/random/win_rate": 0.75, "eval/kuhn_poker/random/games": 4.0}
+writer.write_eval(2, results, ["Kuhn Poker, seat 0: \\\\boxed{bet}"])
+writer.close()
+resumed = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
+resumed.close()
+print(sink.folder, resumed.run.id)
+"""
+
+
+def test_wandb_sink_logs_scalars_and_eval_tables_offline(tmp_path):
   """Offline mode: the records land in <workdir>/wandb/offline-run-*/run-<id>.wandb with the
   scalars by step and the tables as files; a resumed writer keeps the run id."""
-  monkeypatch.setenv("WANDB_SILENT", "true")
   run = str(tmp_path / "run")
-  sink = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
-  writer = metrics.MetricsWriter(run, sink=sink)
-  writer.write(1, {"loss": 0.5, "rollout": {"invalid_rate": 0.25}})
-  results = {"eval/kuhn_poker/random/win_rate": 0.75, "eval/kuhn_poker/random/games": 4.0}
-  writer.write_eval(2, results, ["Kuhn Poker, seat 0: \\boxed{bet}"])
-  writer.close()
+  result = subprocess.run([sys.executable, "-c", _WANDB_SCRIPT, run], capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env={**os.environ, "WANDB_SILENT": "true"})
+  assert result.returncode == 0, result.stderr[-2000:]
+  folder, resumed_id = result.stdout.split()[-2:]
   run_id = (tmp_path / "run" / "wandb" / "run_id").read_text()
-  assert os.path.basename(sink.folder).endswith(run_id)
-  history = dict(wandb_history(sink.folder))
+  assert os.path.basename(folder).endswith(run_id) and resumed_id == run_id
+  history = dict(wandb_history(folder))
   assert history[1] == {"loss": 0.5, "rollout/invalid_rate": 0.25}
   assert history[2]["eval/kuhn_poker/random/win_rate"] == 0.75
   assert history[2]["eval/table/_type"] == "table-file"
-  table_path = os.path.join(sink.folder, "files", history[2]["eval/table/path"])
+  table_path = os.path.join(folder, "files", history[2]["eval/table/path"])
   with open(table_path) as f:
     table = json.load(f)
   assert table["columns"][:4] == ["game", "opponent", "games", "win_rate"]
   assert table["data"] == [["kuhn_poker", "random", 4.0, 0.75, *[None] * 6]]
-  with open(os.path.join(sink.folder, "files", history[2]["eval/transcripts/path"])) as f:
+  with open(os.path.join(folder, "files", history[2]["eval/transcripts/path"])) as f:
     assert json.load(f)["data"] == [["Kuhn Poker, seat 0: \\boxed{bet}"]]
-  resumed = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
-  resumed.close()
-  assert resumed.run.id == run_id

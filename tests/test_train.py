@@ -132,16 +132,22 @@ def test_a_second_start_compiles_nothing(tmp_path):
   assert len(entries[0]) > 10 and entries[1] == entries[0]
 
 
-def test_a_run_logs_to_wandb_offline(tmp_path, monkeypatch):
+def test_a_run_logs_to_wandb_offline(tmp_path):
   """config.train.wandb_project: the run's scalars and evaluations reach an offline wandb run in
-  the workdir, step by step as in metrics.jsonl."""
-  monkeypatch.setenv("WANDB_SILENT", "true")
-  config = _config()
-  config.train.update(steps=1, eval_every=1, wandb_project="jaxplay-test")
-  summary = train.train(config, str(tmp_path / "run"))
-  assert summary["wandb"].startswith(str(tmp_path / "run" / "wandb" / "offline-run-"))
-  history = dict(wandb_history(summary["wandb"]))
-  records = {r["step"]: r for r in metrics.read_jsonl(summary["metrics"])}
+  the workdir, step by step as in metrics.jsonl (in a child process: wandb leaves service
+  threads in the process that logs)."""
+  overrides = {**OVERRIDES, "train.steps": 1, "train.eval_every": 1,
+               "train.wandb_project": "jaxplay-test"}
+  command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
+             f"--workdir={tmp_path / 'run'}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                          env={**os.environ, "WANDB_SILENT": "true"}, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  [folder] = [line.split(": ", 1)[1] for line in result.stdout.splitlines()
+              if line.startswith("  wandb: ")]
+  assert folder.startswith(str(tmp_path / "run" / "wandb" / "offline-run-"))
+  history = dict(wandb_history(folder))
+  records = {r["step"]: r for r in metrics.read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))}
   assert sorted(history) == [0, 1]
   for step, logged in history.items():
     scalars = {k: v for k, v in logged.items() if k in records[step]}
