@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.game_options = ml_collections.ConfigDict({"kuhn_poker": {"rounds": 5, "rules": True}})
   config.invalid_rewards = (-1.5, 0.5)  # (offender, other) for illegal or unparseable answers.
 
-  # What surrounds each observation in the prompt (jaxplay/text.py PromptStyle).
+  # What surrounds each observation in the prompt (jaxplay/text/prompts.py PromptStyle).
   config.prompt = ml_collections.ConfigDict(dict(
       instruction="",  # The line after the observation; "" = SPIRAL's "Please reason step by step..."
       examples=0,  # Worked examples (another state's prompt and a \boxed{} answer) shown first.

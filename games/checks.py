@@ -6,35 +6,12 @@ Each check raises AssertionError with a message naming the game and the broken p
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from games import api
-from games import opponents
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def random_playouts(game: api.Game, key: jax.Array, batch: int) -> api.State:
-  """Plays `batch` games with uniform random legal actions for `game.max_turns + 1` steps.
-
-  Returns the states before each step, stacked: leaves are [max_turns + 2, batch, ...]
-  (index 0 is the initial state, the last index is after the extra step on finished games).
-  """
-  init_key, play_key = jax.random.split(key)
-  states = jax.vmap(game.init)(jax.random.split(init_key, batch))
-
-  def turn(states, key):
-    action_key, step_key = jax.random.split(key)
-    actions = jax.vmap(opponents.uniform_random)(states, jax.random.split(action_key, batch))
-    next_states = jax.vmap(game.step)(states, actions, jax.random.split(step_key, batch))
-    return next_states, next_states
-
-  final, trajectory = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns + 1))
-  del final
-  return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), states, trajectory)
+from games import api, opponents
 
 
 def _flatten_batch(states: api.State) -> api.State:
@@ -60,7 +37,7 @@ def check_jit_vmap(game: api.Game, batch: int) -> None:
 
 def check_random_playouts(game: api.Game, batch: int = 1024, seed: int = 0) -> None:
   """Random legal play ends within max_turns, masks are non-empty while live, rewards add up."""
-  states = _flatten_batch(random_playouts(game, jax.random.key(seed), batch))
+  states = _flatten_batch(opponents.random_playouts(game, jax.random.key(seed), batch))
   states = jax.device_get(states)
   final = jax.tree.map(lambda x: x[-batch:], states)
   assert final.terminated.all(), f"{game.name}: a random playout exceeded max_turns"
@@ -78,7 +55,7 @@ def check_random_playouts(game: api.Game, batch: int = 1024, seed: int = 0) -> N
 
 def check_terminal_noop(game: api.Game, batch: int = 256, seed: int = 1) -> None:
   """Any action on a terminal state returns it unchanged."""
-  trajectory = random_playouts(game, jax.random.key(seed), batch)
+  trajectory = opponents.random_playouts(game, jax.random.key(seed), batch)
   final = jax.tree.map(lambda x: x[-1], trajectory)
   keys = jax.random.split(jax.random.key(seed + 1), batch)
   for action in (-1, 0, game.num_actions - 1, game.num_actions):
@@ -90,7 +67,7 @@ def check_terminal_noop(game: api.Game, batch: int = 256, seed: int = 1) -> None
 
 def check_invalid_actions(game: api.Game, batch: int = 256, seed: int = 2) -> None:
   """An illegal or unparseable action ends a live game with the configured penalty."""
-  trajectory = _flatten_batch(random_playouts(game, jax.random.key(seed), batch))
+  trajectory = _flatten_batch(opponents.random_playouts(game, jax.random.key(seed), batch))
   live = ~np.asarray(trajectory.terminated)
   states = jax.tree.map(lambda x: x[live][:batch], trajectory)
   n = states.turn.shape[0]
@@ -114,7 +91,7 @@ def check_render(game: api.Game, batch: int = 64, seed: int = 3) -> None:
   """Phrase ids are in range and spell the plain-Python reference text, for both players."""
   assert game.phrases[api.PAD_PHRASE] == "", f"{game.name}: phrase 0 must be ''"
   assert len(set(game.phrases)) == len(game.phrases), f"{game.name}: duplicate phrases"
-  states = _flatten_batch(random_playouts(game, jax.random.key(seed), batch))
+  states = _flatten_batch(opponents.random_playouts(game, jax.random.key(seed), batch))
   render = jax.jit(jax.vmap(game.render, in_axes=(0, None)))
   for player in range(game.num_players):
     ids = np.asarray(render(states, player))

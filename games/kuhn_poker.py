@@ -228,3 +228,24 @@ class KuhnPoker(api.Game):
 
 def _legal_mask(facing_bet: jax.Array) -> jax.Array:
   return jnp.stack([~facing_bet, ~facing_bet, facing_bet, facing_bet])
+
+
+def information_set_states(game) -> api.State:
+  """The 12 single-round Kuhn Poker information sets as states, [card * 4 + node] (batched).
+
+  The acting player holds `card`; the other card is the lowest other one (it is never shown).
+  """
+  histories = {"": [], "p": [CHECK], "b": [BET],
+               "pb": [CHECK, BET]}
+  states = []
+  for card in range(3):
+    other = min(c for c in range(3) if c != card)
+    for node in NODES:
+      actor = len(histories[node]) % 2
+      cards = (card, other) if actor == 0 else (other, card)
+      state = game.init(jax.random.key(0))
+      state = state.replace(data=state.data.replace(cards=jnp.asarray(cards, jnp.int32)))
+      for action in histories[node]:
+        state = game.step(state, action, jax.random.key(0))
+      states.append(state)
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *states)

@@ -6,14 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from games import api
-from games import cfr
-from games import connect_four
-from games import kuhn_poker
-from games import leduc_poker
-from games import nim
-from games import pig
-from games import simple_negotiation
+from games import api, cfr, connect_four, kuhn_poker, leduc_poker, nim, pig, simple_negotiation
 from games import tic_tac_toe
 
 
@@ -427,3 +420,24 @@ def get(game_name: str, opponent_name: str):
     raise ValueError(f"Unknown opponent {opponent_name!r} for {game_name!r}; "
                      f"valid: {', '.join(names(game_name))}.")
   return _BY_GAME[game_name][opponent_name]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def random_playouts(game: api.Game, key: jax.Array, batch: int) -> api.State:
+  """Plays `batch` games with uniform random legal actions for `game.max_turns + 1` steps.
+
+  Returns the states before each step, stacked: leaves are [max_turns + 2, batch, ...]
+  (index 0 is the initial state, the last index is after the extra step on finished games).
+  """
+  init_key, play_key = jax.random.split(key)
+  states = jax.vmap(game.init)(jax.random.split(init_key, batch))
+
+  def turn(states, key):
+    action_key, step_key = jax.random.split(key)
+    actions = jax.vmap(uniform_random)(states, jax.random.split(action_key, batch))
+    next_states = jax.vmap(game.step)(states, actions, jax.random.split(step_key, batch))
+    return next_states, next_states
+
+  final, trajectory = jax.lax.scan(turn, states, jax.random.split(play_key, game.max_turns + 1))
+  del final
+  return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), states, trajectory)

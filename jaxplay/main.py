@@ -1,9 +1,9 @@
 """Entry point: `python -m jaxplay.main --config=configs/spiral.py[:local] --workdir=DIR`.
 
 Config fields are overridden with `--config.a.b=value`. On multi-host platforms (TPU pods)
-`jax.distributed.initialize()` runs first. The loop lives in jaxplay/train.py. Mistakes in flags,
-config or workdir print one `error:` line and exit 2; a run stopped by SIGINT or SIGTERM saves a
-checkpoint and exits 128 + the signal's number (130, 143).
+`jax.distributed.initialize()` runs first. The loop lives in jaxplay/run/train.py. Mistakes in
+flags, config or workdir print one `error:` line and exit 2; a run stopped by SIGINT or SIGTERM
+saves a checkpoint and exits 128 + the signal's number (130, 143).
 """
 
 import json
@@ -16,7 +16,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxplay import configuration, errors, plot, report, train
+from jaxplay import errors
+from jaxplay.cli import plot, report
+from jaxplay.run import configuration, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

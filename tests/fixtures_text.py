@@ -9,8 +9,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import games  # noqa: E402
-from jaxplay import game_tokenizer  # noqa: E402
-from jaxplay import tokenizer as tokenizers_lib  # noqa: E402
+from jaxplay.text import game_tokenizer  # noqa: E402
+from jaxplay.text import tokenizer as tokenizers_lib  # noqa: E402
 
 
 def gemma_gguf_path() -> str:

@@ -5,7 +5,7 @@ Started by tests/test_sharding.py in child processes whose XLA_FLAGS set the dev
   python -m tests.loop_worker loop|loop_steps OUT.npz STEPS D,F,T [D,F,T ...]
 
 `loop` runs `train.train` for STEPS steps on each mesh and restores its final checkpoint;
-`loop_steps` runs only the loop's collect + train steps (`train.setup`, `experiment.make_collect`).
+`loop_steps` runs only the loop's collect + train steps (`store.setup`, `experiment.make_collect`).
 Results of mesh D,F,T are saved as `D,F,T|...` (kinds as in tests/sharding_worker.py).
 """
 
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from configs import kuhn_nash
-from jaxplay import experiment, metrics, train
 from jaxplay import sharding as sh
+from jaxplay.run import experiment, metrics, store, train
 from tests.sharding_worker import flatten, layouts
 
 # The tiny model has 2 KV heads and a games-BPE vocabulary of a few hundred tokens (not a
@@ -42,14 +42,14 @@ def run_train_loop(workdir: pathlib.Path, mesh_text: str, steps: int) -> dict[st
   """`train.train`: losses, and the final state as restored from its checkpoint (values, layout)."""
   summary = train.train(loop_config(mesh_text, steps), str(workdir))
   losses = [r["loss"] for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r]
-  _, _, state, step = train.load_run(str(workdir))
+  _, _, state, step = store.load_run(str(workdir))
   assert step == steps, step
   return {"metrics/loss": np.array(losses), **state_results(state)}
 
 
 def run_loop_steps(mesh_text: str, steps: int) -> dict[str, np.ndarray]:
   """The loop's collect + train steps alone: losses, the last batch's layout, the final state."""
-  exp, state, step_fn, layout = train.setup(loop_config(mesh_text, steps))
+  exp, state, step_fn, layout = store.setup(loop_config(mesh_text, steps))
   collect = experiment.make_collect(exp, layout)
   losses = []
   for step in range(1, steps + 1):

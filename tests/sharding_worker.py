@@ -22,10 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplay import sampling
 from jaxplay import sharding as sh
-from jaxplay import train_step as ts
-from jaxplay.models import configs, transformer
+from jaxplay.models import configs, sampling, transformer
+from jaxplay.rl import train_step as ts
 from tests.test_train_step import config, make_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

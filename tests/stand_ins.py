@@ -6,7 +6,7 @@ import numpy as np
 
 import games
 from games import kuhn_poker
-from jaxplay import rollout
+from jaxplay.rl import rollout
 
 RESPONSE_LEN = 3
 STOP_ID = 9  # synthetic_episodes' stop token.

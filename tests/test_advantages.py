@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplay import advantages
+from jaxplay.rl import advantages
 
 EPS = 1e-6
 

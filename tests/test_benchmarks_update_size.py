@@ -3,7 +3,7 @@
 import numpy as np
 
 from configs import kuhn_nash
-from jaxplay import exploitability
+from games import exploitability
 from jaxplay.benchmarks import update_size
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplay import checkpoints
+from jaxplay.run import checkpoints
 
 
 def _state(seed):

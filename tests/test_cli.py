@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxplay import configuration
+from jaxplay.run import configuration
 
 BIN = os.path.dirname(sys.executable)
 

@@ -12,8 +12,10 @@ from ml_collections import config_flags
 from safetensors.numpy import save_file
 
 from configs import spiral
-from jaxplay import configuration, errors, experiment, text
-from jaxplay import tokenizer as tokenizers
+from jaxplay import errors
+from jaxplay.run import configuration, experiment
+from jaxplay.text import prompts
+from jaxplay.text import tokenizer as tokenizers
 from tests import fixtures_text
 
 
@@ -190,7 +192,7 @@ def test_bad_game_option_is_named():
 
 def test_model_overrides_are_checked_and_applied():
   from configs import kuhn_nash  # pylint: disable=import-outside-toplevel
-  from jaxplay import experiment  # pylint: disable=import-outside-toplevel
+  from jaxplay.run import experiment  # pylint: disable=import-outside-toplevel
   config = kuhn_nash.get_config()
   config.model.overrides.num_layers = 3
   configuration.validate(config)
@@ -247,7 +249,7 @@ def test_local_preset_prompts_fit_its_max_prompt_len():
   game_list = configuration.make_games(config) + configuration.make_heldout_games(config)
   assert [g.name for g in game_list][-2:] == ["nim", "leduc_poker"]
   for game in game_list:
-    text.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)  # Raises if longer.
+    prompts.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)  # Raises if longer.
 
 
 @pytest.mark.parametrize("mesh, message", [

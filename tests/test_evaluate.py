@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 
 import games
-from games import opponents
-from jaxplay import evaluate, exploitability
+from games import exploitability, kuhn_poker, opponents
+from jaxplay.evaluation import matches, statistics
 from tests import stand_ins
 
 # Game, policies, renderer, opponent and games per seat are static.
-_play = jax.jit(evaluate.play_against, static_argnames=(
+_play = jax.jit(matches.play_against, static_argnames=(
     "game", "policy", "render_prompt", "opponent", "games_per_seat"))
 
 
 def test_wilson_interval_hand_computed():
-  low, high = evaluate.wilson_interval(5, 10)
+  low, high = statistics.wilson_interval(5, 10)
   # p=0.5, n=10, z=1.96: centre 0.5, half-width 1.96*sqrt(0.025+0.0096)/1.38416 = 0.26336.
   assert low == pytest.approx(0.23659, abs=1e-4) and high == pytest.approx(0.76341, abs=1e-4)
-  assert evaluate.wilson_interval(0, 20)[0] == 0.0
-  assert evaluate.wilson_interval(20, 20)[1] == pytest.approx(1.0)
+  assert statistics.wilson_interval(0, 20)[0] == 0.0
+  assert statistics.wilson_interval(20, 20)[1] == pytest.approx(1.0)
 
 
 def test_random_learner_never_beats_minimax_and_seats_balance():
@@ -36,7 +36,7 @@ def test_random_learner_never_beats_minimax_and_seats_balance():
   np.testing.assert_array_equal(episodes.learner, np.asarray(episodes.active) & (
       np.asarray(episodes.player) == np.asarray(episodes.learner_seat)[None]))
   assert episodes.prompt_tokens.shape[:2] == (game.max_turns, 128)
-  stats = evaluate.outcome_stats(episodes)
+  stats = matches.outcome_stats(episodes)
   assert stats["wins"] == 0 and stats["games"] == 128
   assert stats["wins"] + stats["draws"] + stats["losses"] == 128
   assert stats["losses"] > 64  # Minimax beats random play most of the time.
@@ -47,7 +47,7 @@ def test_invalid_answers_count_as_eval_losses():
   episodes = _play(game=game, policy=stand_ins.random_policy,
                    render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 1.0},
                    opponent=opponents.uniform_random, key=jax.random.key(1), games_per_seat=8)
-  stats = evaluate.outcome_stats(episodes)
+  stats = matches.outcome_stats(episodes)
   assert stats["invalid_rate"] == 1.0 and stats["losses"] == 16
   # Evaluation penalty is -1/+1, whoever moves first.
   rows = jnp.arange(16)
@@ -67,8 +67,8 @@ def test_games_add_their_own_statistics():
                    render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
                    opponent=opponents.get(game.name, "tit_for_tat"), key=jax.random.key(2),
                    games_per_seat=16)
-  stats = evaluate.game_stats(game, episodes)
-  assert stats.items() >= evaluate.outcome_stats(episodes).items()
+  stats = matches.game_stats(game, episodes)
+  assert stats.items() >= matches.outcome_stats(episodes).items()
   learner_actions = np.asarray(episodes.action)[np.asarray(episodes.learner)]
   assert learner_actions.size == 96
   assert stats["cooperation_rate"] == pytest.approx((learner_actions == 0).mean())
@@ -79,19 +79,19 @@ def test_games_add_their_own_statistics():
   episodes = _play(game=ttt, policy=stand_ins.random_policy,
                    render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.0},
                    opponent=opponents.uniform_random, key=jax.random.key(3), games_per_seat=8)
-  assert evaluate.game_stats(ttt, episodes) == evaluate.outcome_stats(episodes)
+  assert matches.game_stats(ttt, episodes) == matches.outcome_stats(episodes)
 
 
 # --- Kuhn Poker exploitability estimated from sampled answers (free-text mode). ---
 
-_estimate = jax.jit(evaluate.estimate_kuhn_exploitability, static_argnames=(
+_estimate = jax.jit(matches.estimate_kuhn_exploitability, static_argnames=(
     "game", "policy", "render_prompt", "samples", "batch_size"))
 UNIFORM_EXPLOITABILITY = 0.4583333  # Of the uniform table (DESIGN.md: about 0.458).
 
 
 def _kuhn_estimate(bet_I, invalid_I, samples, batch_size=1000, seed=0):
   game = games.make("kuhn_poker")
-  prompts = jax.vmap(game.render)(evaluate.kuhn_information_set_states(game))
+  prompts = jax.vmap(game.render)(kuhn_poker.information_set_states(game))
   assert len({tuple(p) for p in np.asarray(prompts)}) == 12  # The stand-in tells them apart.
   policy = stand_ins.kuhn_table_policy(prompts, jnp.asarray(bet_I, jnp.float32),
                                        jnp.asarray(invalid_I, jnp.float32))

@@ -9,8 +9,9 @@ import pytest
 
 import games
 from configs import kuhn_nash
-from jaxplay import checkpoints, configuration, evaluate, experiment, text, train
-from jaxplay import tokenizer as tokenizers
+from jaxplay.run import checkpoints, configuration, evaluator, experiment, store
+from jaxplay.text import answers, prompts
+from jaxplay.text import tokenizer as tokenizers
 from tests import stand_ins
 
 
@@ -38,13 +39,13 @@ def test_heldout_kits_leave_out_training_games(text_run):
   assert [k.game.name for k in exp.kits] == ["kuhn_poker"]
   assert [k.game.name for k in exp.heldout_kits] == ["nim"]
   nim = exp.heldout_kits[0]
-  bound = text.prompt_table(nim.game, exp.tokenizer, exp.chat).max_prompt_len
+  bound = prompts.prompt_table(nim.game, exp.tokenizer, exp.chat).max_prompt_len
   assert nim.prompts.max_prompt_len == min(-(-bound // 8) * 8, 384)  # Fit to Nim's own bound.
 
 
 def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_run):
   exp, params = text_run
-  results, transcripts = evaluate.Evaluator(exp, train.decoder(exp))(params, jax.random.key(1))
+  results, transcripts = evaluator.Evaluator(exp, store.decoder(exp))(params, jax.random.key(1))
   # A random model never writes a boxed answer in 6 tokens: every answer is invalid, so the
   # learner forfeits every game, in both seats, and each information set of the exploitability
   # estimate falls back to uniform play.
@@ -89,7 +90,7 @@ def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monke
 def test_action_scoring_kit_scores_its_own_actions(text_run):
   exp, params = text_run
   nim = games.make("nim")
-  kit = experiment.game_kit(exp, nim, None, text.scoring_table(nim.actions, exp.tokenizer))
+  kit = experiment.game_kit(exp, nim, None, answers.scoring_table(nim.actions, exp.tokenizer))
   assert kit.scoring.tokens.shape[0] == nim.num_actions != exp.num_actions
   state = jax.vmap(nim.init)(jax.random.split(jax.random.key(0), 3))
   tokens, lengths = jax.vmap(experiment.render_fn(kit))(jax.vmap(nim.render)(state))
@@ -146,7 +147,7 @@ def test_action_scoring_mixes_games_of_different_action_counts():
                         temperature=0.5)
   config.rl.micro_batch_size = 16
   configuration.validate(config)
-  exp, state, step_fn, layout = train.setup(config)
+  exp, state, step_fn, layout = store.setup(config)
   assert exp.num_actions == 9
   batch, stats = experiment.make_collect(exp, layout)(state.params, None, jax.random.key(1))
   # Every turn slot of the 4 games of each kind; the train step draws its 16 rows.
@@ -173,7 +174,7 @@ def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path)
   config.rollout.update(samples_per_step=16, games_per_batch=8, max_prompt_len=128)
   config.rl.update(micro_batch_size=8, ppo_epochs=1, kl_coef=0.5, kl_reference_decay=0.5)
   configuration.validate(config)
-  exp, state, step_fn, layout = train.setup(config)
+  exp, state, step_fn, layout = store.setup(config)
   initial = jax.device_get(state.params)
   assert jax.tree.map(lambda x: x.sharding, state.ref_params) == jax.tree.map(
       lambda x: x.sharding, state.params)
@@ -193,7 +194,7 @@ def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path)
   assert any(not np.array_equal(np.asarray(got), start)
              for got, start in zip(jax.tree.leaves(state.ref_params), jax.tree.leaves(initial)))
 
-  saver = train.checkpointer(str(tmp_path), config)
+  saver = store.checkpointer(str(tmp_path), config)
   saver.save(2, state, force=True)
   saver.wait()
   _, restored = saver.restore_latest(checkpoints.abstract_like(state))

@@ -14,8 +14,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jaxplay import errors, export, train  # noqa: E402
-from jaxplay.models import configs, loading, transformer  # noqa: E402
+from jaxplay import errors  # noqa: E402
+from jaxplay.cli import export  # noqa: E402
+from jaxplay.models import configs  # noqa: E402
+from jaxplay.models import loading  # noqa: E402
+from jaxplay.models import transformer  # noqa: E402
+from jaxplay.run import store
 from tests.models import hf_reference as ref  # noqa: E402
 
 TOL = 1e-4
@@ -90,7 +94,7 @@ def test_export_run_writes_tokenizer(tmp_path, monkeypatch):
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), transformer.param_shapes(config))
   exp = type("Exp", (), {"model": config, "tokenizer": tokenizer})()
   state = type("State", (), {"params": params})()
-  monkeypatch.setattr(train, "load_run", lambda workdir, mesh: (None, exp, state, 7))
+  monkeypatch.setattr(store, "load_run", lambda workdir, mesh: (None, exp, state, 7))
   out, step = export.export_run("unused", str(tmp_path / "out"))
   assert step == 7
   back = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
@@ -112,7 +116,7 @@ def test_export_run_of_a_lora_run_merges_or_writes_peft(tmp_path, monkeypatch):
   exp = type("Exp", (), {"model": config, "tokenizer": tokenizer})()
   state = type("State", (), {"params": params})()
   run_config = type("Config", (), {"model": type("Model", (), {"path": "base_dir"})()})()
-  monkeypatch.setattr(train, "load_run", lambda workdir, mesh: (run_config, exp, state, 3))
+  monkeypatch.setattr(store, "load_run", lambda workdir, mesh: (run_config, exp, state, 3))
   merged, _ = export.export_run("unused", str(tmp_path / "merged"))
   _, merged_params = loading.load_hf(merged)
   want = transformer.merge_adapters(config, params)[1]

@@ -12,15 +12,16 @@ import pytest
 
 import games
 from configs import kuhn_nash, tic_tac_toe_random
-from games import kuhn_poker
-from jaxplay import evaluate, experiment, exploitability, losses, rollout, train
-from jaxplay import train_step as ts
+from games import exploitability, kuhn_poker
+from jaxplay.rl import losses, rollout
+from jaxplay.rl import train_step as ts
+from jaxplay.run import experiment, train
 from tests import stand_ins
 
 KUHN = games.make("kuhn_poker", rounds=1)
 # The 12 information sets' prompts (stand_ins.render_phrase_ids: the phrase ids themselves), in
 # the [card * 4 + node] order of exploitability.py's tables.
-INFORMATION_SETS = jax.vmap(KUHN.render)(evaluate.kuhn_information_set_states(KUHN)).astype(
+INFORMATION_SETS = jax.vmap(KUHN.render)(kuhn_poker.information_set_states(KUHN)).astype(
     jnp.int32)
 
 

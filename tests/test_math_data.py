@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from jaxplay import math_data
-from jaxplay import math_grader
+from jaxplay.evaluation import math_data, math_grader
 
 pytest.importorskip("array_record")
 

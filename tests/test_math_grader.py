@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from jaxplay import math_grader
+from jaxplay.evaluation import math_grader
 
 # (response, reference, expected verdict), each verdict decided by hand.
 CASES = [

@@ -1,6 +1,6 @@
 """Memory planning: analytic bytes vs hand counts and XLA's buffers; AOT vs real arrays and RSS.
 
-The 8-device case runs `python -m jaxplay.memory` in a child process (simulated CPU devices), so
+The 8-device case runs `python -m jaxplay.cli.memory` in a child process (simulated CPU devices), so
 this session keeps its single device.
 """
 
@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import pytest
 
 from configs import spiral
-from jaxplay import configuration, experiment, memory
 from jaxplay import sharding as sh
+from jaxplay.cli import memory
+from jaxplay.run import configuration, experiment
 from tests import sharding_worker as worker
 
 # A tiny from-scratch model: 2 Qwen3-style layers, d_model 64, vocab 256.
@@ -139,7 +140,7 @@ def test_budget_verdict_in_report(plans):
 def test_fsdp_over_8_simulated_devices(tmp_path):
   """Mesh 1,8,1: params and optimizer per device are the total / 8 (qk norms replicated)."""
   out = tmp_path / "plan.json"
-  cmd = [sys.executable, "-m", "jaxplay.memory", "--config=configs/spiral.py:local",
+  cmd = [sys.executable, "-m", "jaxplay.cli.memory", "--config=configs/spiral.py:local",
          *[f"--config.{k}={v}" for k, v in OVERRIDES.items()], "--devices=8", "--mesh=1,8,1",
          f"--json={out}"]
   proc = subprocess.run(cmd, cwd=worker.ROOT, env=worker.child_env(1), capture_output=True,

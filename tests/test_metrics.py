@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from jaxplay import metrics, workdir
+from jaxplay.run import metrics, workdir
 
 
 def test_scalars_flattens_and_drops_non_scalars():
@@ -142,7 +142,7 @@ def test_eval_table_rows_group_results_by_game_and_opponent():
 # Run in a child process: wandb leaves service threads in the process that logs (here, pytest's).
 _WANDB_SCRIPT = """
 import sys
-from jaxplay import metrics
+from jaxplay.run import metrics
 run = sys.argv[1]
 sink = metrics.WandbSink(run, "jaxplay-test", "offline", {"seed": 3})
 writer = metrics.MetricsWriter(run, sink=sink)

@@ -8,7 +8,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxplay import metrics, phases as phases_lib
+from jaxplay.run import metrics
+from jaxplay.run import phases as phases_lib
 
 
 def test_durations_read_naturally():

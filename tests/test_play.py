@@ -1,4 +1,4 @@
-"""jaxplay.play: a scripted person plays a checkpoint through stdin; the model watched against a
+"""jaxplay.cli.play: a scripted person plays a checkpoint through stdin; the model watched against a
 fixed opponent; mistakes are one line."""
 
 import io
@@ -8,7 +8,9 @@ import pytest
 
 from configs import kuhn_nash
 from games import kuhn_poker
-from jaxplay import errors, play, train
+from jaxplay import errors
+from jaxplay.cli import play
+from jaxplay.run import store
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,8 @@ def run(tmp_path_factory):
   config = kuhn_nash.get_config()
   config.rollout.update(samples_per_step=8, games_per_batch=4, max_prompt_len=256)
   config.rl.micro_batch_size = 4
-  exp, state, _, _ = train.setup(config)
-  saver = train.checkpointer(str(folder), config)
+  exp, state, _, _ = store.setup(config)
+  saver = store.checkpointer(str(folder), config)
   saver.save(3, state, force=True)
   saver.close()
   (folder / "config.json").write_text(config.to_json_best_effort(sort_keys=True))

@@ -5,7 +5,8 @@ import re
 
 import jax
 
-from jaxplay import experiment, metrics, plot
+from jaxplay.cli import plot
+from jaxplay.run import experiment, metrics
 from tests import stand_ins
 
 

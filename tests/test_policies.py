@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxplay import advantages, losses, policies, text
-from jaxplay import train_step as ts
 from jaxplay.models import configs, transformer
+from jaxplay.rl import advantages, losses, policies
+from jaxplay.rl import train_step as ts
+from jaxplay.text import answers
 
 MODEL = configs.tiny(vocab_size=64)
 PARAMS = transformer.init_params(MODEL, jax.random.key(0))
@@ -19,18 +20,18 @@ PARAMS = transformer.init_params(MODEL, jax.random.key(0))
 SOFT_PARAMS = {**PARAMS, "embedding": PARAMS["embedding"] * 0.1}
 
 
-def _naive_answer_log_likelihoods(prompts, answers, params=PARAMS):
+def _naive_answer_log_likelihoods(prompts, answer_ids, params=PARAMS):
   """log p(answer | prompt) for every pair, from one causal forward pass over the unpadded
   concatenations (right-padded to a common length, which cannot affect earlier positions)."""
-  rows = [p + a for p in prompts for a in answers]
+  rows = [p + a for p in prompts for a in answer_ids]
   width = max(map(len, rows))
   tokens = jnp.asarray([r + [0] * (width - len(r)) for r in rows], jnp.int32)
   logits, _ = jax.jit(lambda t: transformer.apply(MODEL, params, t, jnp.arange(width)[None]))(
       tokens)
   log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
   scores = [sum(log_probs[i, len(p) - 1 + j, t] for j, t in enumerate(a))
-            for i, (p, a) in enumerate((p, a) for p in prompts for a in answers)]
-  return np.asarray(scores).reshape(len(prompts), len(answers))
+            for i, (p, a) in enumerate((p, a) for p in prompts for a in answer_ids)]
+  return np.asarray(scores).reshape(len(prompts), len(answer_ids))
 
 
 EVEN = (2, 2, 2, 2)  # Answers of one length: their scores are comparable.
@@ -39,34 +40,34 @@ EVEN = (2, 2, 2, 2)  # Answers of one length: their scores are comparable.
 @functools.cache
 def _soft_scores():
   """_naive_answer_log_likelihoods of _batch(EVEN) under SOFT_PARAMS, computed once."""
-  prompts, answers, *_ = _batch(EVEN)
-  return _naive_answer_log_likelihoods(prompts, answers, SOFT_PARAMS)
+  prompts, answer_ids, *_ = _batch(EVEN)
+  return _naive_answer_log_likelihoods(prompts, answer_ids, SOFT_PARAMS)
 
 
 def _batch(answer_sizes=(1, 3, 2, 4)):
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, 64, size=n)) for n in (5, 9, 3)]
-  answers = [list(rng.integers(1, 64, size=n)) for n in answer_sizes]
+  answer_ids = [list(rng.integers(1, 64, size=n)) for n in answer_sizes]
   width = 9
   prompt_tokens = np.zeros((3, width), np.int32)
   for i, p in enumerate(prompts):
     prompt_tokens[i, width - len(p):] = p  # Left padding.
-  table, lengths = text._padded(answers)  # pylint: disable=protected-access
-  return prompts, answers, prompt_tokens, np.array([len(p) for p in prompts]), table, lengths
+  table, lengths = answers.padded(answer_ids)
+  return prompts, answer_ids, prompt_tokens, np.array([len(p) for p in prompts]), table, lengths
 
 
 def test_answer_log_likelihoods_match_naive_forward():
-  prompts, answers, prompt_tokens, prompt_lengths, table, lengths = _batch()
+  prompts, answer_ids, prompt_tokens, prompt_lengths, table, lengths = _batch()
   got = policies.answer_log_likelihoods(
       MODEL, PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
       jnp.broadcast_to(table, (3,) + table.shape), jnp.broadcast_to(lengths, (3, 4)))
-  expected = _naive_answer_log_likelihoods(prompts, answers)
+  expected = _naive_answer_log_likelihoods(prompts, answer_ids)
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_scoring_policy_samples_legal_actions_and_train_log_prob_agrees():
   _, _, prompt_tokens, prompt_lengths, table, lengths = _batch()
-  scoring = text.ScoringTable(jnp.asarray(table), jnp.asarray(lengths), prefix_len=0)
+  scoring = answers.ScoringTable(jnp.asarray(table), jnp.asarray(lengths), prefix_len=0)
   legal = jnp.asarray([[True, False, True, True], [False, True, False, False],
                        [True, True, True, True]])
   policy = policies.scoring_policy(MODEL, scoring, pad_id=0)
@@ -110,7 +111,7 @@ def test_scoring_at_a_temperature_is_the_softmax_of_scores_over_it(temperature):
   actions, with the scores of a naive forward pass."""
   _, _, prompt_tokens, prompt_lengths, table, lengths = _batch(EVEN)
   expected = _log_softmax_over_legal(_soft_scores() / temperature, LEGAL)
-  scoring = text.ScoringTable(jnp.asarray(table), jnp.asarray(lengths), prefix_len=0)
+  scoring = answers.ScoringTable(jnp.asarray(table), jnp.asarray(lengths), prefix_len=0)
   policy = jax.jit(policies.scoring_policy(MODEL, scoring, pad_id=0, temperature=temperature))
   act = policy(SOFT_PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
                jnp.asarray(LEGAL), jax.random.key(3))
@@ -141,7 +142,7 @@ def test_text_sampler_and_learner_agree_at_a_temperature():
   _, _, prompt_tokens, prompt_lengths, _, _ = _batch()
   byte_table = (np.stack([np.arange(32, 96), np.full(64, 32)], 1).astype(np.uint8),
                 np.full(64, 2, np.int32))  # Two bytes per token: the parse is beside the point.
-  policy = policies.text_policy(MODEL, text.parse_table(("a", "b"), byte_table), (-1,),
+  policy = policies.text_policy(MODEL, answers.parse_table(("a", "b"), byte_table), (-1,),
                                 response_len, 0, temperature)
   act = jax.jit(policy)(SOFT_PARAMS, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths),
                         jnp.asarray(LEGAL), jax.random.key(4))

@@ -1,4 +1,4 @@
-"""Math evaluation with the compiled sampler, and `python -m jaxplay.evaluate` on a trained run."""
+"""Math evaluation with the compiled sampler, and `jaxplay.cli.evaluate` on a trained run."""
 
 import json
 import math
@@ -10,10 +10,13 @@ import pytest
 
 import games
 from configs import kuhn_nash
-from jaxplay import evaluate, game_tokenizer, math_data, reasoning, sampling, train
-from jaxplay import tokenizer as tokenizers
+from jaxplay.cli import evaluate as evaluate_cli
+from jaxplay.evaluation import math_data, reasoning
 from jaxplay.models import configs as model_configs
-from jaxplay.models import transformer
+from jaxplay.models import sampling, transformer
+from jaxplay.run import evaluator, store, train
+from jaxplay.text import game_tokenizer
+from jaxplay.text import tokenizer as tokenizers
 
 pytest.importorskip("array_record")
 
@@ -129,12 +132,12 @@ def test_greedy_results_do_not_depend_on_batch_size(tiny_parts, questions_file, 
 
 def test_unknown_eval_names_list_the_valid_ones():
   with pytest.raises(ValueError, match="bogus.*valid: games, gsm8k, aime2025 or jsonl:"):
-    evaluate.eval_names("games,bogus")
-  assert evaluate.eval_names("games, jsonl:/x.jsonl") == ["games", "jsonl:/x.jsonl"]
+    evaluator.eval_names("games,bogus")
+  assert evaluator.eval_names("games, jsonl:/x.jsonl") == ["games", "jsonl:/x.jsonl"]
   with pytest.raises(SystemExit):
-    evaluate.main(["--workdir=/nonexistent", "--evals=gsm9k"])
+    evaluate_cli.main(["--workdir=/nonexistent", "--evals=gsm9k"])
   with pytest.raises(SystemExit):
-    evaluate.main(["--workdir=/nonexistent", "--mesh=2,x,1"])
+    evaluate_cli.main(["--workdir=/nonexistent", "--mesh=2,x,1"])
 
 
 def _tiny_run_config():
@@ -157,13 +160,13 @@ def test_evaluate_command_math_on_a_saved_run(tmp_path, questions_file, data_dir
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
-  _, state, _, _ = train.setup(config)
-  checkpointer = train.checkpointer(str(workdir), config)
+  _, state, _, _ = store.setup(config)
+  checkpointer = store.checkpointer(str(workdir), config)
   checkpointer.save(0, state)
   checkpointer.close()
-  rows = evaluate.main([f"--workdir={workdir}", f"--evals=jsonl:{questions_file}", "--limit=3",
-                        "--samples=2", "--max_response_len=8", "--batch_size=4",
-                        f"--data_dir={data_dir}"])
+  rows = evaluate_cli.main([f"--workdir={workdir}", f"--evals=jsonl:{questions_file}", "--limit=3",
+                            "--samples=2", "--max_response_len=8", "--batch_size=4",
+                            f"--data_dir={data_dir}"])
   lines = _read_jsonl(workdir / "evals.jsonl")
   assert lines == rows and len(lines) == 1
   assert set(lines[0]) == {"step", "eval", "metrics", "time", "seconds"}
@@ -178,7 +181,7 @@ def test_evaluate_command_math_on_a_saved_run(tmp_path, questions_file, data_dir
   assert sum(s["correct"] for s in samples) == metrics["correct"]
   assert "accuracy" in capsys.readouterr().out
   with pytest.raises(SystemExit):
-    evaluate.main([f"--workdir={workdir}", "--checkpoint_step=7"])
+    evaluate_cli.main([f"--workdir={workdir}", "--checkpoint_step=7"])
   assert "no checkpoint of step 7" in capsys.readouterr().err
 
 
@@ -187,9 +190,9 @@ def test_evaluate_command_on_a_trained_run(tmp_path, questions_file, data_dir, c
   """train.train for one step, then games and math evals of its latest checkpoint."""
   workdir = str(tmp_path / "run")
   train.train(_tiny_run_config(), workdir)
-  rows = evaluate.main([f"--workdir={workdir}", f"--evals=games,jsonl:{questions_file}",
-                        "--limit=3", "--samples=2", "--max_response_len=8", "--batch_size=4",
-                        f"--data_dir={data_dir}"])
+  rows = evaluate_cli.main([f"--workdir={workdir}", f"--evals=games,jsonl:{questions_file}",
+                            "--limit=3", "--samples=2", "--max_response_len=8", "--batch_size=4",
+                            f"--data_dir={data_dir}"])
   lines = _read_jsonl(f"{workdir}/evals.jsonl")
   assert lines == rows and [r["eval"] for r in lines] == ["games", f"jsonl:{questions_file}"]
   assert all(row["step"] == 1 for row in lines)
@@ -212,13 +215,13 @@ def _math_config(questions_file, data_dir):
 def test_math_evals_of_the_config_give_named_metrics_and_records(
     tiny_parts, tmp_path, questions_file, data_dir):
   config = _math_config(questions_file, data_dir)
-  assert [s for s in range(5) if evaluate.math_due(config, s)] == [0, 2, 3, 4]
+  assert [s for s in range(5) if evaluator.math_due(config, s)] == [0, 2, 3, 4]
   config.eval.math = ""
-  assert not any(evaluate.math_due(config, s) for s in range(5))
+  assert not any(evaluator.math_due(config, s) for s in range(5))
   config.eval.math = f"jsonl:{questions_file}"
   parts, params = tiny_parts
   exp = types.SimpleNamespace(config=config, **vars(parts))
-  metrics = evaluate.run_math(exp, params, jax.random.key(0), str(tmp_path), step=7)
+  metrics = evaluator.run_math(exp, params, jax.random.key(0), str(tmp_path), step=7)
   assert metrics["eval/math/five_jsonl/samples"] == 3 == metrics["eval/math/five_jsonl/questions"]
   samples = _read_jsonl(tmp_path / "eval_samples" / "step_000007_five_jsonl.jsonl")
   assert [s["id"] for s in samples] == ["q0", "q1", "q2"]

@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 
 from configs import kuhn_nash
-from jaxplay import configuration, errors, export, metrics, train
-from jaxplay import workdir as workdir_lib
+from jaxplay import errors
+from jaxplay.cli import export
+from jaxplay.run import configuration, metrics, store, train
+from jaxplay.run import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The tiny Kuhn run of tests/test_train.py, with a constant schedule so train.steps may grow.
@@ -55,7 +57,7 @@ def _fake_run(folder: pathlib.Path, config) -> dict[str, bytes]:
   """A workdir as a run leaves it (config, a checkpoint folder, metrics); returns its files."""
   (folder / "checkpoints" / "2").mkdir(parents=True)
   (folder / "checkpoints" / "2" / "state").write_bytes(b"weights")
-  (folder / "config.json").write_text(json.dumps(train.config_record(config)))
+  (folder / "config.json").write_text(json.dumps(store.config_record(config)))
   (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
   return _snapshot(folder)
 
@@ -92,20 +94,21 @@ BAD_INPUTS = {
     "main_model_text_file": (MAIN + [SPIRAL, "--config.model.path={tmp}/notes.txt"], r"notes.txt"),
     "main_model_garbage_gguf": (MAIN + [SPIRAL, "--config.model.path={tmp}/model.gguf"],
                                 r"model.gguf.*not a GGUF"),
-    "evaluate_missing_workdir": (["-m", "jaxplay.evaluate", "--workdir={tmp}/missing"],
+    "evaluate_missing_workdir": (["-m", "jaxplay.cli.evaluate", "--workdir={tmp}/missing"],
                                  r"missing holds no run"),
-    "evaluate_truncated_config": (["-m", "jaxplay.evaluate", "--workdir={tmp}/torn"],
+    "evaluate_truncated_config": (["-m", "jaxplay.cli.evaluate", "--workdir={tmp}/torn"],
                                   r"config.json is not valid JSON"),
-    "evaluate_unknown_eval": (["-m", "jaxplay.evaluate", "--workdir={tmp}/missing",
+    "evaluate_unknown_eval": (["-m", "jaxplay.cli.evaluate", "--workdir={tmp}/missing",
                                "--evals=bogus"], r"bogus"),
-    "evaluate_bad_mesh": (["-m", "jaxplay.evaluate", "--workdir={tmp}/missing", "--mesh=a,b"],
+    "evaluate_bad_mesh": (["-m", "jaxplay.cli.evaluate", "--workdir={tmp}/missing", "--mesh=a,b"],
                           r"mesh"),
-    "export_missing_workdir": (["-m", "jaxplay.export", "--workdir={tmp}/missing",
+    "export_missing_workdir": (["-m", "jaxplay.cli.export", "--workdir={tmp}/missing",
                                 "--out={tmp}/hf"], r"missing holds no run"),
-    "export_into_workdir": (["-m", "jaxplay.export", "--workdir={tmp}/torn", "--out={tmp}/torn/hf"],
+    "export_into_workdir": (["-m", "jaxplay.cli.export", "--workdir={tmp}/torn",
+                             "--out={tmp}/torn/hf"],
                             r"--out=.*inside a run's workdir"),
-    "export_no_out": (["-m", "jaxplay.export", "--workdir={tmp}/missing"], r"--out"),
-    "plot_missing_workdir": (["-m", "jaxplay.plot", "--workdir={tmp}/missing"],
+    "export_no_out": (["-m", "jaxplay.cli.export", "--workdir={tmp}/missing"], r"--out"),
+    "plot_missing_workdir": (["-m", "jaxplay.cli.plot", "--workdir={tmp}/missing"],
                              r"missing holds no metrics.jsonl"),
 }
 FAST_BAD_INPUTS = ("main_unknown_field", "main_missing_config_file", "main_workdir_is_a_file",
@@ -138,17 +141,17 @@ def test_bad_input_is_one_line_naming_it(tmp_path, name):
 def test_changed_fields_are_named_and_a_run_may_be_extended(tmp_path):
   config = _config()
   _fake_run(tmp_path, config)
-  ours = train.config_record(_config(**{"rl.clip_eps": 0.3, "train.steps": 8}))
+  ours = store.config_record(_config(**{"rl.clip_eps": 0.3, "train.steps": 8}))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in rl.clip_eps\)"):
     workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=True)
   workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=False)  # Nothing to continue.
-  longer = train.config_record(_config(**{"train.steps": 8, "train.eval_every": 4}))
+  longer = store.config_record(_config(**{"train.steps": 8, "train.eval_every": 4}))
   workdir_lib.check_resumable(tmp_path, longer, has_checkpoints=True)
   cosine = _config(**{"optimizer.schedule": "cosine"})
-  (tmp_path / "config.json").write_text(json.dumps(train.config_record(cosine)))
+  (tmp_path / "config.json").write_text(json.dumps(store.config_record(cosine)))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in train.steps\)"):
     workdir_lib.check_resumable(
-        tmp_path, train.config_record(_config(**{"optimizer.schedule": "cosine",
+        tmp_path, store.config_record(_config(**{"optimizer.schedule": "cosine",
                                                  "train.steps": 8})), has_checkpoints=True)
 
 
@@ -242,7 +245,7 @@ def test_extend_then_recover_from_corrupt_checkpoints(tmp_path, capsys):
   assert json.loads((workdir / "config.json").read_text())["train"]["steps"] == 4
   expected = [(0, True), (1, False), (2, False), (2, True), (3, False), (4, False), (4, True)]
   assert _records(workdir) == expected
-  _, _, state, _ = train.load_run(os.fspath(workdir))
+  _, _, state, _ = store.load_run(os.fspath(workdir))
   params = jax.device_get(state.params)
 
   checkpoints_dir = workdir / "checkpoints"
@@ -254,7 +257,7 @@ def test_extend_then_recover_from_corrupt_checkpoints(tmp_path, capsys):
   assert summary["start_step"] == 2 and "corrupt_4" in capsys.readouterr().out
   assert sorted(p.name for p in checkpoints_dir.iterdir()) == ["2", "4", "corrupt_4"]
   assert _records(workdir) == expected
-  _, _, state, step = train.load_run(os.fspath(workdir))
+  _, _, state, step = store.load_run(os.fspath(workdir))
   assert step == 4  # The redone step is saved again, and equal (the run is deterministic).
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(state.params))):
     np.testing.assert_array_equal(a, b)
@@ -294,7 +297,7 @@ def test_sigterm_stops_with_a_checkpoint_and_a_second_run_is_refused(tmp_path):
   assert len(stopped) == 1, output[-2000:]
   step = int(stopped[0].split("after step ")[1].split(";")[0])
   assert 1 <= step < 100 and not (workdir / "lock.json").exists()
-  _, _, _, restored = train.load_run(os.fspath(workdir))
+  _, _, _, restored = store.load_run(os.fspath(workdir))
   assert restored == step
   assert [s for s, evaluation in _records(workdir) if not evaluation] == list(range(1, step + 1))
 

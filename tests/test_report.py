@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from jaxplay import report
+from jaxplay.cli import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"

@@ -10,7 +10,7 @@ import pytest
 
 import games
 from games import opponents
-from jaxplay import rollout
+from jaxplay.rl import rollout
 from tests import stand_ins
 
 

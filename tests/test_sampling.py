@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxplay import sampling
-from jaxplay.models import loading
-from jaxplay.models import transformer
+from jaxplay.models import loading, sampling, transformer
 from tests.models import hf_reference as ref
 
 R = 12  # max_response_len

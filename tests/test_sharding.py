@@ -16,9 +16,9 @@ import optax
 import pytest
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
-from jaxplay import experiment, train
 from jaxplay import sharding as sh
 from jaxplay.models import configs, transformer
+from jaxplay.run import experiment, store
 from tests import loop_worker
 from tests import sharding_worker as worker
 
@@ -184,7 +184,7 @@ def check_loop(results, meshes):
 
 
 def test_train_loop_steps_on_a_mesh_match_one_device(tmp_path):
-  """The loop's pieces (train.setup, collect, train step) on mesh data=1 x fsdp=2 x tensor=4."""
+  """The loop's pieces (store.setup, collect, train step) on mesh data=1 x fsdp=2 x tensor=4."""
   results = run_loops(tmp_path, "loop_steps", 1, ["1,2,4"])
   assert any("|spec:batch/" in k for k in results)
   check_loop(results, ["1,2,4"])
@@ -198,7 +198,7 @@ def test_train_on_meshes_matches_one_device(tmp_path):
   check_loop(results, LOOP_MESHES)
   # This process has one device: the 8-device runs load with a mesh override, values unchanged.
   for mesh in LOOP_MESHES:
-    _, _, state, step = train.load_run(str(tmp_path / f"run_{mesh.replace(',', '_')}"),
+    _, _, state, step = store.load_run(str(tmp_path / f"run_{mesh.replace(',', '_')}"),
                                        mesh={"data": -1, "fsdp": 1, "tensor": 1})
     assert step == 2
     for key, value in loop_worker.state_results(state).items():

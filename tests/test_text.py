@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import games
-from games import checks
-from jaxplay import rollout, text
-from jaxplay import tokenizer as tokenizers
+from games import opponents
+from jaxplay.rl import rollout
+from jaxplay.text import answers, prompts
+from jaxplay.text import tokenizer as tokenizers
 from tests import fixtures_text
 
 GAMES = [(name, {}) for name in games.registered_names()]
@@ -44,7 +45,7 @@ def _setup(setup, name, options=()):
   tokenizer = load()
   chat = tokenizers.chat_format(tokenizer, fmt)
   game = games.make(name, **dict(options))
-  return game, tokenizer, chat, text.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES)
+  return game, tokenizer, chat, prompts.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +55,7 @@ def _byte_table(setup):
 
 def _states(game, seed, count):
   """`count` random reachable states (live and terminal), unbatched on the host."""
-  states = checks.random_playouts(game, jax.random.key(seed), BOUND_GAMES)
+  states = opponents.random_playouts(game, jax.random.key(seed), BOUND_GAMES)
   states = jax.device_get(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), states))
   rows = np.random.default_rng(seed).permutation(states.turn.shape[0])[:count]
   return jax.tree.map(lambda x: x[rows], states)
@@ -64,15 +65,15 @@ def _states(game, seed, count):
 def test_render_decodes_to_reference_prompt(setup, name, options):
   game, tokenizer, chat, table = _setup(setup, name, tuple(options.items()))
   states = _states(game, seed=1, count=1500)
-  render = jax.jit(jax.vmap(lambda t, s, p: text.render_tokens(t, game.render(s, p)),
+  render = jax.jit(jax.vmap(lambda t, s, p: prompts.render_tokens(t, game.render(s, p)),
                             in_axes=(None, 0, None)))
   for player in range(game.num_players):
     tokens, lengths = map(np.asarray, render(table, states, player))
-    prompts = [tokenizers.decode(tokenizer, row[len(row) - n:], skip_special_tokens=False)
+    decoded = [tokenizers.decode(tokenizer, row[len(row) - n:], skip_special_tokens=False)
                for row, n in zip(tokens, lengths)]
-    for i, prompt in enumerate(prompts):
+    for i, prompt in enumerate(decoded):
       state = jax.tree.map(lambda x, i=i: x[i], states)
-      assert prompt == text.reference_prompt(game, chat, state, player)
+      assert prompt == prompts.reference_prompt(game, chat, state, player)
     assert (lengths <= table.max_prompt_len).all()
     padding = np.arange(table.max_prompt_len) < table.max_prompt_len - lengths[:, None]
     assert (tokens[padding] == table.pad_id).all()
@@ -81,8 +82,8 @@ def test_render_decodes_to_reference_prompt(setup, name, options):
 def test_right_padding_and_completion_format():
   game, tokenizer, chat, table = _setup("gemma", "kuhn_poker")
   completion = tokenizers.chat_format(tokenizer, "completion")
-  right = text.prompt_table(game, tokenizer, completion, left_pad=False, bound_games=BOUND_GAMES)
-  render = jax.jit(text.render_tokens)
+  right = prompts.prompt_table(game, tokenizer, completion, left_pad=False, bound_games=BOUND_GAMES)
+  render = jax.jit(prompts.render_tokens)
   states = _states(game, seed=2, count=20)
   for i in range(20):
     state = jax.tree.map(lambda x, i=i: x[i], states)
@@ -90,14 +91,14 @@ def test_right_padding_and_completion_format():
     tokens, length = map(np.asarray, render(right, phrase_ids))
     assert (tokens[length:] == tokenizer.pad_token_id).all()
     assert tokenizers.decode(tokenizer, tokens[:length], skip_special_tokens=False) == (
-        text.reference_prompt(game, completion, state, 1))
+        prompts.reference_prompt(game, completion, state, 1))
     left_tokens, left_length = map(np.asarray, render(table, phrase_ids))
     assert left_length > length and left_tokens[-1] != tokenizer.pad_token_id
 
 
 def test_too_long_prompt_is_a_setup_error():
   game, tokenizer, chat, table = _setup("bpe", "tic_tac_toe")
-  make = lambda n: text.prompt_table(game, tokenizer, chat, n, bound_games=BOUND_GAMES)
+  make = lambda n: prompts.prompt_table(game, tokenizer, chat, n, bound_games=BOUND_GAMES)
   assert make(table.max_prompt_len).max_prompt_len == table.max_prompt_len
   with pytest.raises(ValueError, match=f"tic_tac_toe.*{table.max_prompt_len}.*chatml"):
     make(table.max_prompt_len - 1)
@@ -105,11 +106,12 @@ def test_too_long_prompt_is_a_setup_error():
 
 def test_fit_table_renders_at_the_rounded_bound_and_pads_to_a_common_width():
   game, tokenizer, chat, table = _setup("bpe", "tic_tac_toe")  # Width = the bound.
-  fit = text.prompt_table(game, tokenizer, chat, 4096, bound_games=BOUND_GAMES, fit=True)
+  fit = prompts.prompt_table(game, tokenizer, chat, 4096, bound_games=BOUND_GAMES, fit=True)
   assert fit.max_prompt_len == -(-table.max_prompt_len // 8) * 8
   state = game.init(jax.random.key(3))
-  tokens, length = text.render_tokens(fit, game.render(state, 0))
-  wide, wide_length = text.render_tokens(table.replace(max_prompt_len=600), game.render(state, 0))
+  tokens, length = prompts.render_tokens(fit, game.render(state, 0))
+  wide, wide_length = prompts.render_tokens(table.replace(max_prompt_len=600),
+                                            game.render(state, 0))
   assert int(length) == int(wide_length)
   samples = rollout.Samples(
       prompt_tokens=tokens[None], prompt_lengths=length[None],
@@ -121,8 +123,8 @@ def test_fit_table_renders_at_the_rounded_bound_and_pads_to_a_common_width():
 
 KUHN = ("check", "bet", "call", "fold")
 NEGOTIATION = ("Accept", "Deny", "Offer: 3 Wood -> 2 Gold", "Offer: 10 Gold -> 1 Wood")
-_parse_tokens = jax.jit(text.parse_tokens)
-# (response, actions, expected id): each follows from the rules in jaxplay/text.py.
+_parse_tokens = jax.jit(answers.parse_tokens)
+# (response, actions, expected id): each follows from the rules in jaxplay/text/answers.py.
 RULES = [
     ("I will \\boxed{check}.", KUHN, 0),
     ("\\boxed{ [Bet] }", KUHN, 1),
@@ -150,17 +152,17 @@ RULES = [
 
 @pytest.mark.parametrize("response, actions, expected", RULES)
 def test_parse_rules(response, actions, expected):
-  assert text.parse_text(response, actions) == expected
+  assert answers.parse_text(response, actions) == expected
   tokenizer = fixtures_text.bpe_tokenizer()
   ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-  table = text.parse_table(actions, _byte_table("bpe"))
+  table = answers.parse_table(actions, _byte_table("bpe"))
   assert len(ids) <= 48
   assert _parse_tokens(table, jnp.asarray(ids + [0] * (48 - len(ids))), len(ids)) == expected
 
 
 def test_cut_off_response():
   tokenizer = fixtures_text.bpe_tokenizer()
-  table = text.parse_table(KUHN, _byte_table("bpe"))
+  table = answers.parse_table(KUHN, _byte_table("bpe"))
   ids = jnp.asarray(tokenizer("\\boxed{fold}", add_special_tokens=False)["input_ids"])
   assert _parse_tokens(table, ids, len(ids)) == 3
   assert _parse_tokens(table, ids, len(ids) - 1) == -1
@@ -169,14 +171,14 @@ def test_cut_off_response():
 @pytest.mark.parametrize("setup, name, options", _matrix(ACTION_SETS))
 def test_scoring_table_answers_parse_to_their_action(setup, name, options):
   game, tokenizer = games.make(name, **options), SETUPS[setup][0]()
-  scoring = text.scoring_table(game.actions, tokenizer)
+  scoring = answers.scoring_table(game.actions, tokenizer)
   tokens, lengths = np.asarray(scoring.tokens), np.asarray(scoring.lengths)
   for action, row, n in zip(game.actions, tokens, lengths):
     assert tokenizers.decode(tokenizer, row[:n]) == "\\boxed{" + action + "}"
     assert tokenizers.decode(tokenizer, row[:scoring.prefix_len]) == "\\boxed{"
-  table = text.parse_table(game.actions, _byte_table(setup))
-  parsed = jax.jit(jax.vmap(text.parse_tokens, in_axes=(None, 0, 0)))(table, scoring.tokens,
-                                                                       scoring.lengths)
+  table = answers.parse_table(game.actions, _byte_table(setup))
+  parsed = jax.jit(jax.vmap(answers.parse_tokens, in_axes=(None, 0, 0)))(table, scoring.tokens,
+                                                                          scoring.lengths)
   np.testing.assert_array_equal(parsed, np.arange(game.num_actions))
 
 
@@ -239,13 +241,13 @@ def test_parser_fuzz(setup, name, options):
     lengths[i] = rng.integers(len(ids) + 1) if cut else len(ids)
     tokens[i] = rng.integers(vocab_size, size=RESPONSE_TOKENS)  # Ignored past the length.
     tokens[i, :len(ids)] = ids
-  table = text.parse_table(actions, _byte_table(setup))
-  parse = jax.jit(lambda t, x, n: jax.lax.map(lambda r: text.parse_tokens(t, *r), (x, n),
+  table = answers.parse_table(actions, _byte_table(setup))
+  parse = jax.jit(lambda t, x, n: jax.lax.map(lambda r: answers.parse_tokens(t, *r), (x, n),
                                                 batch_size=500))
   got = np.asarray(parse(table, tokens, lengths))
   texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens.tolist(), lengths)],
                                  skip_special_tokens=True, clean_up_tokenization_spaces=False)
-  expected = np.array([text.parse_text(t, actions) for t in texts])
+  expected = np.array([answers.parse_text(t, actions) for t in texts])
   mismatches = np.flatnonzero(got != expected)
   assert not mismatches.size, [(texts[i], got[i], expected[i]) for i in mismatches[:5]]
   assert 0.3 < (expected >= 0).mean() < 0.9  # Both valid and invalid answers are well covered.
@@ -256,29 +258,29 @@ def test_parser_fuzz(setup, name, options):
 def test_prompt_style_renders_its_reference(setup, name):
   """Worked examples and another instruction line render exactly as the reference text."""
   game, tokenizer, chat, _ = _setup(setup, name)
-  style = text.PromptStyle(instruction="Answer in \\boxed{} only.",
-                           examples=text.worked_examples(game, 2))
-  table = text.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES, style=style)
+  style = prompts.PromptStyle(instruction="Answer in \\boxed{} only.",
+                              examples=prompts.worked_examples(game, 2))
+  table = prompts.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES, style=style)
   states = _states(game, 1, 8)
   for i in range(8):
     state = jax.tree.map(lambda x: x[i], states)
-    tokens, length = text.render_tokens(table, game.render(state))
+    tokens, length = prompts.render_tokens(table, game.render(state))
     row = np.asarray(tokens)[table.max_prompt_len - int(length):]
     assert tokenizers.decode(tokenizer, row, skip_special_tokens=False) == (
-        text.reference_prompt(game, chat, state, int(state.current_player), style))
-  prompt = text.reference_prompt(game, chat, state, 0, style)
-  assert prompt.count(text.PROMPT_PREFIX) == 3 and prompt.count("Answer in \\boxed{} only.") == 3
-  assert text.PROMPT_SUFFIX not in prompt
+        prompts.reference_prompt(game, chat, state, int(state.current_player), style))
+  prompt = prompts.reference_prompt(game, chat, state, 0, style)
+  assert prompt.count(prompts.PROMPT_PREFIX) == 3 and prompt.count("Answer in \\boxed{} only.") == 3
+  assert prompts.PROMPT_SUFFIX not in prompt
 
 
 @pytest.mark.parametrize("name", SPIRAL_GAMES)
 def test_worked_examples_answer_legally_and_vary(name):
   game = games.make(name)
-  examples = text.worked_examples(game, 3, seed=5)
-  assert len(examples) == 3 and text.worked_examples(game, 3, seed=5) == examples
-  assert text.worked_examples(game, 0) == ()
+  examples = prompts.worked_examples(game, 3, seed=5)
+  assert len(examples) == 3 and prompts.worked_examples(game, 3, seed=5) == examples
+  assert prompts.worked_examples(game, 0) == ()
   for observation, answer in examples:
-    action = text.parse_text(answer, game.actions)
+    action = answers.parse_text(answer, game.actions)
     assert action >= 0 and f"[{game.actions[action]}]" in observation or name != "kuhn_poker"
   if name == "kuhn_poker":  # One example facing a bet, one not: they do not all answer alike.
     facing_bet = ["legal actions: [call]" in observation for observation, _ in examples]
@@ -289,7 +291,7 @@ def _first_closed_box(pieces: list[str]) -> int:
   """Reference of answer_stop_rule: index of the first piece after which the text has a closed
   `\\boxed{...}` (counted from its last `\\boxed{`), or -1."""
   for i in range(len(pieces)):
-    if text.boxed_content("".join(pieces[:i + 1])) is not None:
+    if answers.boxed_content("".join(pieces[:i + 1])) is not None:
       return i
   return -1
 
@@ -307,7 +309,7 @@ def test_answer_stop_rule_stops_at_the_closing_brace(response):
   ids = tokenizer(response, add_special_tokens=False)["input_ids"]
   pieces = [tokenizers.decode(tokenizer, [i]) for i in ids]
   assert "".join(pieces) == response
-  rule = text.answer_stop_rule(text.parse_table(KUHN, _byte_table("bpe")))
+  rule = answers.answer_stop_rule(answers.parse_table(KUHN, _byte_table("bpe")))
   carry = rule.init(2)
   done = []
   for token in ids:  # Row 0 writes the response; row 1 writes padding (id 0, never done).
@@ -319,8 +321,9 @@ def test_answer_stop_rule_stops_at_the_closing_brace(response):
 
 def test_sampler_stops_rows_at_their_answer():
   """A stop rule ends each row of the compiled sampler where it fires (the token is kept)."""
-  from jaxplay import sampling  # pylint: disable=import-outside-toplevel
-  from jaxplay.models import configs, transformer  # pylint: disable=import-outside-toplevel
+  from jaxplay.models import sampling  # pylint: disable=import-outside-toplevel
+  from jaxplay.models import configs  # pylint: disable=import-outside-toplevel
+  from jaxplay.models import transformer  # pylint: disable=import-outside-toplevel
   model = configs.get("tiny", vocab_size=32, dtype="float32", param_dtype="float32")
   params = transformer.init_params(model, jax.random.key(0))
   count = lambda carry, tokens: (carry + 1, carry + 1 == jnp.asarray([2, 5]))

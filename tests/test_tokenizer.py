@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxplay import tokenizer as tokenizers
+from jaxplay.text import tokenizer as tokenizers
 from tests import fixtures_text
 
 TOKENIZERS = {"gemma": fixtures_text.gemma_tokenizer, "bpe": fixtures_text.bpe_tokenizer,

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from configs import kuhn_nash
-from jaxplay import metrics, train, workdir as workdir_lib
 from jaxplay.models import transformer
+from jaxplay.run import metrics, store, train
+from jaxplay.run import workdir as workdir_lib
 from tests.test_metrics import wandb_history
 
 OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
@@ -33,7 +34,7 @@ def _config():
 
 
 def _params(workdir):
-  config, _, state, step = train.load_run(workdir)
+  config, _, state, step = store.load_run(workdir)
   del config
   return step, jax.device_get(state.params), jax.device_get(state.opt_state)
 
@@ -75,16 +76,16 @@ def test_resume_after_hard_kill_is_bit_identical(tmp_path):
 def test_load_run_takes_a_mesh_for_fewer_devices(tmp_path):
   """A run whose config names more devices than this process has loads with a mesh override."""
   config = _config()
-  _, state, _, _ = train.setup(config)
-  saver = train.checkpointer(str(tmp_path), config)
+  _, state, _, _ = store.setup(config)
+  saver = store.checkpointer(str(tmp_path), config)
   saver.save(2, state, force=True)
   saver.close()
   config.mesh.data = 2  # As if it had trained on two devices.
   (tmp_path / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
   with pytest.raises(workdir_lib.WorkdirError,
                      match=r"mesh data=2 .* has 2 devices, but there are 1.*--mesh=-1,1,1"):
-    train.load_run(str(tmp_path))
-  loaded, _, restored, step = train.load_run(str(tmp_path), mesh={"data": -1, "fsdp": 1, "tensor": 1})
+    store.load_run(str(tmp_path))
+  loaded, _, restored, step = store.load_run(str(tmp_path), mesh={"data": -1, "fsdp": 1, "tensor": 1})
   assert step == 2 and loaded.mesh.data == -1
   _assert_trees_equal(jax.device_get(restored.params), jax.device_get(state.params))
 
@@ -110,7 +111,7 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
   saved = [int(line.split("after step ")[1].split(";")[0]) for line in output.splitlines()
            if line.startswith("Stopped by SIGINT after step")]
   assert len(saved) == 1 and 1 <= saved[0] < 100, output[-2000:]
-  _, _, _, step = train.load_run(workdir)
+  _, _, _, step = store.load_run(workdir)
   assert step == saved[0]
   losses = [r["step"] for r in metrics.read_jsonl(metrics_path) if "loss" in r]
   assert losses == list(range(1, step + 1))
@@ -170,8 +171,8 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   train.train(lora_config(2), straight)
   train.train(lora_config(1), resumed)
   train.train(lora_config(2), resumed)  # Resumes from step 1 (only train.steps changed).
-  _, initial, _, _ = train.setup(lora_config(2))
-  _, _, state, step = train.load_run(straight)
+  _, initial, _, _ = store.setup(lora_config(2))
+  _, _, state, step = store.load_run(straight)
   assert step == 2
   moved = 0
   for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params)):

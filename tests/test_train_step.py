@@ -9,9 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxplay import advantages
-from jaxplay import losses
-from jaxplay import train_step as ts
+from jaxplay.rl import advantages, losses
+from jaxplay.rl import train_step as ts
 
 
 class TinyLM(nn.Module):

@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplay import benchmarks
-from jaxplay import sampling
-from jaxplay.models import loading
+from jaxplay.models import loading, sampling
 from jaxplay.models.configs import ModelConfig
 
 HEADER = ("date", "model", "batch", "prompt", "new tokens", "ours tok/s", "transformers tok/s",

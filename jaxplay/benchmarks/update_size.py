@@ -4,7 +4,7 @@ python -m jaxplay.benchmarks.update_size --config=configs/spiral.py:local [--con
     [--learning_rates=1e-5,1e-6,1e-7] [--label=TEXT]
 
 The config's model plays single-round Kuhn Poker in action-scoring mode (its policy is exact at
-the 12 information sets, `evaluate.kuhn_policy_table`): one self-play batch is collected with the
+the 12 information sets, `matches.kuhn_policy_table`): one self-play batch is collected with the
 initial params, then for each learning rate one train step (the config's rl and optimizer
 settings, that learning rate, no warm-up) is taken from the same initial params on that same
 batch. Prints the bet/call probability at every information set before and after, and appends
@@ -24,7 +24,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxplay import benchmarks, configuration, evaluate, experiment, exploitability, train
+from games import exploitability
+from jaxplay import benchmarks
+from jaxplay.evaluation import matches
+from jaxplay.run import configuration, experiment, store
 
 HEADER = ("date", "model", "learning rate", "turn-samples", "largest / mean change of P(bet or "
           "call)", "exploitability before -> after", "entropy", "grad norm", "machine")
@@ -47,9 +50,9 @@ def measure(config, learning_rates: list[float]):
   """(initial table, [(learning rate, table after, step metrics)]); tables are float32
   [3 cards, 4 nodes, (pass, bet)] as in exploitability.py."""
   config = kuhn_scoring_config(config, learning_rates[0])
-  exp, state, _, layout = train.setup(config)
+  exp, state, _, layout = store.setup(config)
   params = state.params
-  table = jax.jit(functools.partial(evaluate.kuhn_policy_table, exp, exp.kits[0]))
+  table = jax.jit(functools.partial(matches.kuhn_policy_table, exp, exp.kits[0]))
   batch, _ = experiment.make_collect(exp, layout)(params, None, jax.random.key(config.seed))
   before = np.asarray(table(params))
   after = []

@@ -23,9 +23,12 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from games import checks
-from jaxplay import benchmarks, configuration, evaluate, experiment, text
-from jaxplay import tokenizer as tokenizers
+from games import opponents
+from jaxplay import benchmarks
+from jaxplay.evaluation import matches, statistics
+from jaxplay.run import configuration, experiment
+from jaxplay.text import answers, prompts
+from jaxplay.text import tokenizer as tokenizers
 
 HEADER = ("date", "candidate", "game", "valid / prompts", "rate [95% CI]", "mean response tokens",
           "most common answers", "machine")
@@ -42,7 +45,7 @@ _OUTPUT = flags.DEFINE_string("output", str(benchmarks.BENCHMARKS_MD), "Markdown
 
 def live_states(game, key: jax.Array, count: int):
   """`count` live states drawn uniformly from the turns of `count` random playouts."""
-  playouts = checks.random_playouts(game, key, count)
+  playouts = opponents.random_playouts(game, key, count)
   flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), playouts)
   live = np.flatnonzero(~np.asarray(flat.terminated))
   chosen = np.random.default_rng(0).choice(live, count, replace=False)
@@ -51,10 +54,10 @@ def live_states(game, key: jax.Array, count: int):
 
 def _answers(kit: experiment.GameKit, batch: int, params, states, key: jax.Array):
   """The training policy's rollout.Act at `states` (N rows), `batch` rows per call."""
-  tokens, lengths = jax.vmap(functools.partial(text.render_tokens, kit.prompts))(
+  tokens, lengths = jax.vmap(functools.partial(prompts.render_tokens, kit.prompts))(
       jax.vmap(kit.game.render)(states))
-  return evaluate.act_in_batches(kit.train_policy, params, tokens, lengths,
-                                 states.legal_action_mask, key, batch)
+  return matches.act_in_batches(kit.train_policy, params, tokens, lengths,
+                                states.legal_action_mask, key, batch)
 
 
 def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax.Array):
@@ -68,10 +71,10 @@ def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax
     legal = np.asarray(states.legal_action_mask)
     valid = (actions >= 0) & legal[np.arange(count), np.maximum(actions, 0)]
     lengths = np.asarray(act.response_lengths)
-    answers = collections.Counter(
-        text.boxed_content(tokenizers.decode(exp.tokenizer, list(map(int, row[:n])))) or "-"
+    counts = collections.Counter(
+        answers.boxed_content(tokenizers.decode(exp.tokenizer, list(map(int, row[:n])))) or "-"
         for row, n in zip(np.asarray(act.response_tokens), lengths))
-    results.append((kit.game.name, int(valid.sum()), float(lengths.mean()), answers))
+    results.append((kit.game.name, int(valid.sum()), float(lengths.mean()), counts))
   return results
 
 
@@ -88,9 +91,9 @@ def main(argv):
   results = measure(exp, params, _PROMPTS.value, _BATCH.value, jax.random.fold_in(key, 1))
   print(f"{label}: {time.perf_counter() - start:.0f} s")
   rows = []
-  for name, valid, length, answers in results:
-    low, high = evaluate.wilson_interval(valid, _PROMPTS.value)
-    common = ", ".join(f"{a!r} x{n}" for a, n in answers.most_common(3))
+  for name, valid, length, counts in results:
+    low, high = statistics.wilson_interval(valid, _PROMPTS.value)
+    common = ", ".join(f"{a!r} x{n}" for a, n in counts.most_common(3))
     rows.append((time.strftime("%Y-%m-%d"), label, name, f"{valid} / {_PROMPTS.value}",
                  f"{valid / _PROMPTS.value:.2f} [{low:.2f}, {high:.2f}]", f"{length:.1f}",
                  common.replace("|", "\\|"), benchmarks.machine()))

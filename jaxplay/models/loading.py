@@ -23,8 +23,7 @@ import numpy as np
 
 from jaxplay import errors
 from jaxplay import sharding as sharding_lib
-from jaxplay.models import configs
-from jaxplay.models import transformer
+from jaxplay.models import configs, transformer
 from jaxplay.models.configs import ModelConfig, RopeScaling
 
 # Our parameter path -> (HF name, GGUF name, number of leading input dims or None for a copy).

@@ -13,11 +13,10 @@ from open_spiel.python.algorithms import expected_game_score
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
 import games
-from games import cfr
+from games import cfr, opponents
+from games import exploitability as kuhn_exploitability
 from games import kuhn_poker as kp
 from games import leduc_poker as lp
-from games import opponents
-from jaxplay import exploitability as kuhn_exploitability
 
 KUHN = pyspiel.load_game("kuhn_poker")
 LEDUC = pyspiel.load_game("leduc_poker")
@@ -36,7 +35,7 @@ def _kuhn_to_openspiel(table):
 
 
 def _kuhn_pass_bet(table):
-  """Our Kuhn table as jaxplay.exploitability's probs [card, node, (pass, bet)]."""
+  """Our Kuhn table as games.exploitability's probs [card, node, (pass, bet)]."""
   table = np.asarray(table).reshape(3, 4, 4)
   return np.stack([table[..., kp.CHECK] + table[..., kp.FOLD],
                    table[..., kp.BET] + table[..., kp.CALL]], -1)

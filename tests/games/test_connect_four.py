@@ -11,7 +11,6 @@ import pytest
 
 import games
 from games import api
-from games import checks
 from games import connect_four
 from games import opponents
 
@@ -50,7 +49,7 @@ def _spiel_play(moves, **params):
 @pytest.mark.parametrize("rows,columns,batch", [(6, 7, 1000), (4, 5, 200)])
 def test_random_playouts_match_open_spiel(rows, columns, batch):
   game = games.make("connect_four", rows=rows, columns=columns)
-  trajectory = jax.device_get(checks.random_playouts(game, jax.random.key(rows), batch))
+  trajectory = jax.device_get(opponents.random_playouts(game, jax.random.key(rows), batch))
   cells = trajectory.data.cells  # [max_turns + 2, batch, rows, columns]
   spiel_game = pyspiel.load_game("connect_four", {"rows": rows, "columns": columns})
   lengths, outcomes = [], set()
@@ -312,7 +311,7 @@ def test_search_is_safe_on_random_positions():
   """On every live position of random games, checked on OpenSpiel: the search wins at once when
   it can, and otherwise never leaves the other player an immediate win when a move avoids it."""
   batch = 16
-  trajectory = jax.device_get(checks.random_playouts(GAME, jax.random.key(11), batch))
+  trajectory = jax.device_get(opponents.random_playouts(GAME, jax.random.key(11), batch))
   flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), trajectory)
   keys = jax.random.split(jax.random.key(12), flat.turn.shape[0])
   actions = np.asarray(jax.jit(jax.vmap(SEARCH))(flat, keys)).reshape(-1, batch)

@@ -9,9 +9,8 @@ import pyspiel
 import pytest
 
 import games
-from games import nim
-from games import opponents
-from jaxplay import text
+from games import nim, opponents
+from jaxplay.text import answers
 
 
 def _openspiel(piles):
@@ -100,9 +99,9 @@ def test_last_object_wins_and_render():
 def test_answer_format_parses():
   game = games.make("nim")
   for answer in ("\\boxed{[0 3]}", "\\boxed{0 3}", "\\boxed{ 0   3 }"):
-    assert text.parse_text(answer, game.actions) == game.actions.index("0 3")
+    assert answers.parse_text(answer, game.actions) == game.actions.index("0 3")
   for answer in ("\\boxed{0, 3}", "\\boxed{03}", "\\boxed{3 0 1}"):
-    assert text.parse_text(answer, game.actions) == games.INVALID_ACTION
+    assert answers.parse_text(answer, game.actions) == games.INVALID_ACTION
 
 
 @pytest.mark.parametrize("piles,winner", [((3, 4, 5), 0), ((1, 3, 5, 7), 1)])

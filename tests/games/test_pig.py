@@ -10,9 +10,8 @@ import pyspiel
 import pytest
 
 import games
-from games import opponents
-from games import pig
-from jaxplay import text
+from games import opponents, pig
+from jaxplay.text import answers
 
 ROLL, STOP = pig.ROLL, pig.STOP
 # Seat policies of `_play`, by id.
@@ -259,9 +258,9 @@ def test_observation_text_and_rules_option():
 
 def test_answers_parse_and_options_are_checked():
   game = games.make("pig")
-  assert text.parse_text("\\boxed{[roll]}", game.actions) == ROLL
-  assert text.parse_text("\\boxed{stop}", game.actions) == STOP
-  assert text.parse_text("\\boxed{hold}", game.actions) == games.INVALID_ACTION
+  assert answers.parse_text("\\boxed{[roll]}", game.actions) == ROLL
+  assert answers.parse_text("\\boxed{stop}", game.actions) == STOP
+  assert answers.parse_text("\\boxed{hold}", game.actions) == games.INVALID_ACTION
   for bad in ({"win_score": 0}, {"horizon": 0}):
     with pytest.raises(ValueError, match=next(iter(bad))):
       games.make("pig", **bad)

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import games
-from games import checks
 from games import opponents
 
 GAME = games.make("simple_negotiation")
@@ -127,7 +126,7 @@ def test_ten_turns_and_a_standing_offer_lapses():
 
 def test_random_playouts_conserve_goods_and_score_by_gains():
   batch = 4096
-  trajectory = jax.device_get(checks.random_playouts(GAME, jax.random.key(11), batch))
+  trajectory = jax.device_get(opponents.random_playouts(GAME, jax.random.key(11), batch))
   goods = trajectory.data.goods  # [time, batch, player, resource]
   assert (goods >= 0).all(), "an inventory went negative"
   assert (goods.sum(2) == 20).all(), "goods were created or destroyed"

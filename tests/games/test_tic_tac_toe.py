@@ -9,7 +9,6 @@ import pyspiel
 import pytest
 
 import games
-from games import checks
 from games import opponents
 
 GAME = games.make("tic_tac_toe")
@@ -22,7 +21,7 @@ def _spiel_cells(state) -> list[int]:
 
 def test_random_playouts_match_open_spiel():
   batch = 2000
-  trajectory = jax.device_get(checks.random_playouts(GAME, jax.random.key(7), batch))
+  trajectory = jax.device_get(opponents.random_playouts(GAME, jax.random.key(7), batch))
   cells = trajectory.data.cells  # [max_turns + 2, batch, 9]
   spiel_game = pyspiel.load_game("tic_tac_toe")
   for b in range(batch):

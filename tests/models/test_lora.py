@@ -14,8 +14,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from jaxplay import export  # noqa: E402
-from jaxplay.models import configs, loading, transformer  # noqa: E402
+from jaxplay.cli import export  # noqa: E402
+from jaxplay.models import configs  # noqa: E402
+from jaxplay.models import loading  # noqa: E402
+from jaxplay.models import transformer  # noqa: E402
 from tests.models import hf_reference as ref  # noqa: E402
 
 TOL = 1e-4

@@ -14,9 +14,7 @@ import pytest
 import torch
 import transformers
 
-from jaxplay import sampling
-from jaxplay.models import loading
-from jaxplay.models import transformer
+from jaxplay.models import loading, sampling, transformer
 
 pytestmark = pytest.mark.slow  # Two loads of 268M parameters: about two minutes on 2 cores.
 

@@ -14,11 +14,13 @@ import numpy as np
 
 import games
 from games import opponents
-from jaxplay import advantages, configuration, game_tokenizer, policies, rollout, sharding, text
-from jaxplay import train_step
-from jaxplay import tokenizer as tokenizers
+from jaxplay import sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
+from jaxplay.rl import advantages, policies, rollout, train_step
+from jaxplay.run import configuration
+from jaxplay.text import answers, game_tokenizer, prompts
+from jaxplay.text import tokenizer as tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +28,10 @@ class GameKit:
   """One game under the run's tokenizer: its prompt table and policies."""
 
   game: games.Game
-  prompts: text.PromptTable
+  prompts: prompts.PromptTable
   train_policy: rollout.Policy
   eval_policy: rollout.Policy
-  scoring: text.ScoringTable | None  # Action-scoring mode only.
+  scoring: answers.ScoringTable | None  # Action-scoring mode only.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +125,8 @@ def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.Mod
   game_list = configuration.make_games(config)
   num_actions = max(g.num_actions for g in game_list)
   scoring_mode = config.rollout.mode == "action_scoring"
-  scorings = [text.scoring_table(g.actions, tokenizer) for g in game_list] if scoring_mode else []
+  scorings = ([answers.scoring_table(g.actions, tokenizer) for g in game_list]
+              if scoring_mode else [])
   answer_len = max((s.tokens.shape[1] for s in scorings), default=0)
   max_response_len = answer_len if scoring_mode else config.rollout.max_response_len
   exp = Experiment(config, model, tokenizer, chat, (), max_response_len, num_actions, pad_id)
@@ -133,21 +136,21 @@ def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.Mod
           for i, game in enumerate(game_list)]
   # Held-out games are only evaluated: their answers keep their own widths.
   heldout = [game_kit(exp, game, byte_table,
-                      text.scoring_table(game.actions, tokenizer) if scoring_mode else None,
+                      answers.scoring_table(game.actions, tokenizer) if scoring_mode else None,
                       "eval.heldout_games") for game in configuration.make_heldout_games(config)]
   return dataclasses.replace(exp, kits=tuple(kits), heldout_kits=tuple(heldout))
 
 
 def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np.ndarray],
-             scoring: text.ScoringTable | None, listed_in: str = "games") -> GameKit:
+             scoring: answers.ScoringTable | None, listed_in: str = "games") -> GameKit:
   """A game's prompt table and policies (action scoring when `scoring` is given, else free text).
 
   Raises ConfigError naming rollout.max_prompt_len when the game's prompts do not fit it.
   """
   config, model, pad_id = exp.config, exp.model, exp.pad_id
   try:
-    prompts = text.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len,
-                                fit=True, style=prompt_style(config, game))
+    table = prompts.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len,
+                                 fit=True, style=prompt_style(config, game))
   except ValueError as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
@@ -156,25 +159,26 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     make = lambda t: policies.scoring_policy(model, scoring, pad_id, t)
     eval_policy = make(config.eval.temperature)
   else:
-    parse = text.parse_table(game.actions, byte_table)
+    parse = answers.parse_table(game.actions, byte_table)
     make = lambda t, p=1.0: policies.text_policy(model, parse, exp.chat.stop_ids,
                                                  exp.max_response_len, pad_id, t, p,
                                                  config.rollout.top_k,
-                                                 config.rollout.stop_at_answer, prompts.prefix)
+                                                 config.rollout.stop_at_answer, table.prefix)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   train_policy = (make(config.rollout.temperature) if scoring is not None
                   else make(config.rollout.temperature, config.rollout.top_p))
-  return GameKit(game, prompts, train_policy, eval_policy, scoring)
+  return GameKit(game, table, train_policy, eval_policy, scoring)
 
 
-def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> text.PromptStyle:
+def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> prompts.PromptStyle:
   """config.prompt for one game: its instruction line and `examples` worked examples."""
-  return text.PromptStyle(instruction=config.prompt.instruction or text.INSTRUCTION,
-                          examples=text.worked_examples(game, config.prompt.examples),
-                          header=text.PROMPT_PREFIX if game.zero_sum else text.GENERAL_SUM_PREFIX)
+  header = prompts.PROMPT_PREFIX if game.zero_sum else prompts.GENERAL_SUM_PREFIX
+  return prompts.PromptStyle(instruction=config.prompt.instruction or prompts.INSTRUCTION,
+                             examples=prompts.worked_examples(game, config.prompt.examples),
+                             header=header)
 
 
-def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text.ScoringTable:
+def _pad_scoring(table: answers.ScoringTable, width: int, num_actions: int) -> answers.ScoringTable:
   """Pads answers to `width` tokens and the action axis to `num_actions` (never legal)."""
   tokens = np.zeros((num_actions, width), np.int32)
   lengths = np.ones((num_actions,), np.int32)
@@ -185,7 +189,7 @@ def _pad_scoring(table: text.ScoringTable, width: int, num_actions: int) -> text
 
 
 def render_fn(kit: GameKit):
-  return functools.partial(text.render_tokens, kit.prompts)
+  return functools.partial(prompts.render_tokens, kit.prompts)
 
 
 def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=None,

@@ -1,5 +1,5 @@
-"""Learning curves: `python -m jaxplay.plot --workdir=DIR` writes PNGs next to metrics.jsonl
-(DIR local or gs://, see jaxplay/workdir.py).
+"""Learning curves: `python -m jaxplay.cli.plot --workdir=DIR` writes PNGs next to metrics.jsonl
+(DIR local or gs://, see jaxplay/run/workdir.py).
 
 One figure per panel that has data; a panel draws every metric whose name matches its pattern.
 A pattern with a `(?P<facet>...)` group draws one plot per facet value (e.g. per game), each line
@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 from etils import epath  # noqa: E402
 
-from jaxplay import errors, metrics  # noqa: E402
-from jaxplay import workdir as workdir_lib  # noqa: E402
+from jaxplay import errors  # noqa: E402
+from jaxplay.run import metrics  # noqa: E402
+from jaxplay.run import workdir as workdir_lib  # noqa: E402
 
 _ROLLOUT = r"^rollout/(?P<facet>[^/]+)/(seat\d/)?"  # rollout/<game>/[seat<k>/]<name>
 PANELS = {
@@ -105,7 +106,7 @@ def main(argv):
 
 
 def run() -> None:
-  """`python -m jaxplay.plot` and the `jaxplay-plot` console script."""
+  """`python -m jaxplay.cli.plot` and the `jaxplay-plot` console script."""
   # Defined here, not at import: jaxplay.main imports this module and has its own --workdir.
   flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
   app.run(main)

@@ -1,7 +1,7 @@
 """Play a game against a run's latest checkpoint in the terminal, or watch it play an opponent.
 
-  python -m jaxplay.play --workdir=DIR --game=kuhn_poker [--seat=0|1] [--games=N]
-  python -m jaxplay.play --workdir=DIR --game=kuhn_poker --watch=random
+  python -m jaxplay.cli.play --workdir=DIR --game=kuhn_poker [--seat=0|1] [--games=N]
+  python -m jaxplay.cli.play --workdir=DIR --game=kuhn_poker --watch=random
 
 Each turn of the model shows its full response and the action parsed from it (an unparseable or
 illegal answer forfeits the game, as in evaluation). A person answers with an action's text, with or
@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from games import api, opponents
-from jaxplay import errors, experiment, text, train
+from jaxplay import errors
+from jaxplay.run import experiment, store
+from jaxplay.text import answers, prompts
 
 # player(state, key) -> action id; it writes what it shows (observation, response) itself.
 Player = Callable[[api.State, jax.Array], int]
@@ -40,12 +42,12 @@ def model_player(exp: experiment.Experiment, kit: experiment.GameKit, params,
   """The checkpoint's eval policy on one game; prints its response and parsed action."""
   act = jax.jit(lambda params, tokens, length, legal, key: kit.eval_policy(
       params, tokens[None], length[None], legal[None], key))
-  render = jax.jit(functools.partial(text.render_tokens, kit.prompts))
+  render = jax.jit(functools.partial(prompts.render_tokens, kit.prompts))
 
   def player(state: api.State, key: jax.Array) -> int:
     tokens, length = render(kit.game.render(state))
     result = act(params, tokens, length, state.legal_action_mask, key)
-    response = train.decoder(exp)(result.response_tokens[0, :int(result.response_lengths[0])])
+    response = store.decoder(exp)(result.response_tokens[0, :int(result.response_lengths[0])])
     action = int(result.action[0])
     legal = 0 <= action < kit.game.num_actions and bool(state.legal_action_mask[action])
     shown = kit.game.actions[action] if legal else "(invalid: forfeits the game)"
@@ -69,7 +71,7 @@ def human_player(game: api.Game, read: TextIO, out: TextIO) -> Player:
       if not line:
         raise errors.UserError("input ended before the game did.")
       answer = line.strip() if "\\boxed{" in line else f"\\boxed{{{line.strip()}}}"
-      action = text.parse_text(answer, game.actions)
+      action = answers.parse_text(answer, game.actions)
       if action != api.INVALID_ACTION and bool(state.legal_action_mask[action]):
         out.write("\n")
         return action
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None, read: TextIO = sys.stdin, out: TextIO = 
          ) -> list[api.State]:
   """Plays `--games` games; returns their final states."""
   import argparse  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(prog="python -m jaxplay.play",
+  parser = argparse.ArgumentParser(prog="python -m jaxplay.cli.play",
                                    description="Play a game against a jaxplay checkpoint.")
   parser.add_argument("--workdir", required=True, help="the run's directory")
   parser.add_argument("--game", required=True, help="a training or held-out game of the run")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None, read: TextIO = sys.stdin, out: TextIO = 
   parser.add_argument("--games", type=int, default=1)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
-  config, exp, state, step = train.load_run(args.workdir)
+  config, exp, state, step = store.load_run(args.workdir)
   kit = find_kit(exp, args.game)
   game = dataclasses.replace(kit.game, invalid_rewards=tuple(config.eval.invalid_rewards))
   model = model_player(exp, kit, state.params, out)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None, read: TextIO = sys.stdin, out: TextIO = 
 
 
 def run() -> None:
-  """`python -m jaxplay.play` and the `jaxplay-play` console script."""
+  """`python -m jaxplay.cli.play` and the `jaxplay-play` console script."""
   main()
 
 

@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxplay import advantages as advantages_lib
-from jaxplay import losses, sharding
+from jaxplay import sharding
+from jaxplay.rl import advantages as advantages_lib
+from jaxplay.rl import losses
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 # log_probs_fn(params, rows[, shared]) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]),

@@ -7,7 +7,7 @@ written here loads back with `loading.load_hf` to the same params. A LoRA run ex
 adapters merged into the weights (`export_hf` of `transformer.merge_adapters`) or, with
 `export_peft`, a PEFT adapter directory that `peft.PeftModel.from_pretrained` puts on the base.
 
-  python -m jaxplay.export --workdir=DIR --out=OUT_DIR [--lora=merged|peft]  # latest checkpoint
+  python -m jaxplay.cli.export --workdir=DIR --out=OUT_DIR [--lora=merged|peft]  # latest checkpoint
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import pathlib
 import jax
 import numpy as np
 
-from jaxplay import errors
+from jaxplay import errors, sharding
 from jaxplay.models import loading, transformer
 from jaxplay.models.configs import ModelConfig
+from jaxplay.run import store
+from jaxplay.run import workdir as workdir_lib
 
 LORA_FORMATS = ("merged", "peft")  # How a LoRA run exports (export_run's `lora`).
 
@@ -184,9 +186,8 @@ def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None,
 
   A LoRA run exports with `lora="merged"` an HF model with the adapters merged into the weights,
   with `lora="peft"` a PEFT adapter directory (and the tokenizer) for the run's base model.
-  `mesh` replaces the run's mesh sizes (see `train.load_run`). Refuses (WorkdirError) an `out_dir`
+  `mesh` replaces the run's mesh sizes (see `store.load_run`). Refuses (WorkdirError) an `out_dir`
   inside the run's workdir or holding a run, whose files the export would overwrite."""
-  from jaxplay import train, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   out, run = pathlib.Path(out_dir).resolve(), pathlib.Path(workdir).resolve()
   if out == run or run in out.parents or workdir_lib.read_config(out) is not None and (
       out / "checkpoints").exists():
@@ -194,7 +195,7 @@ def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None,
                                    "export would overwrite its files. Choose another directory.")
   if lora not in LORA_FORMATS:
     raise errors.UserError(f"--lora={lora}: unknown; valid: {', '.join(LORA_FORMATS)}.")
-  config, exp, state, step = train.load_run(workdir, mesh)
+  config, exp, state, step = store.load_run(workdir, mesh)
   try:
     model_type(exp.model)
   except ValueError as error:
@@ -213,7 +214,6 @@ def export_run(workdir: str, out_dir: str, mesh: dict[str, int] | None = None,
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from jaxplay import sharding  # pylint: disable=import-outside-toplevel
   try:
     mesh = None if flags.FLAGS.mesh is None else sharding.parse_mesh_sizes(flags.FLAGS.mesh)
   except ValueError as error:
@@ -223,7 +223,7 @@ def main(argv):
 
 
 def run() -> None:
-  """`python -m jaxplay.export` and the `jaxplay-export` console script (the flags are defined
+  """`python -m jaxplay.cli.export` and the `jaxplay-export` console script (the flags are defined
   here, not at import: other entry points import this module and have their own --workdir)."""
   from absl import app, flags  # pylint: disable=ungrouped-imports,import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints.", required=True)

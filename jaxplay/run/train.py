@@ -8,7 +8,7 @@ Nothing in the workdir is touched until the config is validated and the model, g
 step are built; then the run takes the workdir's lock, (with `overwrite`) removes the old run, and
 records its config. Ctrl-C (SIGINT) or SIGTERM stops at the end of the current step with a
 checkpoint (a second one aborts at once, saving only if the state is intact). The workdir may be
-local or `gs://...` (jaxplay/workdir.py); on several hosts the first process writes its files
+local or `gs://...` (jaxplay/run/workdir.py); on several hosts the first process writes its files
 (config, metrics, transcripts, lock) and Orbax has every process write its own checkpoint shards.
 """
 
@@ -25,17 +25,9 @@ import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxplay import checkpoints, configuration, evaluate, experiment, metrics, sharding
-from jaxplay import phases as phases_lib
-from jaxplay import tokenizer as tokenizers
-from jaxplay import train_step
-from jaxplay import workdir as workdir_lib
-from jaxplay.models import transformer
-
-
-def config_record(config: ml_collections.ConfigDict) -> dict:
-  """The config as the JSON record kept in a run's config.json."""
-  return json.loads(config.to_json_best_effort(sort_keys=True))
+from jaxplay.run import checkpoints, configuration, evaluator, experiment, metrics, store
+from jaxplay.run import phases as phases_lib
+from jaxplay.run import workdir as workdir_lib
 
 
 @contextlib.contextmanager
@@ -49,16 +41,16 @@ def _claim_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: b
   if jax.process_index() == 0:
     try:
       lock.acquire()
-      has_checkpoints = _has_checkpoints(workdir, config)
+      has_checkpoints = store.has_checkpoints(workdir, config)
       if not overwrite:
-        workdir_lib.check_resumable(workdir, config_record(config), has_checkpoints)
+        workdir_lib.check_resumable(workdir, store.config_record(config), has_checkpoints)
       if overwrite or not has_checkpoints:
         removed = workdir_lib.remove_run(workdir)
         if overwrite and removed:
           print(f"--overwrite: removed the old run's {', '.join(removed)} from {workdir}.",
                 flush=True)
       (epath.Path(workdir) / "config.json").write_text(
-          json.dumps(config_record(config), indent=2, sort_keys=True))
+          json.dumps(store.config_record(config), indent=2, sort_keys=True))
     except BaseException as error:  # The lock is ours only while the run goes on.
       lock.release()
       if not isinstance(error, workdir_lib.WorkdirError):
@@ -81,11 +73,6 @@ def _write_transcripts(workdir: str, step: int, transcripts: list[str]) -> str:
   path = folder / f"step_{step:06d}.txt"
   path.write_text("\n\n".join(transcripts) + "\n")
   return os.fspath(path)
-
-
-def _keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  names = ("model", "run", "eval")
-  return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
 
 
 @contextlib.contextmanager
@@ -124,90 +111,6 @@ def _any_process(flag: bool) -> bool:
   return bool(multihost_utils.process_allgather(jax.numpy.asarray(flag)).any())
 
 
-def setup(config: ml_collections.ConfigDict):
-  """(experiment, initial train state, compiled train step, layout) for a validated config.
-
-  The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
-  params); the train step keeps that layout, takes batches split by rows, and donates the state.
-  """
-  layout = sharding.Layout.from_config(config.mesh)
-  try:  # Loaded weights go straight to their shards; fresh ones are placed after init.
-    model, params, tokenizer = experiment.load_model_and_tokenizer(
-        config, _keys(config)["model"], layout.logical)
-    axes = transformer.param_axes(model)
-    params = sharding.shard_params(params, layout.mesh, layout.train_rules, axes)
-  except sharding.IndivisibleError as error:
-    raise configuration.ConfigError(f"config.mesh: {error}") from None
-  exp = experiment.build(config, tokenizer, model)
-  step_fn, optimizer = experiment.make_train_step(exp, layout)
-  state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
-                                layout.params(axes))
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
-
-
-def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):
-  """What checkpoints leave out: with LoRA, the base weights in params and ref_params (loaded
-  again from the model's path at every start), else nothing (None)."""
-  trainable = experiment.trainable(exp.model)
-  if trainable is None:
-    return None
-  fixed = lambda tree: None if tree is None else jax.tree.map(
-      lambda x, keep: None if keep else x, tree, trainable)
-  return jax.tree.map(lambda _: None, state).replace(params=fixed(state.params),
-                                                     ref_params=fixed(state.ref_params))
-
-
-def checkpointer(workdir: str, config: ml_collections.ConfigDict,
-                 frozen=None) -> checkpoints.Checkpointer:
-  """The run's checkpoints; `frozen` (`frozen_leaves`) as in checkpoints.Checkpointer."""
-  return checkpoints.Checkpointer(os.fspath(epath.Path(workdir) / "checkpoints"),
-                                  config.train.keep_checkpoints, frozen)
-
-
-def _has_checkpoints(workdir: str, config: ml_collections.ConfigDict) -> bool:
-  """Whether the run in `workdir` saved a checkpoint (creates nothing)."""
-  if not (epath.Path(workdir) / "checkpoints").exists():
-    return False
-  ckpt = checkpointer(workdir, config)
-  saved = bool(ckpt.steps())
-  ckpt.close()
-  return saved
-
-
-def load_run(workdir: str, mesh: dict[str, int] | None = None):
-  """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir.
-
-  `mesh` ({axis: size}, e.g. {"data": -1}) replaces the run's mesh sizes, to load a run on other
-  devices than it trained on (a pod run on one GPU); the checkpoint is restored into that layout.
-  Raises WorkdirError when the workdir holds no run or no readable checkpoint.
-  """
-  record = workdir_lib.read_config(workdir)
-  if record is None:
-    raise workdir_lib.WorkdirError(f"{workdir} holds no run (no config.json); train one with "
-                                   "`python -m jaxplay.main`.")
-  config = ml_collections.ConfigDict(record)
-  config.mesh.update(mesh or {})
-  try:
-    sharding.mesh_shape(config.mesh, jax.device_count())
-  except ValueError as error:
-    raise workdir_lib.WorkdirError(
-        f"{workdir}: the run's {error} Pass a mesh for these devices (load_run(..., "
-        "mesh={'data': -1, 'fsdp': 1, 'tensor': 1}); --mesh=-1,1,1 on the command line).") from None
-  exp, state, _, _ = setup(config)
-  restored = checkpointer(workdir, config, frozen_leaves(exp, state)).restore_latest(
-      checkpoints.abstract_like(state))
-  if restored is None:
-    raise workdir_lib.WorkdirError(f"{workdir} has no readable checkpoint.")
-  step, state = restored
-  return config, exp, state, step
-
-
-def decoder(exp: experiment.Experiment):
-  """Token ids -> text (special tokens skipped), for transcripts."""
-  return lambda ids: tokenizers.decode(exp.tokenizer, list(map(int, ids)))
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict:
   """Runs (or resumes) training; returns a summary with paths, the first/last evaluations and,
   when a signal stopped the run early, `stopped_by` (its name)."""
@@ -215,25 +118,26 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   workdir_lib.check_writable(workdir)
   workdir_lib.RunLock(workdir).check()
   if not overwrite:  # Refused before minutes of set-up; checked again under the lock.
-    workdir_lib.check_resumable(workdir, config_record(config), _has_checkpoints(workdir, config))
-  keys = _keys(config)
+    workdir_lib.check_resumable(workdir, store.config_record(config),
+                                store.has_checkpoints(workdir, config))
+  keys = store.run_keys(config)
   phases = phases_lib.Phases()
   with phases("set-up: model, games, train step"):
-    exp, state, step_fn, layout = setup(config)
+    exp, state, step_fn, layout = store.setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if "frozen" in configuration.seat_modes(config) else None)
   collect = experiment.make_collect(exp, layout)
-  evaluator = evaluate.Evaluator(exp, decoder(exp), phases)
+  evaluate_games = evaluator.Evaluator(exp, store.decoder(exp), phases)
   with _claim_workdir(workdir, config, overwrite):
-    return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator,
-                 phases)
+    return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params,
+                 evaluate_games, phases)
 
 
-def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluator,
+def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluate_games,
           phases) -> dict:
   """The steps of `train` in a claimed workdir."""
-  ckpt = checkpointer(workdir, config, frozen_leaves(exp, state))
+  ckpt = store.checkpointer(workdir, config, store.frozen_leaves(exp, state))
   restored = ckpt.restore_latest(checkpoints.abstract_like(state), move_aside=True)
   start = 0
   if restored is not None:
@@ -241,7 +145,7 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
     print(f"Resumed from the checkpoint of step {start} in {ckpt.directory}.", flush=True)
   primary = jax.process_index() == 0  # Writes the workdir's files (Orbax: each its shards).
   sink = (metrics.WandbSink(workdir, config.train.wandb_project, config.train.wandb_mode,
-                            config_record(config))
+                            store.config_record(config))
           if primary and config.train.wandb_project else None)
   writer = metrics.MetricsWriter(workdir, write_files=primary,
                                  keep_through=start if restored else -1, sink=sink)
@@ -251,9 +155,9 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
 
   def run_eval(step: int):
     games_key, math_key = jax.random.split(jax.random.fold_in(keys["eval"], step))
-    results, transcripts = evaluator(state.params, games_key)
-    if evaluate.math_due(config, step):
-      results.update(evaluate.run_math(exp, state.params, math_key, workdir, step))
+    results, transcripts = evaluate_games(state.params, games_key)
+    if evaluator.math_due(config, step):
+      results.update(evaluator.run_math(exp, state.params, math_key, workdir, step))
     writer.write_eval(step, results, transcripts)
     summary.setdefault("first_eval", results) if step == 0 else None
     summary["last_eval"] = results

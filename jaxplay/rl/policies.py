@@ -2,7 +2,7 @@
 
 Both return `rollout.Act`. In free-text mode the response is the generation and its per-token
 log-probs; in action-scoring mode the policy is the softmax over legal actions of each action's
-answer log-likelihood (`text.ScoringTable`), the response is the chosen answer's tokens, and its
+answer log-likelihood (`answers.ScoringTable`), the response is the chosen answer's tokens, and its
 log-prob sits on the first response token (the train step scores actions the same way).
 """
 
@@ -14,20 +14,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplay import losses, rollout, sampling, text
-from jaxplay.models import transformer
+from jaxplay.models import sampling, transformer
 from jaxplay.models.configs import ModelConfig
+from jaxplay.rl import losses, rollout
+from jaxplay.text import answers
 
 
-def text_policy(model: ModelConfig, parse: text.ParseTable, stop_tokens: tuple[int, ...],
+def text_policy(model: ModelConfig, parse: answers.ParseTable, stop_tokens: tuple[int, ...],
                 max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
                 top_k: int = 0, stop_at_answer: bool = False,
                 prompt_prefix: jax.Array | None = None) -> rollout.Policy:
   """Samples a response and parses its last \\boxed{} answer; `stop_at_answer` ends responses at
-  the `}` closing their first \\boxed{ (text.answer_stop_rule). `prompt_prefix` (int32 [L]) are
-  tokens every prompt starts with (text.PromptTable.prefix): the sampler prefills them once per
+  the `}` closing their first \\boxed{ (answers.answer_stop_rule). `prompt_prefix` (int32 [L]) are
+  tokens every prompt starts with (prompts.PromptTable.prefix): the sampler prefills them once per
   call and the rest of each prompt after them, with the same samples."""
-  stop_rule = text.answer_stop_rule(parse) if stop_at_answer else None
+  stop_rule = answers.answer_stop_rule(parse) if stop_at_answer else None
   shared = 0 if prompt_prefix is None else prompt_prefix.shape[0]
 
   def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
@@ -37,7 +38,7 @@ def text_policy(model: ModelConfig, parse: text.ParseTable, stop_tokens: tuple[i
                           temperature, top_p, top_k, jnp.asarray(stop_tokens, jnp.int32),
                           max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule,
                           prefix_L=prompt_prefix, skip_B=~legal_mask.any(-1))
-    actions = jax.vmap(text.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
+    actions = jax.vmap(answers.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
     return rollout.Act(actions, out.tokens, out.logprobs, out.lengths)
 
   return policy
@@ -57,17 +58,17 @@ def answer_log_likelihoods(model: ModelConfig, params, prompt_tokens_BP, prompt_
                                            return_hidden=True)
   repeat = lambda x: jnp.repeat(x, num_actions, axis=1 if x.ndim == 5 else 0)
   cache = cache.replace(k=repeat(cache.k), v=repeat(cache.v), positions=repeat(cache.positions))
-  answers = answer_tokens_BAL.reshape(batch * num_actions, answer_len)
+  answer_rows = answer_tokens_BAL.reshape(batch * num_actions, answer_len)
   answer_positions = (jnp.repeat(prompt_lengths_B, num_actions)[:, None]
                       + jnp.arange(answer_len)[None, :])
-  answer_hidden, _ = transformer.apply(model, params, answers, answer_positions, cache,
+  answer_hidden, _ = transformer.apply(model, params, answer_rows, answer_positions, cache,
                                        return_hidden=True)
   # The prompt's last state predicts answer token 0; answer state j predicts token j + 1.
   first = jnp.repeat(prompt_hidden[:, -1:], num_actions, axis=0)
   hidden = jnp.concatenate([first, answer_hidden[:, :-1]], axis=1)  # [B*A, L, D]
   logits = transformer.unembed(model, params, hidden)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  picked = jnp.take_along_axis(log_probs, answers[..., None], axis=-1)[..., 0]
+  picked = jnp.take_along_axis(log_probs, answer_rows[..., None], axis=-1)[..., 0]
   in_answer = jnp.arange(answer_len)[None, :] < answer_lengths_BA.reshape(-1, 1)
   return jnp.where(in_answer, picked, 0.0).sum(-1).reshape(batch, num_actions)
 
@@ -89,7 +90,7 @@ def action_log_probs(model: ModelConfig, params, prompt_tokens_BP, prompt_length
   return log_pi, entropy
 
 
-def scoring_policy(model: ModelConfig, scoring: text.ScoringTable, pad_id: int,
+def scoring_policy(model: ModelConfig, scoring: answers.ScoringTable, pad_id: int,
                    temperature: float = 1.0) -> rollout.Policy:
   """Samples a legal action from the softmax of the answers' log-likelihoods (greedy at 0)."""
 
@@ -97,10 +98,10 @@ def scoring_policy(model: ModelConfig, scoring: text.ScoringTable, pad_id: int,
     batch = prompt_tokens.shape[0]
     # A table padded to a larger game mix's action count: the extra actions are never legal.
     legal_mask = jnp.pad(legal_mask, ((0, 0), (0, scoring.tokens.shape[0] - legal_mask.shape[1])))
-    answers = jnp.broadcast_to(scoring.tokens, (batch,) + scoring.tokens.shape)
+    answer_rows = jnp.broadcast_to(scoring.tokens, (batch,) + scoring.tokens.shape)
     answer_lengths = jnp.broadcast_to(scoring.lengths, (batch,) + scoring.lengths.shape)
     log_pi, _ = action_log_probs(model, params, prompt_tokens, prompt_lengths, legal_mask,
-                                 answers, answer_lengths, max(temperature, 1e-6))
+                                 answer_rows, answer_lengths, max(temperature, 1e-6))
     sampled = jax.random.categorical(key, log_pi, axis=-1)
     actions = (jnp.argmax(log_pi, -1) if temperature <= 0 else sampled).astype(jnp.int32)
     chosen = jnp.take_along_axis(log_pi, actions[:, None], axis=-1)[:, 0]
@@ -113,7 +114,7 @@ def scoring_policy(model: ModelConfig, scoring: text.ScoringTable, pad_id: int,
   return policy
 
 
-def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt_len: int,
+def scoring_log_probs_fn(model: ModelConfig, scorings: answers.ScoringTable, prompt_len: int,
                          temperature: float = 1.0):
   """train_step log_probs_fn for action scoring: log pi(action | prompt) at column prompt_len - 1.
 
@@ -137,7 +138,7 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: text.ScoringTable, prompt
 
 def prefix_kv_fn(model: ModelConfig, prefixes: tuple[jax.Array, ...]):
   """`params -> (k, v)`, each [layers, kinds, S, kv_heads, head_dim]: the keys and values of each
-  game kind's shared prompt start (text.PromptTable.prefix), S the longest of them.
+  game kind's shared prompt start (prompts.PromptTable.prefix), S the longest of them.
 
   The train step computes them once per update and differentiates through them once
   (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(prefix_lengths=...)` reads

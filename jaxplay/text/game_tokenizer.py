@@ -10,7 +10,7 @@ import tokenizers
 import transformers
 
 from games import api
-from jaxplay import text
+from jaxplay.text import answers, prompts
 
 # The pre-tokenizer split of Qwen2/Qwen3's byte-level BPE.
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
@@ -35,12 +35,12 @@ def train_bpe(corpus: list[str], vocab_size: int) -> transformers.PreTrainedToke
 
 
 def games_corpus(game_list: tuple[api.Game, ...]) -> list[str]:
-  corpus = [text.PROMPT_PREFIX, text.PROMPT_SUFFIX, text.BOX_OPEN + text.BOX_CLOSE]
+  corpus = [prompts.PROMPT_PREFIX, prompts.PROMPT_SUFFIX, answers.BOX_OPEN + answers.BOX_CLOSE]
   if not all(game.zero_sum for game in game_list):  # Their prompts' header.
-    corpus.append(text.GENERAL_SUM_PREFIX)
+    corpus.append(prompts.GENERAL_SUM_PREFIX)
   for game in game_list:
     corpus += list(game.phrases) + list(game.actions)
-    corpus += [text.BOX_OPEN + action + text.BOX_CLOSE for action in game.actions]
+    corpus += [answers.BOX_OPEN + action + answers.BOX_CLOSE for action in game.actions]
   return corpus
 
 

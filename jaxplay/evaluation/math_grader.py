@@ -1,7 +1,8 @@
 """Math answer grading: the last `\\boxed{}` of a response against a reference answer.
 
 Rules:
-1. The predicted answer is the content of the response's last `\\boxed{...}` (`text.boxed_content`);
+1. The predicted answer is the content of the response's last `\\boxed{...}`
+   (`answers.boxed_content`);
    no box, or an unclosed last box, is wrong.
 2. A reference is its last `\\boxed{}` if it has one, else the text after GSM8K's last `####`, else
    the whole text.
@@ -22,8 +23,8 @@ import re
 from fractions import Fraction
 from typing import Sequence
 
-from jaxplay import evaluate
-from jaxplay import text
+from jaxplay.evaluation import statistics
+from jaxplay.text import answers
 
 Number = Fraction | float  # Fraction: exact rational; float: a decimal, root or pi was involved.
 
@@ -42,7 +43,7 @@ _TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|\\[a-zA-Z]+|[-+*/^(){}\[\]])")
 
 def reference_answer(reference: str) -> str:
   """Final answer of a reference: last `\\boxed{}`, else the text after `####`, else all of it."""
-  boxed = text.boxed_content(reference)
+  boxed = answers.boxed_content(reference)
   if boxed is not None:
     return boxed.strip()
   if GSM8K_MARK in reference:
@@ -227,7 +228,7 @@ def answers_match(predicted: str, reference: str) -> bool:
 
 def grade(response: str, reference: str) -> bool:
   """Whether the last boxed answer of `response` matches the reference's final answer."""
-  predicted = text.boxed_content(response)
+  predicted = answers.boxed_content(response)
   return predicted is not None and answers_match(predicted, reference_answer(reference))
 
 
@@ -235,7 +236,7 @@ def summarise(correct: Sequence[bool], lengths: Sequence[int]) -> dict[str, floa
   """Accuracy over all samples with its 95% Wilson interval, and the mean response length."""
   samples = len(correct)
   hits = int(sum(bool(c) for c in correct))
-  low, high = evaluate.wilson_interval(hits, samples)
+  low, high = statistics.wilson_interval(hits, samples)
   return {"samples": samples, "correct": hits, "accuracy": hits / samples if samples else 0.0,
           "accuracy_low": low, "accuracy_high": high,
           "mean_response_length": float(sum(lengths) / len(lengths)) if lengths else 0.0}

@@ -13,10 +13,11 @@ import ml_collections
 
 import games
 from games import opponents
-from jaxplay import advantages, errors, losses, sharding
-from jaxplay import tokenizer as tokenizers
+from jaxplay import errors, sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading
+from jaxplay.rl import advantages, losses
+from jaxplay.text import tokenizer as tokenizers
 
 ROLLOUT_MODES = ("text", "action_scoring")
 SCHEDULES = ("constant", "cosine")
@@ -282,7 +283,8 @@ def _check_math(config: ml_collections.ConfigDict) -> None:
   """eval.math names installed sets or existing JSONL files; math_every fits train.eval_every."""
   if not math_eval_names(config):
     return
-  from jaxplay import math_data  # pylint: disable=import-outside-toplevel  (imports tfds)
+  # pylint: disable-next=import-outside-toplevel
+  from jaxplay.evaluation import math_data  # Imports tfds.
   for name in math_eval_names(config):
     path = name.removeprefix(math_data.JSONL_PREFIX)
     if name in math_data.PACKAGE_SETS:

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from jaxplay import math_data, math_grader, sampling
-from jaxplay import tokenizer as tokenizers
+from jaxplay.evaluation import math_data, math_grader
+from jaxplay.models import sampling
 from jaxplay.models.configs import ModelConfig
+from jaxplay.text import tokenizer as tokenizers
 
 DEFAULT_MAX_RESPONSE_LEN = 1024
 DEFAULT_BATCH_SIZE = 8

@@ -1,9 +1,9 @@
-"""A run's HTML report: `python -m jaxplay.report --workdir=DIR` writes `DIR/report.html`.
+"""A run's HTML report: `python -m jaxplay.cli.report --workdir=DIR` writes `DIR/report.html`.
 
 One self-contained page (the curves are embedded PNGs; no script, stylesheet or font from the
 network) that opens from disk: the run's config in brief, the evaluations of every evaluated step
-as tables with 95% intervals, the learning curves (`jaxplay.plot`), and the latest transcripts
-with each parsed answer (the last `\\boxed{...}`, the one `text.parse_text` reads) highlighted.
+as tables with 95% intervals, the learning curves (`jaxplay.cli.plot`), and the latest transcripts
+with each parsed answer (the last `\\boxed{...}`, the one `answers.parse_text` reads) highlighted.
 `jaxplay.main` writes it at the end of a run.
 """
 
@@ -17,8 +17,11 @@ import re
 from absl import app, flags
 from etils import epath
 
-from jaxplay import errors, metrics, plot, text
-from jaxplay import workdir as workdir_lib
+from jaxplay import errors
+from jaxplay.cli import plot
+from jaxplay.run import metrics
+from jaxplay.run import workdir as workdir_lib
+from jaxplay.text import answers
 
 REPORT = "report.html"
 _STYLE = """
@@ -37,11 +40,11 @@ _RESPONSE, _ACTION = ">>> response:", ">>> action:"
 
 def highlight_answer(response: str) -> str:
   """`response` as HTML with its parsed answer (the last `\\boxed{...}`) in a <mark>."""
-  content = text.boxed_content(response)
+  content = answers.boxed_content(response)
   if content is None:
     return html.escape(response)
-  start = response.rfind(text.BOX_OPEN)
-  end = start + len(text.BOX_OPEN) + len(content) + 1
+  start = response.rfind(answers.BOX_OPEN)
+  end = start + len(answers.BOX_OPEN) + len(content) + 1
   return (html.escape(response[:start]) + "<mark>" + html.escape(response[start:end]) +
           "</mark>" + html.escape(response[end:]))
 
@@ -165,7 +168,7 @@ def main(argv):
 
 
 def run() -> None:
-  """`python -m jaxplay.report` (the flag is defined here: jaxplay.main has its own --workdir)."""
+  """`python -m jaxplay.cli.report` (the flag is defined here: jaxplay.main has its own --workdir)."""
   flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
   app.run(main)
 

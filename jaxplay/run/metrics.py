@@ -1,7 +1,7 @@
 """Metrics: `workdir/metrics.jsonl`, TensorBoard event files (tensorboardX, no TF), optionally
 Weights & Biases (`WandbSink`), and console lines.
 
-The workdir may be local or a bucket (jaxplay/workdir.py); TensorBoard files in `gs://` need
+The workdir may be local or a bucket (jaxplay/run/workdir.py); TensorBoard files in `gs://` need
 google-cloud-storage (a dependency of gcsfs).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import tensorboardX
 from etils import epath
 
-from jaxplay import workdir as workdir_lib
+from jaxplay.run import workdir as workdir_lib
 
 
 def _scalar(value: Any) -> float | None:

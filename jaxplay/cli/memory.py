@@ -1,6 +1,6 @@
 """Per-device memory plan of a config: the train step and the sampler compiled ahead of time.
 
-  python -m jaxplay.memory --config=configs/spiral.py --devices=8 --mesh=1,8,1 --budget_gib=95
+  python -m jaxplay.cli.memory --config=configs/spiral.py --devices=8 --mesh=1,8,1 --budget_gib=95
 
 Nothing is allocated: both programs are lowered from `jax.ShapeDtypeStruct`s carrying their
 NamedShardings and compiled for `--devices` devices (simulated on a CPU host with
@@ -31,9 +31,10 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from jaxplay import advantages, configuration, experiment, sampling, train_step
 from jaxplay import sharding as sh
-from jaxplay.models import transformer
+from jaxplay.models import sampling, transformer
+from jaxplay.rl import advantages, train_step
+from jaxplay.run import configuration, experiment
 
 GIB = 2**30
 
@@ -297,7 +298,7 @@ def _ensure_devices(count: int) -> None:
   kept = [f for f in current.split() if not f.startswith("--xla_force_host_platform_device_count")]
   os.environ["XLA_FLAGS"] = " ".join(kept + [flag])
   sys.stdout.flush()
-  os.execv(sys.executable, [sys.executable, "-m", "jaxplay.memory", *sys.argv[1:]])
+  os.execv(sys.executable, [sys.executable, "-m", "jaxplay.cli.memory", *sys.argv[1:]])
 
 
 def main(argv):

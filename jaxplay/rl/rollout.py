@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from games import api
-from jaxplay import advantages, sharding
+from jaxplay import sharding
+from jaxplay.rl import advantages
 
 
 class Act(NamedTuple):

@@ -21,7 +21,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxplay import errors, workdir
+from jaxplay import errors
+from jaxplay.run import workdir
 
 
 class CorruptCheckpointError(errors.UserError):

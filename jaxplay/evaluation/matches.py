@@ -1,0 +1,145 @@
+"""A policy against fixed opponents in both seats (win/draw/loss with 95% intervals), and the
+exploitability of a policy in single-round Kuhn Poker (exact or estimated)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from games import api, exploitability, kuhn_poker
+from jaxplay.evaluation import statistics
+from jaxplay.rl import policies
+from jaxplay.rl import rollout as rollout_lib
+from jaxplay.text import prompts
+
+
+def outcome_stats(episodes: rollout_lib.Episodes) -> dict[str, float]:
+  """Learner's win/draw/loss counts and rates with intervals, invalid rate and response length."""
+  episodes = jax.device_get(episodes)
+  seats = np.asarray(episodes.learner_seat)
+  rows = np.arange(seats.shape[0])
+  learner_return = np.asarray(episodes.returns)[rows, seats]
+  other_return = np.asarray(episodes.returns)[rows, 1 - seats]
+  wins = int((learner_return > other_return).sum())
+  losses = int((learner_return < other_return).sum())
+  games_played = seats.shape[0]
+  learner_turns = np.asarray(episodes.learner)
+  learner_invalid = learner_turns & ~np.asarray(episodes.valid)
+  stats = {"games": games_played, "wins": wins, "losses": losses,
+           "draws": games_played - wins - losses,
+           "win_rate": wins / games_played, "loss_rate": losses / games_played,
+           "draw_rate": (games_played - wins - losses) / games_played,
+           "invalid_rate": float(learner_invalid.sum() / max(learner_turns.sum(), 1)),
+           "response_length_mean": float(
+               np.asarray(episodes.response_lengths)[learner_turns].mean())
+           if learner_turns.any() else 0.0,
+           "return_mean": float(learner_return.mean())}
+  stats["win_rate_low"], stats["win_rate_high"] = statistics.wilson_interval(wins, games_played)
+  for seat in (0, 1):
+    in_seat = seats == seat
+    stats[f"win_rate_seat{seat}"] = float((learner_return > other_return)[in_seat].mean()
+                                          if in_seat.any() else 0.0)
+  return stats
+
+
+def game_stats(game: api.Game, episodes: rollout_lib.Episodes) -> dict[str, float]:
+  """`outcome_stats` plus the game's own statistics of the final states (`Game.eval_stats`)."""
+  episodes = jax.device_get(episodes)
+  return {**outcome_stats(episodes),
+          **game.eval_stats(episodes.final_state, np.asarray(episodes.learner_seat))}
+
+
+def play_against(game: api.Game, policy: rollout_lib.Policy,
+                 render_prompt: rollout_lib.RenderPrompt, params: Any,
+                 opponent: rollout_lib.Opponent, key: jax.Array, games_per_seat: int,
+                 invalid_rewards: tuple[float, float] = api.EVAL_INVALID_REWARDS
+                 ) -> rollout_lib.Episodes:
+  """Plays the learner against `opponent`, `games_per_seat` games in each seat (traceable): the
+  seats are played one after the other, so the model runs only on the learner's turns."""
+  game = dataclasses.replace(game, invalid_rewards=tuple(invalid_rewards))
+
+  def play_seat(seat_and_key):
+    seat, seat_key = seat_and_key
+    return rollout_lib.rollout(game, policy, render_prompt, params, seat_key, games_per_seat,
+                               opponent=opponent, seats=jnp.full(games_per_seat, seat, jnp.int32))
+
+  return rollout_lib.join_games(
+      jax.lax.map(play_seat, (jnp.arange(2, dtype=jnp.int32), jax.random.split(key))))
+
+
+def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
+  """The opponent `opponent_fns[index]` with `index` traced: one compile serves them all."""
+  return lambda state, key: jax.lax.switch(index, opponent_fns, state, key)
+
+
+def kuhn_policy_table(exp, kit, params) -> jax.Array:
+  """probs float32[3, 4, (pass, bet)] of an action-scoring policy at every information set."""
+  states = kuhn_poker.information_set_states(kit.game)
+  phrase_ids = jax.vmap(kit.game.render)(states)
+  tokens, lengths = jax.vmap(functools.partial(prompts.render_tokens, kit.prompts))(phrase_ids)
+  legal = jnp.pad(states.legal_action_mask,
+                  ((0, 0), (0, kit.scoring.tokens.shape[0] - kit.game.num_actions)))
+  batch = tokens.shape[0]
+  log_pi, _ = policies.action_log_probs(
+      exp.model, params, tokens, lengths, legal,
+      jnp.broadcast_to(kit.scoring.tokens, (batch,) + kit.scoring.tokens.shape),
+      jnp.broadcast_to(kit.scoring.lengths, (batch,) + kit.scoring.lengths.shape),
+      max(exp.config.eval.temperature, 1e-6))
+  probs = jnp.exp(log_pi)
+  passes = probs[:, kuhn_poker.CHECK] + probs[:, kuhn_poker.FOLD]
+  bets = probs[:, kuhn_poker.BET] + probs[:, kuhn_poker.CALL]
+  return jnp.stack([passes, bets], -1).reshape(3, 4, 2)
+
+
+def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,
+                   lengths_N: jax.Array, legal_NA: jax.Array, key: jax.Array,
+                   batch_size: int) -> rollout_lib.Act:
+  """The policy's Act for each of N prompt rows, `batch_size` rows per call (traceable; the last
+  call is topped up with copies of earlier rows)."""
+  rows = tokens_NP.shape[0]
+  calls = -(-rows // batch_size)
+  fill = jnp.arange(calls * batch_size) % rows
+  chunk = lambda x: x[fill].reshape((calls, batch_size) + x.shape[1:])
+  act = lambda inputs: policy(params, *inputs)
+  out = jax.lax.map(act, (chunk(tokens_NP), chunk(lengths_N), chunk(legal_NA),
+                          jax.random.split(key, calls)))
+  return jax.tree.map(lambda x: x.reshape((calls * batch_size,) + x.shape[2:])[:rows], out)
+
+
+class KuhnEstimate(NamedTuple):
+  table: jax.Array  # float32 [3, 4, (pass, bet)], exploitability.py's layout.
+  exploitability: jax.Array  # float32 [], exact exploitability of `table`.
+  invalid_rate: jax.Array  # float32 [], share of answers left out of the estimate.
+
+
+def estimate_kuhn_exploitability(game, policy: rollout_lib.Policy,
+                                 render_prompt: rollout_lib.RenderPrompt, params, key: jax.Array,
+                                 samples: int, batch_size: int) -> KuhnEstimate:
+  """Samples `samples` answers of `policy` at each of the 12 Kuhn information sets; the table
+  holds each set's share of bet/call among its valid answers.
+
+  Invalid answers (unparseable, or illegal at that set) are left out of the shares and reported
+  as the invalid rate; a set without a valid answer falls back to uniform (0.5, 0.5). So the
+  estimate is of the policy's play given that it answers validly. Each share is a mean of
+  `samples` Bernoulli draws (error ~ 0.5 / sqrt(samples)); exploitability moves by at most 2/3
+  per unit change of one share. Traceable; jit it with `samples` and `batch_size` static.
+  """
+  states = kuhn_poker.information_set_states(game)
+  tokens, lengths = jax.vmap(render_prompt)(jax.vmap(game.render)(states))
+  repeat = lambda x: jnp.repeat(x, samples, axis=0)  # Row i * samples + j: set i, sample j.
+  actions = act_in_batches(policy, params, repeat(tokens), repeat(lengths),
+                           repeat(states.legal_action_mask), key, batch_size).action
+  legal = states.legal_action_mask[:, None, :]
+  taken = jax.nn.one_hot(actions.reshape(-1, samples), game.num_actions, dtype=bool) & legal
+  counts = taken.sum(1)  # [12, A]; INVALID_ACTION and illegal answers count nowhere.
+  valid = counts.sum(-1)
+  bets = counts[:, kuhn_poker.BET] + counts[:, kuhn_poker.CALL]
+  bet = jnp.where(valid > 0, bets / jnp.maximum(valid, 1), 0.5)
+  table = jnp.stack([1 - bet, bet], -1).reshape(3, 4, 2).astype(jnp.float32)
+  return KuhnEstimate(table, exploitability.exploitability(table),
+                      (actions.shape[0] - valid.sum()) / actions.shape[0])

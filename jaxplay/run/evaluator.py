@@ -1,0 +1,147 @@
+"""Evaluation during a run: every game against the configured opponents, Kuhn exploitability,
+transcripts, and the math sets on their schedule."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+
+from games import exploitability, opponents
+from jaxplay.evaluation import matches
+from jaxplay.run import configuration
+from jaxplay.run import phases as phases_lib
+from jaxplay.text import prompts
+
+
+class Evaluator:
+  """Plays every training and held-out game against each configured opponent, both seats,
+  compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded
+  transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
+  mode, estimated from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text
+  mode."""
+
+  def __init__(self, exp, decode, phases: phases_lib.Phases | None = None):
+    self._exp, self._decode = exp, decode
+    self._phases = phases or phases_lib.Phases(live=False, log_seconds=float("inf"))
+    config = exp.config
+    self._games_per_seat = config.eval.games_per_seat
+    self._plays = []
+    kits = exp.kits + exp.heldout_kits
+    for kit in kits:
+      names = [n for n in config.eval.opponents.split(",") if n in opponents.names(kit.game.name)]
+      fns = [opponents.get(kit.game.name, n) for n in names]
+      play = jax.jit(functools.partial(
+          lambda params, key, index, kit, fns: matches.play_against(
+              kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
+              params, matches.switch_opponent(fns, index), key, self._games_per_seat,
+              tuple(config.eval.invalid_rewards)), kit=kit, fns=fns))
+      self._plays.append((kit.game, names, play))
+    kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
+    # Exact exploitability needs the action probabilities: action-scoring mode.
+    self._kuhn_tables = [
+        (kit.game.name, jax.jit(functools.partial(matches.kuhn_policy_table, exp, kit)))
+        for kit in kuhn_kits if exp.scoring]
+    self._kuhn_estimates = [
+        (kit.game.name, jax.jit(functools.partial(
+            matches.estimate_kuhn_exploitability, kit.game, kit.eval_policy,
+            functools.partial(prompts.render_tokens, kit.prompts),
+            samples=config.eval.kuhn_samples, batch_size=2 * self._games_per_seat)))
+        for kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
+
+  def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
+    results, transcripts = {}, []
+    games_key, kuhn_key = jax.random.split(key)
+    for game_index, (game, names, play) in enumerate(self._plays):
+      for index, name in enumerate(names):
+        with self._phases(f"evaluation: {game.name} vs {name}"):
+          episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
+          stats = matches.game_stats(game, episodes)
+        results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
+        transcripts.append(self._transcript(game.name, name, episodes, game_row=0))
+    for game_name, table in self._kuhn_tables:
+      results[f"eval/{game_name}/exploitability"] = float(
+          exploitability.exploitability(table(params)))
+    for game_name, estimate in self._kuhn_estimates:
+      _, value, invalid_rate = estimate(params, kuhn_key)
+      results[f"eval/{game_name}/exploitability_estimate"] = float(value)
+      results[f"eval/{game_name}/exploitability_estimate_invalid_rate"] = float(invalid_rate)
+    return results, transcripts
+
+  def _transcript(self, game_name: str, opponent: str, episodes, game_row: int) -> str:
+    episodes = jax.device_get(episodes)
+    seat = int(episodes.learner_seat[game_row])
+    lines = [f"=== {game_name}: learner (player {seat}) vs {opponent} ==="]
+    for turn in range(episodes.active.shape[0]):
+      if not episodes.active[turn, game_row]:
+        break
+      player = int(episodes.player[turn, game_row])
+      prompt = episodes.prompt_tokens[turn, game_row]
+      prompt = prompt[prompt.shape[0] - int(episodes.prompt_lengths[turn, game_row]):]
+      response = episodes.response_tokens[turn, game_row][:int(
+          episodes.response_lengths[turn, game_row])]
+      who = "learner" if player == seat else opponent
+      lines += [f"--- turn {turn}, player {player} ({who}) ---", self._decode(prompt)]
+      if player == seat:
+        lines += [">>> response:", self._decode(response)]
+      lines.append(f">>> action: {int(episodes.action[turn, game_row])}")
+    lines.append(f"=== returns {episodes.returns[game_row].tolist()}, invalid "
+                 f"{bool(episodes.invalid[game_row])} ===")
+    return "\n".join(lines)
+
+
+HEADLINE = ("/win_rate", "/invalid_rate", "exploitability", "exploitability_estimate", "accuracy",
+            "samples", "mean_response_length", "truncated_rate")
+
+
+def eval_names(spec: str) -> list[str]:
+  """The eval names of a comma-separated `--evals` value; ValueError listing the valid ones."""
+  # pylint: disable-next=import-outside-toplevel
+  from jaxplay.evaluation import math_data  # Imports tfds.
+  names = [name.strip() for name in spec.split(",") if name.strip()]
+  valid = ["games", *math_data.PACKAGE_SETS]
+  unknown = [n for n in names if n not in valid and not n.startswith(math_data.JSONL_PREFIX)]
+  if unknown or not names:
+    raise ValueError(f"unknown eval name(s) {', '.join(unknown) or '(none given)'}; valid: "
+                     f"{', '.join(valid)} or {math_data.JSONL_PREFIX}<path to a JSONL file>.")
+  return names
+
+
+def eval_slug(name: str) -> str:
+  """A file- and metric-safe eval name: 'gsm8k', or 'five_jsonl' for 'jsonl:/data/five.jsonl'."""
+  return "".join(c if c.isalnum() else "_" for c in os.path.basename(name))
+
+
+def write_math_records(workdir: str, step: int, name: str, records: list[dict]) -> str:
+  """Writes a math eval's per-sample records to workdir/eval_samples/; returns the path."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  folder = epath.Path(workdir) / "eval_samples"
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / f"step_{step:06d}_{eval_slug(name)}.jsonl"
+  path.write_text("".join(json.dumps(record) + "\n" for record in records))
+  return str(path)
+
+
+def math_due(config, step: int) -> bool:
+  """Whether training runs its math evals (config.eval.math) at `step`."""
+  return bool(configuration.math_eval_names(config)) and (
+      step % config.eval.math_every == 0 or step == config.train.steps)
+
+
+def run_math(exp, params, key: jax.Array, workdir: str, step: int) -> dict[str, float]:
+  """The math evals of config.eval.math, one sample per question at the eval temperature:
+  flat metrics `eval/math/<slug>/<stat>`; per-sample records go to workdir/eval_samples/."""
+  # pylint: disable-next=import-outside-toplevel
+  from jaxplay.evaluation import reasoning  # Imports tfds.
+  config, results = exp.config, {}
+  for index, name in enumerate(configuration.math_eval_names(config)):
+    summary, records = reasoning.evaluate_math(
+        exp, params, name, config.eval.math_limit or None, temperature=config.eval.temperature,
+        top_p=config.eval.top_p, max_response_len=config.eval.math_max_response_len,
+        batch_size=config.eval.math_batch_size, key=jax.random.fold_in(key, index),
+        data_dir=config.eval.math_data_dir or None)
+    write_math_records(workdir, step, name, records)
+    results.update({f"eval/math/{eval_slug(name)}/{k}": v for k, v in summary.items()})
+  return results

@@ -1,0 +1,184 @@
+"""Prompts inside the compiled program: tokenised phrase tables and jittable rendering.
+
+Rendering: a prompt is `chat prefix + examples + header + observation + "\n" + instruction +
+chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets the header,
+zero-sum or general-sum, the instruction line and the worked examples, none by default). The
+fixed parts and every game phrase are tokenised once, each alone; `render_tokens` gathers and
+packs them into `max_prompt_len` tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from games import api, opponents
+from jaxplay.text import answers
+from jaxplay.text import tokenizer as tokenizers
+
+
+PROMPT_PREFIX = ("You are playing a two-player zero-sum game. Make valid actions to win.\n"
+                 "Observation: ")  # SPIRAL's.
+
+
+# The header of games that are not zero-sum (matrix and repeated games): no "win" to aim for.
+GENERAL_SUM_PREFIX = ("You are playing a two-player game. Make valid actions to get the highest "
+                      "payoff for yourself.\nObservation: ")
+
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."  # SPIRAL's.
+
+
+PROMPT_SUFFIX = "\n" + INSTRUCTION
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptStyle:
+  """What surrounds the observation: the header before it, the line after it, and worked examples
+  shown before it.
+
+  Each example is the prompt of another state followed by its answer: `header + observation
+  + "\\n" + instruction + "\\n" + answer + "\\n\\n"`, all inside the one user message.
+  """
+
+  instruction: str = INSTRUCTION
+  examples: tuple[tuple[str, str], ...] = ()  # (observation, answer) pairs.
+  header: str = PROMPT_PREFIX  # GENERAL_SUM_PREFIX for games that are not zero-sum.
+
+  def message(self, observation: str) -> str:
+    """The user message for an observation (examples first)."""
+    shown = "".join(self._question(o) + "\n" + a + "\n\n" for o, a in self.examples)
+    return shown + self._question(observation)
+
+  def _question(self, observation: str) -> str:
+    return self.header + observation + "\n" + self.instruction
+
+
+def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[str, str], ...]:
+  """`count` (observation, answer) pairs from random playouts of `game` (fixed by `seed`).
+
+  States with a set of legal actions not shown yet come first (in Kuhn Poker one example with a bet
+  to face, one without), so the examples do not all answer alike. The answer is `\\boxed{action}`
+  with the action of the game's strongest fixed opponent ('optimal', else 'scripted', else random).
+  """
+  if count <= 0:
+    return ()
+  playouts = opponents.random_playouts(game, jax.random.key(seed), max(count, 16))
+  flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), playouts)
+  order = np.random.default_rng(seed).permutation(flat.terminated.shape[0])
+  live = [i for i in order if not flat.terminated[i]]
+  masks_seen, first, rest = set(), [], []
+  for i in live:
+    mask = tuple(flat.legal_action_mask[i])
+    (rest if mask in masks_seen else first).append(i)
+    masks_seen.add(mask)
+  chosen = (first + rest)[:count]
+  names = opponents.names(game.name)
+  strongest = next((n for n in ("optimal", "scripted") if n in names), "random")
+  act = jax.jit(opponents.get(game.name, strongest))
+  examples = []
+  for n, i in enumerate(chosen):
+    state = jax.tree.map(lambda x: x[i], flat)
+    action = int(act(state, jax.random.key(seed + n)))
+    examples.append((game.render_text(state, int(state.current_player)),
+                     f"{answers.BOX_OPEN}{game.actions[action]}{answers.BOX_CLOSE}"))
+  return tuple(examples)
+
+
+def prompt_text(chat: tokenizers.ChatFormat, observation: str,
+                style: PromptStyle = PromptStyle()) -> str:
+  """The full prompt text for an observation (special tokens written as their text)."""
+  return chat.wrap(style.message(observation))
+
+
+def reference_prompt(game: api.Game, chat: tokenizers.ChatFormat, state: api.State,
+                     player: int, style: PromptStyle = PromptStyle()) -> str:
+  """Reference prompt of `player` in an unbatched state."""
+  return prompt_text(chat, game.render_text(state, player), style)
+
+
+@struct.dataclass
+class PromptTable:
+  """Tokenised phrases and fixed prompt parts of one game under one tokenizer and chat format."""
+
+  phrase_tokens: jax.Array  # int32 [num_phrases, max_phrase_len]
+  phrase_lengths: jax.Array  # int32 [num_phrases]
+  prefix: jax.Array  # int32 [prefix_len]: chat prefix + examples + header
+  suffix: jax.Array  # int32 [suffix_len]: "\n" + instruction + chat suffix
+  max_prompt_len: int = struct.field(pytree_node=False)
+  pad_id: int = struct.field(pytree_node=False)
+  left_pad: bool = struct.field(pytree_node=False)
+
+
+def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
+                 chat: tokenizers.ChatFormat, max_prompt_len: int | None = None,
+                 left_pad: bool = True, bound_games: int = 4096,
+                 fit: bool = False, style: PromptStyle = PromptStyle()) -> PromptTable:
+  """Tokenises the game's phrases and the fixed prompt parts once.
+
+  The longest prompt is bounded by the fixed parts plus, for each observation slot, the longest
+  phrase seen in that slot over random playouts of `bound_games` games (every turn, both players);
+  taking each slot's maximum independently makes the bound cover far more than the states seen.
+  `max_prompt_len=None` takes that bound; a smaller one is a ValueError. `fit=True` renders at
+  the bound rounded up to 8 tokens instead of `max_prompt_len` (a short game's prompts then cost
+  less in every forward pass; `pad_prompts` widens them to a common width).
+  """
+  encode = lambda text: tokenizers.encode(tokenizer, text)
+  phrase_tokens, phrase_lengths = answers.padded([encode(p) for p in game.phrases])
+  before, after = prompt_text(chat, "\x00", style).split("\x00")
+  prefix, suffix = encode(before), encode(after)
+  bound = len(prefix) + len(suffix) + _observation_bound(game, phrase_lengths, bound_games)
+  if max_prompt_len is None:
+    max_prompt_len = bound
+  if bound > max_prompt_len:
+    raise ValueError(
+        f"{game.name} prompts take up to {bound} tokens with model "
+        f"{tokenizers.model_name(tokenizer)!r} and chat format {chat.name!r}, more than "
+        f"max_prompt_len={max_prompt_len}; set max_prompt_len to at least {bound}.")
+  if fit:
+    max_prompt_len = min(max_prompt_len, -(-bound // 8) * 8)
+  pad_id = tokenizer.pad_token_id
+  pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
+  return PromptTable(jnp.asarray(phrase_tokens), jnp.asarray(phrase_lengths),
+                     jnp.asarray(prefix, jnp.int32), jnp.asarray(suffix, jnp.int32),
+                     max_prompt_len=max_prompt_len, pad_id=int(pad_id or 0), left_pad=left_pad)
+
+
+def _observation_bound(game: api.Game, phrase_lengths: np.ndarray, num_games: int) -> int:
+  """Sum over observation slots of the longest phrase (in tokens) seen in that slot."""
+  states = opponents.random_playouts(game, jax.random.key(0), num_games)
+  return int(_slot_max_lengths(game, states, jnp.asarray(phrase_lengths)).sum())
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _slot_max_lengths(game: api.Game, states: api.State, phrase_lengths: jax.Array) -> jax.Array:
+  """int32 [slots]: longest phrase in each slot over all states ([turns, batch]) and players."""
+  render = jax.vmap(jax.vmap(game.render, in_axes=(0, None)), in_axes=(0, None))
+  ids = jnp.stack([render(states, p) for p in range(game.num_players)])
+  return phrase_lengths[ids].reshape(-1, ids.shape[-1]).max(0)
+
+
+def render_tokens(table: PromptTable, phrase_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Packs phrase ids (int32 [slots]) into a prompt: (int32 [max_prompt_len], length).
+
+  Padding (table.pad_id) goes left or right per the table. Jittable and vmappable. A prompt longer
+  than max_prompt_len (beyond the set-up bound, never seen in its playouts) keeps its true length,
+  so callers can detect it, and loses its overflowing tokens.
+  """
+  rows = table.phrase_tokens[phrase_ids]  # [slots, max_phrase_len]
+  row_valid = jnp.arange(rows.shape[1]) < table.phrase_lengths[phrase_ids][:, None]
+  source = jnp.concatenate([table.prefix, rows.reshape(-1), table.suffix])
+  valid = jnp.concatenate([jnp.ones_like(table.prefix, bool), row_valid.reshape(-1),
+                           jnp.ones_like(table.suffix, bool)])
+  length = valid.sum(dtype=jnp.int32)
+  position = jnp.cumsum(valid) - 1
+  if table.left_pad:
+    position = position + table.max_prompt_len - length
+  position = jnp.where(valid & (position >= 0), position, table.max_prompt_len)
+  tokens = jnp.full((table.max_prompt_len,), table.pad_id, jnp.int32)
+  return tokens.at[position].set(source, mode="drop"), length
