@@ -16,7 +16,7 @@ def make_samples(reward, role, game_index, turn_index=None, game_kind=None, grou
                  mask=None, turn_reward=None):
   n = len(reward)
   as_int = lambda x, default: jnp.asarray(default if x is None else x, jnp.int32)
-  return advantages.Samples(
+  return advantages.Outcomes(
       reward=jnp.asarray(reward, jnp.float32),
       game_kind=as_int(game_kind, np.zeros(n)),
       role=as_int(role, None),
@@ -269,7 +269,7 @@ def _with_junk(s, junk):
   """`s` followed by masked-out rows (reward, kind, role, group, game, turn, turn_reward)."""
   extra = [np.asarray(column) for column in zip(*junk)]
   cat = lambda x, y, dtype: jnp.concatenate([x, jnp.asarray(y, dtype)])
-  return advantages.Samples(
+  return advantages.Outcomes(
       reward=cat(s.reward, extra[0], jnp.float32), game_kind=cat(s.game_kind, extra[1], jnp.int32),
       role=cat(s.role, extra[2], jnp.int32), group=cat(s.group, extra[3], jnp.int32),
       game_index=cat(s.game_index, extra[4], jnp.int32),

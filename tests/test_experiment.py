@@ -152,18 +152,18 @@ def test_action_scoring_mixes_games_of_different_action_counts():
   batch, stats = experiment.make_collect(exp, layout)(state.params, None, jax.random.key(1))
   # Every turn slot of the 4 games of each kind; the train step draws its 16 rows.
   assert batch.tokens.shape[0] == configuration.collected_rows(config) == 4 * (3 + 9)
-  kinds = np.asarray(batch.samples.game_kind)[np.asarray(batch.samples.mask)]
+  kinds = np.asarray(batch.outcomes.game_kind)[np.asarray(batch.outcomes.mask)]
   assert set(kinds.tolist()) == {0, 1}
-  actions = np.asarray(batch.action)[np.asarray(batch.samples.mask)]
+  actions = np.asarray(batch.action)[np.asarray(batch.outcomes.mask)]
   assert (actions[kinds == 0] < 4).all()  # Kuhn never samples a padded action.
-  legal = np.asarray(batch.legal_action_mask)[np.asarray(batch.samples.mask)]
+  legal = np.asarray(batch.legal_action_mask)[np.asarray(batch.outcomes.mask)]
   assert legal[np.arange(len(actions)), actions].all()
   for game in ("kuhn_poker", "tic_tac_toe"):
     assert stats[game]["invalid_rate"] == stats[game]["truncation_rate"] == 0
     assert stats[game]["seat0"]["games"] == stats[game]["seat1"]["games"] == 4  # Self-play.
   _, step_metrics = step_fn(state, batch)
   assert step_metrics["sampler_logprob_abs_diff"] < 1e-5
-  assert step_metrics["samples_collected"] == np.asarray(batch.samples.mask).sum()
+  assert step_metrics["samples_collected"] == np.asarray(batch.outcomes.mask).sum()
   assert step_metrics["num_samples"] == min(16, int(step_metrics["samples_after_filter"]))
 
 

@@ -46,11 +46,11 @@ def _table_policy(logits_I2, prompt_tokens, prompt_lengths, legal_mask, key):
 def _table_log_probs(logits_I2, rows):
   """train_step log_probs_fn of the tabular policy: log pi and entropy at the response token."""
   width = INFORMATION_SETS.shape[1]
-  log_pi = _log_pi(logits_I2, rows["tokens"][:, :width])
-  bet = (rows["action"] == kuhn_poker.BET) | (rows["action"] == kuhn_poker.CALL)
+  log_pi = _log_pi(logits_I2, rows.tokens[:, :width])
+  bet = (rows.action == kuhn_poker.BET) | (rows.action == kuhn_poker.CALL)
   chosen = jnp.take_along_axis(log_pi, bet[:, None].astype(jnp.int32), -1)
   entropy = -(jnp.exp(log_pi) * log_pi).sum(-1, keepdims=True)
-  column = jnp.arange(rows["tokens"].shape[1] - 1)[None] == width - 1
+  column = jnp.arange(rows.tokens.shape[1] - 1)[None] == width - 1
   return jnp.where(column, chosen, 0.0), jnp.where(column, entropy, 0.0)
 
 

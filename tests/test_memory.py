@@ -67,7 +67,7 @@ def test_lora_optimizer_state_is_the_adapters_only():
   model = experiment.model_config(config)
   r, L, E = 4, model.num_layers, model.d_model
   adapters = L * r * ((E + model.num_heads * model.head_dim) + (model.mlp_dim + E))
-  optimizer = experiment.make_optimizer(config)
+  optimizer = experiment.build_optimizer(config)
   exp = type("Exp", (), {"model": model, "config": config})()
   state = memory.train_state_shapes(exp, optimizer, one_device_mesh())
   assert memory.tree_bytes(state.params) == 4 * (hand_param_count(model) + adapters)
@@ -107,7 +107,7 @@ def real_state_and_batch(exp, optimizer):
       tokens=jnp.ones((size, length), jnp.int32),
       positions=jnp.tile(jnp.arange(length, dtype=jnp.int32), (size, 1)),
       response_mask=jnp.ones((size, length), bool),
-      samples=batch.samples.replace(reward=jnp.linspace(-1, 1, size),
+      outcomes=batch.outcomes.replace(reward=jnp.linspace(-1, 1, size),
                                     mask=jnp.ones((size,), bool),
                                     role=jnp.arange(size, dtype=jnp.int32) % 2))
 
@@ -116,7 +116,7 @@ def test_aot_figures_match_compiled_real_arrays(plans):
   """The step compiled from real arrays has the AOT buffer sizes, and it runs."""
   train, _ = plans
   exp = memory.experiment_shapes(tiny_config())
-  step, optimizer = memory.experiment.make_train_step(exp)
+  step, optimizer = memory.experiment.build_train_step(exp)
   state, batch = real_state_and_batch(exp, optimizer)
   assert memory.tree_bytes(state.params) == train.params
   assert memory.tree_bytes(state.opt_state) == train.optimizer
@@ -173,7 +173,7 @@ def measure_step_rss():
   config.model.vocab_size = 16384
   config.rollout.update(max_prompt_len=256, max_response_len=256)
   exp = memory.experiment_shapes(config)
-  step, optimizer = memory.experiment.make_train_step(exp)
+  step, optimizer = memory.experiment.build_train_step(exp)
   state, batch = jax.block_until_ready(real_state_and_batch(exp, optimizer))
   compiled = step.lower(state, batch).compile()
   xla = memory.XlaStats.of(compiled)

@@ -82,8 +82,8 @@ def test_scoring_policy_samples_legal_actions_and_train_log_prob_agrees():
   positions = jnp.arange(tokens.shape[1])[None] - (9 - jnp.asarray(prompt_lengths))[:, None]
   stacked = jax.tree.map(lambda x: x[None], scoring)
   fn = policies.scoring_log_probs_fn(MODEL, stacked, prompt_len=9)
-  log_probs, entropy = fn(PARAMS, {"tokens": tokens, "positions": positions, "legal": legal,
-                                   "action": act.action, "kind": jnp.zeros(3, jnp.int32)})
+  log_probs, entropy = fn(PARAMS, ts.Rows(tokens, positions, jnp.zeros(3, jnp.int32), legal,
+                                            act.action))
   np.testing.assert_allclose(np.asarray(log_probs[:, 8]), np.asarray(act.response_logprobs[:, 0]),
                              rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(log_probs).sum()) == float(jnp.abs(log_probs[:, 8]).sum())
@@ -125,9 +125,8 @@ def test_scoring_at_a_temperature_is_the_softmax_of_scores_over_it(temperature):
                                              temperature))
   entropy = -(np.exp(expected) * np.where(LEGAL, expected, 0.0)).sum(-1)
   for a in range(4):  # Every action, in the rows where it is legal.
-    log_probs, entropies = fn(SOFT_PARAMS, {"tokens": tokens, "positions": positions,
-                                            "legal": jnp.asarray(LEGAL), "action": jnp.full(3, a),
-                                            "kind": jnp.zeros(3, jnp.int32)})
+    log_probs, entropies = fn(SOFT_PARAMS, ts.Rows(tokens, positions, jnp.zeros(3, jnp.int32),
+                                                   jnp.asarray(LEGAL), jnp.full(3, a)))
     rows = LEGAL[:, a]
     np.testing.assert_allclose(np.asarray(log_probs[rows, 8]), expected[rows, a], rtol=1e-5,
                                atol=1e-4)
@@ -154,7 +153,7 @@ def test_text_sampler_and_learner_agree_at_a_temperature():
       positions=columns - (prompt_len - jnp.asarray(prompt_lengths))[:, None],
       response_mask=response, old_log_probs=jnp.pad(act.response_logprobs,
                                                     ((0, 0), (prompt_len, 0))),
-      samples=advantages.Samples(
+      outcomes=advantages.Outcomes(
           reward=jnp.asarray([1.0, -1.0, 0.5]), game_kind=jnp.zeros(rows, jnp.int32),
           role=jnp.zeros(rows, jnp.int32), group=jnp.arange(rows), game_index=jnp.arange(rows),
           turn_index=jnp.zeros(rows, jnp.int32), mask=jnp.ones(rows, bool)),
@@ -195,10 +194,10 @@ def test_response_log_probs_equal_full_logits_on_response_columns():
   tokens = jnp.asarray(rng.integers(1, 64, size=(2, prompt_len + response_len)), jnp.int32)
   positions = jnp.broadcast_to(jnp.arange(prompt_len + response_len), tokens.shape) - jnp.asarray(
       [[0], [2]])  # The second row has two padding slots on the left.
-  rows = {"tokens": tokens, "positions": positions}
+  rows = ts.Rows(tokens, positions, jnp.zeros(2, jnp.int32))
   fast, fast_entropy = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)(PARAMS, rows)
   logits, _ = transformer.apply(MODEL, PARAMS, tokens, positions)
-  full, full_entropy = policies.losses.log_probs_and_entropy(logits[:, :-1], tokens[:, 1:], 0.7)
+  full, full_entropy = losses.log_probs_and_entropy(logits[:, :-1], tokens[:, 1:], 0.7)
   response = slice(prompt_len - 1, None)
   np.testing.assert_allclose(np.asarray(fast[:, response]), np.asarray(full[:, response]),
                              rtol=1e-5, atol=1e-5)
@@ -217,8 +216,8 @@ def test_response_log_probs_skip_the_padding_of_narrow_game_kinds():
       [[0], [2]])
   full_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)
   trimmed_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7, prompt_widths=(6, 4))
-  for rows in ({"tokens": tokens, "positions": positions, "kind": jnp.asarray([0, 1])},
-               {"tokens": tokens[1:], "positions": positions[1:], "kind": jnp.asarray([1])}):
+  for rows in (ts.Rows(tokens, positions, jnp.asarray([0, 1])),
+               ts.Rows(tokens[1:], positions[1:], jnp.asarray([1]))):
     expected = full_fn(PARAMS, rows)
     got = jax.jit(trimmed_fn)(PARAMS, rows)
     for a, b in zip(got, expected):
@@ -238,8 +237,8 @@ def _prefixed_rows(prompt_len=8, response_len=3):
     rows.append([0] * pad + prompt + list(rng.integers(1, 64, response_len)))
     positions.append(np.arange(prompt_len + response_len) - pad)
     kinds.append(kind)
-  rows = {"tokens": jnp.asarray(rows, jnp.int32), "positions": jnp.asarray(positions, jnp.int32),
-          "kind": jnp.asarray(kinds, jnp.int32)}
+  rows = ts.Rows(jnp.asarray(rows, jnp.int32), jnp.asarray(positions, jnp.int32),
+                 jnp.asarray(kinds, jnp.int32))
   return tuple(jnp.asarray(p, jnp.int32) for p in prefixes), widths, rows
 
 
@@ -267,14 +266,14 @@ def test_a_train_step_through_the_shared_prefix_makes_the_same_update():
   gradient of running every whole row (SGD with lr 1: the update is the gradient)."""
   prompt_len, response_len = 8, 3
   prefixes, widths, rows = _prefixed_rows(prompt_len, response_len)
-  size = rows["tokens"].shape[0]
+  size = rows.tokens.shape[0]
   columns = jnp.arange(prompt_len + response_len)[None]
   batch = ts.Batch(
-      tokens=rows["tokens"], positions=rows["positions"],
-      response_mask=jnp.broadcast_to(columns >= prompt_len, rows["tokens"].shape),
+      tokens=rows.tokens, positions=rows.positions,
+      response_mask=jnp.broadcast_to(columns >= prompt_len, rows.tokens.shape),
       old_log_probs=None,
-      samples=advantages.Samples(
-          reward=jnp.asarray([1.0, -1.0, 0.5, -0.5]), game_kind=rows["kind"],
+      outcomes=advantages.Outcomes(
+          reward=jnp.asarray([1.0, -1.0, 0.5, -0.5]), game_kind=rows.kind,
           role=jnp.zeros(size, jnp.int32), group=jnp.arange(size), game_index=jnp.arange(size),
           turn_index=jnp.zeros(size, jnp.int32), mask=jnp.ones(size, bool)),
       invalid_action=jnp.zeros(size, bool))

@@ -34,7 +34,7 @@ def test_self_play_records_every_turn(name):
   np.testing.assert_allclose(episodes.returns.sum(-1), 0.0)
   # The acting player alternates in TicTacToe; its reward is its game's return.
   samples = rollout.to_samples(episodes, game_kind=2)
-  outcome = samples.outcome
+  outcome = samples.outcomes
   rows = np.asarray(outcome.mask)
   expected = np.asarray(episodes.returns)[np.asarray(outcome.game_index), np.asarray(outcome.role)]
   np.testing.assert_allclose(np.asarray(outcome.reward)[rows], expected[rows])
@@ -107,7 +107,7 @@ def test_frozen_opponent_seats_and_groups():
   learner, active = np.asarray(episodes.learner), np.asarray(episodes.active)
   np.testing.assert_array_equal(learner, active & (np.asarray(episodes.player) == seats[None]))
   samples = rollout.to_samples(episodes, game_kind=0, group_size=4)
-  np.testing.assert_array_equal(samples.outcome.group, samples.outcome.game_index // 4)
+  np.testing.assert_array_equal(samples.outcomes.group, samples.outcomes.game_index // 4)
 
 
 def test_groups_share_initial_state():
@@ -124,15 +124,15 @@ def test_concat_keeps_every_row_and_keeps_games_apart():
   a = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(5), 8), 0, group_size=2)
   b = rollout.to_samples(_play(game, {"p_invalid": 0.3}, jax.random.key(6), 8), 1, group_size=2)
   merged = rollout.concat([a, b])
-  rows = a.outcome.mask.shape[0]
+  rows = a.outcomes.mask.shape[0]
   joined = lambda x, y: np.concatenate([np.asarray(x), np.asarray(y)])
   for name in ("prompt_tokens", "response_tokens", "response_logprobs", "valid", "action"):
     np.testing.assert_array_equal(getattr(merged, name), joined(getattr(a, name), getattr(b, name)))
   for name in ("reward", "role", "game_kind", "turn_index", "mask"):
-    np.testing.assert_array_equal(getattr(merged.outcome, name),
-                                  joined(getattr(a.outcome, name), getattr(b.outcome, name)))
+    np.testing.assert_array_equal(getattr(merged.outcomes, name),
+                                  joined(getattr(a.outcomes, name), getattr(b.outcomes, name)))
   # Ids are shifted by the rows before each set: unique across sets, in [0, total rows).
   for name in ("game_index", "group"):
-    np.testing.assert_array_equal(getattr(merged.outcome, name),
-                                  joined(getattr(a.outcome, name), getattr(b.outcome, name) + rows))
-    assert np.asarray(getattr(merged.outcome, name)).max() < 2 * rows
+    np.testing.assert_array_equal(getattr(merged.outcomes, name),
+                                  joined(getattr(a.outcomes, name), getattr(b.outcomes, name) + rows))
+    assert np.asarray(getattr(merged.outcomes, name)).max() < 2 * rows

@@ -113,10 +113,10 @@ def test_fit_table_renders_at_the_rounded_bound_and_pads_to_a_common_width():
   wide, wide_length = prompts.render_tokens(table.replace(max_prompt_len=600),
                                             game.render(state, 0))
   assert int(length) == int(wide_length)
-  samples = rollout.Samples(
+  samples = rollout.TurnSamples(
       prompt_tokens=tokens[None], prompt_lengths=length[None],
       **{k: None for k in ("response_tokens", "response_logprobs", "response_lengths", "valid",
-                           "action", "legal_action_mask", "outcome")})
+                           "action", "legal_action_mask", "outcomes")})
   padded = rollout.pad_prompts(samples, 600, fit.pad_id)
   np.testing.assert_array_equal(padded.prompt_tokens[0], wide)
 

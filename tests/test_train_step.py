@@ -51,14 +51,14 @@ def make_batch(seed=0, old_log_probs=None, rows=B):
     response_mask[b, PROMPT:PROMPT + n] = True
   games = np.arange(rows) // 2
   reward = np.where(np.arange(rows) % 2, -1.0, 1.0) * rng.choice([1, 2], rows)
-  samples = advantages.Samples(
+  samples = advantages.Outcomes(
       reward=jnp.asarray(reward, jnp.float32),
       game_kind=jnp.zeros(rows, jnp.int32), role=jnp.asarray(np.arange(rows) % 2, jnp.int32),
       group=jnp.asarray(games // 2, jnp.int32), game_index=jnp.asarray(games, jnp.int32),
       turn_index=jnp.asarray(np.arange(rows) % 2, jnp.int32), mask=jnp.ones(rows, bool))
   positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (rows, T))
   return ts.Batch(tokens=tokens, positions=positions, response_mask=jnp.asarray(response_mask),
-                  old_log_probs=old_log_probs, samples=samples,
+                  old_log_probs=old_log_probs, outcomes=samples,
                   invalid_action=jnp.asarray(rng.random(rows) < 0.25))
 
 
@@ -106,7 +106,7 @@ def test_first_epoch_ratio_is_one_and_nothing_clipped():
   """At ratio 1 the loss is -sum_b A_b * (response tokens of b) / (max_response_len * B), the
   dr_grpo aggregation of -A, with RAE's advantages of the batch from zero baselines."""
   batch = make_batch(0)
-  adv, _, _ = advantages.compute("rae", batch.samples, jnp.zeros((1, 2)))
+  adv, _, _ = advantages.compute("rae", batch.outcomes, jnp.zeros((1, 2)))
   tokens = np.asarray(batch.response_mask).sum(-1)
   expected = -(np.asarray(adv) * tokens).sum() / ((T - PROMPT) * B)
   for recompute in (False, True):
@@ -146,7 +146,7 @@ def test_metrics_are_finite_and_describe_the_batch():
   assert int(state.step) == 1
   assert metrics["invalid_rate"] == pytest.approx(np.mean(batch.invalid_action))
   assert metrics["response_length_mean"] == pytest.approx(np.mean(batch.response_mask.sum(-1)))
-  assert metrics["reward_mean"] == pytest.approx(np.mean(batch.samples.reward))
+  assert metrics["reward_mean"] == pytest.approx(np.mean(batch.outcomes.reward))
   assert metrics["ratio_max"] > 1.0 or metrics["ratio_min"] < 1.0  # The second update moved.
 
 
@@ -175,7 +175,7 @@ def test_rae_baselines_are_carried_across_steps():
   state, _ = run_steps(config(), num_steps=3)
   ema = {0: 0.0, 1: 0.0}
   for i in range(3):
-    rewards = np.asarray(make_batch(i).samples.reward)
+    rewards = np.asarray(make_batch(i).outcomes.reward)
     for b in range(B):  # Sample b is game b // 2, role b % 2: one update per trajectory.
       ema[b % 2] = 0.95 * ema[b % 2] + 0.05 * rewards[b]
   np.testing.assert_allclose(state.baselines, [[ema[0], ema[1]]], rtol=1e-5)
@@ -243,8 +243,8 @@ def zero_reward_batch(state, i):
   """N rows whose first N - 4 (games 0-13) have reward 0, hence RAE advantage 0 at the start."""
   del i
   batch = make_batch(0, rows=N)
-  reward = batch.samples.reward.at[:N - 4].set(0.0)
-  batch = batch.replace(samples=batch.samples.replace(reward=reward))
+  reward = batch.outcomes.reward.at[:N - 4].set(0.0)
+  batch = batch.replace(outcomes=batch.outcomes.replace(reward=reward))
   return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
 
 
@@ -268,7 +268,7 @@ def test_rae_baselines_update_from_every_collected_game():
     return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
 
   ema = {0: 0.0, 1: 0.0}
-  rewards = np.asarray(make_batch(0, rows=N).samples.reward)
+  rewards = np.asarray(make_batch(0, rows=N).outcomes.reward)
   for b in range(N):  # Sample b is game b // 2, role b % 2: one update per trajectory.
     ema[b % 2] = 0.95 * ema[b % 2] + 0.05 * rewards[b]
   draws = [run_steps(config(), seed=seed, batch_fn=full) for seed in (0, 0, 1)]
@@ -310,9 +310,9 @@ def test_learns_a_bandit():
     response_mask = jnp.zeros((B, T), bool).at[:, PROMPT].set(True)
     reward = jnp.where(answer == target, 1.0, -1.0)
     games = jnp.arange(B)
-    samples = batch.samples.replace(reward=reward, role=jnp.zeros(B, jnp.int32), game_index=games,
+    samples = batch.outcomes.replace(reward=reward, role=jnp.zeros(B, jnp.int32), game_index=games,
                                     turn_index=jnp.zeros(B, jnp.int32))
-    batch = batch.replace(tokens=tokens, response_mask=response_mask, samples=samples)
+    batch = batch.replace(tokens=tokens, response_mask=response_mask, outcomes=samples)
     return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
 
   def target_prob(params):
@@ -340,9 +340,9 @@ def test_shape_mismatch_is_reported_at_trace_time():
     step(state, jax.tree.map(lambda x: x[:4], batch))
   with pytest.raises(ValueError, match="batch.old_log_probs is missing"):
     step(state, batch.replace(old_log_probs=None))
-  bad_samples = batch.samples.replace(reward=batch.samples.reward[:4])
-  with pytest.raises(ValueError, match=r"batch.samples.reward has shape \(4,\)"):
-    step(state, batch.replace(samples=bad_samples))
+  bad_samples = batch.outcomes.replace(reward=batch.outcomes.reward[:4])
+  with pytest.raises(ValueError, match=r"batch.outcomes.reward has shape \(4,\)"):
+    step(state, batch.replace(outcomes=bad_samples))
   with pytest.raises(ValueError, match="batch.ref_log_probs is missing"):
     kl_config = config(loss=losses.LossConfig(max_response_len=3, kl_coef=0.1))
     ts.make_train_step(kl_config, forward, OPTIMIZER)(state, batch)
@@ -414,8 +414,8 @@ def test_zero_advantage_filter_equals_removing_the_rows():
 
   def batch_of(state, keep):
     batch = make_batch(3, rows=rows)
-    batch = batch.replace(samples=batch.samples.replace(
-        reward=jnp.where(zero, 0.0, batch.samples.reward)))
+    batch = batch.replace(outcomes=batch.outcomes.replace(
+        reward=jnp.where(zero, 0.0, batch.outcomes.reward)))
     batch = jax.tree.map(lambda x: x[keep], batch)
     return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
 
@@ -458,7 +458,7 @@ def test_one_sgd_step_raises_entropy_or_lowers_kl(coef, value):
   state = ts.init_state(init_params(), optimizer, 1, 2, seed=0).replace(
       ref_params=init_params(seed=7))  # A copy of `reference`: the step donates its state.
   batch = make_batch(4)
-  batch = batch.replace(samples=batch.samples.replace(reward=jnp.zeros(B)))
+  batch = batch.replace(outcomes=batch.outcomes.replace(reward=jnp.zeros(B)))
   batch = batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
   entropy, kl = _entropy_and_kl(state.params, reference, batch)
   state, _ = compiled_step(cfg, optimizer)(state, batch)

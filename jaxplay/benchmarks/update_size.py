@@ -52,14 +52,15 @@ def measure(config, learning_rates: list[float]):
   config = kuhn_scoring_config(config, learning_rates[0])
   exp, state, _, layout = store.setup(config)
   params = state.params
-  table = jax.jit(functools.partial(matches.kuhn_policy_table, exp, exp.kits[0]))
+  table = jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, exp.kits[0],
+                                    config.eval.temperature))
   batch, _ = experiment.make_collect(exp, layout)(params, None, jax.random.key(config.seed))
   before = np.asarray(table(params))
   after = []
   for learning_rate in learning_rates:
     exp_lr = experiment.build(kuhn_scoring_config(config, learning_rate), exp.tokenizer,
                               exp.model)
-    step, optimizer = experiment.make_train_step(exp_lr, layout)
+    step, optimizer = experiment.build_train_step(exp_lr, layout)
     start = experiment.init_state(exp_lr, jax.tree.map(jnp.copy, params), optimizer)
     updated, metrics = step(start, batch)
     after.append((learning_rate, np.asarray(table(updated.params)), jax.device_get(metrics)))

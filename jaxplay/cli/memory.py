@@ -150,13 +150,13 @@ def batch_shapes(exp: experiment.Experiment) -> train_step.Batch:
   size, length = configuration.collected_rows(exp.config), exp.seq_len
   full = lambda dtype: jax.ShapeDtypeStruct((size, length), dtype)
   row = lambda dtype: jax.ShapeDtypeStruct((size,), dtype)
-  samples = advantages.Samples(
+  samples = advantages.Outcomes(
       reward=row(jnp.float32), game_kind=row(jnp.int32), role=row(jnp.int32),
       group=row(jnp.int32), game_index=row(jnp.int32), turn_index=row(jnp.int32),
       mask=row(jnp.bool_))
   return train_step.Batch(
       tokens=full(jnp.int32), positions=full(jnp.int32), response_mask=full(jnp.bool_),
-      old_log_probs=full(jnp.float32), samples=samples, invalid_action=row(jnp.bool_))
+      old_log_probs=full(jnp.float32), outcomes=samples, invalid_action=row(jnp.bool_))
 
 
 def layout(exp: experiment.Experiment, mesh) -> sh.Layout:
@@ -176,7 +176,7 @@ def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_ste
 def compile_train(exp: experiment.Experiment, mesh):
   """(compiled sharded train step, abstract state, abstract batch)."""
   placement = layout(exp, mesh)
-  step, optimizer = experiment.make_train_step(exp, placement)
+  step, optimizer = experiment.build_train_step(exp, placement)
   state = train_state_shapes(exp, optimizer, mesh)
   batch = batch_shapes(exp)
   batch = with_shardings(batch, sh.batch_shardings(batch, mesh, placement.train_rules))
@@ -193,7 +193,7 @@ def plan_train(exp: experiment.Experiment, mesh) -> TrainPlan:
 
 
 def sampler_fn(exp: experiment.Experiment, serve_shardings):
-  """(params in train layout, prompts [B, P], lengths [B], key) -> sampling.Samples."""
+  """(params in train layout, prompts [B, P], lengths [B], key) -> sampling.Generation."""
   rollout = exp.config.rollout
 
   def run(params, prompts, lengths, key):

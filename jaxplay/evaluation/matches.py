@@ -13,6 +13,7 @@ import numpy as np
 
 from games import api, exploitability, kuhn_poker
 from jaxplay.evaluation import statistics
+from jaxplay.models.configs import ModelConfig
 from jaxplay.rl import policies
 from jaxplay.rl import rollout as rollout_lib
 from jaxplay.text import prompts
@@ -77,8 +78,9 @@ def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
   return lambda state, key: jax.lax.switch(index, opponent_fns, state, key)
 
 
-def kuhn_policy_table(exp, kit, params) -> jax.Array:
-  """probs float32[3, 4, (pass, bet)] of an action-scoring policy at every information set."""
+def kuhn_policy_table(model: ModelConfig, kit, temperature: float, params) -> jax.Array:
+  """probs float32[3, 4, (pass, bet)] of the action-scoring policy of `kit` (a game kit with a
+  scoring table) at every information set, at `temperature`."""
   states = kuhn_poker.information_set_states(kit.game)
   phrase_ids = jax.vmap(kit.game.render)(states)
   tokens, lengths = jax.vmap(functools.partial(prompts.render_tokens, kit.prompts))(phrase_ids)
@@ -86,10 +88,10 @@ def kuhn_policy_table(exp, kit, params) -> jax.Array:
                   ((0, 0), (0, kit.scoring.tokens.shape[0] - kit.game.num_actions)))
   batch = tokens.shape[0]
   log_pi, _ = policies.action_log_probs(
-      exp.model, params, tokens, lengths, legal,
+      model, params, tokens, lengths, legal,
       jnp.broadcast_to(kit.scoring.tokens, (batch,) + kit.scoring.tokens.shape),
       jnp.broadcast_to(kit.scoring.lengths, (batch,) + kit.scoring.lengths.shape),
-      max(exp.config.eval.temperature, 1e-6))
+      max(temperature, 1e-6))
   probs = jnp.exp(log_pi)
   passes = probs[:, kuhn_poker.CHECK] + probs[:, kuhn_poker.FOLD]
   bets = probs[:, kuhn_poker.BET] + probs[:, kuhn_poker.CALL]

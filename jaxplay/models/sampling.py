@@ -24,7 +24,7 @@ from jaxplay.models.configs import ModelConfig
 
 
 @struct.dataclass
-class Samples:
+class Generation:
   tokens: jax.Array  # int32 [B, R]: the response, pad_id after the stop token.
   logprobs: jax.Array  # float32 [B, R]: log-prob of each token under the policy, 0 after the end.
   lengths: jax.Array  # int32 [B]: tokens generated, the stop token included.
@@ -72,7 +72,7 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
            top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
            stop_rule: StopRule | None = None, prefix_L: jax.Array | None = None,
-           skip_B: jax.Array | None = None) -> Samples:
+           skip_B: jax.Array | None = None) -> Generation:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
@@ -131,7 +131,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
 
   carry = (jnp.ones((), jnp.int32), tokens, logprobs, cache, done, lengths, rule_carry)
   _, tokens, logprobs, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
-  return Samples(tokens=tokens, logprobs=logprobs, lengths=lengths)
+  return Generation(tokens=tokens, logprobs=logprobs, lengths=lengths)
 
 
 def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch: int,

@@ -1,6 +1,6 @@
 """Advantage estimators over flat turn-samples: RAE, GRPO, Dr.GRPO, RLOO, SPO, MARS, REINFORCE.
 
-Input contract: `Samples`, every field shaped [N] with one entry per turn-sample (a prompt and the
+Input contract: `Outcomes`, every field shaped [N] with one entry per turn-sample (a prompt and the
 response of the player to move). A *trajectory* is one (game_index, role) pair: all the turns one
 player took in one game. Every estimator is a pure, jittable function
 
@@ -21,7 +21,7 @@ from flax import struct
 
 
 @struct.dataclass
-class Samples:
+class Outcomes:
   """Per turn-sample inputs of the estimators (all [N])."""
 
   reward: jax.Array  # float32, the acting player's final game return (same on all its turns).
@@ -67,11 +67,11 @@ def _segment_mean(values, segment_ids, weights, num_segments):
   return total / jnp.maximum(count, 1.0), count
 
 
-def _trajectory_ids(s: Samples, num_roles: int) -> jax.Array:
+def _trajectory_ids(s: Outcomes, num_roles: int) -> jax.Array:
   return s.game_index * num_roles + s.role  # in [0, N * num_roles)
 
 
-def _trajectory_returns(s: Samples, num_roles: int):
+def _trajectory_returns(s: Outcomes, num_roles: int):
   """Return and presence of each trajectory slot, both [N * num_roles]."""
   weights = s.mask.astype(jnp.float32)
   num_slots = s.reward.shape[0] * num_roles
@@ -79,7 +79,7 @@ def _trajectory_returns(s: Samples, num_roles: int):
   return returns, count > 0
 
 
-def _per_game(values, s: Samples):
+def _per_game(values, s: Outcomes):
   """A per-sample int field (constant within a game) gathered per game slot, [N]."""
   per_game = jax.ops.segment_max(jnp.where(s.mask, values, 0), s.game_index, s.reward.shape[0])
   return jnp.maximum(per_game, 0)  # Empty slots give the dtype's minimum.
@@ -104,7 +104,7 @@ def _reward_to_go(rewards, trajectory_ids, turn_index, num_slots):
   return jnp.zeros_like(rewards).at[order].set(to_go_sorted)
 
 
-def terminal_turn_rewards(s: Samples, num_roles: int) -> jax.Array:
+def terminal_turn_rewards(s: Outcomes, num_roles: int) -> jax.Array:
   """`reward` on each trajectory's last turn, 0 on its earlier turns, [N]."""
   ids = _trajectory_ids(s, num_roles)
   last = jax.ops.segment_max(jnp.where(s.mask, s.turn_index, -1), ids,
@@ -115,13 +115,13 @@ def terminal_turn_rewards(s: Samples, num_roles: int) -> jax.Array:
 # --- Estimators. ---
 
 
-def reinforce(s: Samples, baselines: jax.Array, options: Options):
+def reinforce(s: Outcomes, baselines: jax.Array, options: Options):
   """A = R, no baseline."""
   del options
   return jnp.where(s.mask, s.reward, 0.0), baselines
 
 
-def rae(s: Samples, baselines: jax.Array, options: Options):
+def rae(s: Outcomes, baselines: jax.Array, options: Options):
   """Role-conditioned advantage (SPIRAL): an EMA baseline per (game kind, role).
 
   Games are visited in game_index order, one EMA update per trajectory, as the released code
@@ -146,13 +146,13 @@ def rae(s: Samples, baselines: jax.Array, options: Options):
   return jnp.where(s.mask, advantages, 0.0), baselines
 
 
-def _slot_groups(s: Samples, num_roles: int) -> jax.Array:
+def _slot_groups(s: Outcomes, num_roles: int) -> jax.Array:
   """int32 [N * num_roles]: the (group, role) of each trajectory slot."""
   return jnp.repeat(_per_game(s.group, s), num_roles) * num_roles + jnp.tile(
       jnp.arange(num_roles), s.reward.shape[0])
 
 
-def _group_baseline(s: Samples, num_roles: int):
+def _group_baseline(s: Outcomes, num_roles: int):
   """Per trajectory slot: return, group size n, group mean, squared deviations sum ([N*P] each).
 
   Groups are (group, role): a player is compared with the same seat in the games of its seed.
@@ -168,11 +168,11 @@ def _group_baseline(s: Samples, num_roles: int):
   return returns, n[groups], deviation, squares[groups]
 
 
-def _per_sample(values_slots, s: Samples, num_roles: int):
+def _per_sample(values_slots, s: Outcomes, num_roles: int):
   return jnp.where(s.mask, values_slots[_trajectory_ids(s, num_roles)], 0.0)
 
 
-def grpo(s: Samples, baselines: jax.Array, options: Options):
+def grpo(s: Outcomes, baselines: jax.Array, options: Options):
   """(r - mean_g) / (std_g + eps), std with `group_ddof`; groups too small for a std give 0."""
   num_roles = baselines.shape[1]
   _, n, deviation, squares = _group_baseline(s, num_roles)
@@ -181,7 +181,7 @@ def grpo(s: Samples, baselines: jax.Array, options: Options):
   return _per_sample(advantages, s, num_roles), baselines
 
 
-def dr_grpo(s: Samples, baselines: jax.Array, options: Options):
+def dr_grpo(s: Outcomes, baselines: jax.Array, options: Options):
   """r - mean_g (Dr.GRPO: no std division)."""
   del options
   num_roles = baselines.shape[1]
@@ -189,7 +189,7 @@ def dr_grpo(s: Samples, baselines: jax.Array, options: Options):
   return _per_sample(deviation, s, num_roles), baselines
 
 
-def rloo(s: Samples, baselines: jax.Array, options: Options):
+def rloo(s: Outcomes, baselines: jax.Array, options: Options):
   """r - mean of the other members of the group (0 for a group of one)."""
   del options
   num_roles = baselines.shape[1]
@@ -198,7 +198,7 @@ def rloo(s: Samples, baselines: jax.Array, options: Options):
   return _per_sample(advantages, s, num_roles), baselines
 
 
-def spo(s: Samples, baselines: jax.Array, options: Options):
+def spo(s: Outcomes, baselines: jax.Array, options: Options):
   """SPO's minimax-winner reward: a trajectory's share of wins against the other members of its
   (group, role), ties counting half, less the group's mean share 1/2; 0 for a group of one.
 
@@ -215,7 +215,7 @@ def spo(s: Samples, baselines: jax.Array, options: Options):
   return _per_sample(advantages, s, num_roles), baselines
 
 
-def mars(s: Samples, baselines: jax.Array, options: Options):
+def mars(s: Outcomes, baselines: jax.Array, options: Options):
   """MARS turn-level advantage, one value per turn.
 
   Per-player normalisation (subtract the mean turn reward of the player's (game kind, role)),
@@ -238,7 +238,7 @@ def mars(s: Samples, baselines: jax.Array, options: Options):
   return jnp.where(s.mask, advantages, 0.0), baselines
 
 
-Estimator = Callable[[Samples, jax.Array, Options], tuple[jax.Array, jax.Array]]
+Estimator = Callable[[Outcomes, jax.Array, Options], tuple[jax.Array, jax.Array]]
 
 ESTIMATORS: dict[str, Estimator] = {
     "rae": rae,
@@ -258,7 +258,7 @@ def get(name: str) -> Estimator:
   return ESTIMATORS[name]
 
 
-def compute(name: str, samples: Samples, baselines: jax.Array, options: Options = Options(),
+def compute(name: str, samples: Outcomes, baselines: jax.Array, options: Options = Options(),
             drop_zero: bool = False):
   """Runs estimator `name`; returns (advantages [N], new baselines, training mask [N]).
 

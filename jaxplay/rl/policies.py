@@ -124,12 +124,12 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: answers.ScoringTable, pro
   """
 
   def log_probs_fn(params, rows):
-    tokens, positions = rows["tokens"], rows["positions"]
+    tokens, positions = rows.tokens, rows.positions
     prompt_lengths = positions[:, prompt_len - 1] + 1
     log_pi, entropy = action_log_probs(model, params, tokens[:, :prompt_len], prompt_lengths,
-                                       rows["legal"], scorings.tokens[rows["kind"]],
-                                       scorings.lengths[rows["kind"]], temperature)
-    chosen = jnp.take_along_axis(log_pi, rows["action"][:, None], axis=-1)[:, 0]
+                                       rows.legal, scorings.tokens[rows.kind],
+                                       scorings.lengths[rows.kind], temperature)
+    chosen = jnp.take_along_axis(log_pi, rows.action[:, None], axis=-1)[:, 0]
     column = jnp.arange(tokens.shape[1] - 1)[None, :] == prompt_len - 1
     return jnp.where(column, chosen[:, None], 0.0), jnp.where(column, entropy[:, None], 0.0)
 
@@ -173,7 +173,7 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
   Rows hold tokens [b, P + R] (prompt first, left-padded). Logits are computed only where a
   response token is predicted (columns P - 1 .. P + R - 2 of the [b, P + R - 1] output; zeros
   elsewhere), which spares the full-vocabulary projection of every prompt position.
-  `prompt_widths[kind]` (each <= P) is the widest prompt of each game kind (rows["kind"]): the
+  `prompt_widths[kind]` (each <= P) is the widest prompt of each game kind (rows.kind): the
   forward pass then skips the padding columns left of the widest prompt among the rows.
   With `prefix_lengths[kind]` (the kinds' shared prompt starts, `prefix_kv_fn`), the function
   takes a third argument, the prefixes' (k, v), and runs only each row's tokens after its prefix;
@@ -210,11 +210,10 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
   def log_probs_fn(params, rows, prefix_kv=None):
     if prefix_lengths and prefix_kv is None:
       raise ValueError("this log_probs_fn reads the prefixes' keys and values: pass prefix_kv.")
-    kind = rows.get("kind", jnp.zeros(rows["tokens"].shape[0], jnp.int32))
-    args = (params, rows["tokens"], rows["positions"], kind, prefix_kv)
+    args = (params, rows.tokens, rows.positions, rows.kind, prefix_kv)
     branches = [functools.partial(at_width, w) for w in widths]
     if len(branches) == 1:
       return branches[0](*args)
-    return jax.lax.switch(rank_of_kind[kind].max(), branches, *args)
+    return jax.lax.switch(rank_of_kind[rows.kind].max(), branches, *args)
 
   return log_probs_fn

@@ -146,7 +146,7 @@ def _rows_where(rows: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class Samples:
+class TurnSamples:
   """Flat turn-samples [N] for the train step; rows with mask False are padding."""
 
   prompt_tokens: jax.Array  # int32 [N, P]
@@ -159,11 +159,11 @@ class Samples:
   legal_action_mask: jax.Array  # bool [N, A], padded with False to the mix's largest A.
   # reward, role, game kind, game and group ids, turn index and the sample mask, as the
   # advantage estimators take them.
-  outcome: advantages.Samples
+  outcomes: advantages.Outcomes
 
 
 def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
-               num_actions: int | None = None) -> Samples:
+               num_actions: int | None = None) -> TurnSamples:
   """Flattens [T, B] turn records to [T * B] samples; the learner's live turns are unmasked.
 
   Legal masks are padded with False to `num_actions` (so several games concatenate).
@@ -176,13 +176,13 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
   legal = episodes.legal_action_mask
   if num_actions is not None:
     legal = jnp.pad(legal, ((0, 0), (0, 0), (0, num_actions - legal.shape[-1])))
-  return Samples(
+  return TurnSamples(
       prompt_tokens=flat(episodes.prompt_tokens), prompt_lengths=flat(episodes.prompt_lengths),
       response_tokens=flat(episodes.response_tokens),
       response_logprobs=flat(episodes.response_logprobs),
       response_lengths=flat(episodes.response_lengths),
       valid=flat(episodes.valid), action=flat(episodes.action), legal_action_mask=flat(legal),
-      outcome=advantages.Samples(
+      outcomes=advantages.Outcomes(
           reward=flat(reward), role=flat(episodes.player),
           game_kind=jnp.full((num_turns * batch,), game_kind, jnp.int32),
           game_index=flat(game_index).astype(jnp.int32),
@@ -190,14 +190,14 @@ def to_samples(episodes: Episodes, game_kind: int, group_size: int = 1,
           turn_index=flat(turn_index).astype(jnp.int32), mask=flat(episodes.learner)))
 
 
-def pad_prompts(samples: Samples, width: int, pad_id: int) -> Samples:
+def pad_prompts(samples: TurnSamples, width: int, pad_id: int) -> TurnSamples:
   """Left-pads the (left-padded) prompts to `width` tokens, so several games concatenate."""
   extra = width - samples.prompt_tokens.shape[1]
   return samples.replace(prompt_tokens=jnp.pad(samples.prompt_tokens, ((0, 0), (extra, 0)),
                                                constant_values=pad_id))
 
 
-def concat(samples: list[Samples]) -> Samples:
+def concat(samples: list[TurnSamples]) -> TurnSamples:
   """Concatenates the sample sets of several game kinds into one train batch, every row kept.
 
   Each set's game and group ids are shifted by the rows before it, so they stay unique across
@@ -205,8 +205,8 @@ def concat(samples: list[Samples]) -> Samples:
   """
   shifted, offset = [], 0
   for part in samples:
-    outcome = part.outcome
-    shifted.append(part.replace(outcome=outcome.replace(game_index=outcome.game_index + offset,
-                                                        group=outcome.group + offset)))
-    offset += outcome.mask.shape[0]
+    outcomes = part.outcomes
+    shifted.append(part.replace(outcomes=outcomes.replace(game_index=outcomes.game_index + offset,
+                                                          group=outcomes.group + offset)))
+    offset += outcomes.mask.shape[0]
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *shifted)

@@ -35,10 +35,21 @@ from jaxplay.rl import advantages as advantages_lib
 from jaxplay.rl import losses
 
 ForwardFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-# log_probs_fn(params, rows[, shared]) -> (log-probs [b, T-1] of tokens[:, 1:], entropy [b, T-1]),
-# where rows holds the batch fields of b samples: tokens, positions, kind (the game kind) and, when
-# given, legal/action; `shared` is shared_fn(params) when make_train_step is given a shared_fn.
+# log_probs_fn(params, rows: Rows[, shared]) -> (log-probs [b, T-1] of rows.tokens[:, 1:],
+# entropy [b, T-1]); `shared` is shared_fn(params) when make_train_step is given a shared_fn.
 LogProbsFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+@struct.dataclass
+class Rows:
+  """The model inputs of b turn-samples: what a LogProbsFn reads."""
+
+  tokens: jax.Array  # int32 [b, T], prompt (left-padded) + response.
+  positions: jax.Array  # int32 [b, T], negative on padding.
+  kind: jax.Array  # int32 [b], the game kind (index into the run's games).
+  # Action scoring only: the legal actions and the chosen one.
+  legal: jax.Array | None = None  # bool [b, A]
+  action: jax.Array | None = None  # int32 [b]
 
 
 @struct.dataclass
@@ -53,7 +64,7 @@ class Batch:
   positions: jax.Array  # int32 [B, T]
   response_mask: jax.Array  # bool [B, T], True on the response tokens (the ones trained).
   old_log_probs: jax.Array | None  # float32 [B, T], sampler log-prob of tokens[:, t]; None to recompute.
-  samples: advantages_lib.Samples  # [B] each.
+  outcomes: advantages_lib.Outcomes  # [B] each.
   invalid_action: jax.Array  # bool [B], the sample's answer was illegal or unparseable.
   ref_log_probs: jax.Array | None = None  # float32 [B, T], reference policy (for the KL term).
   # Action-scoring policies score the legal actions again: bool [B, A] and int32 [B].
@@ -165,11 +176,11 @@ def _check_shapes(batch: Batch, config: TrainStepConfig, has_ref_params: bool) -
   if (config.loss.kl_coef and not has_ref_params) or batch.ref_log_probs is not None:
     expected["ref_log_probs"] = (size, length)
   fields = {name: getattr(batch, name) for name in expected}
-  fields.update({f"samples.{f.name}": getattr(batch.samples, f.name)
-                 for f in dataclasses.fields(batch.samples)})
+  fields.update({f"outcomes.{f.name}": getattr(batch.outcomes, f.name)
+                 for f in dataclasses.fields(batch.outcomes)})
   for name, value in fields.items():
     want = expected.get(name, (size,))
-    if name == "samples.turn_reward" and value is None:
+    if name == "outcomes.turn_reward" and value is None:
       continue
     if value is None:
       hint = (" (or a train state with ref_params: init_state(..., reference=True))"
@@ -231,9 +242,9 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
   loss_config = config.loss
   micro_size = config.batch_size // (config.num_minibatches * config.num_microbatches)
 
-  def token_log_probs(params, rows):
-    logits = forward_fn(params, rows["tokens"], rows["positions"])[:, :-1]
-    return losses.log_probs_and_entropy(logits, rows["tokens"][:, 1:], loss_config.temperature)
+  def token_log_probs(params, rows: Rows):
+    logits = forward_fn(params, rows.tokens, rows.positions)[:, :-1]
+    return losses.log_probs_and_entropy(logits, rows.tokens[:, 1:], loss_config.temperature)
 
   log_probs_fn = log_probs_fn or token_log_probs
 
@@ -242,17 +253,17 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
 
   def micro_loss(train_params, shared, micro, params):
     params = merge(train_params, params, trainable)
-    log_probs, entropy = rows_log_probs(params, shared, micro)
+    log_probs, entropy = rows_log_probs(params, shared, micro["rows"])
     return losses.ppo_loss(log_probs, micro["old"], micro["advantages"], micro["weights"],
                            loss_config, ref_log_probs_BT=micro.get("ref"), entropy_BT=entropy,
                            metric_weights_BT=micro["metric_weights"])
 
   grad_fn = jax.value_and_grad(micro_loss, argnums=(0, 1), has_aux=True)
 
-  def update(carry, rows, data):
-    """One optimizer update on the mini-batch `rows` (int32 [num_microbatches, micro_size])."""
+  def update(carry, indices, data):
+    """One optimizer update on the mini-batch `indices` (int32 [num_microbatches, micro_size])."""
     params, opt_state = carry
-    mini = jax.tree.map(lambda x: x[rows.reshape(-1)], data)
+    mini = jax.tree.map(lambda x: x[indices.reshape(-1)], data)
     mini["weights"] = losses.loss_weights(mini.pop("mask"), loss_config.aggregation,
                                           loss_config.max_response_len)
     on = mini["weights"] > 0
@@ -286,9 +297,8 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
 
   def batch_log_probs(params, data):
     """float32 [B, T-1]: log-probs of the whole batch under `params`, micro-batch by micro-batch."""
-    rows = {k: v for k, v in data.items()
-            if k in ("tokens", "positions", "legal", "action", "kind")}
-    chunks = split_rows(jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]), rows))
+    chunks = split_rows(jax.tree.map(lambda x: x.reshape((-1, micro_size) + x.shape[1:]),
+                                     data["rows"]))
     shared = None if shared_fn is None else shared_fn(params)
     log_probs = jax.lax.map(lambda c: rows_log_probs(params, shared, c)[0], chunks)
     return jax.lax.stop_gradient(log_probs.reshape(config.batch_size, -1))
@@ -296,19 +306,17 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
   def train_step(state: TrainState, batch: Batch):
     _check_shapes(batch, config, state.ref_params is not None)
     rng, subsample_key, shuffle_key = jax.random.split(state.rng, 3)
-    collected = batch.samples
+    collected = batch.outcomes
     advantages, baselines, kept = advantages_lib.compute(
         config.estimator, collected, state.baselines, config.advantage,
         config.drop_zero_advantage)
     rows = subsample(subsample_key, kept, config.batch_size)
     trained, advantages, train_mask = jax.tree.map(lambda x: x[rows],
                                                    (batch, advantages, kept))
-    data = {"tokens": trained.tokens, "positions": trained.positions,
+    data = {"rows": Rows(trained.tokens, trained.positions, trained.outcomes.game_kind,
+                         trained.legal_action_mask, trained.action),
             "advantages": advantages.astype(jnp.float32),
-            "mask": trained.response_mask[:, 1:] & train_mask[:, None],
-            "kind": trained.samples.game_kind}
-    if trained.legal_action_mask is not None:
-      data.update(legal=trained.legal_action_mask, action=trained.action)
+            "mask": trained.response_mask[:, 1:] & train_mask[:, None]}
     if trained.ref_log_probs is not None:
       data["ref"] = trained.ref_log_probs[:, 1:]
     elif loss_config.kl_coef:
@@ -328,9 +336,9 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     order = order.reshape(config.num_epochs, config.num_minibatches, -1)
     padding = (trained.positions < 0).sum(1)
     order = jnp.take_along_axis(order, jnp.argsort(padding[order], axis=-1, stable=True), -1)
-    rows = order.reshape(-1, config.num_microbatches, micro_size)
     (params, opt_state), metrics = jax.lax.scan(
-        lambda carry, r: update(carry, r, data), (state.params, state.opt_state), rows)
+        lambda carry, indices: update(carry, indices, data), (state.params, state.opt_state),
+        order.reshape(-1, config.num_microbatches, micro_size))
     skipped = metrics["skipped_updates"].sum()
     # The sampler_* metrics (learner vs sampler log-probs) are the first epoch's, before this
     # step's updates move the learner away (with one mini-batch: exactly the sampler's params).

@@ -42,7 +42,8 @@ class Evaluator:
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode.
     self._kuhn_tables = [
-        (kit.game.name, jax.jit(functools.partial(matches.kuhn_policy_table, exp, kit)))
+        (kit.game.name, jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, kit,
+                                                   config.eval.temperature)))
         for kit in kuhn_kits if exp.scoring]
     self._kuhn_estimates = [
         (kit.game.name, jax.jit(functools.partial(

@@ -17,7 +17,7 @@ from games import opponents
 from jaxplay import sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
-from jaxplay.rl import advantages, policies, rollout, train_step
+from jaxplay.rl import advantages, losses, policies, rollout, train_step
 from jaxplay.run import configuration
 from jaxplay.text import answers, game_tokenizer, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -120,8 +120,7 @@ def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.Mod
           ) -> Experiment:
   """Tables and policies for every training and held-out game (tokenisation happens here, once)."""
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
-  special = tokenizers.special_tokens(tokenizer)
-  pad_id = special.pad if special.pad is not None else chat.stop_ids[0]
+  pad_id = tokenizers.pad_id(tokenizer, chat)
   game_list = configuration.make_games(config)
   num_actions = max(g.num_actions for g in game_list)
   scoring_mode = config.rollout.mode == "action_scoring"
@@ -280,7 +279,7 @@ def game_stats(episodes: rollout.Episodes, stop_ids: tuple[int, ...] | None
   return stats
 
 
-def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:
+def to_batch(exp: Experiment, samples: rollout.TurnSamples) -> train_step.Batch:
   """Prompt + response rows for the train step (response mask, sampler log-probs, positions)."""
   prompt_len = samples.prompt_tokens.shape[1]
   response_len = samples.response_tokens.shape[1]
@@ -295,13 +294,13 @@ def to_batch(exp: Experiment, samples: rollout.Samples) -> train_step.Batch:
   return train_step.Batch(
       tokens=tokens, positions=positions.astype(jnp.int32), response_mask=response_mask,
       old_log_probs=old_log_probs,
-      samples=samples.outcome,
+      outcomes=samples.outcomes,
       invalid_action=~samples.valid,
       legal_action_mask=samples.legal_action_mask if exp.scoring else None,
       action=samples.action if exp.scoring else None)
 
 
-def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
+def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   """The compiled train step for this experiment (token level, or action scoring).
 
   With a `layout`, each micro-batch is split by rows over the batch mesh axes.
@@ -312,7 +311,7 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
       batch_size=batch_size, seq_len=exp.seq_len, estimator=config.rl.estimator,
       advantage=advantages.Options(rae_decay=config.rl.rae_decay, rae_order=config.rl.rae_order),
       drop_zero_advantage=config.rl.drop_zero_advantage,
-      loss=train_step.losses.LossConfig(
+      loss=losses.LossConfig(
           clip_eps=config.rl.clip_eps, clip_eps_high=config.rl.clip_eps_high,
           dual_clip=config.rl.dual_clip or None, aggregation=config.rl.aggregation,
           max_response_len=exp.max_response_len, kl_coef=config.rl.kl_coef,
@@ -321,7 +320,7 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
       num_epochs=config.rl.ppo_epochs, num_minibatches=1,
       num_microbatches=batch_size // config.rl.micro_batch_size,
       reference_decay=config.rl.kl_reference_decay)
-  optimizer = make_optimizer(config)
+  optimizer = build_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]
   # Every kind's prompts start with its prefix (chat prefix, worked examples, header): the update
@@ -344,7 +343,7 @@ def make_train_step(exp: Experiment, layout: sharding.Layout | None = None):
                                      shared_fn, trainable(exp.model)), optimizer)
 
 
-def make_optimizer(config: ml_collections.ConfigDict):
+def build_optimizer(config: ml_collections.ConfigDict):
   o = config.optimizer
   return train_step.make_optimizer(
       learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,

@@ -43,7 +43,7 @@ def setup(config: ml_collections.ConfigDict):
   except sharding.IndivisibleError as error:
     raise configuration.ConfigError(f"config.mesh: {error}") from None
   exp = experiment.build(config, tokenizer, model)
-  step_fn, optimizer = experiment.make_train_step(exp, layout)
+  step_fn, optimizer = experiment.build_train_step(exp, layout)
   state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
                                 layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)

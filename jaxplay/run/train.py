@@ -181,7 +181,7 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
         with phases(f"step {step}: train", eta_label="train", report=False):
           state, step_metrics = jax.block_until_ready(step_fn(state, batch))
         flat = writer.write(step, {**step_metrics, "rollout": stats})
-        learner = batch.samples.mask  # The learner's turns of the step's games (all collected).
+        learner = batch.outcomes.mask  # The learner's turns of the step's games (all collected).
         tokens = int((batch.response_mask & learner[:, None]).sum())
         print(progress.line(step, flat, samples=int(learner.sum()), tokens=tokens,
                             phases={"rollout": phases.brief(f"step {step}: rollout"),

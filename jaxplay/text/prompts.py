@@ -142,11 +142,10 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
         f"max_prompt_len={max_prompt_len}; set max_prompt_len to at least {bound}.")
   if fit:
     max_prompt_len = min(max_prompt_len, -(-bound // 8) * 8)
-  pad_id = tokenizer.pad_token_id
-  pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
   return PromptTable(jnp.asarray(phrase_tokens), jnp.asarray(phrase_lengths),
                      jnp.asarray(prefix, jnp.int32), jnp.asarray(suffix, jnp.int32),
-                     max_prompt_len=max_prompt_len, pad_id=int(pad_id or 0), left_pad=left_pad)
+                     max_prompt_len=max_prompt_len, pad_id=tokenizers.pad_id(tokenizer, chat),
+                     left_pad=left_pad)
 
 
 def _observation_bound(game: api.Game, phrase_lengths: np.ndarray, num_games: int) -> int:

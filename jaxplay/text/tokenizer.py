@@ -92,6 +92,14 @@ class ChatFormat:
     return self.prefix + message + self.suffix
 
 
+
+def pad_id(tokenizer: Tokenizer, chat: ChatFormat) -> int:
+  """The id that pads prompts and responses: the tokenizer's pad token, else the chat format's
+  first stop token (padding is never attended to or trained; any real id would do)."""
+  if tokenizer.pad_token_id is not None:
+    return tokenizer.pad_token_id
+  return chat.stop_ids[0] if chat.stop_ids else 0
+
 # Named formats: (required special tokens, prefix, suffix).
 _NAMED = {
     "chatml": (("<|im_start|>", "<|im_end|>"), "<|im_start|>user\n",
