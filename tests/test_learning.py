@@ -1,9 +1,11 @@
-"""It learns: a tabular Kuhn Poker policy through the real rollout and train step (seconds), and
-tiny from-scratch models trained with the real loop (slow; minutes on a CPU).
+"""It learns: a tabular Kuhn Poker policy through the real rollout and train step (seconds), tiny
+from-scratch models trained with the real loop, and Gemma 3 270M in the README's local preset
+(slow; minutes on a CPU).
 
 Full-length curves of configs/kuhn_nash.py over several seeds are in BENCHMARKS.md, "Learning".
 """
 
+import json
 import types
 
 import jax
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 import games
-from configs import kuhn_nash, tic_tac_toe_random
+from configs import kuhn_nash, spiral, tic_tac_toe_random
 from games import exploitability, kuhn_poker
 from jaxplay.rl import losses, rollout
 from jaxplay.rl import train_step as ts
@@ -114,3 +116,34 @@ def test_tic_tac_toe_win_rate_against_random_rises(tmp_path):
   assert after[key] >= before[key] + 0.1
   assert after[key + "_low"] > before[key + "_high"]  # The 95% intervals do not overlap.
   assert after["eval/tic_tac_toe/random/invalid_rate"] == 0.0
+
+
+def _rollout_invalid_rates(workdir, game: str) -> list[float]:
+  """The training invalid rate (rollout temperature) of `game` at each step, from metrics.jsonl."""
+  key = f"rollout/{game}/invalid_rate"
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [r[key] for r in sorted(records, key=lambda r: r["step"]) if key in r]
+
+
+@pytest.mark.slow
+def test_the_local_preset_lowers_the_invalid_rate(tmp_path):
+  """configs/spiral.py:local (Gemma 3 270M from its PyPI package, LoRA) shortened to TicTacToe and
+  32 evaluation games, seed 1: the 8 steps lower the evaluation invalid rate (measured 0.36 ->
+  0.08) and the training one at T 1.0 (steps 5-8 against steps 1-4: 0.29 against 0.39), and the
+  win rate vs random does not fall (0.06 -> 0.44). 22.6 min and 6.4 GB peak RSS on 2 CPU cores
+  shared with another job."""
+  config = spiral.get_config("local")
+  config.games = "tic_tac_toe"
+  config.seed = 1
+  config.eval.games_per_seat = 16
+  workdir = tmp_path / "run"
+  summary = train.train(config, str(workdir))
+  before, after = summary["first_eval"], summary["last_eval"]
+  invalid, win = "eval/tic_tac_toe/random/invalid_rate", "eval/tic_tac_toe/random/win_rate"
+  rates = _rollout_invalid_rates(workdir, "tic_tac_toe")
+  print(f"eval invalid {before[invalid]:.2f} -> {after[invalid]:.2f}, win {before[win]:.2f} -> "
+        f"{after[win]:.2f}; training invalid by step {[round(r, 2) for r in rates]}")
+  assert len(rates) == config.train.steps
+  assert after[invalid] < before[invalid]
+  assert sum(rates[4:]) < sum(rates[:4])
+  assert after[win] >= before[win]
