@@ -108,7 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temperature=0.6,
       top_p=0.95,
       invalid_rewards=(-1.0, 1.0),
-      transcripts=4,
+      # Games written out per game and opponent at each evaluation (spread over both seats; to
+      # <workdir>/transcripts, wandb and the HTML report); 0 = none.
+      transcripts=2,
       # Games evaluated like the training games but never trained on ("" = none); training games
       # named here are evaluated once, as training games.
       heldout_games="nim,leduc_poker",

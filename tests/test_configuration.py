@@ -51,6 +51,7 @@ def test_unknown_config_argument():
     ("rl.kl_coef", -0.1, r"config.rl.kl_coef=-0.1: must be >= 0"),
     ("rl.kl_reference_decay", 1.5, r"config.rl.kl_reference_decay=1.5: must be in \[0, 1\]"),
     ("eval.kuhn_samples", -1, r"config.eval.kuhn_samples=-1: must be >= 0 \(0 = no estimate"),
+    ("eval.transcripts", -1, r"config.eval.transcripts=-1: must be >= 0 \(0 = none"),
     ("eval.math", "gsm9k", r"config.eval.math='gsm9k': unknown math set 'gsm9k'; valid: gsm8k"),
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
     ("prompt.examples", -1, r"config.prompt.examples=-1: must be >= 0"),

@@ -34,6 +34,12 @@ def text_run():
   return _build(_text_config("nim,kuhn_poker"))
 
 
+@pytest.mark.parametrize("num_games, count, rows", [
+    (8, 2, [0, 7]), (8, 3, [0, 4, 7]), (8, 1, [0]), (8, 0, []), (4, 6, [0, 1, 2, 3])])
+def test_transcript_rows_spread_over_the_games(num_games, count, rows):
+  assert evaluator.transcript_rows(num_games, count) == rows
+
+
 def test_heldout_kits_leave_out_training_games(text_run):
   exp, _ = text_run
   assert [k.game.name for k in exp.kits] == ["kuhn_poker"]
@@ -55,7 +61,9 @@ def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_ru
       assert results[prefix + "games"] == 4
       assert results[prefix + "invalid_rate"] == 1.0 == results[prefix + "loss_rate"]
       assert results[prefix + "win_rate_seat0"] == 0.0 == results[prefix + "win_rate_seat1"]
-  assert len(transcripts) == 4 and "=== nim: learner" in transcripts[2]
+  # eval.transcripts (2) games per game and opponent, one in each seat.
+  assert len(transcripts) == 8 and "=== nim: learner" in transcripts[4]
+  assert [t.split("\n")[0].split("(")[1][:8] for t in transcripts[:2]] == ["player 0", "player 1"]
   assert results["eval/kuhn_poker/exploitability_estimate_invalid_rate"] == 1.0
   assert results["eval/kuhn_poker/exploitability_estimate"] == pytest.approx(0.4583333)
   assert "eval/kuhn_poker/exploitability" not in results  # Exact only in action-scoring mode.

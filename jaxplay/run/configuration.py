@@ -37,6 +37,7 @@ _RANGES = (
     ("eval.temperature", lambda t: t >= 0, "must be >= 0 (0 = greedy)."),
     ("eval.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
     ("eval.kuhn_samples", lambda n: n >= 0, "must be >= 0 (0 = no estimate)."),
+    ("eval.transcripts", lambda n: n >= 0, "must be >= 0 (0 = none)."),
     ("rl.rae_decay", lambda d: 0 <= d < 1,
      "must be in [0, 1) (the decay of RAE's moving-average baseline)."),
     ("rl.clip_eps", lambda e: e > 0,

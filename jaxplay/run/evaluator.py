@@ -16,6 +16,16 @@ from jaxplay.run import phases as phases_lib
 from jaxplay.text import prompts
 
 
+def transcript_rows(num_games: int, count: int) -> list[int]:
+  """`count` game rows spread evenly over `num_games` (the learner's seat-0 games come first, so
+  two or more cover both seats); all of them when count >= num_games."""
+  if count >= num_games:
+    return list(range(num_games))
+  if count <= 1:
+    return [0] * count
+  return [round(i * (num_games - 1) / (count - 1)) for i in range(count)]
+
+
 class Evaluator:
   """Plays every training and held-out game against each configured opponent, both seats,
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded
@@ -28,6 +38,7 @@ class Evaluator:
     self._phases = phases or phases_lib.Phases(live=False, log_seconds=float("inf"))
     config = exp.config
     self._games_per_seat = config.eval.games_per_seat
+    self._transcripts = config.eval.transcripts
     self._plays = []
     kits = exp.kits + exp.heldout_kits
     for kit in kits:
@@ -61,7 +72,8 @@ class Evaluator:
           episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
           stats = matches.game_stats(game, episodes)
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
-        transcripts.append(self._transcript(game.name, name, episodes, game_row=0))
+        transcripts += [self._transcript(game.name, name, episodes, row)
+                        for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
     for game_name, table in self._kuhn_tables:
       results[f"eval/{game_name}/exploitability"] = float(
           exploitability.exploitability(table(params)))
