@@ -31,7 +31,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from jaxplay import sharding as sh
+from jaxplay import sharding as sharding_lib
 from jaxplay.models import sampling, transformer
 from jaxplay.rl import advantages, train_step
 from jaxplay.run import configuration, experiment
@@ -159,18 +159,18 @@ def batch_shapes(exp: experiment.Experiment) -> train_step.Batch:
       old_log_probs=full(jnp.float32), outcomes=samples, invalid_action=row(jnp.bool_))
 
 
-def layout(exp: experiment.Experiment, mesh) -> sh.Layout:
+def layout(exp: experiment.Experiment, mesh) -> sharding_lib.Layout:
   """`mesh` with the rules of the config (config.mesh.rules), as the training loop uses them."""
-  return sh.Layout.from_config(exp.config.mesh, mesh=mesh)
+  return sharding_lib.Layout.from_config(exp.config.mesh, mesh=mesh)
 
 
 def train_state_shapes(exp: experiment.Experiment, optimizer, mesh) -> train_step.TrainState:
   """The abstract TrainState, sharded in the train layout."""
   params = transformer.param_shapes(exp.model)
   shardings = layout(exp, mesh).params(transformer.param_axes(exp.model))
-  sh.check_divisible(params, shardings)
+  sharding_lib.check_divisible(params, shardings)
   state = jax.eval_shape(lambda p: experiment.init_state(exp, p, optimizer), params)
-  return with_shardings(state, sh.like_params(state, params, shardings))
+  return with_shardings(state, sharding_lib.like_params(state, params, shardings))
 
 
 def compile_train(exp: experiment.Experiment, mesh):
@@ -179,9 +179,9 @@ def compile_train(exp: experiment.Experiment, mesh):
   step, optimizer = experiment.build_train_step(exp, placement)
   state = train_state_shapes(exp, optimizer, mesh)
   batch = batch_shapes(exp)
-  batch = with_shardings(batch, sh.batch_shardings(batch, mesh, placement.train_rules))
+  batch = with_shardings(batch, sharding_lib.batch_shardings(batch, mesh, placement.train_rules))
   shardings = lambda tree: jax.tree.map(lambda x: x.sharding, tree)
-  jitted = sh.shard_step(step, shardings(state), shardings(batch))
+  jitted = sharding_lib.shard_step(step, shardings(state), shardings(batch))
   return jitted.lower(state, batch).compile(), state, batch
 
 
@@ -197,8 +197,8 @@ def sampler_fn(exp: experiment.Experiment, serve_shardings):
   rollout = exp.config.rollout
 
   def run(params, prompts, lengths, key):
-    return sampling.sample(exp.model, sh.reshard(params, serve_shardings), prompts, lengths, key,
-                           rollout.temperature, rollout.top_p, rollout.top_k, (0,),
+    return sampling.sample(exp.model, sharding_lib.reshard(params, serve_shardings), prompts,
+                           lengths, key, rollout.temperature, rollout.top_p, rollout.top_k, (0,),
                            max_response_len=exp.max_response_len)
   return run
 
@@ -208,8 +208,8 @@ def sampler_inputs(exp: experiment.Experiment, mesh, batch: int):
   params = transformer.param_shapes(exp.model)
   placement = layout(exp, mesh)
   train = placement.params(transformer.param_axes(exp.model))
-  rows = sh.batch_shardings(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh,
-                            placement.sampler_rules)
+  rows = sharding_lib.batch_shardings(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh,
+                                      placement.sampler_rules)
   prompt_len = exp.config.rollout.max_prompt_len
   return (with_shardings(params, train),
           jax.ShapeDtypeStruct((batch, prompt_len), jnp.int32, sharding=rows),
@@ -231,7 +231,7 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
       jax.tree.leaves(train), jax.tree.leaves(serve), jax.tree.leaves(shapes)))
   cache = jax.eval_shape(lambda: transformer.init_cache(
       exp.model, batch, exp.config.rollout.max_prompt_len + exp.max_response_len))
-  cache = with_shardings(cache, sh.cache_shardings(cache, mesh, placement.sampler_rules))
+  cache = with_shardings(cache, sharding_lib.cache_shardings(cache, mesh, placement.sampler_rules))
   return SamplerPlan(params=tree_bytes(params),
                      sampler_params=0 if same_layout else tree_bytes(with_shardings(shapes, serve)),
                      kv_cache=tree_bytes(cache), inputs=tree_bytes(inputs),
@@ -316,10 +316,10 @@ def main(argv):
   config = _CONFIG.value
   try:
     mesh_config = (config.mesh if _MESH.value is None
-                   else sh.MeshConfig(**sh.parse_mesh_sizes(_MESH.value)))
+                   else sharding_lib.MeshConfig(**sharding_lib.parse_mesh_sizes(_MESH.value)))
   except ValueError as error:
     raise SystemExit(f"error: --mesh: {error}") from None
-  mesh = sh.make_mesh(mesh_config, devices)
+  mesh = sharding_lib.make_mesh(mesh_config, devices)
   batch = _SAMPLER_BATCH.value or config.rollout.games_per_batch
   try:
     train, sampler = plan(config, mesh, batch)
