@@ -66,7 +66,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       group_size=1,  # Games per seed for grpo / rloo.
       drop_zero_advantage=True,
       ppo_epochs=2,
-      micro_batch_size=8,
+      num_minibatches=1,  # Optimizer updates per PPO epoch (the trained subsample split evenly).
+      micro_batch_size=8,  # Rows per gradient-accumulation step (memory; not the update).
+      # PPO's old log-probs from the learner before the step instead of the sampler's (when the
+      # sampler's numerics differ, e.g. another dtype); one more forward pass per step.
+      recompute_old_log_probs=False,
       clip_eps=0.2,
       clip_eps_high=0.2,
       dual_clip=0.0,  # 0 = off; MARS uses 1 + 2 * clip_eps.

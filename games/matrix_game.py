@@ -13,7 +13,7 @@ Constant-sum tables therefore give zero-sum rewards (`zero_sum` is True only for
 `payoffs` is one of:
 - an explicit table: a tuple of n rows of m (row player's payoff, column player's payoff) pairs;
 - the name of a known game (`KNOWN_GAMES`; their ordinal tables are given below);
-- "rg000".."rg143": one of the 144 strict ordinal 2x2 games (see `ordinal_types`);
+- "rg000".."rg143": one of the 144 strict ordinal 2x2 games (`ordinal_2x2`);
 - "family:all": each game draws one of the 576 ordered pairs of strict rankings uniformly from
   the init key, so one of the 144 types uniformly, in a uniform one of its 4 layouts; the table
   lives in the state and the prompt shows that game's payoffs (ranks 1-4, 4 = best).
@@ -36,77 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from games import api
+from games import api, ordinal_2x2
 
 NO_CHOICE = -1
 FAMILY_ALL = "family:all"
 MAX_TOTALS = 2000  # Distinct running totals (each a phrase) a game may show.
-
-# --- The 144 strict ordinal 2x2 games. ---
-#
-# Robinson & Goforth, "The Topology of the 2x2 Games: A New Periodic Table" (Routledge, 2005):
-# in a strict ordinal 2x2 game each player ranks the four outcomes 1 (worst) to 4 (best). The
-# 24 x 24 = 576 ordered pairs of rankings fall into 144 classes under relabelling the row
-# player's moves (swapping rows) and/or the column player's (swapping columns): the swaps form a
-# group of 4 that moves the row player's 4 to a different cell each time, so every class has
-# exactly 4 members. Players are not swapped (that would give 78 classes).
-#
-# Our indexing (NOT Robinson & Goforth's numbering): write a table row-major as
-# (a00, a01, a10, a11, b00, b01, b10, b11), a the row player's ranks, b the column player's.
-# A class's canonical member is the one with the row player's 4 in the top-left cell (a00 = 4;
-# exactly one member has it). Classes are numbered 0-143 in the lexicographic order of their
-# canonical members' 8-tuples, and named "rg000".."rg143": rg000 is a = (4, 1, 2, 3),
-# b = (1, 2, 3, 4); rg143 is a = (4, 3, 2, 1), b = (4, 3, 2, 1).
-
-# Swapping rows maps the row-major cell k to k ^ 2, swapping columns to k ^ 1.
-_SYMMETRIES = np.array([[k ^ s for k in range(4)] for s in range(4)], np.int32)
-
-
-class OrdinalTypes(NamedTuple):
-  canonical: np.ndarray  # int32 [144, 8]: each class's canonical member, row-major (a, b).
-  pairs: np.ndarray  # int32 [576, 8]: every ordered pair of rankings.
-  type_of: np.ndarray  # int32 [576]: the class of each pair.
-
-
-@functools.cache
-def ordinal_types() -> OrdinalTypes:
-  """The 144 classes, generated from the definition above."""
-  perms = np.array(list(itertools.permutations((1, 2, 3, 4))), np.int32)  # [24, 4]
-  row, col = np.repeat(perms, 24, axis=0), np.tile(perms, (24, 1))
-  pairs = np.concatenate([row, col], axis=1)
-  members = np.stack([np.concatenate([row[:, s], col[:, s]], 1) for s in _SYMMETRIES], 1)
-  canonical_member = np.argmax(members[:, :, 0] == 4, axis=1)
-  canonical = members[np.arange(len(pairs)), canonical_member]
-  reps, type_of = np.unique(canonical, axis=0, return_inverse=True)
-  return OrdinalTypes(reps.astype(np.int32), pairs, type_of.reshape(-1).astype(np.int32))
-
-
-def flat_to_table(flat) -> np.ndarray:
-  """A row-major (a00, a01, a10, a11, b00, b01, b10, b11) tuple as a table [2, 2, 2]."""
-  flat = np.asarray(flat)
-  return np.stack([flat[..., :4], flat[..., 4:]], -1).reshape(flat.shape[:-1] + (2, 2, 2))
-
-
-def ordinal_type(table) -> int | None:
-  """The class index of a 2x2 table whose players each rank the 4 outcomes strictly (payoffs
-  may be cardinal: only their order counts); None for other tables."""
-  table = np.asarray(table, np.float64)
-  if table.shape != (2, 2, 2):
-    return None
-  flat = []
-  for player in range(2):
-    values = table[..., player].reshape(-1)
-    if len(set(values.tolist())) != 4:
-      return None
-    flat += list(np.argsort(np.argsort(values)) + 1)
-  return _pair_index()[tuple(int(x) for x in flat)]
-
-
-@functools.cache
-def _pair_index() -> dict[tuple[int, ...], int]:
-  types = ordinal_types()
-  return {tuple(int(x) for x in pair): int(t) for pair, t in zip(types.pairs, types.type_of)}
-
 
 def pure_nash(table) -> np.ndarray:
   """bool [..., n, m]: the cells that are pure Nash equilibria (each player's payoff is a best
@@ -307,7 +241,7 @@ class MatrixGame(api.Game):
     if isinstance(self.payoffs, str) and self.payoffs in KNOWN_GAMES:
       return np.asarray(KNOWN_GAMES[self.payoffs][0], np.float64)
     if isinstance(self.payoffs, str):
-      return flat_to_table(ordinal_types().canonical[int(self.payoffs[2:])]).astype(np.float64)
+      return ordinal_2x2.flat_to_table(ordinal_2x2.ordinal_types().canonical[int(self.payoffs[2:])]).astype(np.float64)
     return np.asarray(self.payoffs, np.float64)
 
   @property
@@ -406,13 +340,13 @@ class MatrixGame(api.Game):
 
   def _init(self, key: jax.Array) -> api.State:
     if self.table is None:
-      types = ordinal_types()
+      types = ordinal_2x2.ordinal_types()
       pair = jax.random.randint(key, (), 0, len(types.pairs))
-      payoffs = jnp.asarray(flat_to_table(types.pairs), jnp.float32)[pair]
+      payoffs = jnp.asarray(ordinal_2x2.flat_to_table(types.pairs), jnp.float32)[pair]
       kind = jnp.asarray(types.type_of)[pair]
     else:
       payoffs = jnp.asarray(self.table, jnp.float32)
-      kind = jnp.int32(-1 if (t := ordinal_type(self.table)) is None else t)
+      kind = jnp.int32(-1 if (t := ordinal_2x2.ordinal_type(self.table)) is None else t)
     data = Rounds(payoffs=payoffs, kind=kind.astype(jnp.int32),
                   choices=jnp.full((self.rounds, 2), NO_CHOICE, jnp.int32),
                   rounds_done=jnp.int32(0), totals=jnp.zeros((2,), jnp.float32))

@@ -19,7 +19,7 @@ import numpy as np
 
 from configs import kuhn_nash
 from jaxplay import sharding as sh
-from jaxplay.run import experiment, metrics, store, train
+from jaxplay.run import configuration, experiment, metrics, store, train
 from tests.sharding_worker import flatten, layouts
 
 # The tiny model has 2 KV heads and a games-BPE vocabulary of a few hundred tokens (not a
@@ -49,7 +49,7 @@ def run_train_loop(workdir: pathlib.Path, mesh_text: str, steps: int) -> dict[st
 
 def run_loop_steps(mesh_text: str, steps: int) -> dict[str, np.ndarray]:
   """The loop's collect + train steps alone: losses, the last batch's layout, the final state."""
-  exp, state, step_fn, layout = store.setup(loop_config(mesh_text, steps))
+  exp, state, step_fn, layout = store.setup(configuration.validate(loop_config(mesh_text, steps)))
   collect = experiment.make_collect(exp, layout)
   losses = []
   for step in range(1, steps + 1):

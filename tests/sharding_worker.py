@@ -25,7 +25,7 @@ import numpy as np
 from jaxplay import sharding as sh
 from jaxplay.models import configs, sampling, transformer
 from jaxplay.rl import train_step as ts
-from tests.test_train_step import config, make_batch
+from tests.rl.test_train_step import config, make_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Optimisation level 0 halves XLA's CPU compile time; numerics stay float32.

@@ -1,12 +1,34 @@
-"""Stand-ins for a model policy in rollout and evaluation tests, and hand-made episodes."""
+"""Stand-ins for a model policy in rollout and evaluation tests, hand-made episodes, and the tiny
+Kuhn run the run and CLI tests train (configs/kuhn_nash.py shrunk to seconds per step)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import games
+from configs import kuhn_nash
 from games import kuhn_poker
 from jaxplay.rl import rollout
+
+# The tiny Kuhn run: `--config.<field>=<value>` overrides of configs/kuhn_nash.py.
+TINY_KUHN_RUN = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
+                 "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 4,
+                 "train.checkpoint_every": 2, "train.eval_every": 100, "eval.games_per_seat": 2}
+
+
+def tiny_kuhn_config(**changes):
+  """configs/kuhn_nash.py with TINY_KUHN_RUN and then `changes` ({"section.field": value})."""
+  config = kuhn_nash.get_config()
+  for field, value in {**TINY_KUHN_RUN, **changes}.items():
+    section, name = field.split(".")
+    config[section][name] = value
+  return config
+
+
+def tiny_kuhn_flags(**changes) -> list[str]:
+  """The same run as `--config.` flags of `python -m jaxplay.main --config=configs/kuhn_nash.py`."""
+  return [f"--config.{k}={v}" for k, v in {**TINY_KUHN_RUN, **changes}.items()]
+
 
 RESPONSE_LEN = 3
 STOP_ID = 9  # synthetic_episodes' stop token.

@@ -19,6 +19,7 @@ from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 from jaxplay import sharding as sh
 from jaxplay.models import configs, transformer
 from jaxplay.run import experiment, store
+from jaxplay.run import spec as spec_lib
 from tests import loop_worker
 from tests import sharding_worker as worker
 
@@ -169,7 +170,7 @@ def check_loop(results, meshes):
   if config.rl.kl_coef:
     check_matches_reference(results, "ref_params", meshes)
   rules = sh.make_rules(loop_worker.LOOP_RULES)
-  model = experiment.model_config(config)
+  model = experiment.model_config(spec_lib.from_mapping(config))
   holders = 4 if config.rl.kl_coef else 3  # Params, Adam's mu and nu, and the KL reference.
   check_layouts(results, "state", transformer.param_axes(model), rules, holders=holders,
                 meshes=meshes)

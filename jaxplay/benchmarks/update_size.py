@@ -33,28 +33,27 @@ HEADER = ("date", "model", "learning rate", "turn-samples", "largest / mean chan
           "call)", "exploitability before -> after", "entropy", "grad norm", "machine")
 
 
-def kuhn_scoring_config(config, learning_rate: float):
-  """`config` playing single-round Kuhn Poker by action scoring, at `learning_rate` (no warm-up,
-  no held-out games); validated."""
+def kuhn_scoring_config(config, learning_rate: float) -> configuration.RunSpec:
+  """The spec of `config` playing single-round Kuhn Poker by action scoring, at `learning_rate`
+  (no warm-up, no held-out games)."""
   config = config.copy_and_resolve_references()
   config.games = "kuhn_poker"
   config.game_options.kuhn_poker.rounds = 1
   config.rollout.mode = "action_scoring"
   config.optimizer.update(learning_rate=learning_rate, warmup_steps=0)
   config.eval.heldout_games = ""
-  configuration.validate(config)
-  return config
+  return configuration.validate(config)
 
 
 def measure(config, learning_rates: list[float]):
   """(initial table, [(learning rate, table after, step metrics)]); tables are float32
   [3 cards, 4 nodes, (pass, bet)] as in exploitability.py."""
-  config = kuhn_scoring_config(config, learning_rates[0])
-  exp, state, _, layout = store.setup(config)
+  spec = kuhn_scoring_config(config, learning_rates[0])
+  exp, state, _, layout = store.setup(spec)
   params = state.params
   table = jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, exp.kits[0],
-                                    config.eval.temperature))
-  batch, _ = experiment.make_collect(exp, layout)(params, None, jax.random.key(config.seed))
+                                    spec.eval.temperature))
+  batch, _ = experiment.make_collect(exp, layout)(params, None, jax.random.key(spec.seed))
   before = np.asarray(table(params))
   after = []
   for learning_rate in learning_rates:

@@ -80,8 +80,7 @@ def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  configuration.validate(config)
+  config = configuration.validate(_CONFIG.value)
   key = jax.random.key(config.seed)
   model, params, tokenizer = experiment.load_model_and_tokenizer(config, key)
   exp = experiment.build(config, tokenizer, model)

@@ -20,14 +20,14 @@ import jax
 import numpy as np
 
 from jaxplay import errors, sharding
-from jaxplay.models import loading, transformer
+from jaxplay.models import loading, transformer, weight_files
 from jaxplay.models.configs import ModelConfig
 from jaxplay.run import store
 from jaxplay.run import workdir as workdir_lib
 
 LORA_FORMATS = ("merged", "peft")  # How a LoRA run exports (export_run's `lora`).
 
-_DTYPE_NAMES = {np.dtype(v): k for k, v in loading._SAFETENSORS_DTYPES.items()}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in weight_files.SAFETENSORS_DTYPES.items()}
 _ARCHITECTURES = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
                   "gemma3_text": "Gemma3ForCausalLM"}
 

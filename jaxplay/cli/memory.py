@@ -25,7 +25,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
@@ -35,6 +34,7 @@ from jaxplay import sharding as sharding_lib
 from jaxplay.models import sampling, transformer
 from jaxplay.rl import advantages, train_step
 from jaxplay.run import configuration, experiment
+from jaxplay.run import spec as spec_lib
 
 GIB = 2**30
 
@@ -134,7 +134,7 @@ def with_shardings(tree, shardings):
                       tree, shardings)
 
 
-def experiment_shapes(config: ml_collections.ConfigDict) -> experiment.Experiment:
+def experiment_shapes(config: configuration.RunSpec) -> experiment.Experiment:
   """An Experiment with what the train step needs (no tokenizer, no weights)."""
   if config.rollout.mode != "text":
     raise ValueError(f"rollout.mode={config.rollout.mode!r}: memory planning covers 'text' only.")
@@ -238,7 +238,7 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
                      resident_state=resident_state, xla=XlaStats.of(compiled))
 
 
-def plan(config: ml_collections.ConfigDict, mesh, sampler_batch: int | None = None
+def plan(config: configuration.RunSpec, mesh, sampler_batch: int | None = None
          ) -> tuple[TrainPlan, SamplerPlan]:
   exp = experiment_shapes(config)
   train = plan_train(exp, mesh)
@@ -313,7 +313,10 @@ def main(argv):
   if count and len(devices) < count:
     raise SystemExit(f"error: --devices={count} but only {len(devices)} are present.")
   devices = devices[:count] if count else devices
-  config = _CONFIG.value
+  try:  # The run's checks need the weights; a plan needs only the typed fields.
+    config = spec_lib.from_mapping(_CONFIG.value)
+  except spec_lib.SpecError as error:
+    raise SystemExit(f"error: {error}") from None
   try:
     mesh_config = (config.mesh if _MESH.value is None
                    else sharding_lib.MeshConfig(**sharding_lib.parse_mesh_sizes(_MESH.value)))

@@ -13,6 +13,7 @@ import numpy as np
 
 from games import api, exploitability, kuhn_poker
 from jaxplay.evaluation import statistics
+from jaxplay.models import sampling
 from jaxplay.models.configs import ModelConfig
 from jaxplay.rl import policies
 from jaxplay.rl import rollout as rollout_lib
@@ -104,13 +105,12 @@ def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,
   """The policy's Act for each of N prompt rows, `batch_size` rows per call (traceable; the last
   call is topped up with copies of earlier rows)."""
   rows = tokens_NP.shape[0]
-  calls = -(-rows // batch_size)
-  fill = jnp.arange(calls * batch_size) % rows
-  chunk = lambda x: x[fill].reshape((calls, batch_size) + x.shape[1:])
+  indices = sampling.batch_indices(rows, batch_size)
+  chunk = lambda x: x[indices]
   act = lambda inputs: policy(params, *inputs)
   out = jax.lax.map(act, (chunk(tokens_NP), chunk(lengths_N), chunk(legal_NA),
-                          jax.random.split(key, calls)))
-  return jax.tree.map(lambda x: x.reshape((calls * batch_size,) + x.shape[2:])[:rows], out)
+                          jax.random.split(key, indices.shape[0])))
+  return jax.tree.map(lambda x: x.reshape((indices.size,) + x.shape[2:])[:rows], out)
 
 
 class KuhnEstimate(NamedTuple):

@@ -68,18 +68,14 @@ def sample_responses(parts: Parts, params, prompts_NP: np.ndarray, lengths_N: np
                      batch_size: int) -> tuple[list[str], np.ndarray]:
   """(decoded responses, int [N] generated token counts) for every prompt row, in order."""
   rows = prompts_NP.shape[0]
-  padded = -(-rows // batch_size) * batch_size
-  fill = np.arange(padded) % rows  # The last batch is topped up with copies of earlier rows.
-  prompts, lengths = prompts_NP[fill], lengths_N[fill]
   stops = np.asarray(parts.chat.stop_ids, np.int32)
   texts, counts = [], []
-  for index, start in enumerate(range(0, padded, batch_size)):
-    batch = slice(start, start + batch_size)
-    out = sampling.generate(parts.model, params, prompts[batch], lengths[batch],
+  for index, batch in enumerate(sampling.batch_indices(rows, batch_size)):
+    out = sampling.generate(parts.model, params, prompts_NP[batch], lengths_N[batch],
                             jax.random.fold_in(key, index), temperature, top_p, 0, stops,
                             max_response_len=max_response_len, pad_id=parts.pad_id)
     tokens, generated = jax.device_get((out.tokens, out.lengths))
-    for row in range(min(batch_size, rows - start)):
+    for row in range(min(batch_size, rows - index * batch_size)):
       counts.append(int(generated[row]))
       texts.append(tokenizers.decode(parts.tokenizer, tokens[row, :generated[row]]))
   return texts, np.asarray(counts, np.int32)

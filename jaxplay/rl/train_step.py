@@ -96,7 +96,6 @@ class TrainStepConfig:
   num_epochs: int = 2
   num_minibatches: int = 1  # Optimizer updates per epoch.
   num_microbatches: int = 1  # Gradient accumulation steps per update.
-  shuffle: bool = True
   recompute_old_log_probs: bool = False  # Old log-probs from the current params, not the sampler.
   # After each step ref_params <- decay * ref_params + (1 - decay) * params: 1.0 keeps the initial
   # params; < 1 makes the KL a pull towards a moving average of the policy (MMD's moving magnet).
@@ -326,11 +325,8 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     else:
       data["old"] = trained.old_log_probs[:, 1:].astype(jnp.float32)
 
-    if config.shuffle:
-      keys = jax.random.split(shuffle_key, config.num_epochs)
-      order = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(keys)
-    else:
-      order = jnp.tile(jnp.arange(config.batch_size), (config.num_epochs, 1))
+    keys = jax.random.split(shuffle_key, config.num_epochs)
+    order = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(keys)
     # Within a mini-batch the order does not change the update: rows of similar prompt width
     # share micro-batches, so a log_probs_fn can skip the padding they share.
     order = order.reshape(config.num_epochs, config.num_minibatches, -1)

@@ -7,6 +7,7 @@ import importlib.util
 import math
 import os
 import re
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -15,8 +16,9 @@ import games
 from games import opponents
 from jaxplay import errors, sharding
 from jaxplay.models import configs as model_configs
-from jaxplay.models import loading
+from jaxplay.models import loading, weight_files
 from jaxplay.rl import advantages, losses
+from jaxplay.run import spec as spec_lib
 from jaxplay.text import tokenizer as tokenizers
 
 ROLLOUT_MODES = ("text", "action_scoring")
@@ -65,66 +67,49 @@ class ConfigError(errors.UserError, ValueError):
   """A config field is wrong; the message names it."""
 
 
-def _names(spec: str) -> tuple[str, ...]:
-  return tuple(name.strip() for name in spec.split(",") if name.strip())
+RunSpec = spec_lib.RunSpec
 
 
-def game_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return _names(config.games)
-
-
-def heldout_game_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+def heldout_game_names(config: RunSpec) -> tuple[str, ...]:
   """eval.heldout_games less the training games (those are evaluated once, as training games)."""
-  return tuple(n for n in _names(config.eval.heldout_games) if n not in game_names(config))
+  return tuple(n for n in config.eval.heldout_games if n not in config.games)
 
 
-def math_eval_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return _names(config.eval.math)
-
-
-def _make(config: ml_collections.ConfigDict, names: tuple[str, ...],
+def _make(config: RunSpec, names: tuple[str, ...],
           invalid_rewards: tuple[float, float] | None) -> tuple[games.Game, ...]:
   rewards = tuple(invalid_rewards or config.invalid_rewards)
   return tuple(games.make(name, invalid_rewards=rewards, **dict(config.game_options.get(name, {})))
                for name in names)
 
 
-def make_games(config: ml_collections.ConfigDict,
+def make_games(config: RunSpec,
                invalid_rewards: tuple[float, float] | None = None) -> tuple[games.Game, ...]:
   """The training games with their options and invalid-move rewards."""
-  return _make(config, game_names(config), invalid_rewards)
+  return _make(config, config.games, invalid_rewards)
 
 
-def make_heldout_games(config: ml_collections.ConfigDict) -> tuple[games.Game, ...]:
+def make_heldout_games(config: RunSpec) -> tuple[games.Game, ...]:
   """The held-out games (evaluated, never trained on) with their options."""
   return _make(config, heldout_game_names(config), None)
 
 
-def collected_rows(config: ml_collections.ConfigDict) -> int:
+def collected_rows(config: RunSpec) -> int:
   """Rows of a step's train batch: every turn slot of rollout.games_per_batch games of each
   training game (the train step draws rollout.samples_per_step of them)."""
   return sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
 
 
-def seat_modes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """`rollout.seats` as a tuple: self_play, frozen, opponent:<name>, or self_play and one other."""
-  return _names(config.rollout.seats)
-
-
-def seat_opponent(config: ml_collections.ConfigDict) -> str | None:
+def seat_opponent(config: RunSpec) -> str | None:
   """The fixed opponent's name when `rollout.seats` has 'opponent:<name>', else None."""
-  return next((m.split(":", 1)[1] for m in seat_modes(config) if m.startswith("opponent:")), None)
+  return next((m.split(":", 1)[1] for m in config.rollout.seats if m.startswith("opponent:")),
+              None)
 
 
-def self_play_games(config: ml_collections.ConfigDict) -> int:
+def self_play_games(config: RunSpec) -> int:
   """Games of each kind's batch played in self-play (the first ones; the rest against the frozen
   copy or the fixed opponent): all, none, or half of them when `rollout.seats` mixes two modes."""
-  modes = seat_modes(config)
+  modes = config.rollout.seats
   return config.rollout.games_per_batch * ("self_play" in modes) // len(modes)
-
-
-def lora_targets(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return _names(config.model.lora_targets)
 
 
 _SHIPPED_CONFIG = re.compile(r"--config=configs/(\w+\.py)(:.*)?$")
@@ -145,13 +130,15 @@ def installed_config(arg: str) -> str:
 
 
 def _fail(field: str, value, problem: str) -> None:
+  if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+    value = ",".join(value)  # Names, as the config writes them.
   raise ConfigError(f"config.{field}={value!r}: {problem}")
 
 
-def _get(config, field: str):
+def _get(config: RunSpec, field: str):
   value = config
   for part in field.split("."):
-    value = value[part]
+    value = getattr(value, part)
   return value
 
 
@@ -167,17 +154,23 @@ def _positive(config, *fields: str) -> None:
       _fail(field, value, "must be positive.")
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises ConfigError naming the first wrong field; the mesh must fit `num_devices` (default:
-  all devices, of every process)."""
-  names = game_names(config)
+def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
+             num_devices: int | None = None) -> RunSpec:
+  """The typed spec of a config (a ConfigDict or a config.json record), checked once: raises
+  ConfigError naming the first missing, unknown, mistyped or wrong field. The mesh must fit
+  `num_devices` (default: all devices, of every process)."""
+  try:
+    config = spec_lib.from_mapping(config)
+  except spec_lib.SpecError as error:
+    raise ConfigError(str(error)) from None
+  names = config.games
   if not names:
     _fail("games", config.games, "name at least one game.")
   for name in names:
     if name not in games.registered_names():
       _fail("games", config.games, f"unknown game {name!r}; valid: "
             f"{', '.join(games.registered_names())}.")
-  for name in _names(config.eval.heldout_games):
+  for name in config.eval.heldout_games:
     if name not in games.registered_names():
       _fail("eval.heldout_games", config.eval.heldout_games, f"unknown game {name!r}; valid: "
             f"{', '.join(games.registered_names())} (or '' for none).")
@@ -196,7 +189,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     raise ConfigError(f"config.game_options: {error}") from None
 
   _one_of(config, "rollout.mode", ROLLOUT_MODES)
-  seats, modes = config.rollout.seats, seat_modes(config)
+  seats = modes = config.rollout.seats
   if not modes or any(m not in ("self_play", "frozen") and not m.startswith("opponent:")
                       for m in modes):
     _fail("rollout.seats", seats, "valid: self_play, frozen, opponent:<name>, or self_play and "
@@ -206,19 +199,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
           "opponent:<name>.")
   if len(modes) == 2 and config.rollout.games_per_batch % (2 * max(config.rl.group_size, 1)):
     _fail("rollout.games_per_batch", config.rollout.games_per_batch,
-          f"with rollout.seats={seats!r} the games split in two halves, each a multiple of "
+          f"with rollout.seats={','.join(seats)!r} the games split in two halves, each a multiple of "
           f"rl.group_size={config.rl.group_size}.")
   if (opponent := seat_opponent(config)) is not None:
     for name in names:
       if opponent not in opponents.names(name):
         _fail("rollout.seats", seats, f"no opponent {opponent!r} for {name}; valid: "
               f"{', '.join(opponents.names(name))}.")
-  for opponent in config.eval.opponents.split(","):
+  for opponent in config.eval.opponents:
     if not any(opponent in opponents.names(name) for name in names + heldout):
       _fail("eval.opponents", config.eval.opponents, f"no game has opponent {opponent!r}.")
   _positive(config, "rollout.samples_per_step", "rollout.games_per_batch",
             "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
-            "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
+            "rl.num_minibatches", "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
             "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
             "optimizer.learning_rate")
   for field, valid, rule in _RANGES:
@@ -227,9 +220,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
     _fail("prompt.instruction", config.prompt.instruction,
           "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")
-  if config.rollout.samples_per_step % config.rl.micro_batch_size:
-    _fail("rl.micro_batch_size", config.rl.micro_batch_size,
+  if config.rollout.samples_per_step % config.rl.num_minibatches:
+    _fail("rl.num_minibatches", config.rl.num_minibatches,
           f"must divide rollout.samples_per_step={config.rollout.samples_per_step}.")
+  minibatch = config.rollout.samples_per_step // config.rl.num_minibatches
+  if minibatch % config.rl.micro_batch_size:
+    _fail("rl.micro_batch_size", config.rl.micro_batch_size,
+          f"must divide the {minibatch} rows of a mini-batch (rollout.samples_per_step="
+          f"{config.rollout.samples_per_step} / rl.num_minibatches={config.rl.num_minibatches}).")
   if config.rollout.games_per_batch % config.rl.group_size:
     _fail("rl.group_size", config.rl.group_size,
           f"must divide rollout.games_per_batch={config.rollout.games_per_batch}.")
@@ -263,9 +261,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check_math(config)
   _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)
+  return config
 
 
-def _check_lora(config: ml_collections.ConfigDict) -> None:
+def _check_lora(config: RunSpec) -> None:
   """model.lora_*: a rank >= 0, a positive alpha, known targets."""
   if config.model.lora_rank < 0:
     _fail("model.lora_rank", config.model.lora_rank, "must be >= 0 (0 = train every weight).")
@@ -274,19 +273,19 @@ def _check_lora(config: ml_collections.ConfigDict) -> None:
   if not config.model.lora_alpha > 0:
     _fail("model.lora_alpha", config.model.lora_alpha, "must be > 0 (adapters scale by "
           "lora_alpha / lora_rank).")
-  targets = lora_targets(config)
+  targets = config.model.lora_targets
   if not targets or any(t not in model_configs.LORA_TARGETS for t in targets):
     _fail("model.lora_targets", config.model.lora_targets,
           f"name one or more of {', '.join(model_configs.LORA_TARGETS)}, comma-separated.")
 
 
-def _check_math(config: ml_collections.ConfigDict) -> None:
+def _check_math(config: RunSpec) -> None:
   """eval.math names installed sets or existing JSONL files; math_every fits train.eval_every."""
-  if not math_eval_names(config):
+  if not config.eval.math:
     return
   # pylint: disable-next=import-outside-toplevel
   from jaxplay.evaluation import math_data  # Imports tfds.
-  for name in math_eval_names(config):
+  for name in config.eval.math:
     path = name.removeprefix(math_data.JSONL_PREFIX)
     if name in math_data.PACKAGE_SETS:
       if importlib.util.find_spec(math_data.PACKAGE) is None:
@@ -307,27 +306,26 @@ def _check_math(config: ml_collections.ConfigDict) -> None:
     _fail("eval.math_limit", config.eval.math_limit, "must be >= 0 (0 = every question).")
 
 
-def _check_mesh(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def _check_mesh(config: RunSpec, num_devices: int) -> None:
   """The mesh fits the devices, its rules name mesh axes, and batches split over its batch axes."""
   try:
     sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, num_devices)))
-    rules = sharding.make_rules(config.mesh.get("rules"))
+    rules = sharding.make_rules(config.mesh.rules)
   except ValueError as error:
     raise ConfigError(f"config.mesh: {error}") from None
   axes = sharding.batch_axes(rules)
   parts = math.prod(sizes[a] for a in axes)
   split = " x ".join(f"{a}={sizes[a]}" for a in axes) or "no mesh axis"
   for field in ("rollout.samples_per_step", "rollout.games_per_batch", "rl.micro_batch_size"):
-    section, name = field.split(".")
-    if config[section][name] % parts:
-      _fail(field, config[section][name], f"must be a multiple of {parts}: batches split over "
+    if _get(config, field) % parts:
+      _fail(field, _get(config, field), f"must be a multiple of {parts}: batches split over "
             f"the mesh's batch axes {split} ({num_devices} devices); change it or config.mesh.")
 
 
-def _check_model(config: ml_collections.ConfigDict) -> None:
+def _check_model(config: RunSpec) -> None:
   """Overrides fit the model; model.path is a package model or passes `loading.check`."""
   path = config.model.path
-  overrides = config.model.overrides.to_dict()
+  overrides = config.model.overrides
   if overrides and path != "games_bpe":
     _fail("model.overrides", overrides, "only a from-scratch model (model.path='games_bpe') can "
           "change its architecture; a checkpoint's comes from its files.")
@@ -348,5 +346,5 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
     _fail("model.path", path, "is a directory without config.json (not an HF checkpoint).")
   try:
     loading.check(path)
-  except loading.ModelFileError as error:  # It names the file: model.path or one inside it.
+  except weight_files.ModelFileError as error:  # It names the file: model.path or one inside it.
     raise ConfigError(f"config.model.path: {error}") from None

@@ -42,13 +42,13 @@ class Evaluator:
     self._plays = []
     kits = exp.kits + exp.heldout_kits
     for kit in kits:
-      names = [n for n in config.eval.opponents.split(",") if n in opponents.names(kit.game.name)]
+      names = [n for n in config.eval.opponents if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
       play = jax.jit(functools.partial(
           lambda params, key, index, kit, fns: matches.play_against(
               kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
               params, matches.switch_opponent(fns, index), key, self._games_per_seat,
-              tuple(config.eval.invalid_rewards)), kit=kit, fns=fns))
+              config.eval.invalid_rewards), kit=kit, fns=fns))
       self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode.
@@ -137,9 +137,9 @@ def write_math_records(workdir: str, step: int, name: str, records: list[dict]) 
   return str(path)
 
 
-def math_due(config, step: int) -> bool:
+def math_due(config: configuration.RunSpec, step: int) -> bool:
   """Whether training runs its math evals (config.eval.math) at `step`."""
-  return bool(configuration.math_eval_names(config)) and (
+  return bool(config.eval.math) and (
       step % config.eval.math_every == 0 or step == config.train.steps)
 
 
@@ -149,7 +149,7 @@ def run_math(exp, params, key: jax.Array, workdir: str, step: int) -> dict[str, 
   # pylint: disable-next=import-outside-toplevel
   from jaxplay.evaluation import reasoning  # Imports tfds.
   config, results = exp.config, {}
-  for index, name in enumerate(configuration.math_eval_names(config)):
+  for index, name in enumerate(config.eval.math):
     summary, records = reasoning.evaluate_math(
         exp, params, name, config.eval.math_limit or None, temperature=config.eval.temperature,
         top_p=config.eval.top_p, max_response_len=config.eval.math_max_response_len,

@@ -9,7 +9,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import games
@@ -36,7 +35,7 @@ class GameKit:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-  config: ml_collections.ConfigDict
+  config: configuration.RunSpec
   model: model_configs.ModelConfig
   tokenizer: Any
   chat: tokenizers.ChatFormat
@@ -55,25 +54,25 @@ class Experiment:
     return self.config.rollout.max_prompt_len + self.max_response_len
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = None
+def model_config(config: configuration.RunSpec, vocab_size: int | None = None
                  ) -> model_configs.ModelConfig:
   """The architecture of config.model: its preset with the dtypes, and for from-scratch models
   (path 'games_bpe') the vocabulary size and the `model.overrides` fields."""
   fields = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
                 remat=config.model.remat, **lora_fields(config))
   if config.model.path == "games_bpe":
-    fields.update(config.model.overrides.to_dict())
+    fields.update(config.model.overrides)
     if vocab_size or config.model.vocab_size:
       fields["vocab_size"] = vocab_size or config.model.vocab_size
   return model_configs.get(config.model.preset, **fields)
 
 
-def lora_fields(config: ml_collections.ConfigDict) -> dict:
+def lora_fields(config: configuration.RunSpec) -> dict:
   """The ModelConfig LoRA fields of config.model (none when lora_rank is 0)."""
   if not config.model.lora_rank:
     return {}
-  return dict(lora_rank=config.model.lora_rank, lora_alpha=float(config.model.lora_alpha),
-              lora_targets=configuration.lora_targets(config))
+  return dict(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha,
+              lora_targets=config.model.lora_targets)
 
 
 def trainable(model: model_configs.ModelConfig):
@@ -89,12 +88,12 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   """The train state before the first step: RAE baselines per game kind and role, the KL
   reference (rl.kl_coef), and with LoRA optimizer state for the adapters only."""
   config = exp.config
-  return train_step.init_state(params, optimizer, num_kinds=len(configuration.game_names(config)),
+  return train_step.init_state(params, optimizer, num_kinds=len(config.games),
                                num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0,
                                trainable=trainable(exp.model))
 
 
-def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
+def load_model_and_tokenizer(config: configuration.RunSpec, key: jax.Array,
                              sharding_fn: loading.ShardingFn | None = None):
   """(model config, params, tokenizer) from model.path, or a fresh model for path 'games_bpe'.
 
@@ -116,7 +115,7 @@ def load_model_and_tokenizer(config: ml_collections.ConfigDict, key: jax.Array,
   return model, params, tokenizers.load_tokenizer(path)
 
 
-def build(config: ml_collections.ConfigDict, tokenizer, model: model_configs.ModelConfig
+def build(config: configuration.RunSpec, tokenizer, model: model_configs.ModelConfig
           ) -> Experiment:
   """Tables and policies for every training and held-out game (tokenisation happens here, once)."""
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
@@ -169,7 +168,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   return GameKit(game, table, train_policy, eval_policy, scoring)
 
 
-def prompt_style(config: ml_collections.ConfigDict, game: games.Game) -> prompts.PromptStyle:
+def prompt_style(config: configuration.RunSpec, game: games.Game) -> prompts.PromptStyle:
   """config.prompt for one game: its instruction line and `examples` worked examples."""
   header = prompts.PROMPT_PREFIX if game.zero_sum else prompts.GENERAL_SUM_PREFIX
   return prompts.PromptStyle(instruction=config.prompt.instruction or prompts.INSTRUCTION,
@@ -317,8 +316,9 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
           max_response_len=exp.max_response_len, kl_coef=config.rl.kl_coef,
           entropy_coef=config.rl.entropy_coef,
           temperature=max(config.rollout.temperature, 1e-6)),
-      num_epochs=config.rl.ppo_epochs, num_minibatches=1,
-      num_microbatches=batch_size // config.rl.micro_batch_size,
+      num_epochs=config.rl.ppo_epochs, num_minibatches=config.rl.num_minibatches,
+      num_microbatches=batch_size // (config.rl.num_minibatches * config.rl.micro_batch_size),
+      recompute_old_log_probs=config.rl.recompute_old_log_probs,
       reference_decay=config.rl.kl_reference_decay)
   optimizer = build_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
@@ -343,7 +343,7 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
                                      shared_fn, trainable(exp.model)), optimizer)
 
 
-def build_optimizer(config: ml_collections.ConfigDict):
+def build_optimizer(config: configuration.RunSpec):
   o = config.optimizer
   return train_step.make_optimizer(
       learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,

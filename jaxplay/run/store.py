@@ -3,33 +3,32 @@ step; `load_run` restores a run's latest good checkpoint (what evaluate, export 
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
-import ml_collections
 from etils import epath
 
 from jaxplay import sharding
 from jaxplay.models import transformer
 from jaxplay.rl import train_step
 from jaxplay.run import checkpoints, configuration, experiment
+from jaxplay.run import spec as spec_lib
 from jaxplay.run import workdir as workdir_lib
 from jaxplay.text import tokenizer as tokenizers
 
 
-def config_record(config: ml_collections.ConfigDict) -> dict:
+def config_record(config: configuration.RunSpec) -> dict:
   """The config as the JSON record kept in a run's config.json."""
-  return json.loads(config.to_json_best_effort(sort_keys=True))
+  return spec_lib.as_record(config)
 
 
-def run_keys(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+def run_keys(config: configuration.RunSpec) -> dict[str, jax.Array]:
   names = ("model", "run", "eval")
   return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
 
 
-def setup(config: ml_collections.ConfigDict):
-  """(experiment, initial train state, compiled train step, layout) for a validated config.
+def setup(config: configuration.RunSpec):
+  """(experiment, initial train state, compiled train step, layout) for a run spec.
 
   The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
   params); the train step keeps that layout, takes batches split by rows, and donates the state.
@@ -62,14 +61,14 @@ def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):
                                                      ref_params=fixed(state.ref_params))
 
 
-def checkpointer(workdir: str, config: ml_collections.ConfigDict,
+def checkpointer(workdir: str, config: configuration.RunSpec,
                  frozen=None) -> checkpoints.Checkpointer:
   """The run's checkpoints; `frozen` (`frozen_leaves`) as in checkpoints.Checkpointer."""
   return checkpoints.Checkpointer(os.fspath(epath.Path(workdir) / "checkpoints"),
                                   config.train.keep_checkpoints, frozen)
 
 
-def has_checkpoints(workdir: str, config: ml_collections.ConfigDict) -> bool:
+def has_checkpoints(workdir: str, config: configuration.RunSpec) -> bool:
   """Whether the run in `workdir` saved a checkpoint (creates nothing)."""
   if not (epath.Path(workdir) / "checkpoints").exists():
     return False
@@ -80,7 +79,7 @@ def has_checkpoints(workdir: str, config: ml_collections.ConfigDict) -> bool:
 
 
 def load_run(workdir: str, mesh: dict[str, int] | None = None):
-  """(config, experiment, train state, step) of the latest good checkpoint in a run's workdir.
+  """(spec, experiment, train state, step) of the latest good checkpoint in a run's workdir.
 
   `mesh` ({axis: size}, e.g. {"data": -1}) replaces the run's mesh sizes, to load a run on other
   devices than it trained on (a pod run on one GPU); the checkpoint is restored into that layout.
@@ -90,8 +89,11 @@ def load_run(workdir: str, mesh: dict[str, int] | None = None):
   if record is None:
     raise workdir_lib.WorkdirError(f"{workdir} holds no run (no config.json); train one with "
                                    "`python -m jaxplay.main`.")
-  config = ml_collections.ConfigDict(record)
-  config.mesh.update(mesh or {})
+  try:
+    config = spec_lib.from_mapping(record)
+  except spec_lib.SpecError as error:
+    raise workdir_lib.WorkdirError(f"{workdir}/config.json: {error}") from None
+  config = config.replace(mesh=dict(mesh or {}))
   try:
     sharding.mesh_shape(config.mesh, jax.device_count())
   except ValueError as error:

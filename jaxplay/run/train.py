@@ -31,7 +31,7 @@ from jaxplay.run import workdir as workdir_lib
 
 
 @contextlib.contextmanager
-def _claim_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool):
+def _claim_workdir(workdir: str, config: configuration.RunSpec, overwrite: bool):
   """Holds the workdir's lock while the run trains; on entry removes the old run when
   `overwrite` (or when it saved no checkpoint) and records this config.
 
@@ -114,7 +114,7 @@ def _any_process(flag: bool) -> bool:
 def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict:
   """Runs (or resumes) training; returns a summary with paths, the first/last evaluations and,
   when a signal stopped the run early, `stopped_by` (its name)."""
-  configuration.validate(config)
+  config = configuration.validate(config)
   workdir_lib.check_writable(workdir)
   workdir_lib.RunLock(workdir).check()
   if not overwrite:  # Refused before minutes of set-up; checked again under the lock.
@@ -126,7 +126,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     exp, state, step_fn, layout = store.setup(config)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
-                   if "frozen" in configuration.seat_modes(config) else None)
+                   if "frozen" in config.rollout.seats else None)
   collect = experiment.make_collect(exp, layout)
   evaluate_games = evaluator.Evaluator(exp, store.decoder(exp), phases)
   with _claim_workdir(workdir, config, overwrite):

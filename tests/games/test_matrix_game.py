@@ -12,6 +12,7 @@ import games
 from games import checks
 from games import matrix_game
 from games import opponents
+from games import ordinal_2x2
 
 C, D = 0, 1  # cooperate, defect
 KEY = jax.random.key(0)
@@ -43,14 +44,14 @@ def _stack(states):
 
 
 def test_576_pairs_fall_into_144_classes_of_4():
-  types = matrix_game.ordinal_types()
+  types = ordinal_2x2.ordinal_types()
   assert types.pairs.shape == (576, 8) and len({tuple(p) for p in types.pairs}) == 576
   assert types.canonical.shape == (144, 8)
   np.testing.assert_array_equal(np.bincount(types.type_of, minlength=144), 4)
   for index, canonical in enumerate(types.canonical):
     # Each class is exactly the orbit of its canonical member under swapping rows / columns.
     orbit = {tuple(np.concatenate([canonical[:4][s], canonical[4:][s]]))
-             for s in matrix_game._SYMMETRIES}
+             for s in ordinal_2x2._SYMMETRIES}
     members = {tuple(p) for p in types.pairs[types.type_of == index]}
     assert orbit == members and len(orbit) == 4
     assert canonical[0] == 4  # The row player's best outcome is top-left.
@@ -61,17 +62,17 @@ def test_576_pairs_fall_into_144_classes_of_4():
 
 
 def test_every_ordered_pair_lands_in_exactly_one_class():
-  types = matrix_game.ordinal_types()
+  types = ordinal_2x2.ordinal_types()
   orbits = [{tuple(int(x) for x in np.concatenate([c[:4][s], c[4:][s]]))
-             for s in matrix_game._SYMMETRIES} for c in types.canonical]
+             for s in ordinal_2x2._SYMMETRIES} for c in types.canonical]
   perms = list(itertools.permutations((1, 2, 3, 4)))
   for a, b in itertools.product(perms, perms):
     found = [k for k, orbit in enumerate(orbits) if a + b in orbit]
-    assert found == [matrix_game.ordinal_type(matrix_game.flat_to_table(np.array(a + b)))]
+    assert found == [ordinal_2x2.ordinal_type(ordinal_2x2.flat_to_table(np.array(a + b)))]
 
 
 def test_nash_equilibrium_counts_over_the_144_types():
-  tables = matrix_game.flat_to_table(matrix_game.ordinal_types().canonical)
+  tables = ordinal_2x2.flat_to_table(ordinal_2x2.ordinal_types().canonical)
   counts = matrix_game.pure_nash(tables).sum((1, 2))
   # 108 types with one pure equilibrium, 18 with two, 18 cyclic ones with none.
   np.testing.assert_array_equal(np.bincount(counts), [18, 108, 18])
@@ -80,16 +81,16 @@ def test_nash_equilibrium_counts_over_the_144_types():
 def test_named_games_map_to_one_class_each():
   ordinal = ("prisoners_dilemma", "chicken", "stag_hunt", "deadlock", "harmony",
              "battle_of_the_sexes")
-  kinds = {name: matrix_game.ordinal_type(matrix_game.KNOWN_GAMES[name][0]) for name in ordinal}
+  kinds = {name: ordinal_2x2.ordinal_type(matrix_game.KNOWN_GAMES[name][0]) for name in ordinal}
   assert None not in kinds.values() and len(set(kinds.values())) == len(ordinal)
   # Cardinal tables with the same orders are the same type; the rg name gives that class.
-  assert matrix_game.ordinal_type(matrix_game.PRISONERS_DILEMMA_5310) == kinds["prisoners_dilemma"]
+  assert ordinal_2x2.ordinal_type(matrix_game.PRISONERS_DILEMMA_5310) == kinds["prisoners_dilemma"]
   for name, kind in kinds.items():
     rg = games.make("matrix_game", payoffs=f"rg{kind:03d}")
-    assert matrix_game.ordinal_type(rg.table) == kind
+    assert ordinal_2x2.ordinal_type(rg.table) == kind
     assert int(games.make("matrix_game", payoffs=name).init(KEY).data.kind) == kind
-  assert matrix_game.ordinal_type(matrix_game.KNOWN_GAMES["matching_pennies"][0]) is None
-  assert matrix_game.ordinal_type(matrix_game.BATTLE_OF_THE_SEXES_210) is None  # ties
+  assert ordinal_2x2.ordinal_type(matrix_game.KNOWN_GAMES["matching_pennies"][0]) is None
+  assert ordinal_2x2.ordinal_type(matrix_game.BATTLE_OF_THE_SEXES_210) is None  # ties
 
 
 def _nash_cells(table):
@@ -107,10 +108,10 @@ def test_pure_nash_equilibria_by_hand():
   assert _nash_cells(known["battle_of_the_sexes"]) == [(0, 0), (1, 1)]
   assert _nash_cells(known["matching_pennies"]) == []
   # An ordinal matching-pennies: the row player wants to match, the column player to differ.
-  cyclic = matrix_game.flat_to_table(np.array([4, 1, 2, 3, 1, 4, 3, 2]))
+  cyclic = ordinal_2x2.flat_to_table(np.array([4, 1, 2, 3, 1, 4, 3, 2]))
   assert _nash_cells(cyclic) == []
-  kind = matrix_game.ordinal_type(cyclic)
-  assert _nash_cells(matrix_game.flat_to_table(matrix_game.ordinal_types().canonical[kind])) == []
+  kind = ordinal_2x2.ordinal_type(cyclic)
+  assert _nash_cells(ordinal_2x2.flat_to_table(ordinal_2x2.ordinal_types().canonical[kind])) == []
 
 
 # --- Options. ---
@@ -182,7 +183,7 @@ def test_family_draws_every_type_and_shows_its_table():
   kinds = np.asarray(states.data.kind)
   assert set(kinds.tolist()) == set(range(144))
   table = np.asarray(states.data.payoffs[0]).astype(int)
-  assert matrix_game.ordinal_type(table) == kinds[0]
+  assert ordinal_2x2.ordinal_type(table) == kinds[0]
   text = game.render_text(jax.tree.map(lambda x: x[0], states), 1)
   assert (f"If you play A and they play B: you get {table[1, 0, 1]}, "
           f"they get {table[1, 0, 0]}.\n") in text

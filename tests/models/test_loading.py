@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 from jaxplay import errors
 from jaxplay.models import configs
 from jaxplay.models import loading
+from jaxplay.models import weight_files
 from jaxplay.models import transformer
 from tests.models import hf_reference as ref
 
@@ -75,7 +76,7 @@ def test_gguf_loads_like_its_safetensors(qwen3_dir, qwen3_gguf):
 
 def _model_file_error(path) -> str:
   """The message of the ModelFileError that load(path) raises, checked to be one line."""
-  with pytest.raises(loading.ModelFileError) as error:
+  with pytest.raises(weight_files.ModelFileError) as error:
     loading.load(path)
   assert isinstance(error.value, errors.UserError) and isinstance(error.value, ValueError)
   message = str(error.value)

@@ -6,11 +6,11 @@ import io
 import jax
 import pytest
 
-from configs import kuhn_nash
 from games import kuhn_poker
 from jaxplay import errors
 from jaxplay.cli import play
-from jaxplay.run import store
+from jaxplay.run import configuration, store
+from tests import stand_ins
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,10 @@ def run(tmp_path_factory):
   """(workdir, experiment): a run directory holding the tiny Kuhn model's initial params as the
   checkpoint of step 3."""
   folder = tmp_path_factory.mktemp("run")
-  config = kuhn_nash.get_config()
-  config.rollout.update(samples_per_step=8, games_per_batch=4, max_prompt_len=256)
-  config.rl.micro_batch_size = 4
-  exp, state, _, _ = store.setup(config)
-  saver = store.checkpointer(str(folder), config)
+  config = stand_ins.tiny_kuhn_config()
+  spec = configuration.validate(config)
+  exp, state, _, _ = store.setup(spec)
+  saver = store.checkpointer(str(folder), spec)
   saver.save(3, state, force=True)
   saver.close()
   (folder / "config.json").write_text(config.to_json_best_effort(sort_keys=True))

@@ -9,24 +9,19 @@ import numpy as np
 import pytest
 
 import games
-from configs import kuhn_nash
 from jaxplay.cli import evaluate as evaluate_cli
 from jaxplay.evaluation import math_data, reasoning
 from jaxplay.models import configs as model_configs
 from jaxplay.models import sampling, transformer
-from jaxplay.run import evaluator, store, train
+from jaxplay.run import configuration, evaluator, store, train
 from jaxplay.text import game_tokenizer
 from jaxplay.text import tokenizer as tokenizers
+from tests import stand_ins
 
 pytest.importorskip("array_record")
 
 QUESTIONS = [("What is 2 + 3?", "#### 5"), ("Half of 18?", "9"), ("Seven minus ten?", "-3"),
              ("One third as a fraction?", "\\frac{1}{3}"), ("Twelve times ten?", "120")]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +136,9 @@ def test_unknown_eval_names_list_the_valid_ones():
 
 
 def _tiny_run_config():
-  config = kuhn_nash.get_config()
-  config.rollout.update(samples_per_step=8, games_per_batch=8)
-  config.rl.update(micro_batch_size=8)
-  config.train.update(steps=1, eval_every=1, checkpoint_every=1)
-  config.eval.update(games_per_seat=2)
-  return config
+  return stand_ins.tiny_kuhn_config(**{
+      "rollout.games_per_batch": 8, "rl.micro_batch_size": 8, "train.steps": 1,
+      "train.eval_every": 1, "train.checkpoint_every": 1})
 
 
 def _read_jsonl(path):
@@ -160,8 +152,9 @@ def test_evaluate_command_math_on_a_saved_run(tmp_path, questions_file, data_dir
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
-  _, state, _, _ = store.setup(config)
-  checkpointer = store.checkpointer(str(workdir), config)
+  spec = configuration.validate(config)
+  _, state, _, _ = store.setup(spec)
+  checkpointer = store.checkpointer(str(workdir), spec)
   checkpointer.save(0, state)
   checkpointer.close()
   rows = evaluate_cli.main([f"--workdir={workdir}", f"--evals=jsonl:{questions_file}", "--limit=3",
@@ -215,12 +208,13 @@ def _math_config(questions_file, data_dir):
 def test_math_evals_of_the_config_give_named_metrics_and_records(
     tiny_parts, tmp_path, questions_file, data_dir):
   config = _math_config(questions_file, data_dir)
-  assert [s for s in range(5) if evaluator.math_due(config, s)] == [0, 2, 3, 4]
+  due = lambda step: evaluator.math_due(configuration.validate(config), step)
+  assert [s for s in range(5) if due(s)] == [0, 2, 3, 4]
   config.eval.math = ""
-  assert not any(evaluator.math_due(config, s) for s in range(5))
+  assert not any(due(s) for s in range(5))
   config.eval.math = f"jsonl:{questions_file}"
   parts, params = tiny_parts
-  exp = types.SimpleNamespace(config=config, **vars(parts))
+  exp = types.SimpleNamespace(config=configuration.validate(config), **vars(parts))
   metrics = evaluator.run_math(exp, params, jax.random.key(0), str(tmp_path), step=7)
   assert metrics["eval/math/five_jsonl/samples"] == 3 == metrics["eval/math/five_jsonl/questions"]
   samples = _read_jsonl(tmp_path / "eval_samples" / "step_000007_five_jsonl.jsonl")

@@ -24,7 +24,7 @@ def _text_config(heldout_games):
 
 
 def _build(config):
-  configuration.validate(config)
+  config = configuration.validate(config)
   model, params, tokenizer = experiment.load_model_and_tokenizer(config, jax.random.key(0))
   return experiment.build(config, tokenizer, model), params
 
@@ -81,18 +81,33 @@ def test_heldout_prompts_longer_than_max_prompt_len_fail_naming_the_fields(text_
 def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monkeypatch):
   """rollout.temperature/top_p/top_k make the training policy, eval.temperature/top_p the
   evaluation policy (with rollout.top_k: eval has none); the sampler applies them
-  (tests/test_sampling.py). rollout.top_p once never reached the training policy."""
+  (tests/models/test_sampling.py). rollout.top_p once never reached the training policy."""
   exp, _ = text_run
   made = []
   monkeypatch.setattr(experiment.policies, "text_policy",
                       lambda *args: made.append(args[5:8]) or "policy")
-  config = exp.config.copy_and_resolve_references()
-  config.rollout.update(temperature=0.9, top_p=0.8, top_k=40)
-  config.eval.update(temperature=0.6, top_p=0.95)
+  config = exp.config.replace(rollout=dict(temperature=0.9, top_p=0.8, top_k=40),
+                              eval=dict(temperature=0.6, top_p=0.95))
   exp = dataclasses.replace(exp, config=config)
   byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
   kit = experiment.game_kit(exp, exp.kits[0].game, byte_table, None)
   assert made == [(0.6, 0.95, 40), (0.9, 0.8, 40)] and kit.train_policy == kit.eval_policy == "policy"
+
+
+def test_ppo_options_reach_the_train_step(text_run, monkeypatch):
+  """rl.ppo_epochs, rl.num_minibatches, rl.micro_batch_size and rl.recompute_old_log_probs make
+  the train step's epochs, mini-batches, micro-batches and old log-probs."""
+  exp, _ = text_run
+  made = []
+  monkeypatch.setattr(experiment.train_step, "make_train_step",
+                      lambda step_config, *args, **kwargs: made.append(step_config))
+  config = exp.config.replace(rl=dict(ppo_epochs=3, num_minibatches=4, micro_batch_size=16,
+                                      recompute_old_log_probs=True))
+  experiment.build_train_step(dataclasses.replace(exp, config=config))
+  (step_config,) = made
+  assert (step_config.batch_size, step_config.num_epochs, step_config.num_minibatches,
+          step_config.num_microbatches, step_config.recompute_old_log_probs) == (
+              256, 3, 4, 4, True)
 
 
 def test_action_scoring_kit_scores_its_own_actions(text_run):
@@ -154,7 +169,7 @@ def test_action_scoring_mixes_games_of_different_action_counts():
   config.rollout.update(samples_per_step=16, games_per_batch=4, max_prompt_len=256,
                         temperature=0.5)
   config.rl.micro_batch_size = 16
-  configuration.validate(config)
+  config = configuration.validate(config)
   exp, state, step_fn, layout = store.setup(config)
   assert exp.num_actions == 9
   batch, stats = experiment.make_collect(exp, layout)(state.params, None, jax.random.key(1))
@@ -181,7 +196,7 @@ def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path)
   config = kuhn_nash.get_config()
   config.rollout.update(samples_per_step=16, games_per_batch=8, max_prompt_len=128)
   config.rl.update(micro_batch_size=8, ppo_epochs=1, kl_coef=0.5, kl_reference_decay=0.5)
-  configuration.validate(config)
+  config = configuration.validate(config)
   exp, state, step_fn, layout = store.setup(config)
   initial = jax.device_get(state.params)
   assert jax.tree.map(lambda x: x.sharding, state.ref_params) == jax.tree.map(

@@ -13,24 +13,13 @@ import jax
 import numpy as np
 import pytest
 
-from configs import kuhn_nash
 from jaxplay.models import transformer
-from jaxplay.run import metrics, store, train
+from jaxplay.run import configuration, metrics, store, train
 from jaxplay.run import workdir as workdir_lib
-from tests.test_metrics import wandb_history
+from tests import stand_ins
+from tests.run.test_metrics import wandb_history
 
-OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
-             "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 4,
-             "train.checkpoint_every": 2, "train.eval_every": 100, "eval.games_per_seat": 2}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config():
-  config = kuhn_nash.get_config()
-  for field, value in OVERRIDES.items():
-    section, name = field.split(".")
-    config[section][name] = value
-  return config
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _params(workdir):
@@ -47,12 +36,12 @@ def _assert_trees_equal(a, b):
 @pytest.mark.slow
 def test_resume_after_hard_kill_is_bit_identical(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  summary = train.train(_config(), straight)
+  summary = train.train(stand_ins.tiny_kuhn_config(), straight)
   assert summary["final_step"] == 4 and os.path.exists(summary["transcripts"])
   assert [r["step"] for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r] == [1, 2, 3, 4]
 
   command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
-             f"--workdir={killed}"] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+             f"--workdir={killed}"] + stand_ins.tiny_kuhn_flags()
   child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
   finished_two = os.path.join(killed, "checkpoints", "2", "_CHECKPOINT_METADATA")
@@ -64,7 +53,7 @@ def test_resume_after_hard_kill_is_bit_identical(tmp_path):
   assert os.path.exists(finished_two), "the child never wrote its step-2 checkpoint"
   assert not os.path.exists(os.path.join(killed, "checkpoints", "4"))
 
-  resumed = train.train(_config(), killed)
+  resumed = train.train(stand_ins.tiny_kuhn_config(), killed)
   assert resumed["start_step"] in (2, 3) and resumed["final_step"] == 4
   step_a, params_a, opt_a = _params(straight)
   step_b, params_b, opt_b = _params(killed)
@@ -75,9 +64,10 @@ def test_resume_after_hard_kill_is_bit_identical(tmp_path):
 
 def test_load_run_takes_a_mesh_for_fewer_devices(tmp_path):
   """A run whose config names more devices than this process has loads with a mesh override."""
-  config = _config()
-  _, state, _, _ = store.setup(config)
-  saver = store.checkpointer(str(tmp_path), config)
+  config = stand_ins.tiny_kuhn_config()
+  spec = configuration.validate(config)
+  _, state, _, _ = store.setup(spec)
+  saver = store.checkpointer(str(tmp_path), spec)
   saver.save(2, state, force=True)
   saver.close()
   config.mesh.data = 2  # As if it had trained on two devices.
@@ -94,9 +84,9 @@ def test_load_run_takes_a_mesh_for_fewer_devices(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
   """SIGINT mid-run (no checkpoint due for 100 steps): the step reached is saved and loadable."""
   workdir = str(tmp_path / "interrupted")
-  overrides = {**OVERRIDES, "train.steps": 100, "train.checkpoint_every": 100}
   command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
-             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+             f"--workdir={workdir}"] + stand_ins.tiny_kuhn_flags(
+                 **{"train.steps": 100, "train.checkpoint_every": 100})
   child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -122,11 +112,11 @@ def test_a_second_start_compiles_nothing(tmp_path):
   """With train.compilation_cache set, a second start of the same config (another workdir) finds
   every program in the cache: it adds no entry."""
   cache = tmp_path / "cache"
-  overrides = {**OVERRIDES, "train.steps": 2, "train.compilation_cache": cache}
+  flags = stand_ins.tiny_kuhn_flags(**{"train.steps": 2, "train.compilation_cache": cache})
   entries = []
   for run in ("first", "second"):
     command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
-               f"--workdir={tmp_path / run}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+               f"--workdir={tmp_path / run}"] + flags
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     entries.append(sorted(os.listdir(cache)))
@@ -137,10 +127,9 @@ def test_a_run_logs_to_wandb_offline(tmp_path):
   """config.train.wandb_project: the run's scalars and evaluations reach an offline wandb run in
   the workdir, step by step as in metrics.jsonl (in a child process: wandb leaves service
   threads in the process that logs)."""
-  overrides = {**OVERRIDES, "train.steps": 1, "train.eval_every": 1,
-               "train.wandb_project": "jaxplay-test"}
   command = [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
-             f"--workdir={tmp_path / 'run'}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+             f"--workdir={tmp_path / 'run'}"] + stand_ins.tiny_kuhn_flags(
+                 **{"train.steps": 1, "train.eval_every": 1, "train.wandb_project": "jaxplay-test"})
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                           env={**os.environ, "WANDB_SILENT": "true"}, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -161,7 +150,7 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   """model.lora_rank: the base weights stay bit for bit as loaded, the adapters move, the
   checkpoints hold the adapters and optimizer state only, and a resumed run continues exactly."""
   def lora_config(steps):
-    config = _config()
+    config = stand_ins.tiny_kuhn_config()
     config.model.update(lora_rank=4, lora_alpha=8.0, lora_targets="q,v,down")
     config.optimizer.update(learning_rate=1e-2, schedule="constant")  # train.steps may grow.
     config.train.update(steps=steps, checkpoint_every=1)
@@ -171,7 +160,7 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   train.train(lora_config(2), straight)
   train.train(lora_config(1), resumed)
   train.train(lora_config(2), resumed)  # Resumes from step 1 (only train.steps changed).
-  _, initial, _, _ = store.setup(lora_config(2))
+  _, initial, _, _ = store.setup(configuration.validate(lora_config(2)))
   _, _, state, step = store.load_run(straight)
   assert step == 2
   moved = 0

@@ -13,8 +13,9 @@ from html.parser import HTMLParser
 import pytest
 
 from jaxplay.cli import report
+from tests import stand_ins
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = "/usr/bin/chromium"
 TRANSCRIPTS = """=== kuhn_poker: learner (player 0) vs random ===
 --- turn 0, player 0 (learner) ---
@@ -107,12 +108,10 @@ def test_report_of_a_real_run_in_a_headless_browser(tmp_path):
   assert os.path.exists(CHROMIUM), "needs Debian's chromium: apt-get install chromium"
   from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / "run"
-  overrides = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
-               "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 2,
-               "train.eval_every": 2, "eval.games_per_seat": 2}
   result = subprocess.run(
       [sys.executable, "-m", "jaxplay.main", "--config=configs/kuhn_nash.py",
-       f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())],
+       f"--workdir={workdir}", *stand_ins.tiny_kuhn_flags(**{"train.steps": 2,
+                                                             "train.eval_every": 2})],
       cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   [path] = re.findall(r"^  report: (.+)$", result.stdout, re.M)

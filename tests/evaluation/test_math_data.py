@@ -18,11 +18,6 @@ AIME_2025_ANSWERS = [70, 588, 16, 117, 279, 504, 821, 77, 62, 81, 259, 510, 204,
                      468, 49, 82, 106, 336, 293, 237, 610, 149, 907, 113, 19, 248, 104, 240]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _package_rows(relative: str) -> list[dict]:
   pytest.importorskip(math_data.PACKAGE)
   path = importlib.resources.files(math_data.PACKAGE) / "data" / relative

@@ -21,31 +21,30 @@ import jax
 import numpy as np
 import pytest
 
-from configs import kuhn_nash
 from jaxplay import errors
 from jaxplay.cli import export
 from jaxplay.run import configuration, metrics, store, train
+from jaxplay.run import spec as spec_lib
 from jaxplay.run import workdir as workdir_lib
+from tests import stand_ins
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-# The tiny Kuhn run of tests/test_train.py, with a constant schedule so train.steps may grow.
-OVERRIDES = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
-             "rollout.max_prompt_len": 256, "rl.micro_batch_size": 4, "train.steps": 2,
-             "train.checkpoint_every": 2, "train.eval_every": 100, "eval.games_per_seat": 2,
-             "optimizer.schedule": "constant"}
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The tiny Kuhn run, 2 steps, with a constant schedule so train.steps may grow.
+RUN = {"train.steps": 2, "optimizer.schedule": "constant"}
 
 
 def _config(**changes):
-  config = kuhn_nash.get_config()
-  for field, value in {**OVERRIDES, **changes}.items():
-    section, name = field.split(".")
-    config[section][name] = value
-  return config
+  return stand_ins.tiny_kuhn_config(**{**RUN, **changes})
+
+
+def _record(config) -> dict:
+  """The config.json record of a config."""
+  return store.config_record(spec_lib.from_mapping(config))
 
 
 def _main_args(workdir, **changes) -> list[str]:
-  return ["-m", "jaxplay.main", "--config=configs/kuhn_nash.py", f"--workdir={workdir}"] + [
-      f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]
+  return ["-m", "jaxplay.main", "--config=configs/kuhn_nash.py", f"--workdir={workdir}",
+          *stand_ins.tiny_kuhn_flags(**{**RUN, **changes})]
 
 
 def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
@@ -57,7 +56,7 @@ def _fake_run(folder: pathlib.Path, config) -> dict[str, bytes]:
   """A workdir as a run leaves it (config, a checkpoint folder, metrics); returns its files."""
   (folder / "checkpoints" / "2").mkdir(parents=True)
   (folder / "checkpoints" / "2" / "state").write_bytes(b"weights")
-  (folder / "config.json").write_text(json.dumps(store.config_record(config)))
+  (folder / "config.json").write_text(json.dumps(_record(config)))
   (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
   return _snapshot(folder)
 
@@ -141,17 +140,17 @@ def test_bad_input_is_one_line_naming_it(tmp_path, name):
 def test_changed_fields_are_named_and_a_run_may_be_extended(tmp_path):
   config = _config()
   _fake_run(tmp_path, config)
-  ours = store.config_record(_config(**{"rl.clip_eps": 0.3, "train.steps": 8}))
+  ours = _record(_config(**{"rl.clip_eps": 0.3, "train.steps": 8}))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in rl.clip_eps\)"):
     workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=True)
   workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=False)  # Nothing to continue.
-  longer = store.config_record(_config(**{"train.steps": 8, "train.eval_every": 4}))
+  longer = _record(_config(**{"train.steps": 8, "train.eval_every": 4}))
   workdir_lib.check_resumable(tmp_path, longer, has_checkpoints=True)
   cosine = _config(**{"optimizer.schedule": "cosine"})
-  (tmp_path / "config.json").write_text(json.dumps(store.config_record(cosine)))
+  (tmp_path / "config.json").write_text(json.dumps(_record(cosine)))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in train.steps\)"):
     workdir_lib.check_resumable(
-        tmp_path, store.config_record(_config(**{"optimizer.schedule": "cosine",
+        tmp_path, _record(_config(**{"optimizer.schedule": "cosine",
                                                  "train.steps": 8})), has_checkpoints=True)
 
 

@@ -43,6 +43,11 @@ def test_unknown_config_argument():
     ("rollout.seats", "self_play,self_play", r"mix only as self_play and one of"),
     ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, opponent:<name>"),
     ("rl.micro_batch_size", 5, r"config.rl.micro_batch_size=5: must divide"),
+    ("rl.num_minibatches", 0, r"config.rl.num_minibatches=0: must be positive"),
+    ("rl.num_minibatches", 3, r"config.rl.num_minibatches=3: must divide "
+     r"rollout.samples_per_step=16"),
+    ("rl.num_minibatches", 8, r"config.rl.micro_batch_size=4: must divide the 2 rows of a "
+     r"mini-batch \(rollout.samples_per_step=16 / rl.num_minibatches=8\)"),
     ("rollout.samples_per_step", 10_000, r"raise games_per_batch"),
     ("optimizer.schedule", "linear", r"config.optimizer.schedule='linear'"),
     ("train.steps", 0, r"config.train.steps=0: must be positive"),
@@ -196,8 +201,7 @@ def test_model_overrides_are_checked_and_applied():
   from jaxplay.run import experiment  # pylint: disable=import-outside-toplevel
   config = kuhn_nash.get_config()
   config.model.overrides.num_layers = 3
-  configuration.validate(config)
-  model = experiment.model_config(config)
+  model = experiment.model_config(configuration.validate(config))
   assert model.num_layers == 3 and model.vocab_size == config.model.vocab_size
   config.model.overrides.depth = 3
   with pytest.raises(configuration.ConfigError, match=r"model.overrides.depth=3: not a ModelC"):
@@ -220,8 +224,8 @@ def test_math_schedule_and_heldout_options_are_checked(tmp_path):
     configuration.validate(config)
   config.eval.math_every = 6
   config.game_options.nim = {"piles": (1, 2)}  # Options of a held-out game are allowed.
-  configuration.validate(config)
-  assert [g.name for g in configuration.make_heldout_games(config)] == ["nim", "leduc_poker"]
+  spec = configuration.validate(config)
+  assert [g.name for g in configuration.make_heldout_games(spec)] == ["nim", "leduc_poker"]
   config.eval.heldout_games = "leduc_poker"
   configuration.validate(config)  # Options of a game the run does not play are kept...
   config.game_options.nim = {"piles": (0,)}
@@ -235,20 +239,19 @@ def test_math_schedule_and_heldout_options_are_checked(tmp_path):
 def test_heldout_games_that_are_trained_on_are_evaluated_as_training_games():
   config = spiral.get_config("local")
   config.eval.heldout_games = "nim, tic_tac_toe"
-  assert configuration.heldout_game_names(config) == ("nim",)
+  assert configuration.heldout_game_names(configuration.validate(config)) == ("nim",)
   config.eval.heldout_games = ""
-  configuration.validate(config)
-  assert configuration.make_heldout_games(config) == ()
+  assert configuration.make_heldout_games(configuration.validate(config)) == ()
 
 
 @pytest.mark.slow
 def test_local_preset_prompts_fit_its_max_prompt_len():
   """Training and held-out games under Gemma 3's tokenizer in completion format (issue 8)."""
-  config = spiral.get_config("local")
+  config = configuration.validate(spiral.get_config("local"))
   tokenizer = fixtures_text.gemma_tokenizer()
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
   game_list = configuration.make_games(config) + configuration.make_heldout_games(config)
-  names = configuration.game_names(config) + configuration.heldout_game_names(config)
+  names = config.games + configuration.heldout_game_names(config)
   assert [g.name for g in game_list] == list(names) and "tic_tac_toe" in names
   for game in game_list:
     prompts.prompt_table(game, tokenizer, chat, config.rollout.max_prompt_len)  # Raises if longer.
@@ -277,7 +280,7 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
 
 
 @pytest.mark.parametrize("name", sorted(
-    p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+    p.stem for p in (pathlib.Path(__file__).resolve().parents[2] / "configs").glob("*.py")
     if p.stem not in ("__init__", "spiral")))  # spiral.py needs a checkpoint (tested above).
 def test_every_shipped_config_validates(name):
   module = importlib.import_module(f"configs.{name}")
@@ -287,9 +290,10 @@ def test_every_shipped_config_validates(name):
 def test_a_seat_mix_splits_each_batch_in_two_halves():
   config = spiral.get_config("local")
   config.rollout.seats = "self_play,opponent:random"
-  configuration.validate(config)
-  assert configuration.self_play_games(config) == config.rollout.games_per_batch // 2
-  assert configuration.seat_opponent(config) == "random"
+  spec = configuration.validate(config)
+  assert spec.rollout.seats == ("self_play", "opponent:random")
+  assert configuration.self_play_games(spec) == config.rollout.games_per_batch // 2
+  assert configuration.seat_opponent(spec) == "random"
   config.rollout.games_per_batch = 5
   with pytest.raises(configuration.ConfigError,
                      match=r"config.rollout.games_per_batch=5: .* two halves"):
@@ -326,7 +330,6 @@ def test_bad_lora_fields_are_named(fields, message):
 def test_lora_reaches_the_model_config():
   config = spiral.get_config("local")
   config.model.update(lora_rank=8, lora_alpha=32.0, lora_targets="q, v")
-  configuration.validate(config)
-  model = experiment.model_config(config)
+  model = experiment.model_config(configuration.validate(config))
   assert (model.lora_rank, model.lora_alpha, model.lora_targets, model.lora_scale) == (
       8, 32.0, ("q", "v"), 4.0)

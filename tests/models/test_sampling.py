@@ -207,3 +207,10 @@ def test_top_p_one_keeps_every_token_of_a_large_vocabulary():
       logits, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32))
   assert bool(jnp.isfinite(out[0]).all())
   assert 0 < int(jnp.isfinite(out[1]).sum()) < 50_000
+
+
+def test_batch_indices_cover_every_row_in_fixed_size_calls():
+  indices = sampling.batch_indices(5, 2)
+  np.testing.assert_array_equal(indices, [[0, 1], [2, 3], [4, 0]])  # Topped up from the start.
+  np.testing.assert_array_equal(sampling.batch_indices(4, 4), [[0, 1, 2, 3]])
+  np.testing.assert_array_equal(sampling.batch_indices(2, 4), [[0, 1, 0, 1]])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxplay.rl import losses
-from tests.test_train_step import TinyLM
+from tests.rl.test_train_step import TinyLM
 
 MASK = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
 VALUES = np.array([[1.0, 2.0, 3.0, 50.0], [4.0, 60.0, 70.0, 80.0], [90.0, 9.0, 9.0, 9.0]])

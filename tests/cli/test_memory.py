@@ -17,6 +17,7 @@ from configs import spiral
 from jaxplay import sharding as sh
 from jaxplay.cli import memory
 from jaxplay.run import configuration, experiment
+from jaxplay.run import spec as spec_lib
 from tests import sharding_worker as worker
 
 # A tiny from-scratch model: 2 Qwen3-style layers, d_model 64, vocab 256.
@@ -35,6 +36,11 @@ def tiny_config():
   return config
 
 
+def tiny_spec(config=None):
+  """The run spec of `config` (default: tiny_config()), as the memory planner takes it."""
+  return spec_lib.from_mapping(config or tiny_config())
+
+
 def hand_param_count(m) -> int:
   """Qwen3 decoder parameters counted from the architecture (tied embeddings)."""
   attention = m.d_model * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads) + 2 * m.head_dim
@@ -48,12 +54,12 @@ def one_device_mesh():
 
 @pytest.fixture(scope="module")
 def plans():
-  return memory.plan(tiny_config(), one_device_mesh())
+  return memory.plan(tiny_spec(), one_device_mesh())
 
 
 def test_params_and_optimizer_match_hand_count(plans):
   train, sampler = plans
-  count = hand_param_count(experiment.model_config(tiny_config()))
+  count = hand_param_count(experiment.model_config(tiny_spec()))
   assert train.params == sampler.params == 4 * count  # float32
   # Adam's mu and nu per param plus its int32 step count (clipping, constant lr: no state).
   assert train.optimizer == 2 * 4 * count + 4
@@ -64,6 +70,7 @@ def test_lora_optimizer_state_is_the_adapters_only():
   adds r * (in + out) params per layer."""
   config = tiny_config()
   config.model.update(lora_rank=4, lora_targets="q,down")
+  config = tiny_spec(config)
   model = experiment.model_config(config)
   r, L, E = 4, model.num_layers, model.d_model
   adapters = L * r * ((E + model.num_heads * model.head_dim) + (model.mlp_dim + E))
@@ -78,9 +85,9 @@ def test_analytic_arguments_match_xla(plans):
   train, sampler = plans
   # XLA drops batch fields the estimator never reads (per-row int32 ids); nothing else differs.
   # The batch holds every collected row, not only the samples_per_step trained.
-  row_fields = 4 * configuration.collected_rows(tiny_config())
+  row_fields = 4 * configuration.collected_rows(tiny_spec())
   rows = 8 * (3 + 9 + 10)  # 8 games of each kind, every turn slot (Kuhn, TicTacToe, Negotiation).
-  assert memory.batch_shapes(memory.experiment_shapes(tiny_config())).tokens.shape == (rows, 32)
+  assert memory.batch_shapes(memory.experiment_shapes(tiny_spec())).tokens.shape == (rows, 32)
   assert 0 <= train.analytic_arguments - train.xla.argument <= 2 * row_fields
   assert train.xla.argument >= train.params + train.optimizer + train.other_state
   assert sampler.analytic_arguments == sampler.xla.argument
@@ -90,7 +97,7 @@ def test_analytic_arguments_match_xla(plans):
 
 def test_kv_cache_bytes_match_hand_count(plans):
   _, sampler = plans
-  m = experiment.model_config(tiny_config())
+  m = experiment.model_config(tiny_spec())
   rows, slots = 8, 16 + 16
   kv = 2 * m.num_layers * rows * slots * m.num_kv_heads * m.head_dim * 4
   assert sampler.kv_cache == kv + rows * slots * 4 + 4  # + slot positions and the index
@@ -115,7 +122,7 @@ def real_state_and_batch(exp, optimizer):
 def test_aot_figures_match_compiled_real_arrays(plans):
   """The step compiled from real arrays has the AOT buffer sizes, and it runs."""
   train, _ = plans
-  exp = memory.experiment_shapes(tiny_config())
+  exp = memory.experiment_shapes(tiny_spec())
   step, optimizer = memory.experiment.build_train_step(exp)
   state, batch = real_state_and_batch(exp, optimizer)
   assert memory.tree_bytes(state.params) == train.params
@@ -130,7 +137,7 @@ def test_aot_figures_match_compiled_real_arrays(plans):
 
 def test_budget_verdict_in_report(plans):
   train, sampler = plans
-  config = tiny_config()
+  config = tiny_spec()
   text = memory.report(config, one_device_mesh(), train, sampler, 16.0, 8)
   assert "DOES NOT FIT" not in text and text.count("fits") == 3
   tight = memory.report(config, one_device_mesh(), train, sampler, train.peak / 2**30 / 2, 8)
@@ -148,13 +155,13 @@ def test_fsdp_over_8_simulated_devices(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "fsdp=8" in proc.stdout and "8 devices" in proc.stdout
   figures = json.loads(out.read_text())
-  m = experiment.model_config(tiny_config())
+  m = experiment.model_config(tiny_spec())
   total = 4 * hand_param_count(m)
   replicated = 4 * m.num_layers * 2 * m.head_dim  # q/k norm scales (head_dim is never split).
   train, sampler = figures["train"], figures["sampler"]
   assert train["params"] == (total - replicated) // 8 + replicated
   assert train["optimizer"] == 2 * train["params"] + 4
-  rows_per_device = configuration.collected_rows(tiny_config()) // 8
+  rows_per_device = configuration.collected_rows(tiny_spec()) // 8
   assert 0 <= train["params"] + train["optimizer"] + train["other_state"] + train["batch"] \
       - train["xla"]["argument"] <= 2 * 4 * rows_per_device
   # The sampler holds the whole (unsplit) params after resharding, and 1/8 of the cache rows.
@@ -172,7 +179,7 @@ def measure_step_rss():
   config = tiny_config()
   config.model.vocab_size = 16384
   config.rollout.update(max_prompt_len=256, max_response_len=256)
-  exp = memory.experiment_shapes(config)
+  exp = memory.experiment_shapes(tiny_spec(config))
   step, optimizer = memory.experiment.build_train_step(exp)
   state, batch = jax.block_until_ready(real_state_and_batch(exp, optimizer))
   compiled = step.lower(state, batch).compile()
@@ -185,7 +192,7 @@ def measure_step_rss():
 
 @pytest.mark.slow  # Reads the process's peak RSS: sensitive to a loaded machine.
 def test_xla_temporaries_are_the_memory_a_real_step_takes():
-  code = "from tests.test_memory import measure_step_rss; measure_step_rss()"
+  code = "from tests.cli.test_memory import measure_step_rss; measure_step_rss()"
   proc = subprocess.run([sys.executable, "-c", code], cwd=worker.ROOT, env=worker.child_env(1),
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -136,7 +136,7 @@ def test_scoring_at_a_temperature_is_the_softmax_of_scores_over_it(temperature):
 def test_text_sampler_and_learner_agree_at_a_temperature():
   """Free text sampled at T = 0.5: in the real train step the first epoch's importance ratio is 1,
   as the learner's log_probs_fn recomputes the sampler's log-probs at the same temperature.
-  (tests/test_experiment.py checks the same of action scoring, in the whole pipeline.)"""
+  (tests/run/test_experiment.py checks the same of action scoring, in the whole pipeline.)"""
   temperature, response_len = 0.5, 5
   _, _, prompt_tokens, prompt_lengths, _, _ = _batch()
   byte_table = (np.stack([np.arange(32, 96), np.full(64, 32)], 1).astype(np.uint8),
@@ -279,7 +279,7 @@ def test_a_train_step_through_the_shared_prefix_makes_the_same_update():
       invalid_action=jnp.zeros(size, bool))
   config = ts.TrainStepConfig(
       batch_size=size, seq_len=prompt_len + response_len, estimator="reinforce",
-      drop_zero_advantage=False, num_epochs=1, num_microbatches=2, shuffle=False,
+      drop_zero_advantage=False, num_epochs=1, num_microbatches=2,
       recompute_old_log_probs=True,
       loss=losses.LossConfig(max_response_len=response_len, temperature=0.7))
   optimizer = optax.sgd(1.0)

@@ -165,8 +165,8 @@ def test_same_seed_is_bit_identical():
 
 def test_micro_batch_count_does_not_change_the_update():
   optimizer = optax.sgd(0.1)  # Linear in the gradient: compares the accumulated gradients.
-  a, _ = run_steps(config(num_microbatches=1, num_minibatches=1, shuffle=False), optimizer=optimizer)
-  b, _ = run_steps(config(num_microbatches=4, num_minibatches=1, shuffle=False), optimizer=optimizer)
+  a, _ = run_steps(config(num_microbatches=1, num_minibatches=1), optimizer=optimizer)
+  b, _ = run_steps(config(num_microbatches=4, num_minibatches=1), optimizer=optimizer)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
