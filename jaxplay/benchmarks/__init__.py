@@ -33,15 +33,25 @@ def median_seconds(calls: Sequence[Callable[[], Any]], repeats: int) -> list[flo
 
   The calls alternate within each round, so a change in machine load affects them alike.
   """
+  return first_and_median_seconds(calls, repeats)[1]
+
+
+def first_and_median_seconds(calls: Sequence[Callable[[], Any]], repeats: int
+                             ) -> tuple[list[float], list[float]]:
+  """(first, median) wall times of each call: the first call (with its compilation or other
+  warm-up) alone, then the median of `repeats` alternating rounds as in `median_seconds`."""
+  first = []
   for call in calls:
+    start = time.perf_counter()
     jax.block_until_ready(call())
+    first.append(time.perf_counter() - start)
   times = [[] for _ in calls]
   for _ in range(repeats):
     for call, call_times in zip(calls, times):
       start = time.perf_counter()
       jax.block_until_ready(call())
       call_times.append(time.perf_counter() - start)
-  return [statistics.median(t) for t in times]
+  return first, [statistics.median(t) for t in times]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

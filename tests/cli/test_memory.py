@@ -177,7 +177,7 @@ def measure_step_rss():
   temporaries to dwarf allocator noise.
   """
   config = tiny_config()
-  config.model.vocab_size = 16384
+  config.model.vocab_size = 32768
   config.rollout.update(max_prompt_len=256, max_response_len=256)
   exp = memory.experiment_shapes(tiny_spec(config))
   step, optimizer = memory.experiment.build_train_step(exp)
@@ -197,5 +197,7 @@ def test_xla_temporaries_are_the_memory_a_real_step_takes():
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   predicted, measured = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert predicted > 2**29  # The step needs over 0.5 GiB of temporaries.
+  # Hundreds of MB, for allocator noise to stay small beside them (XLA's figure depends on the CPU:
+  # 519 MB on a 2-core AMD EPYC, where vocab 16384 gave 305 MB and missed the 15% by a hair).
+  assert predicted > 2**28
   assert abs(measured - predicted) < 0.15 * predicted, (predicted, measured)
