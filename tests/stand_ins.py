@@ -1,6 +1,8 @@
 """Stand-ins for a model policy in rollout and evaluation tests, hand-made episodes, and the tiny
 Kuhn run the run and CLI tests train (configs/kuhn_nash.py shrunk to seconds per step)."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import games
 from configs import kuhn_nash
 from games import kuhn_poker
 from jaxplay.rl import rollout
+from jaxplay.run import configuration, store
 
 # The tiny Kuhn run: `--config.<field>=<value>` overrides of configs/kuhn_nash.py.
 TINY_KUHN_RUN = {"rollout.samples_per_step": 8, "rollout.games_per_batch": 4,
@@ -23,6 +26,18 @@ def tiny_kuhn_config(**changes):
     section, name = field.split(".")
     config[section][name] = value
   return config
+
+
+def saved_run(folder: pathlib.Path, config, step: int):
+  """Makes `folder` a run directory of `config` (its config.json) whose checkpoint of `step` is the
+  initial train state; returns (experiment, state)."""
+  spec = configuration.validate(config)
+  exp, state, _, _ = store.setup(spec)
+  saver = store.checkpointer(str(folder), spec)
+  saver.save(step, state, force=True)
+  saver.close()
+  (folder / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
+  return exp, state
 
 
 def tiny_kuhn_flags(**changes) -> list[str]:

@@ -9,7 +9,6 @@ import pytest
 from games import kuhn_poker
 from jaxplay import errors
 from jaxplay.cli import play
-from jaxplay.run import configuration, store
 from tests import stand_ins
 
 
@@ -18,13 +17,7 @@ def run(tmp_path_factory):
   """(workdir, experiment): a run directory holding the tiny Kuhn model's initial params as the
   checkpoint of step 3."""
   folder = tmp_path_factory.mktemp("run")
-  config = stand_ins.tiny_kuhn_config()
-  spec = configuration.validate(config)
-  exp, state, _, _ = store.setup(spec)
-  saver = store.checkpointer(str(folder), spec)
-  saver.save(3, state, force=True)
-  saver.close()
-  (folder / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
+  exp, _ = stand_ins.saved_run(folder, stand_ins.tiny_kuhn_config(), step=3)
   return str(folder), exp
 
 

@@ -13,7 +13,7 @@ from jaxplay.cli import evaluate as evaluate_cli
 from jaxplay.evaluation import math_data, reasoning
 from jaxplay.models import configs as model_configs
 from jaxplay.models import sampling, transformer
-from jaxplay.run import configuration, evaluator, store, train
+from jaxplay.run import configuration, evaluator, train
 from jaxplay.text import game_tokenizer
 from jaxplay.text import tokenizer as tokenizers
 from tests import stand_ins
@@ -148,15 +148,9 @@ def _read_jsonl(path):
 
 def test_evaluate_command_math_on_a_saved_run(tmp_path, questions_file, data_dir, capsys):
   """A run directory holding the initial state (step 0): math eval, records, step selection."""
-  config = _tiny_run_config()
   workdir = tmp_path / "run"
   workdir.mkdir()
-  (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
-  spec = configuration.validate(config)
-  _, state, _, _ = store.setup(spec)
-  checkpointer = store.checkpointer(str(workdir), spec)
-  checkpointer.save(0, state)
-  checkpointer.close()
+  stand_ins.saved_run(workdir, _tiny_run_config(), step=0)
   rows = evaluate_cli.main([f"--workdir={workdir}", f"--evals=jsonl:{questions_file}", "--limit=3",
                             "--samples=2", "--max_response_len=8", "--batch_size=4",
                             f"--data_dir={data_dir}"])

@@ -65,11 +65,7 @@ def test_resume_after_hard_kill_is_bit_identical(tmp_path):
 def test_load_run_takes_a_mesh_for_fewer_devices(tmp_path):
   """A run whose config names more devices than this process has loads with a mesh override."""
   config = stand_ins.tiny_kuhn_config()
-  spec = configuration.validate(config)
-  _, state, _, _ = store.setup(spec)
-  saver = store.checkpointer(str(tmp_path), spec)
-  saver.save(2, state, force=True)
-  saver.close()
+  _, state = stand_ins.saved_run(tmp_path, config, step=2)
   config.mesh.data = 2  # As if it had trained on two devices.
   (tmp_path / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
   with pytest.raises(workdir_lib.WorkdirError,
