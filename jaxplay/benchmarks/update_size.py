@@ -28,12 +28,13 @@ from games import exploitability
 from jaxplay import benchmarks
 from jaxplay.evaluation import matches
 from jaxplay.run import configuration, experiment, store
+from jaxplay.run import spec as spec_lib
 
 HEADER = ("date", "model", "learning rate", "turn-samples", "largest / mean change of P(bet or "
           "call)", "exploitability before -> after", "entropy", "grad norm", "machine")
 
 
-def kuhn_scoring_config(config, learning_rate: float) -> configuration.RunSpec:
+def kuhn_scoring_config(config, learning_rate: float) -> spec_lib.RunSpec:
   """The spec of `config` playing single-round Kuhn Poker by action scoring, at `learning_rate`
   (no warm-up, no held-out games)."""
   config = config.copy_and_resolve_references()

@@ -134,7 +134,7 @@ def with_shardings(tree, shardings):
                       tree, shardings)
 
 
-def experiment_shapes(config: configuration.RunSpec) -> experiment.Experiment:
+def experiment_shapes(config: spec_lib.RunSpec) -> experiment.Experiment:
   """An Experiment with what the train step needs (no tokenizer, no weights)."""
   if config.rollout.mode != "text":
     raise ValueError(f"rollout.mode={config.rollout.mode!r}: memory planning covers 'text' only.")
@@ -238,7 +238,7 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
                      resident_state=resident_state, xla=XlaStats.of(compiled))
 
 
-def plan(config: configuration.RunSpec, mesh, sampler_batch: int | None = None
+def plan(config: spec_lib.RunSpec, mesh, sampler_batch: int | None = None
          ) -> tuple[TrainPlan, SamplerPlan]:
   exp = experiment_shapes(config)
   train = plan_train(exp, mesh)

@@ -67,45 +67,43 @@ class ConfigError(errors.UserError, ValueError):
   """A config field is wrong; the message names it."""
 
 
-RunSpec = spec_lib.RunSpec
 
-
-def heldout_game_names(config: RunSpec) -> tuple[str, ...]:
+def heldout_game_names(config: spec_lib.RunSpec) -> tuple[str, ...]:
   """eval.heldout_games less the training games (those are evaluated once, as training games)."""
   return tuple(n for n in config.eval.heldout_games if n not in config.games)
 
 
-def _make(config: RunSpec, names: tuple[str, ...],
+def _make(config: spec_lib.RunSpec, names: tuple[str, ...],
           invalid_rewards: tuple[float, float] | None) -> tuple[games.Game, ...]:
   rewards = tuple(invalid_rewards or config.invalid_rewards)
   return tuple(games.make(name, invalid_rewards=rewards, **dict(config.game_options.get(name, {})))
                for name in names)
 
 
-def make_games(config: RunSpec,
+def make_games(config: spec_lib.RunSpec,
                invalid_rewards: tuple[float, float] | None = None) -> tuple[games.Game, ...]:
   """The training games with their options and invalid-move rewards."""
   return _make(config, config.games, invalid_rewards)
 
 
-def make_heldout_games(config: RunSpec) -> tuple[games.Game, ...]:
+def make_heldout_games(config: spec_lib.RunSpec) -> tuple[games.Game, ...]:
   """The held-out games (evaluated, never trained on) with their options."""
   return _make(config, heldout_game_names(config), None)
 
 
-def collected_rows(config: RunSpec) -> int:
+def collected_rows(config: spec_lib.RunSpec) -> int:
   """Rows of a step's train batch: every turn slot of rollout.games_per_batch games of each
   training game (the train step draws rollout.samples_per_step of them)."""
   return sum(g.max_turns for g in make_games(config)) * config.rollout.games_per_batch
 
 
-def seat_opponent(config: RunSpec) -> str | None:
+def seat_opponent(config: spec_lib.RunSpec) -> str | None:
   """The fixed opponent's name when `rollout.seats` has 'opponent:<name>', else None."""
   return next((m.split(":", 1)[1] for m in config.rollout.seats if m.startswith("opponent:")),
               None)
 
 
-def self_play_games(config: RunSpec) -> int:
+def self_play_games(config: spec_lib.RunSpec) -> int:
   """Games of each kind's batch played in self-play (the first ones; the rest against the frozen
   copy or the fixed opponent): all, none, or half of them when `rollout.seats` mixes two modes."""
   modes = config.rollout.seats
@@ -135,7 +133,7 @@ def _fail(field: str, value, problem: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: {problem}")
 
 
-def _get(config: RunSpec, field: str):
+def _get(config: spec_lib.RunSpec, field: str):
   value = config
   for part in field.split("."):
     value = getattr(value, part)
@@ -155,7 +153,7 @@ def _positive(config, *fields: str) -> None:
 
 
 def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
-             num_devices: int | None = None) -> RunSpec:
+             num_devices: int | None = None) -> spec_lib.RunSpec:
   """The typed spec of a config (a ConfigDict or a config.json record), checked once: raises
   ConfigError naming the first missing, unknown, mistyped or wrong field. The mesh must fit
   `num_devices` (default: all devices, of every process)."""
@@ -264,7 +262,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   return config
 
 
-def _check_lora(config: RunSpec) -> None:
+def _check_lora(config: spec_lib.RunSpec) -> None:
   """model.lora_*: a rank >= 0, a positive alpha, known targets."""
   if config.model.lora_rank < 0:
     _fail("model.lora_rank", config.model.lora_rank, "must be >= 0 (0 = train every weight).")
@@ -279,7 +277,7 @@ def _check_lora(config: RunSpec) -> None:
           f"name one or more of {', '.join(model_configs.LORA_TARGETS)}, comma-separated.")
 
 
-def _check_math(config: RunSpec) -> None:
+def _check_math(config: spec_lib.RunSpec) -> None:
   """eval.math names installed sets or existing JSONL files; math_every fits train.eval_every."""
   if not config.eval.math:
     return
@@ -306,7 +304,7 @@ def _check_math(config: RunSpec) -> None:
     _fail("eval.math_limit", config.eval.math_limit, "must be >= 0 (0 = every question).")
 
 
-def _check_mesh(config: RunSpec, num_devices: int) -> None:
+def _check_mesh(config: spec_lib.RunSpec, num_devices: int) -> None:
   """The mesh fits the devices, its rules name mesh axes, and batches split over its batch axes."""
   try:
     sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, num_devices)))
@@ -322,7 +320,7 @@ def _check_mesh(config: RunSpec, num_devices: int) -> None:
             f"the mesh's batch axes {split} ({num_devices} devices); change it or config.mesh.")
 
 
-def _check_model(config: RunSpec) -> None:
+def _check_model(config: spec_lib.RunSpec) -> None:
   """Overrides fit the model; model.path is a package model or passes `loading.check`."""
   path = config.model.path
   overrides = config.model.overrides

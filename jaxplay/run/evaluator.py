@@ -11,8 +11,8 @@ import jax
 
 from games import exploitability, opponents
 from jaxplay.evaluation import matches
-from jaxplay.run import configuration
 from jaxplay.run import phases as phases_lib
+from jaxplay.run import spec as spec_lib
 from jaxplay.text import prompts
 
 
@@ -137,7 +137,7 @@ def write_math_records(workdir: str, step: int, name: str, records: list[dict]) 
   return str(path)
 
 
-def math_due(config: configuration.RunSpec, step: int) -> bool:
+def math_due(config: spec_lib.RunSpec, step: int) -> bool:
   """Whether training runs its math evals (config.eval.math) at `step`."""
   return bool(config.eval.math) and (
       step % config.eval.math_every == 0 or step == config.train.steps)

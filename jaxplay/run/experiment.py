@@ -18,6 +18,7 @@ from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
 from jaxplay.rl import advantages, losses, policies, rollout, train_step
 from jaxplay.run import configuration
+from jaxplay.run import spec as spec_lib
 from jaxplay.text import answers, game_tokenizer, prompts
 from jaxplay.text import tokenizer as tokenizers
 
@@ -35,7 +36,7 @@ class GameKit:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-  config: configuration.RunSpec
+  config: spec_lib.RunSpec
   model: model_configs.ModelConfig
   tokenizer: Any
   chat: tokenizers.ChatFormat
@@ -54,7 +55,7 @@ class Experiment:
     return self.config.rollout.max_prompt_len + self.max_response_len
 
 
-def model_config(config: configuration.RunSpec, vocab_size: int | None = None
+def model_config(config: spec_lib.RunSpec, vocab_size: int | None = None
                  ) -> model_configs.ModelConfig:
   """The architecture of config.model: its preset with the dtypes, and for from-scratch models
   (path 'games_bpe') the vocabulary size and the `model.overrides` fields."""
@@ -67,7 +68,7 @@ def model_config(config: configuration.RunSpec, vocab_size: int | None = None
   return model_configs.get(config.model.preset, **fields)
 
 
-def lora_fields(config: configuration.RunSpec) -> dict:
+def lora_fields(config: spec_lib.RunSpec) -> dict:
   """The ModelConfig LoRA fields of config.model (none when lora_rank is 0)."""
   if not config.model.lora_rank:
     return {}
@@ -93,7 +94,7 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
                                trainable=trainable(exp.model))
 
 
-def load_model_and_tokenizer(config: configuration.RunSpec, key: jax.Array,
+def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,
                              sharding_fn: loading.ShardingFn | None = None):
   """(model config, params, tokenizer) from model.path, or a fresh model for path 'games_bpe'.
 
@@ -115,7 +116,7 @@ def load_model_and_tokenizer(config: configuration.RunSpec, key: jax.Array,
   return model, params, tokenizers.load_tokenizer(path)
 
 
-def build(config: configuration.RunSpec, tokenizer, model: model_configs.ModelConfig
+def build(config: spec_lib.RunSpec, tokenizer, model: model_configs.ModelConfig
           ) -> Experiment:
   """Tables and policies for every training and held-out game (tokenisation happens here, once)."""
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
@@ -168,7 +169,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   return GameKit(game, table, train_policy, eval_policy, scoring)
 
 
-def prompt_style(config: configuration.RunSpec, game: games.Game) -> prompts.PromptStyle:
+def prompt_style(config: spec_lib.RunSpec, game: games.Game) -> prompts.PromptStyle:
   """config.prompt for one game: its instruction line and `examples` worked examples."""
   header = prompts.PROMPT_PREFIX if game.zero_sum else prompts.GENERAL_SUM_PREFIX
   return prompts.PromptStyle(instruction=config.prompt.instruction or prompts.INSTRUCTION,
@@ -343,7 +344,7 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
                                      shared_fn, trainable(exp.model)), optimizer)
 
 
-def build_optimizer(config: configuration.RunSpec):
+def build_optimizer(config: spec_lib.RunSpec):
   o = config.optimizer
   return train_step.make_optimizer(
       learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,

@@ -17,17 +17,17 @@ from jaxplay.run import workdir as workdir_lib
 from jaxplay.text import tokenizer as tokenizers
 
 
-def config_record(config: configuration.RunSpec) -> dict:
+def config_record(config: spec_lib.RunSpec) -> dict:
   """The config as the JSON record kept in a run's config.json."""
   return spec_lib.as_record(config)
 
 
-def run_keys(config: configuration.RunSpec) -> dict[str, jax.Array]:
+def run_keys(config: spec_lib.RunSpec) -> dict[str, jax.Array]:
   names = ("model", "run", "eval")
   return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
 
 
-def setup(config: configuration.RunSpec):
+def setup(config: spec_lib.RunSpec):
   """(experiment, initial train state, compiled train step, layout) for a run spec.
 
   The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
@@ -61,14 +61,14 @@ def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):
                                                      ref_params=fixed(state.ref_params))
 
 
-def checkpointer(workdir: str, config: configuration.RunSpec,
+def checkpointer(workdir: str, config: spec_lib.RunSpec,
                  frozen=None) -> checkpoints.Checkpointer:
   """The run's checkpoints; `frozen` (`frozen_leaves`) as in checkpoints.Checkpointer."""
   return checkpoints.Checkpointer(os.fspath(epath.Path(workdir) / "checkpoints"),
                                   config.train.keep_checkpoints, frozen)
 
 
-def has_checkpoints(workdir: str, config: configuration.RunSpec) -> bool:
+def has_checkpoints(workdir: str, config: spec_lib.RunSpec) -> bool:
   """Whether the run in `workdir` saved a checkpoint (creates nothing)."""
   if not (epath.Path(workdir) / "checkpoints").exists():
     return False

@@ -27,11 +27,12 @@ from jax.experimental import multihost_utils
 
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, metrics, store
 from jaxplay.run import phases as phases_lib
+from jaxplay.run import spec as spec_lib
 from jaxplay.run import workdir as workdir_lib
 
 
 @contextlib.contextmanager
-def _claim_workdir(workdir: str, config: configuration.RunSpec, overwrite: bool):
+def _claim_workdir(workdir: str, config: spec_lib.RunSpec, overwrite: bool):
   """Holds the workdir's lock while the run trains; on entry removes the old run when
   `overwrite` (or when it saved no checkpoint) and records this config.
 
