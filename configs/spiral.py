@@ -45,8 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.rollout = ml_collections.ConfigDict(dict(
       mode="text",  # text: free generation and \boxed{} parsing | action_scoring
-      # self_play | frozen | opponent:<name> (games/opponents.py) | self_play,<frozen or
-      # opponent:<name>> (half of each batch's games each).
+      # self_play | frozen | population (past snapshots, `population` below) | opponent:<name>
+      # (games/opponents.py) | self_play,<one of the others> (half of each batch's games each).
       seats="self_play",
       # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
       samples_per_step=128,
@@ -80,6 +80,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # < 1 pulls towards a moving average of the policy (a moving magnet, as in MMD).
       kl_reference_decay=1.0,
       entropy_coef=0.0,
+  ))
+
+  # The opponent population of rollout.seats=population (jaxplay/rl/population.py): snapshots of
+  # the learner, the initial params first; each group of games draws one member to play.
+  config.population = ml_collections.ConfigDict(dict(
+      size=4,  # Snapshots held; once full, a new one replaces the oldest.
+      snapshot_every=16,  # Train steps between snapshots.
+      # latest | uniform (fictitious self-play) | pfsp_hard ((1 - p) ** pfsp_power) |
+      # pfsp_variance (p (1 - p)), p the learner's recent score against the member.
+      sampling="pfsp_hard",
+      pfsp_power=2.0,
+      score_decay=0.9,  # p <- decay * p + (1 - decay) * the step's mean score against it.
+      dtype="",  # Snapshots' dtype: "" = the params' own | bfloat16 (half the memory).
   ))
 
   config.optimizer = ml_collections.ConfigDict(dict(

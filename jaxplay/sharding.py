@@ -208,7 +208,8 @@ def like_params(tree, params, shardings):
   """Shardings for any tree holding param-shaped leaves (optimizer state, a train state).
 
   A leaf whose tree path ends with a param's path and has that param's shape gets the param's
-  sharding; every other leaf is replicated.
+  sharding; one with an extra leading axis (snapshots stacked, e.g. a population) gets it over
+  the other axes; every other leaf is replicated.
   """
   by_path = {}
   for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
@@ -222,6 +223,8 @@ def like_params(tree, params, shardings):
       shape, sharding = by_path.get(tuple(path[start:]), (None, None))
       if sharding is not None and shape == np.shape(leaf):
         return sharding
+      if sharding is not None and shape == np.shape(leaf)[1:]:
+        return NamedSharding(mesh, PartitionSpec(None, *sharding.spec))
     return replicated
   return jax.tree_util.tree_map_with_path(pick, tree)
 

@@ -18,6 +18,7 @@ from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
 from jaxplay import sharding as sh
 from jaxplay.models import configs, transformer
+from jaxplay.rl import population
 from jaxplay.run import experiment, store
 from jaxplay.run import spec as spec_lib
 from tests import loop_worker
@@ -289,6 +290,19 @@ def test_optimizer_state_follows_params():
   assert adam.mu["layers"]["attn"]["q"].spec == P(None, "fsdp", "tensor", None)
   assert adam.nu["embedding"].spec == shardings["embedding"].spec == P("tensor", "fsdp")
   assert adam.count.spec == P()
+
+
+
+def test_a_population_of_stacked_snapshots_is_split_like_its_params():
+  cfg = configs.tiny()
+  shapes = transformer.param_shapes(cfg)
+  shardings = sh.param_shardings(transformer.param_axes(cfg), abstract_mesh(1, 2, 2),
+                                 sh.TRAIN_RULES)
+  pool = jax.eval_shape(lambda p: population.new_pool(p, capacity=3), shapes)
+  placed = sh.like_params(pool, shapes, shardings)
+  assert placed.params["layers"]["attn"]["q"].spec == P(None, None, "fsdp", "tensor", None)
+  assert placed.params["embedding"].spec == P(None, "tensor", "fsdp")
+  assert placed.score.spec == P()
 
 
 def test_process_rows_single_process():

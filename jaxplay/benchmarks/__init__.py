@@ -3,6 +3,7 @@ rows to BENCHMARKS.md, with the machine they ran on."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
 import platform
@@ -11,6 +12,9 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+
+from jaxplay.models.configs import DTYPES, ModelConfig
 
 BENCHMARKS_MD = pathlib.Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 
@@ -26,6 +30,45 @@ def machine() -> str:
   device = jax.devices()[0]
   accelerator = "" if device.platform == "cpu" else f", {device.device_kind}"
   return f"{cpu}, {len(os.sched_getaffinity(0))} cores{accelerator}, jax {jax.__version__}"
+
+
+def add_side_by_side_flags(parser: argparse.ArgumentParser) -> None:
+  """--repeats, --dtypes (each side runs at each) and --output, shared by the benchmarks against
+  another library."""
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES),
+                      default=("float32", "bfloat16"))
+  parser.add_argument("--output", default=str(BENCHMARKS_MD),
+                      help="markdown file the dated rows are appended to ('' to skip)")
+
+
+def by_dtype(values: dict[str, float]) -> str:
+  """{dtype: figure} as one table cell."""
+  return ", ".join(f"{dtype} {value:,.1f}" for dtype, value in values.items())
+
+
+def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of a jitted float32 [n, n] @ [n, n] matmul: the machine's practical peak."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  [seconds] = median_seconds([lambda: matmul(a, b)], repeats)
+  return 2 * n ** 3 / seconds
+
+
+def layer_flops_per_token(config: ModelConfig, context: float) -> float:
+  """Forward matmul FLOPs of the decoder layers for one token whose query sees `context` keys:
+  projections, MLP, attention scores and weighted values (no unembedding)."""
+  c = config
+  attention_params = c.d_model * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+  per_layer = attention_params + 3 * c.d_model * c.mlp_dim
+  attention = 4 * c.num_heads * c.head_dim * context
+  return c.num_layers * (2 * per_layer + attention)
+
+
+def unembed_flops(config: ModelConfig) -> float:
+  """Forward FLOPs of one position's logits over the vocabulary."""
+  return 2 * config.vocab_size * config.d_model
 
 
 def median_seconds(calls: Sequence[Callable[[], Any]], repeats: int) -> list[float]:

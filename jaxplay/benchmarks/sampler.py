@@ -30,30 +30,11 @@ import numpy as np
 
 from jaxplay import benchmarks
 from jaxplay.models import loading, sampling
-from jaxplay.models.configs import DTYPES, ModelConfig
 
 SECTION = "sampler: decode tokens per second vs transformers generate, each at its best dtype"
 HEADER = ("date", "model", "batch", "prompt", "new tokens", "ours tok/s by dtype",
           "transformers tok/s by dtype", "ours best / transformers best", "our compile s",
           "ours % of matmul peak", "matmul GFLOP/s", "machine")
-
-
-def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a jitted float32 [n, n] @ [n, n] matmul: the machine's practical peak."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  [seconds] = benchmarks.median_seconds([functools.partial(matmul, a, b)], repeats)
-  return 2 * n ** 3 / seconds
-
-
-def decode_flops_per_token(config: ModelConfig, context: float) -> float:
-  """Matmul FLOPs to decode one token: projections, MLP, unembedding, attention over `context`."""
-  c = config
-  attention_params = c.d_model * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
-  per_layer = attention_params + 3 * c.d_model * c.mlp_dim
-  attention = 4 * c.num_heads * c.head_dim * context  # scores and weighted values
-  return 2 * (c.num_layers * per_layer + c.vocab_size * c.d_model) + c.num_layers * attention
 
 
 def ours_call(config, params, prompts, new_tokens):
@@ -80,19 +61,12 @@ def decode_rate(batch: int, new_tokens: int, one_token_s: float, all_tokens_s: f
   return batch * (new_tokens - 1) / (all_tokens_s - one_token_s)
 
 
-def by_dtype(rates: dict[str, float]) -> str:
-  return ", ".join(f"{dtype} {rate:,.1f}" for dtype, rate in rates.items())
-
-
 def main(argv=None) -> list[tuple]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batches", nargs="+", type=int, default=(1, 8, 32))
   parser.add_argument("--prompt-len", type=int, default=256)
   parser.add_argument("--new-tokens", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=("float32", "bfloat16"))
-  parser.add_argument("--output", default=str(benchmarks.BENCHMARKS_MD),
-                      help="markdown file the dated rows are appended to ('' to skip)")
+  benchmarks.add_side_by_side_flags(parser)
   args = parser.parse_args(argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import torch
@@ -105,7 +79,7 @@ def main(argv=None) -> list[tuple]:
   ours = {dtype: loading.load_gguf(path, dtype=dtype, param_dtype=dtype) for dtype in args.dtypes}
   theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
       directory, gguf_file=name, dtype=getattr(torch, dtype)).eval() for dtype in args.dtypes}
-  peak = matmul_flops_per_second()
+  peak = benchmarks.matmul_flops_per_second()
   machine, today = benchmarks.machine(), datetime.date.today().isoformat()
   rows = []
   for batch in args.batches:
@@ -127,10 +101,13 @@ def main(argv=None) -> list[tuple]:
         compile_s[dtype] = sum(first[2 * index:2 * index + 2]) - one - full
     best = max(rates["ours"], key=rates["ours"].get)
     ratio = rates["ours"][best] / max(rates["transformers"].values())
-    flops = decode_flops_per_token(ours[best][0], args.prompt_len + args.new_tokens / 2)
+    config = ours[best][0]
+    context = args.prompt_len + args.new_tokens / 2
+    flops = benchmarks.layer_flops_per_token(config, context) + benchmarks.unembed_flops(config)
     rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens,
-                 by_dtype(rates["ours"]), by_dtype(rates["transformers"]), f"{ratio:.2f}",
-                 by_dtype(compile_s), f"{100 * rates['ours'][best] * flops / peak:.1f}%",
+                 benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
+                 f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
+                 f"{100 * rates['ours'][best] * flops / peak:.1f}%",
                  f"{peak / 1e9:,.0f}",
                  f"{machine}, torch {torch.__version__} ({threads} threads), {args.repeats} "
                  "repeats"))

@@ -74,13 +74,14 @@ class XlaStats:
 class TrainPlan:
   params: int  # Analytic bytes per device (train layout).
   optimizer: int
+  population: int  # The opponent pool's snapshots (rollout.seats=population), else 0.
   other_state: int  # KL reference params (if any), step, baselines, rng, counters.
   batch: int
   xla: XlaStats
 
   @property
   def analytic_arguments(self) -> int:
-    return self.params + self.optimizer + self.other_state + self.batch
+    return self.params + self.optimizer + self.population + self.other_state + self.batch
 
   @property
   def temporaries(self) -> int:
@@ -97,7 +98,8 @@ class SamplerPlan:
   sampler_params: int  # The resharded copy (0 when the layouts agree).
   kv_cache: int
   inputs: int  # Prompts, lengths, key.
-  resident_state: int  # Optimizer state and the rest of the train state, held during rollouts.
+  resident_state: int  # Optimizer state and the rest of the train state (the population's
+  # snapshots included), held during rollouts.
   xla: XlaStats
 
   @property
@@ -188,8 +190,10 @@ def compile_train(exp: experiment.Experiment, mesh):
 def plan_train(exp: experiment.Experiment, mesh) -> TrainPlan:
   compiled, state, batch = compile_train(exp, mesh)
   params, opt = tree_bytes(state.params), tree_bytes(state.opt_state)
-  return TrainPlan(params=params, optimizer=opt, other_state=tree_bytes(state) - params - opt,
-                   batch=tree_bytes(batch), xla=XlaStats.of(compiled))
+  pool = tree_bytes(state.pool)
+  return TrainPlan(params=params, optimizer=opt, population=pool,
+                   other_state=tree_bytes(state) - params - opt - pool, batch=tree_bytes(batch),
+                   xla=XlaStats.of(compiled))
 
 
 def sampler_fn(exp: experiment.Experiment, serve_shardings):
@@ -243,7 +247,7 @@ def plan(config: spec_lib.RunSpec, mesh, sampler_batch: int | None = None
   exp = experiment_shapes(config)
   train = plan_train(exp, mesh)
   sampler = plan_sampler(exp, mesh, sampler_batch or config.rollout.games_per_batch,
-                         train.optimizer + train.other_state)
+                         train.optimizer + train.population + train.other_state)
   return train, sampler
 
 
@@ -270,6 +274,7 @@ def report(config, mesh, train: TrainPlan, sampler: SamplerPlan, budget_gib: flo
       "training",
       f"  params                    {gib(train.params)}",
       f"  optimizer state           {gib(train.optimizer)}",
+      f"  opponent population       {gib(train.population)}",
       f"  other state + batch       {gib(train.other_state + train.batch)}",
       f"  arguments (cross-check)   {gib(train.analytic_arguments)} {gib(train.xla.argument)}",
       f"  activations/temporaries                 {gib(train.temporaries)}",

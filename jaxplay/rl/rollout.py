@@ -2,7 +2,8 @@
 
 The rollout is game- and policy-agnostic. A `Policy` turns a batch of rendered prompts into actions
 (free-text sampling + parsing, or action scoring); seats are filled by the learner, a frozen copy of
-earlier params, or a fixed opponent from games/opponents.py. `to_samples` flattens the turns to
+earlier params, members of a population of past params (rl/population.py), or a fixed opponent
+from games/opponents.py. `to_samples` flattens the turns to
 rows and `concat` joins the game kinds: the train step takes every row and draws its own uniform
 subsample of the ones with a nonzero advantage (train_step.subsample), never a fixed cut.
 """
@@ -63,19 +64,26 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
             key: jax.Array, batch: int, opponent_params: Any = None,
             opponent: Opponent | None = None, group_size: int = 1,
             seats: jax.Array | None = None, self_play_games: int = 0,
-            rows_sharding: jax.sharding.Sharding | None = None) -> Episodes:
+            rows_sharding: jax.sharding.Sharding | None = None,
+            opponent_members: jax.Array | None = None,
+            opponent_policy: Policy | None = None) -> Episodes:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
   otherwise the learner's seat is drawn per group (or given as `seats`, int32 [batch]) and only
   its turns are training samples, except in the first `self_play_games` games, played in
-  self-play.
+  self-play. With `opponent_members` (int32 [batch], each game's member), `opponent_params` is a
+  population: its leaves stacked [K, ...], member k playing the games where opponent_members == k
+  through `opponent_policy(member_params, ...)` (default `policy`; e.g. one that merges a LoRA
+  snapshot into the base weights); a member without games costs nothing.
   Consecutive blocks of `group_size` games share their initial state and the learner's seat
   (GRPO/RLOO groups: each compares games that start alike).
   `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
   """
   if opponent_params is not None and opponent is not None:
     raise ValueError("Give either opponent_params (frozen copy) or opponent (fixed policy).")
+  if opponent_members is not None and opponent_params is None:
+    raise ValueError("opponent_members index a population: give its stacked opponent_params.")
   if batch % group_size:
     raise ValueError(f"batch {batch} is not a multiple of group_size {group_size}.")
   init_key, seat_key, play_key = jax.random.split(key, 3)
@@ -93,11 +101,20 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     phrase_ids = jax.vmap(game.render)(states)
     prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
     learner_turn = self_play_B | (states.current_player == learner_seat)
-    act_with = lambda p, rows, k: _act_on_rows(policy, p, prompt_tokens, prompt_lengths, states,
-                                               rows, k)
-    act = act_with(params, learner_turn, policy_key)
-    if opponent_params is not None:
-      other = act_with(opponent_params, ~learner_turn, opponent_key)
+    act_with = lambda pi, p, rows, k: _act_on_rows(pi, p, prompt_tokens, prompt_lengths, states,
+                                                   rows, k)
+    act = act_with(policy, params, learner_turn, policy_key)
+    if opponent_members is not None:
+      def member_act(act, index_and_params):
+        index, member_params = index_and_params
+        rows = ~learner_turn & (opponent_members == index)
+        other = act_with(opponent_policy or policy, member_params, rows,
+                         jax.random.fold_in(opponent_key, index))
+        return jax.tree.map(lambda a, b: _rows_where(rows, b, a), act, other), None
+      size = jax.tree.leaves(opponent_params)[0].shape[0]
+      act, _ = jax.lax.scan(member_act, act, (jnp.arange(size), opponent_params))
+    elif opponent_params is not None:
+      other = act_with(policy, opponent_params, ~learner_turn, opponent_key)
       act = jax.tree.map(lambda a, b: _rows_where(learner_turn, a, b), act, other)
     elif opponent is not None:
       fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))

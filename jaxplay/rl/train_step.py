@@ -83,6 +83,9 @@ class TrainState:
   # The KL term's reference policy (None without one): the initial params, or their moving
   # average when TrainStepConfig.reference_decay < 1.
   ref_params: Any = None
+  # The opponent population (rl/population.Pool) of population play, else None; the step
+  # carries it unchanged (the run loop adds snapshots), so checkpoints keep it.
+  pool: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

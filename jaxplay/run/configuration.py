@@ -17,11 +17,12 @@ from games import opponents
 from jaxplay import errors, sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, weight_files
-from jaxplay.rl import advantages, losses
+from jaxplay.rl import advantages, losses, population
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import tokenizer as tokenizers
 
 ROLLOUT_MODES = ("text", "action_scoring")
+SEAT_MODES = ("self_play", "frozen", "population")  # Besides opponent:<name>.
 SCHEDULES = ("constant", "cosine")
 WANDB_MODES = ("offline", "online")
 PACKAGE_MODELS = ("gemma3_270m_package", "games_bpe")
@@ -50,6 +51,8 @@ _RANGES = (
     ("rl.kl_coef", lambda c: c >= 0, "must be >= 0 (0 = no KL term)."),
     ("rl.kl_reference_decay", lambda d: 0 <= d <= 1, "must be in [0, 1] (1 = the initial params)."),
     ("rl.entropy_coef", lambda c: c >= 0, "must be >= 0 (0 = no entropy bonus)."),
+    ("population.score_decay", lambda d: 0 <= d < 1,
+     "must be in [0, 1) (the decay of the learner's moving-average score per member)."),
     ("optimizer.warmup_steps", lambda n: n >= 0, "must be >= 0 (0 = no warm-up)."),
     ("optimizer.b1", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's first-moment decay)."),
     ("optimizer.b2", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's second-moment decay)."),
@@ -105,7 +108,8 @@ def seat_opponent(config: spec_lib.RunSpec) -> str | None:
 
 def self_play_games(config: spec_lib.RunSpec) -> int:
   """Games of each kind's batch played in self-play (the first ones; the rest against the frozen
-  copy or the fixed opponent): all, none, or half of them when `rollout.seats` mixes two modes."""
+  copy, the population or the fixed opponent): all, none, or half of them when `rollout.seats`
+  mixes two modes."""
   modes = config.rollout.seats
   return config.rollout.games_per_batch * ("self_play" in modes) // len(modes)
 
@@ -188,13 +192,12 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
 
   _one_of(config, "rollout.mode", ROLLOUT_MODES)
   seats = modes = config.rollout.seats
-  if not modes or any(m not in ("self_play", "frozen") and not m.startswith("opponent:")
-                      for m in modes):
-    _fail("rollout.seats", seats, "valid: self_play, frozen, opponent:<name>, or self_play and "
-          "one of the others, comma-separated (each plays half of the games).")
+  if not modes or any(m not in SEAT_MODES and not m.startswith("opponent:") for m in modes):
+    _fail("rollout.seats", seats, "valid: self_play, frozen, population, opponent:<name>, or "
+          "self_play and one of the others, comma-separated (each plays half of the games).")
   if len(modes) > 1 and (len(modes) != 2 or "self_play" not in modes or modes[0] == modes[1]):
     _fail("rollout.seats", seats, "two modes mix only as self_play and one of frozen, "
-          "opponent:<name>.")
+          "population, opponent:<name>.")
   if len(modes) == 2 and config.rollout.games_per_batch % (2 * max(config.rl.group_size, 1)):
     _fail("rollout.games_per_batch", config.rollout.games_per_batch,
           f"with rollout.seats={','.join(seats)!r} the games split in two halves, each a multiple of "
@@ -215,6 +218,9 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   for field, valid, rule in _RANGES:
     if not valid(value := _get(config, field)):
       _fail(field, value, rule)
+  _positive(config, "population.size", "population.snapshot_every", "population.pfsp_power")
+  _one_of(config, "population.sampling", population.SAMPLINGS)
+  _one_of(config, "population.dtype", ("", *sorted(model_configs.DTYPES)))
   if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
     _fail("prompt.instruction", config.prompt.instruction,
           "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")

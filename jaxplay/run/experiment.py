@@ -16,7 +16,7 @@ from games import opponents
 from jaxplay import sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
-from jaxplay.rl import advantages, losses, policies, rollout, train_step
+from jaxplay.rl import advantages, losses, policies, population, rollout, train_step
 from jaxplay.run import configuration
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import answers, game_tokenizer, prompts
@@ -87,11 +87,34 @@ def trainable(model: model_configs.ModelConfig):
 
 def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   """The train state before the first step: RAE baselines per game kind and role, the KL
-  reference (rl.kl_coef), and with LoRA optimizer state for the adapters only."""
+  reference (rl.kl_coef), with LoRA optimizer state for the adapters only, and with
+  rollout.seats=population the pool holding the initial params (their trained leaves)."""
   config = exp.config
-  return train_step.init_state(params, optimizer, num_kinds=len(config.games),
-                               num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0,
-                               trainable=trainable(exp.model))
+  state = train_step.init_state(params, optimizer, num_kinds=len(config.games),
+                                num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0,
+                                trainable=trainable(exp.model))
+  if not uses_population(config):
+    return state
+  return state.replace(pool=population.new_pool(
+      train_step.select(params, trainable(exp.model)), config.population.size,
+      config.population.dtype or None))
+
+
+def uses_population(config: spec_lib.RunSpec) -> bool:
+  return "population" in config.rollout.seats
+
+
+def make_pool_update(exp: Experiment, pool: population.Pool):
+  """Jitted `update(pool, params, games_K, score_sums_K, step, snapshot) -> pool` (the pool
+  donated, its layout kept): the step's results against each member recorded, then, when
+  `snapshot` (static), `params`' trained leaves added as the newest member."""
+  config, trained = exp.config.population, trainable(exp.model)
+
+  def update(pool, params, games, score_sums, step, snapshot):
+    pool = population.record(pool, games, score_sums, config.score_decay)
+    return population.add(pool, train_step.select(params, trained), step) if snapshot else pool
+  return jax.jit(update, static_argnums=5, donate_argnums=0,
+                 out_shardings=jax.tree.map(lambda x: x.sharding, pool))
 
 
 def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,
@@ -192,19 +215,33 @@ def render_fn(kit: GameKit):
 
 
 def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=None,
-         opponent_name: str | None = None, rows_sharding=None) -> rollout.Episodes:
-  """One training rollout of `batch` games of the kit's game (traced inside `collect`)."""
+         opponent_name: str | None = None, rows_sharding=None, pool: population.Pool | None = None,
+         members=None) -> rollout.Episodes:
+  """One training rollout of `batch` games of the kit's game (traced inside `collect`): against
+  the frozen copy, the fixed opponent, or the `pool`'s `members` (int32 [batch]), or self-play."""
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
+  member_policy = None
+  if pool is not None:
+    trained = trainable(exp.model)
+
+    def member_policy(member_params, *args):  # A snapshot in the learner's dtypes and base weights.
+      learner = train_step.select(params, trained)
+      member_params = jax.tree.map(lambda m, p: m.astype(p.dtype), member_params, learner)
+      return kit.train_policy(train_step.merge(member_params, params, trained), *args)
   return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
-                         opponent_params=frozen_params, opponent=opponent,
-                         group_size=exp.config.rl.group_size,
+                         opponent_params=frozen_params if pool is None else pool.params,
+                         opponent=opponent, group_size=exp.config.rl.group_size,
                          self_play_games=configuration.self_play_games(exp.config),
-                         rows_sharding=rows_sharding)
+                         rows_sharding=rows_sharding, opponent_members=members,
+                         opponent_policy=member_policy)
 
 
 def make_collect(exp: Experiment, layout: sharding.Layout):
-  """Jitted `collect(params, frozen_params, key) -> (train_step.Batch, {game: game_stats})`;
-  `frozen_params` is the frozen opponent (None unless rollout.seats has 'frozen').
+  """Jitted `collect(params, others, key) -> (train_step.Batch, {game: game_stats})`; `others`
+  is the frozen opponent's params (rollout.seats has 'frozen'), the population.Pool ('population':
+  each group of games draws a member by population.sampling, and the stats hold
+  `population_games` and `population_score_sums`, float32 [pool capacity] over all game kinds,
+  for `make_pool_update`), or None.
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch holds every turn slot of every game
@@ -218,17 +255,35 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
   serve = layout.params(transformer.param_axes(exp.model), sampler=True)
   to_sampler = lambda params: params if params is None else sharding.reshard(params, serve)
 
+  pool_play = uses_population(config)
+  group_size = config.rl.group_size
+
   @functools.partial(jax.jit, out_shardings=(layout.rows(), layout.replicated))
-  def collect(params, frozen_params, key):
-    params, frozen_params = to_sampler(params), to_sampler(frozen_params)
-    samples, stats = [], {}
+  def collect(params, others, key):
+    pool = others if pool_play else None
+    params, frozen_params = to_sampler(params), None if pool_play else to_sampler(others)
+    samples, stats, results = [], {}, []
     for kind, (kit, kit_key) in enumerate(zip(exp.kits, jax.random.split(key, len(exp.kits)))):
+      members = None
+      if pool_play:
+        kit_key, draw_key = jax.random.split(kit_key)
+        members = jnp.repeat(population.draw(pool, draw_key, games_per_batch // group_size,
+                                             config.population.sampling,
+                                             config.population.pfsp_power), group_size)
       episodes = play(exp, kit, params, kit_key, games_per_batch, frozen_params, opponent_name,
-                      layout.rows(sampler=True))
+                      layout.rows(sampler=True), pool, members)
       samples.append(rollout.pad_prompts(
-          rollout.to_samples(episodes, kind, config.rl.group_size, exp.num_actions),
+          rollout.to_samples(episodes, kind, group_size, exp.num_actions),
           config.rollout.max_prompt_len, kit.prompts.pad_id))
       stats[kit.game.name] = game_stats(episodes, None if exp.scoring else exp.chat.stop_ids)
+      if pool_play:
+        seat = episodes.learner_seat
+        results.append(population.results(
+            members, population.learner_scores(episodes.returns, jnp.maximum(seat, 0)),
+            seat >= 0, pool.capacity))
+    if results:
+      stats["population_games"], stats["population_score_sums"] = jax.tree.map(
+          lambda *x: sum(x), *results)
     return to_batch(exp, rollout.concat(samples)), stats
 
   return collect

@@ -78,6 +78,16 @@ class RLSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PopulationSpec:
+  size: int
+  snapshot_every: int
+  sampling: str
+  pfsp_power: float
+  score_decay: float
+  dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
   learning_rate: float
   schedule: str
@@ -135,6 +145,7 @@ class RunSpec:
   prompt: PromptSpec
   rollout: RolloutSpec
   rl: RLSpec
+  population: PopulationSpec
   optimizer: OptimizerSpec
   train: TrainSpec
   eval: EvalSpec

@@ -21,6 +21,7 @@ import signal
 import threading
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
@@ -135,6 +136,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                  evaluate_games, phases)
 
 
+def _advance_pool(config, update_pool, state, stats, step: int):
+  """(state with the step's results against the population recorded and, every
+  population.snapshot_every steps, the new params added; the population's metrics)."""
+  games, score_sums = stats.pop("population_games"), stats.pop("population_score_sums")
+  snapshot = step % config.population.snapshot_every == 0
+  pool = update_pool(state.pool, state.params, games, score_sums, step, snapshot)
+  held = pool.step >= 0
+  return state.replace(pool=pool), {
+      "size": pool.size, "learner_score": score_sums.sum() / max(float(games.sum()), 1.0),
+      "member_score_min": jnp.where(held, pool.score, jax.numpy.inf).min(),
+      "member_score_max": jnp.where(held, pool.score, -jax.numpy.inf).max()}
+
+
 def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluate_games,
           phases) -> dict:
   """The steps of `train` in a claimed workdir."""
@@ -169,6 +183,8 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
         if k.endswith(("/win_rate", "/invalid_rate", "/exploitability",
                        "/exploitability_estimate", "/accuracy"))), flush=True)
 
+  update_pool = (experiment.make_pool_update(exp, state.pool)
+                 if experiment.uses_population(config) else None)
   if not restored:
     run_eval(0)
   progress = metrics.Progress(config.train.steps, first_step=start)
@@ -177,10 +193,14 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
     try:
       for step in range(start + 1, config.train.steps + 1):
         with phases(f"step {step}: rollout", eta_label="rollout", report=False):
+          others = state.pool if update_pool else frozen_params
           batch, stats = jax.block_until_ready(
-              collect(state.params, frozen_params, jax.random.fold_in(keys["run"], step)))
+              collect(state.params, others, jax.random.fold_in(keys["run"], step)))
         with phases(f"step {step}: train", eta_label="train", report=False):
           state, step_metrics = jax.block_until_ready(step_fn(state, batch))
+          if update_pool:
+            state, step_metrics["population"] = _advance_pool(config, update_pool, state, stats,
+                                                              step)
         flat = writer.write(step, {**step_metrics, "rollout": stats})
         learner = batch.outcomes.mask  # The learner's turns of the step's games (all collected).
         tokens = int((batch.response_mask & learner[:, None]).sum())

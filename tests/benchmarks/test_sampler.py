@@ -29,5 +29,5 @@ def test_first_call_is_timed_apart_and_the_rest_alternate():
 
 
 def test_rates_by_dtype_are_written_in_one_cell():
-  assert sampler.by_dtype({"float32": 17.64, "bfloat16": 1234.5}) == (
+  assert benchmarks.by_dtype({"float32": 17.64, "bfloat16": 1234.5}) == (
       "float32 17.6, bfloat16 1,234.5")

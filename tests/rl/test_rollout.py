@@ -110,6 +110,31 @@ def test_frozen_opponent_seats_and_groups():
   np.testing.assert_array_equal(samples.outcomes.group, samples.outcomes.game_index // 4)
 
 
+def test_each_population_member_plays_its_own_games():
+  # Member 0 always answers legally, member 1 never: the games member 1 sits in end on its first
+  # turn with its invalid answer, member 0's go on; the learner's games are played by `params`.
+  game = games.make("tic_tac_toe")
+  pool = {"p_invalid": jnp.asarray([0.0, 1.0])}
+  members = jnp.asarray([0, 1] * 16)
+  episodes = jax.jit(lambda key: rollout.rollout(
+      game, stand_ins.random_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 32,
+      opponent_params=pool, opponent_members=members))(jax.random.key(5))
+  seats = np.asarray(episodes.learner_seat)
+  assert set(np.unique(seats)) == {0, 1}
+  player, active, valid = (np.asarray(x) for x in (episodes.player, episodes.active,
+                                                   episodes.valid))
+  opponent_turns = active & (player != seats[None])
+  by_member_1 = opponent_turns & (np.asarray(members) == 1)[None]
+  assert by_member_1.any() and not valid[by_member_1].any()
+  assert valid[opponent_turns & (np.asarray(members) == 0)[None]].all()
+  assert valid[active & (player == seats[None])].all()  # The learner never answers invalidly.
+  forfeited = np.asarray(episodes.invalid)
+  np.testing.assert_array_equal(forfeited, np.asarray(members) == 1)
+  with pytest.raises(ValueError, match="give its stacked opponent_params"):
+    rollout.rollout(game, stand_ins.random_policy, stand_ins.render_phrase_ids, {},
+                    jax.random.key(0), 2, opponent_members=members[:2])
+
+
 def test_groups_share_initial_state():
   if "kuhn_poker" not in games.registered_names():
     pytest.skip("kuhn_poker not registered")

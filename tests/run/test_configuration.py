@@ -41,7 +41,16 @@ def test_unknown_config_argument():
     ("rollout.seats", "opponent:scripted", r"no opponent 'scripted' for kuhn_poker"),
     ("rollout.seats", "frozen,opponent:random", r"mix only as self_play and one of"),
     ("rollout.seats", "self_play,self_play", r"mix only as self_play and one of"),
-    ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, opponent:<name>"),
+    ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, population, "
+     r"opponent:<name>"),
+    ("rollout.seats", "population,frozen", r"mix only as self_play and one of frozen, population"),
+    ("population.size", 0, r"config.population.size=0: must be positive"),
+    ("population.snapshot_every", 0, r"config.population.snapshot_every=0: must be positive"),
+    ("population.sampling", "elo", r"config.population.sampling='elo': unknown; valid: latest, "
+     r"uniform, pfsp_hard, pfsp_variance"),
+    ("population.score_decay", 1.0, r"config.population.score_decay=1.0: must be in \[0, 1\)"),
+    ("population.dtype", "float16", r"config.population.dtype='float16': unknown; valid: , "
+     r"bfloat16, float32"),
     ("rl.micro_batch_size", 5, r"config.rl.micro_batch_size=5: must divide"),
     ("rl.num_minibatches", 0, r"config.rl.num_minibatches=0: must be positive"),
     ("rl.num_minibatches", 3, r"config.rl.num_minibatches=3: must divide "

@@ -172,3 +172,33 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
                       ).read_text())["tree_metadata"]
   saved = {k for k, v in index.items() if v["value_metadata"]["value_type"] != "None"}
   assert any("q_lora_a" in k for k in saved) and not any("embedding" in k for k in saved)
+
+
+def test_a_population_run_snapshots_plays_its_members_and_resumes_with_its_pool(tmp_path):
+  """rollout.seats=population: the pool gains a snapshot every snapshot_every steps (the oldest
+  replaced once full), every step's games are played against its members, and the pool is in
+  the checkpoints: a run resumed from step 2 ends with the pool and params of one that did not
+  stop."""
+  def population_config(steps):
+    return stand_ins.tiny_kuhn_config(**{
+        "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
+        "population.sampling": "pfsp_hard", "train.steps": steps, "train.checkpoint_every": 1,
+        "optimizer.schedule": "constant"})
+
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  summary = train.train(population_config(3), straight)
+  train.train(population_config(2), resumed)
+  train.train(population_config(3), resumed)
+  _, _, state, step = store.load_run(straight)
+  assert step == 3
+  pool = jax.device_get(state.pool)
+  assert int(pool.size) == 2
+  assert sorted(np.asarray(pool.step).tolist()) == [2, 3]  # Steps 0 and 1 were replaced.
+  newest = jax.tree.map(lambda x: x[int(pool.newest)], pool.params)
+  _assert_trees_equal(newest, jax.device_get(state.params))  # The last snapshot: step 3's.
+  rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "population/size" in r]
+  assert [r["population/size"] for r in rows] == [2, 2, 2]
+  assert all(0 <= r["population/learner_score"] <= 1 for r in rows)
+  _, _, resumed_state, _ = store.load_run(resumed)
+  _assert_trees_equal(jax.device_get(resumed_state.pool), pool)
+  _assert_trees_equal(_params(straight), _params(resumed))
