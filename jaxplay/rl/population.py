@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxplay.rl import train_step
+
 SAMPLINGS = ("latest", "uniform", "pfsp_hard", "pfsp_variance")
 
 
@@ -59,9 +61,18 @@ def add(pool: Pool, params, step) -> Pool:
                       score=pool.score.at[slot].set(0.5))
 
 
-def member(pool: Pool, index, dtype) -> Any:
-  """Member `index`'s params (traced index allowed), cast to `dtype` (the learner's)."""
-  return jax.tree.map(lambda s: s[index].astype(dtype), pool.params)
+def member(pool: Pool, index) -> Any:
+  """Member `index`'s snapshot as stored (traced index allowed)."""
+  return jax.tree.map(lambda s: s[index], pool.params)
+
+
+def member_params(snapshot, params, trainable=None):
+  """A snapshot (`member`, or one slice of Pool.params) as full params: its leaves in the dtypes
+  of `params`' trained leaves, with `params`' other leaves (with LoRA, the base weights);
+  `trainable` as in train_step.init_state."""
+  learner = train_step.select(params, trainable)
+  snapshot = jax.tree.map(lambda m, p: m.astype(p.dtype), snapshot, learner)
+  return train_step.merge(snapshot, params, trainable)
 
 
 def weights(pool: Pool, sampling: str, power: float = 2.0) -> jax.Array:

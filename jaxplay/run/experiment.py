@@ -222,12 +222,8 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
   member_policy = None
   if pool is not None:
-    trained = trainable(exp.model)
-
-    def member_policy(member_params, *args):  # A snapshot in the learner's dtypes and base weights.
-      learner = train_step.select(params, trained)
-      member_params = jax.tree.map(lambda m, p: m.astype(p.dtype), member_params, learner)
-      return kit.train_policy(train_step.merge(member_params, params, trained), *args)
+    member_policy = lambda snapshot, *args: kit.train_policy(
+        population.member_params(snapshot, params, trainable(exp.model)), *args)
   return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
                          opponent_params=frozen_params if pool is None else pool.params,
                          opponent=opponent, group_size=exp.config.rl.group_size,

@@ -22,6 +22,7 @@ def _run(args, cwd):
     ("jaxplay-play", ["--workdir={tmp}/missing", "--game=kuhn_poker"], r"missing holds no run"),
     ("jaxplay-plot", ["--workdir={tmp}/missing"], r"missing holds no metrics.jsonl"),
     ("jaxplay-report", ["--workdir={tmp}/missing"], r"missing holds no metrics.jsonl"),
+    ("jaxplay-ratings", ["--workdir={tmp}/missing"], r"missing holds no run"),
 ])
 def test_console_scripts_run_their_entry_points(tmp_path, script, args, error):
   code, output = _run([os.path.join(BIN, script), *(a.format(tmp=tmp_path) for a in args)],

@@ -21,16 +21,23 @@ def test_a_new_pool_holds_the_initial_params_and_snapshots_replace_the_oldest():
   # Ring of 3: step 12 overwrote the oldest (step 0); slot order 12, 4, 8.
   assert int(pool.size) == 3 and int(pool.newest) == 0
   np.testing.assert_array_equal(pool.step, [12, 4, 8])
-  np.testing.assert_array_equal(population.member(pool, 1, jnp.float32)["w"], np.full((2, 3), 4.0))
-  np.testing.assert_array_equal(population.member(pool, 0, jnp.float32)["b"], np.full((3,), -12.0))
+  np.testing.assert_array_equal(population.member(pool, 1)["w"], np.full((2, 3), 4.0))
+  np.testing.assert_array_equal(population.member(pool, 0)["b"], np.full((3,), -12.0))
 
 
 def test_snapshots_can_be_kept_in_bfloat16_and_come_back_in_the_learner_dtype():
   pool = population.new_pool(params(1.0 / 3.0), capacity=2, dtype="bfloat16")
   assert pool.params["w"].dtype == jnp.bfloat16
-  back = population.member(pool, 0, jnp.float32)["w"]
-  assert back.dtype == jnp.float32
-  np.testing.assert_allclose(back, np.full((2, 3), 1.0 / 3.0), rtol=4e-3)
+  learner = params(5.0)
+  back = population.member_params(population.member(pool, 0), learner)
+  assert back["w"].dtype == jnp.float32
+  np.testing.assert_allclose(back["w"], np.full((2, 3), 1.0 / 3.0), rtol=4e-3)
+  # With a trainable mask only the trained leaves come from the snapshot (LoRA: the adapters).
+  trainable = {"w": False, "adapter": None, "b": True}
+  pool = population.new_pool({"w": None, "adapter": None, "b": jnp.full((3,), 2.0)}, capacity=2)
+  merged = population.member_params(population.member(pool, 0), learner, trainable)
+  np.testing.assert_array_equal(merged["w"], learner["w"])
+  np.testing.assert_array_equal(merged["b"], np.full((3,), 2.0))
 
 
 def scored(scores, size):
