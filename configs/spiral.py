@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.rollout = ml_collections.ConfigDict(dict(
       mode="text",  # text: free generation and \boxed{} parsing | action_scoring
       # self_play | frozen | population (past snapshots, `population` below) | opponent:<name>
-      # (games/opponents.py) | self_play,<one of the others> (half of each batch's games each).
+      # (games/opponents.py) | self_play,<one of the others> (half of each batch's games each) |
+      # population,opponent:<name> (the fixed opponent one more member of the population).
       seats="self_play",
       # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
       samples_per_step=128,

@@ -10,7 +10,10 @@ a new member). Who sits in the other seat (`draw`):
 - `pfsp`: prioritised fictitious self-play (AlphaStar), weights f(p) of the learner's score p
   against each member: `pfsp_hard` f = (1 - p) ** power, the members it loses to most;
   `pfsp_variance` f = p (1 - p), the members it is even with.
-Every function is pure and jittable; the pool is part of the train state (so it is checkpointed).
+A pool may also hold a fixed opponent (games/opponents.py) as one more member, after the
+snapshots (member index `capacity`): drawn by the same rule, scored like the others (AlphaStar's
+mix of past selves and fixed exploiters). Every function is pure and jittable; the pool is part of
+the train state (so it is checkpointed).
 """
 
 from __future__ import annotations
@@ -32,22 +35,32 @@ class Pool:
   size: jax.Array  # int32 [], members held (1..capacity).
   newest: jax.Array  # int32 [], the slot of the newest snapshot (the ring's head).
   step: jax.Array  # int32 [capacity], the train step each member was taken at; -1 if empty.
-  score: jax.Array  # float32 [capacity], the learner's recent score against each member.
+  # float32 [members]: the learner's recent score against each member, the snapshots' slots
+  # first, then the fixed opponent's (members = capacity + 1) if the pool has one.
+  score: jax.Array
 
   @property
   def capacity(self) -> int:
+    """Snapshot slots."""
     return self.step.shape[0]
 
+  @property
+  def members(self) -> int:
+    """Snapshot slots and the fixed opponent, if any: the range of `draw`'s indices."""
+    return self.score.shape[0]
 
-def new_pool(params, capacity: int, dtype: str | None = None) -> Pool:
-  """A pool of `capacity` slots holding `params` (the step-0 learner) as its only member; `dtype`
-  ('bfloat16', ...) stores the snapshots in that dtype, None keeps theirs."""
+
+def new_pool(params, capacity: int, dtype: str | None = None, fixed_opponent: bool = False
+             ) -> Pool:
+  """A pool of `capacity` slots holding `params` (the step-0 learner) as its only snapshot, and
+  with `fixed_opponent` a fixed opponent as member `capacity`; `dtype` ('bfloat16', ...) stores
+  the snapshots in that dtype, None keeps theirs."""
   if capacity < 1:
     raise ValueError(f"capacity={capacity} must be >= 1.")
   stored = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, dtype or x.dtype), params)
   empty = Pool(params=stored, size=jnp.int32(0), newest=jnp.int32(capacity - 1),
                step=jnp.full((capacity,), -1, jnp.int32),
-               score=jnp.full((capacity,), 0.5, jnp.float32))
+               score=jnp.full((capacity + fixed_opponent,), 0.5, jnp.float32))
   return add(empty, params, 0)
 
 
@@ -75,12 +88,19 @@ def member_params(snapshot, params, trainable=None):
   return train_step.merge(snapshot, params, trainable)
 
 
+def held(pool: Pool) -> jax.Array:
+  """bool [members]: the members that can be drawn (filled slots and the fixed opponent)."""
+  index = jnp.arange(pool.members)
+  return (index < pool.size) | (index >= pool.capacity)
+
+
 def weights(pool: Pool, sampling: str, power: float = 2.0) -> jax.Array:
-  """float32 [capacity]: the unnormalised probability of drawing each member (0 for empty slots)."""
-  held = jnp.arange(pool.capacity) < pool.size
+  """float32 [members]: the unnormalised probability of drawing each member (0 for empty slots;
+  `latest` draws the newest snapshot, never the fixed opponent)."""
+  held_members = held(pool)
   p = pool.score
   if sampling == "latest":
-    w = (jnp.arange(pool.capacity) == pool.newest).astype(jnp.float32)
+    w = (jnp.arange(pool.members) == pool.newest).astype(jnp.float32)
   elif sampling == "uniform":
     w = jnp.ones_like(p)
   elif sampling == "pfsp_hard":
@@ -89,9 +109,9 @@ def weights(pool: Pool, sampling: str, power: float = 2.0) -> jax.Array:
     w = p * (1.0 - p)
   else:
     raise ValueError(f"Unknown sampling {sampling!r}; valid: {', '.join(SAMPLINGS)}.")
-  w = jnp.where(held, w, 0.0)
+  w = jnp.where(held_members, w, 0.0)
   # A learner that beats (or is even with) every member still draws them, uniformly.
-  return jnp.where(w.sum() > 0, w, held.astype(jnp.float32))
+  return jnp.where(w.sum() > 0, w, held_members.astype(jnp.float32))
 
 
 def draw(pool: Pool, key: jax.Array, count: int, sampling: str, power: float = 2.0) -> jax.Array:
@@ -108,12 +128,12 @@ def learner_scores(returns_BP: jax.Array, learner_seat_B: jax.Array) -> jax.Arra
   return jnp.where(mine > theirs, 1.0, jnp.where(mine == theirs, 0.5, 0.0))
 
 
-def results(members_B: jax.Array, scores_B: jax.Array, counted_B: jax.Array, capacity: int
+def results(members_B: jax.Array, scores_B: jax.Array, counted_B: jax.Array, members: int
             ) -> tuple[jax.Array, jax.Array]:
-  """(games, summed scores), float32 [capacity] each: the games in `counted_B` per member."""
+  """(games, summed scores), float32 [members] each: the games in `counted_B` per member."""
   counted = counted_B.astype(jnp.float32)
-  games = jax.ops.segment_sum(counted, members_B, capacity)
-  return games, jax.ops.segment_sum(scores_B * counted, members_B, capacity)
+  games = jax.ops.segment_sum(counted, members_B, members)
+  return games, jax.ops.segment_sum(scores_B * counted, members_B, members)
 
 
 def record(pool: Pool, games_K: jax.Array, score_sums_K: jax.Array, decay: float) -> Pool:

@@ -75,12 +75,13 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   self-play. With `opponent_members` (int32 [batch], each game's member), `opponent_params` is a
   population: its leaves stacked [K, ...], member k playing the games where opponent_members == k
   through `opponent_policy(member_params, ...)` (default `policy`; e.g. one that merges a LoRA
-  snapshot into the base weights); a member without games costs nothing.
+  snapshot into the base weights), and `opponent`, if given, the games of member K; a member
+  without games costs nothing.
   Consecutive blocks of `group_size` games share their initial state and the learner's seat
   (GRPO/RLOO groups: each compares games that start alike).
   `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
   """
-  if opponent_params is not None and opponent is not None:
+  if opponent_params is not None and opponent is not None and opponent_members is None:
     raise ValueError("Give either opponent_params (frozen copy) or opponent (fixed policy).")
   if opponent_members is not None and opponent_params is None:
     raise ValueError("opponent_members index a population: give its stacked opponent_params.")
@@ -113,6 +114,10 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
         return jax.tree.map(lambda a, b: _rows_where(rows, b, a), act, other), None
       size = jax.tree.leaves(opponent_params)[0].shape[0]
       act, _ = jax.lax.scan(member_act, act, (jnp.arange(size), opponent_params))
+      if opponent is not None:
+        fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))
+        rows = ~learner_turn & (opponent_members == size)
+        act = act._replace(action=jnp.where(rows, fixed, act.action))
     elif opponent_params is not None:
       other = act_with(policy, opponent_params, ~learner_turn, opponent_key)
       act = jax.tree.map(lambda a, b: _rows_where(learner_turn, a, b), act, other)

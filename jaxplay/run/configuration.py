@@ -109,7 +109,7 @@ def seat_opponent(config: spec_lib.RunSpec) -> str | None:
 def self_play_games(config: spec_lib.RunSpec) -> int:
   """Games of each kind's batch played in self-play (the first ones; the rest against the frozen
   copy, the population or the fixed opponent): all, none, or half of them when `rollout.seats`
-  mixes two modes."""
+  mixes self_play with another mode."""
   modes = config.rollout.seats
   return config.rollout.games_per_batch * ("self_play" in modes) // len(modes)
 
@@ -195,10 +195,14 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   if not modes or any(m not in SEAT_MODES and not m.startswith("opponent:") for m in modes):
     _fail("rollout.seats", seats, "valid: self_play, frozen, population, opponent:<name>, or "
           "self_play and one of the others, comma-separated (each plays half of the games).")
-  if len(modes) > 1 and (len(modes) != 2 or "self_play" not in modes or modes[0] == modes[1]):
+  fixed_in_pool = "population" in modes and seat_opponent(config) is not None
+  if len(modes) > 1 and (len(modes) != 2 or modes[0] == modes[1]
+                         or ("self_play" not in modes and not fixed_in_pool)):
     _fail("rollout.seats", seats, "two modes mix only as self_play and one of frozen, "
-          "population, opponent:<name>.")
-  if len(modes) == 2 and config.rollout.games_per_batch % (2 * max(config.rl.group_size, 1)):
+          "population, opponent:<name> (half of the games each), or as population and "
+          "opponent:<name> (the fixed opponent one more member of the population).")
+  if ("self_play" in modes and len(modes) == 2
+      and config.rollout.games_per_batch % (2 * max(config.rl.group_size, 1))):
     _fail("rollout.games_per_batch", config.rollout.games_per_batch,
           f"with rollout.seats={','.join(seats)!r} the games split in two halves, each a multiple of "
           f"rl.group_size={config.rl.group_size}.")

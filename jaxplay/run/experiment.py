@@ -97,7 +97,8 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
     return state
   return state.replace(pool=population.new_pool(
       train_step.select(params, trainable(exp.model)), config.population.size,
-      config.population.dtype or None))
+      config.population.dtype or None,
+      fixed_opponent=configuration.seat_opponent(config) is not None))
 
 
 def uses_population(config: spec_lib.RunSpec) -> bool:
@@ -218,7 +219,8 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
          opponent_name: str | None = None, rows_sharding=None, pool: population.Pool | None = None,
          members=None) -> rollout.Episodes:
   """One training rollout of `batch` games of the kit's game (traced inside `collect`): against
-  the frozen copy, the fixed opponent, or the `pool`'s `members` (int32 [batch]), or self-play."""
+  the frozen copy, the fixed opponent, or the `pool`'s `members` (int32 [batch]; the fixed
+  opponent is the pool's last member when it has one), or self-play."""
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
   member_policy = None
   if pool is not None:
@@ -236,7 +238,7 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
   """Jitted `collect(params, others, key) -> (train_step.Batch, {game: game_stats})`; `others`
   is the frozen opponent's params (rollout.seats has 'frozen'), the population.Pool ('population':
   each group of games draws a member by population.sampling, and the stats hold
-  `population_games` and `population_score_sums`, float32 [pool capacity] over all game kinds,
+  `population_games` and `population_score_sums`, float32 [pool members] over all game kinds,
   for `make_pool_update`), or None.
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
@@ -276,7 +278,7 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
         seat = episodes.learner_seat
         results.append(population.results(
             members, population.learner_scores(episodes.returns, jnp.maximum(seat, 0)),
-            seat >= 0, pool.capacity))
+            seat >= 0, pool.members))
     if results:
       stats["population_games"], stats["population_score_sums"] = jax.tree.map(
           lambda *x: sum(x), *results)

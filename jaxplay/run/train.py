@@ -26,6 +26,7 @@ import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxplay.rl import population
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, metrics, store
 from jaxplay.run import phases as phases_lib
 from jaxplay.run import spec as spec_lib
@@ -142,7 +143,7 @@ def _advance_pool(config, update_pool, state, stats, step: int):
   games, score_sums = stats.pop("population_games"), stats.pop("population_score_sums")
   snapshot = step % config.population.snapshot_every == 0
   pool = update_pool(state.pool, state.params, games, score_sums, step, snapshot)
-  held = pool.step >= 0
+  held = population.held(pool)
   return state.replace(pool=pool), {
       "size": pool.size, "learner_score": score_sums.sum() / max(float(games.sum()), 1.0),
       "member_score_min": jnp.where(held, pool.score, jax.numpy.inf).min(),

@@ -80,7 +80,7 @@ def test_learner_scores_results_and_the_moving_score_by_hand():
   np.testing.assert_array_equal(scores, [1.0, 0.0, 0.5, 0.0])
   members = jnp.asarray([0, 0, 2, 2])
   counted = jnp.asarray([True, True, True, False])  # The last game was self-play.
-  games, sums = population.results(members, scores, counted, capacity=3)
+  games, sums = population.results(members, scores, counted, members=3)
   np.testing.assert_array_equal(games, [2, 0, 1])
   np.testing.assert_array_equal(sums, [1.0, 0.0, 0.5])
   pool = scored([0.2, 0.6, 0.8], size=3)
@@ -96,3 +96,20 @@ def test_the_pool_functions_jit():
   pool = jax.jit(population.add)(pool, params(1.0), 3)
   members = jax.jit(population.draw, static_argnums=(2, 3))(pool, jax.random.key(1), 5, "uniform")
   assert members.shape == (5,) and set(np.asarray(members).tolist()) <= {0, 1}
+
+
+def test_a_fixed_opponent_is_the_member_after_the_snapshots():
+  pool = population.new_pool(params(0.0), capacity=3, fixed_opponent=True)
+  assert pool.capacity == 3 and pool.members == 4
+  pool = pool.replace(score=jnp.asarray([0.25, 0.5, 0.5, 0.75]))  # Slots 1 and 2 empty.
+  np.testing.assert_array_equal(population.held(pool), [True, False, False, True])
+  np.testing.assert_allclose(population.weights(pool, "pfsp_hard"), [0.5625, 0, 0, 0.0625])
+  np.testing.assert_allclose(population.weights(pool, "latest"), [1, 0, 0, 0])
+  # Snapshots never take the fixed opponent's place; its score is recorded like theirs.
+  for step in (1, 2, 3):
+    pool = population.add(pool, params(float(step)), step)
+  np.testing.assert_array_equal(pool.step, [3, 1, 2])
+  games, sums = population.results(jnp.asarray([3, 3, 0]), jnp.asarray([1.0, 0.0, 1.0]),
+                                   jnp.ones(3, bool), pool.members)
+  np.testing.assert_array_equal(games, [1, 0, 0, 2])
+  np.testing.assert_allclose(population.record(pool, games, sums, 0.5).score[3], 0.625)

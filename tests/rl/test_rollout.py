@@ -130,6 +130,17 @@ def test_each_population_member_plays_its_own_games():
   assert valid[active & (player == seats[None])].all()  # The learner never answers invalidly.
   forfeited = np.asarray(episodes.invalid)
   np.testing.assert_array_equal(forfeited, np.asarray(members) == 1)
+  # With a fixed opponent too, member 2 (after the two snapshots) is the fixed opponent: its
+  # games are played by `opponent` (here one that always answers an illegal move).
+  always_illegal = lambda state, key: jnp.int32(games.INVALID_ACTION)
+  members = jnp.asarray([0, 2] * 16)
+  episodes = jax.jit(lambda key: rollout.rollout(
+      game, stand_ins.random_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 32,
+      opponent_params=pool, opponent_members=members, opponent=always_illegal))(
+          jax.random.key(5))
+  np.testing.assert_array_equal(np.asarray(episodes.invalid), np.asarray(members) == 2)
+  learner = np.asarray(episodes.learner)
+  np.testing.assert_array_equal(np.asarray(episodes.valid)[learner], True)
   with pytest.raises(ValueError, match="give its stacked opponent_params"):
     rollout.rollout(game, stand_ins.random_policy, stand_ins.render_phrase_ids, {},
                     jax.random.key(0), 2, opponent_members=members[:2])

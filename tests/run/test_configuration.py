@@ -44,6 +44,7 @@ def test_unknown_config_argument():
     ("rollout.seats", "self_play,tit_for_tat", r"valid: self_play, frozen, population, "
      r"opponent:<name>"),
     ("rollout.seats", "population,frozen", r"mix only as self_play and one of frozen, population"),
+    ("rollout.seats", "frozen,opponent:random", r"or as population and opponent:<name>"),
     ("population.size", 0, r"config.population.size=0: must be positive"),
     ("population.snapshot_every", 0, r"config.population.snapshot_every=0: must be positive"),
     ("population.sampling", "elo", r"config.population.sampling='elo': unknown; valid: latest, "
