@@ -42,6 +42,8 @@ PANELS = {
     "kept_fraction": r"^kept_fraction$",
     "samples": r"^(num_samples|samples_\w+)$",  # Sample counts of the train step's batch.
     "reward": r"reward_mean",
+    # Population play: pool size, the learner's score against the pool, member scores.
+    "population": r"^population/",
 }
 
 Series = dict[str, tuple[list[int], list[float]]]  # label -> (steps, values)

@@ -10,7 +10,8 @@ run's eval.opponents ("random", ...). Every model player meets every other playe
 other); the ratings are the Bradley-Terry fit of the whole table (evaluation/ratings.py), the
 first fixed opponent at 0. Each pairing is a compiled program per game (the params are its
 arguments, so one compile serves every pairing). Prints a table per game and writes
-`<workdir>/ratings.json` ({game: {"players", "elo", "points", "games"}}).
+`<workdir>/ratings.json` ({game: {"players", "elo", "points", "games"}}) and `ratings.png` (per
+game, the Elo of the checkpoints and snapshots by train step, the fixed opponents as lines).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import functools
 import json
 
 import jax
+import matplotlib
 import numpy as np
 from etils import epath
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
 from games import opponents
 from jaxplay import errors
@@ -79,6 +84,25 @@ def round_robin(exp, kit, players: dict, fixed: list[str], games_per_seat: int, 
   return points, games
 
 
+def plot(tables: dict, path: epath.Path) -> None:
+  """One panel per game: Elo of the model players by train step, fixed opponents as lines."""
+  figure, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
+  for axis, (game, table) in zip(axes[0], tables.items()):
+    named = list(zip(table["players"], table["elo"]))
+    steps = sorted((int(n.rsplit(" ", 1)[1]), elo) for n, elo in named if n.startswith(
+        ("step ", "pool step ")))
+    axis.plot([s for s, _ in steps], [e for _, e in steps], "o-", label="learner")
+    for name, elo in named:
+      if not name.startswith(("step ", "pool step ")):
+        axis.axhline(elo, linestyle="--", color="gray")
+        axis.annotate(name, (0, elo), fontsize=8)
+    axis.set(title=game, xlabel="train step", ylabel="Elo")
+  figure.tight_layout()
+  with path.open("wb") as file:
+    figure.savefig(file, format="png")
+  plt.close(figure)
+
+
 @errors.user_facing
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(prog="python -m jaxplay.cli.ratings",
@@ -107,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
       print(f"  {names[rank]:<20} {elo[rank]:8.1f}   score {points[rank].sum():g} / "
             f"{games[rank].sum():g}")
   (epath.Path(args.workdir) / "ratings.json").write_text(json.dumps(tables, indent=1))
+  plot(tables, epath.Path(args.workdir) / "ratings.png")
   return tables
 
 

@@ -28,6 +28,7 @@ def test_a_population_run_is_rated_with_its_checkpoints_pool_and_fixed_opponents
   np.testing.assert_allclose(points + points.T, games)
   assert kuhn["elo"][3] == 0  # The first fixed opponent is the anchor.
   assert json.loads((tmp_path / "ratings.json").read_text()) == tables
+  assert (tmp_path / "ratings.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bad_flags_name_themselves(tmp_path, capsys):
