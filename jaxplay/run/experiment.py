@@ -102,6 +102,7 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
 
 
 def uses_population(config: spec_lib.RunSpec) -> bool:
+  """Whether the run plays an opponent population (rollout.seats has 'population')."""
   return "population" in config.rollout.seats
 
 
