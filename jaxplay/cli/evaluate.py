@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     eval_key = jax.random.fold_in(key, index)
     if name == "games":
       evaluate_games = evaluator.Evaluator(exp, store.decoder(exp), phases_lib.Phases())
-      results, _ = evaluate_games(state.params, eval_key)
+      results, _ = evaluate_games(state.params, eval_key, state.pool)
       results = {k.removeprefix("eval/"): v for k, v in results.items()}
     else:
       results, records = reasoning.evaluate_math(

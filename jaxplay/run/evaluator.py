@@ -8,9 +8,12 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 
 from games import exploitability, opponents
 from jaxplay.evaluation import matches
+from jaxplay.rl import population
+from jaxplay.run import experiment
 from jaxplay.run import phases as phases_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import prompts
@@ -63,7 +66,11 @@ class Evaluator:
             samples=config.eval.kuhn_samples, batch_size=2 * self._games_per_seat)))
         for kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
 
-  def __call__(self, params, key) -> tuple[dict[str, float], list[str]]:
+  def __call__(self, params, key, pool: population.Pool | None = None
+               ) -> tuple[dict[str, float], list[str]]:
+    """Metrics and transcripts of `params`; with the run's opponent `pool` (population play) the
+    exact Kuhn tables also give `eval/kuhn_poker/population_exploitability`: that of the average
+    strategy of the pool's snapshots, each drawn alike (fictitious play's average)."""
     results, transcripts = {}, []
     games_key, kuhn_key = jax.random.split(key)
     for game_index, (game, names, play) in enumerate(self._plays):
@@ -77,6 +84,13 @@ class Evaluator:
     for game_name, table in self._kuhn_tables:
       results[f"eval/{game_name}/exploitability"] = float(
           exploitability.exploitability(table(params)))
+      if pool is not None:
+        trained = experiment.trainable(self._exp.model)
+        tables = [table(population.member_params(population.member(pool, k), params, trained))
+                  for k in range(int(pool.size))]
+        average = exploitability.average_policy(jnp.stack(tables), jnp.ones(len(tables)))
+        results[f"eval/{game_name}/population_exploitability"] = float(
+            exploitability.exploitability(average))
     for game_name, estimate in self._kuhn_estimates:
       _, value, invalid_rate = estimate(params, kuhn_key)
       results[f"eval/{game_name}/exploitability_estimate"] = float(value)

@@ -171,7 +171,7 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
 
   def run_eval(step: int):
     games_key, math_key = jax.random.split(jax.random.fold_in(keys["eval"], step))
-    results, transcripts = evaluate_games(state.params, games_key)
+    results, transcripts = evaluate_games(state.params, games_key, state.pool)
     if evaluator.math_due(config, step):
       results.update(evaluator.run_math(exp, state.params, math_key, workdir, step))
     writer.write_eval(step, results, transcripts)

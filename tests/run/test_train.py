@@ -199,6 +199,12 @@ def test_a_population_run_snapshots_plays_its_members_and_resumes_with_its_pool(
   rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "population/size" in r]
   assert [r["population/size"] for r in rows] == [2, 2, 2]
   assert all(0 <= r["population/learner_score"] <= 1 for r in rows)
+  evals = [r for r in metrics.read_jsonl(summary["metrics"])
+           if "eval/kuhn_poker/population_exploitability" in r]
+  assert [r["step"] for r in evals] == [0, 3]
+  # At step 0 the pool is the initial params alone: its average is the learner.
+  assert evals[0]["eval/kuhn_poker/population_exploitability"] == pytest.approx(
+      evals[0]["eval/kuhn_poker/exploitability"], abs=1e-6)
   _, _, resumed_state, _ = store.load_run(resumed)
   _assert_trees_equal(jax.device_get(resumed_state.pool), pool)
   _assert_trees_equal(_params(straight), _params(resumed))
