@@ -31,7 +31,10 @@ def test_train_flops_are_three_forwards_of_layers_everywhere_and_logits_on_the_r
   assert bench.train_flops(config, shape) == 3 * 2 * (4 * 88 + 40)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+# bfloat16 is slow-only: PyTorch's bfloat16 autocast runs oneDNN's AMX kernels on CPUs that have
+# them, and two full default-suite runs on such a CPU (Intel Xeon, 2026-12-02) later died of a
+# segmentation fault inside XLA's compiler in the same process; the benchmark runs it in its own.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_both_sides_take_the_same_update(tmp_path, dtype):
   directory = ref.save(ref.make_model("gemma3"), tmp_path)
   config, params = loading.load_hf(directory)
