@@ -94,6 +94,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       pfsp_power=2.0,
       score_decay=0.9,  # p <- decay * p + (1 - decay) * the step's mean score against it.
       dtype="",  # Snapshots' dtype: "" = the params' own | bfloat16 (half the memory).
+      # Fictitious cross-play (FXP): > 0 trains a counter policy against the learner's snapshots
+      # and keeps this many of its snapshots (one every snapshot_every steps) in the population.
+      counters=0,
+      cross_play=0.5,  # Share of the learner's population games against the counter policies.
   ))
 
   config.optimizer = ml_collections.ConfigDict(dict(

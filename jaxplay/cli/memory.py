@@ -75,13 +75,15 @@ class TrainPlan:
   params: int  # Analytic bytes per device (train layout).
   optimizer: int
   population: int  # The opponent pool's snapshots (rollout.seats=population), else 0.
+  counter_policy: int  # FXP's counter policy: its params, optimizer state, ... (else 0).
   other_state: int  # KL reference params (if any), step, baselines, rng, counters.
   batch: int
   xla: XlaStats
 
   @property
   def analytic_arguments(self) -> int:
-    return self.params + self.optimizer + self.population + self.other_state + self.batch
+    return (self.params + self.optimizer + self.population + self.counter_policy
+            + self.other_state + self.batch)
 
   @property
   def temporaries(self) -> int:
@@ -182,6 +184,8 @@ def compile_train(exp: experiment.Experiment, mesh):
   state = train_state_shapes(exp, optimizer, mesh)
   batch = batch_shapes(exp)
   batch = with_shardings(batch, sharding_lib.batch_shardings(batch, mesh, placement.train_rules))
+  if state.counter is not None:  # One program updates the learner, then the counter policy.
+    step, batch = experiment.with_counter_update(step), (batch, batch)
   shardings = lambda tree: jax.tree.map(lambda x: x.sharding, tree)
   jitted = sharding_lib.shard_step(step, shardings(state), shardings(batch))
   return jitted.lower(state, batch).compile(), state, batch
@@ -190,9 +194,10 @@ def compile_train(exp: experiment.Experiment, mesh):
 def plan_train(exp: experiment.Experiment, mesh) -> TrainPlan:
   compiled, state, batch = compile_train(exp, mesh)
   params, opt = tree_bytes(state.params), tree_bytes(state.opt_state)
-  pool = tree_bytes(state.pool)
-  return TrainPlan(params=params, optimizer=opt, population=pool,
-                   other_state=tree_bytes(state) - params - opt - pool, batch=tree_bytes(batch),
+  pool, counter = tree_bytes(state.pool), tree_bytes(state.counter)
+  return TrainPlan(params=params, optimizer=opt, population=pool, counter_policy=counter,
+                   other_state=tree_bytes(state) - params - opt - pool - counter,
+                   batch=tree_bytes(batch),
                    xla=XlaStats.of(compiled))
 
 
@@ -247,7 +252,8 @@ def plan(config: spec_lib.RunSpec, mesh, sampler_batch: int | None = None
   exp = experiment_shapes(config)
   train = plan_train(exp, mesh)
   sampler = plan_sampler(exp, mesh, sampler_batch or config.rollout.games_per_batch,
-                         train.optimizer + train.population + train.other_state)
+                         train.optimizer + train.population + train.counter_policy
+                         + train.other_state)
   return train, sampler
 
 
@@ -275,6 +281,7 @@ def report(config, mesh, train: TrainPlan, sampler: SamplerPlan, budget_gib: flo
       f"  params                    {gib(train.params)}",
       f"  optimizer state           {gib(train.optimizer)}",
       f"  opponent population       {gib(train.population)}",
+      f"  counter policy (FXP)      {gib(train.counter_policy)}",
       f"  other state + batch       {gib(train.other_state + train.batch)}",
       f"  arguments (cross-check)   {gib(train.analytic_arguments)} {gib(train.xla.argument)}",
       f"  activations/temporaries                 {gib(train.temporaries)}",

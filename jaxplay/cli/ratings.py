@@ -4,14 +4,15 @@ opponent population and the fixed opponents, from a round robin in every trainin
 python -m jaxplay.cli.ratings --workdir=DIR [--games_per_seat=32] [--seed=0]
 
 Players: every checkpoint the run keeps ("step N"), the snapshots of the latest checkpoint's
-population that no kept checkpoint repeats ("pool step N"; rollout.seats=population), and the
-run's eval.opponents ("random", ...). Every model player meets every other player,
+population that no kept checkpoint repeats ("pool step N"; rollout.seats=population), its counter
+policies ("counter step N"; population.counters), and the run's eval.opponents ("random", ...). Every model player meets every other player,
 `games_per_seat` games in each seat at the run's eval temperature (fixed opponents do not play each
 other); the ratings are the Bradley-Terry fit of the whole table (evaluation/ratings.py), the
 first fixed opponent at 0. Each pairing is a compiled program per game (the params are its
 arguments, so one compile serves every pairing). Prints a table per game and writes
 `<workdir>/ratings.json` ({game: {"players", "elo", "points", "games"}}) and `ratings.png` (per
-game, the Elo of the checkpoints and snapshots by train step, the fixed opponents as lines).
+game, the Elo of the checkpoints and snapshots by train step, the counter policies' beside them,
+the fixed opponents as lines).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def model_players(workdir: str) -> tuple[object, object, dict[str, object]]:
       if name not in players:
         players[f"pool {name}"] = population.member_params(
             population.member(pool, slot), latest.params, experiment.trainable(exp.model))
+    for index in range(pool.counters):  # FXP's counter policies, by the step each was taken.
+      if int(pool.counter_step[index]) >= 0:
+        players[f"counter step {int(pool.counter_step[index])}"] = population.member_params(
+            population.member(pool, pool.capacity + index), latest.params,
+            experiment.trainable(exp.model))
   return config, exp, players
 
 
@@ -89,14 +95,17 @@ def plot(tables: dict, path: epath.Path) -> None:
   figure, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
   for axis, (game, table) in zip(axes[0], tables.items()):
     named = list(zip(table["players"], table["elo"]))
-    steps = sorted((int(n.rsplit(" ", 1)[1]), elo) for n, elo in named if n.startswith(
-        ("step ", "pool step ")))
-    axis.plot([s for s, _ in steps], [e for _, e in steps], "o-", label="learner")
+    for label, prefixes in (("learner", ("step ", "pool step ")), ("counter", ("counter step ",))):
+      steps = sorted((int(n.rsplit(" ", 1)[1]), elo) for n, elo in named
+                     if n.startswith(prefixes))
+      if steps:
+        axis.plot([s for s, _ in steps], [e for _, e in steps], "o-", label=label)
     for name, elo in named:
-      if not name.startswith(("step ", "pool step ")):
+      if not name.startswith(("step ", "pool step ", "counter step ")):
         axis.axhline(elo, linestyle="--", color="gray")
         axis.annotate(name, (0, elo), fontsize=8)
     axis.set(title=game, xlabel="train step", ylabel="Elo")
+    axis.legend(fontsize=8)
   figure.tight_layout()
   with path.open("wb") as file:
     figure.savefig(file, format="png")

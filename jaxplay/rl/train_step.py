@@ -86,6 +86,9 @@ class TrainState:
   # The opponent population (rl/population.Pool) of population play, else None; the step
   # carries it unchanged (the run loop adds snapshots), so checkpoints keep it.
   pool: Any = None
+  # Fictitious cross-play's counter policy: its own TrainState (no pool, no counter), carried
+  # unchanged by this step (the run trains it on its own batch), else None.
+  counter: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

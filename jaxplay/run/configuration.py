@@ -53,6 +53,9 @@ _RANGES = (
     ("rl.entropy_coef", lambda c: c >= 0, "must be >= 0 (0 = no entropy bonus)."),
     ("population.score_decay", lambda d: 0 <= d < 1,
      "must be in [0, 1) (the decay of the learner's moving-average score per member)."),
+    ("population.counters", lambda n: n >= 0, "must be >= 0 (0 = no counter policies, no FXP)."),
+    ("population.cross_play", lambda c: 0 <= c <= 1,
+     "must be in [0, 1] (the share of population games against the counter policies)."),
     ("optimizer.warmup_steps", lambda n: n >= 0, "must be >= 0 (0 = no warm-up)."),
     ("optimizer.b1", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's first-moment decay)."),
     ("optimizer.b2", lambda b: 0 <= b < 1, "must be in [0, 1) (Adam's second-moment decay)."),
@@ -225,6 +228,10 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   _positive(config, "population.size", "population.snapshot_every", "population.pfsp_power")
   _one_of(config, "population.sampling", population.SAMPLINGS)
   _one_of(config, "population.dtype", ("", *sorted(model_configs.DTYPES)))
+  if config.population.counters and "population" not in config.rollout.seats:
+    _fail("population.counters", config.population.counters,
+          "counter policies play in the population: set rollout.seats to population (or "
+          "self_play,population), or population.counters=0.")
   if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
     _fail("prompt.instruction", config.prompt.instruction,
           "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")

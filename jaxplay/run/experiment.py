@@ -87,18 +87,30 @@ def trainable(model: model_configs.ModelConfig):
 
 def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   """The train state before the first step: RAE baselines per game kind and role, the KL
-  reference (rl.kl_coef), with LoRA optimizer state for the adapters only, and with
-  rollout.seats=population the pool holding the initial params (their trained leaves)."""
+  reference (rl.kl_coef), with LoRA optimizer state for the adapters only; with
+  rollout.seats=population the pool holding the initial params (their trained leaves), and with
+  population.counters the counter policy's own train state (`counter`, FXP), starting from the
+  initial params too."""
   config = exp.config
-  state = train_step.init_state(params, optimizer, num_kinds=len(config.games),
-                                num_roles=2, seed=config.seed, reference=config.rl.kl_coef > 0,
-                                trainable=trainable(exp.model))
+  make = lambda seed: train_step.init_state(
+      params, optimizer, num_kinds=len(config.games), num_roles=2, seed=seed,
+      reference=config.rl.kl_coef > 0, trainable=trainable(exp.model))
+  state = make(config.seed)
   if not uses_population(config):
     return state
-  return state.replace(pool=population.new_pool(
+  state = state.replace(pool=population.new_pool(
       train_step.select(params, trainable(exp.model)), config.population.size,
       config.population.dtype or None,
-      fixed_opponent=configuration.seat_opponent(config) is not None))
+      fixed_opponent=configuration.seat_opponent(config) is not None,
+      counters=config.population.counters))
+  if not uses_counters(config):
+    return state
+  # Its own key stream: a seed no run derives from config.seed otherwise.
+  return state.replace(counter=make(config.seed).replace(
+      rng=jax.random.fold_in(state.rng, COUNTER_STREAM)))
+
+
+COUNTER_STREAM = 1  # fold_in of the learner's train-state key that seeds the counter policy's.
 
 
 def uses_population(config: spec_lib.RunSpec) -> bool:
@@ -106,17 +118,40 @@ def uses_population(config: spec_lib.RunSpec) -> bool:
   return "population" in config.rollout.seats
 
 
+def uses_counters(config: spec_lib.RunSpec) -> bool:
+  """Whether the run trains counter policies (fictitious cross-play: population.counters > 0)."""
+  return uses_population(config) and config.population.counters > 0
+
+
 def make_pool_update(exp: Experiment, pool: population.Pool):
-  """Jitted `update(pool, params, games_K, score_sums_K, step, snapshot) -> pool` (the pool
-  donated, its layout kept): the step's results against each member recorded, then, when
-  `snapshot` (static), `params`' trained leaves added as the newest member."""
+  """Jitted `update(pool, params, counter_params, games_K, score_sums_K, step, snapshot) -> pool`
+  (the pool donated, its layout kept): the step's results against each member recorded, then,
+  when `snapshot` (static), `params`' trained leaves added as the newest snapshot and, with
+  counter slots, `counter_params`' as the newest counter policy (else None)."""
   config, trained = exp.config.population, trainable(exp.model)
 
-  def update(pool, params, games, score_sums, step, snapshot):
+  def update(pool, params, counter_params, games, score_sums, step, snapshot):
     pool = population.record(pool, games, score_sums, config.score_decay)
-    return population.add(pool, train_step.select(params, trained), step) if snapshot else pool
-  return jax.jit(update, static_argnums=5, donate_argnums=0,
+    if not snapshot:
+      return pool
+    pool = population.add(pool, train_step.select(params, trained), step)
+    if counter_params is None:
+      return pool
+    return population.add_counter(pool, train_step.select(counter_params, trained), step)
+  return jax.jit(update, static_argnums=6, donate_argnums=0,
                  out_shardings=jax.tree.map(lambda x: x.sharding, pool))
+
+
+def with_counter_update(step_fn):
+  """`step(state, (batch, counter_batch)) -> (state, metrics)`: `step_fn` on the learner's state
+  and batch, then on the counter policy's state (`state.counter`) and batch, in one program; the
+  counter's metrics under "counter"."""
+  def step(state, batches):
+    batch, counter_batch = batches
+    state, metrics = step_fn(state, batch)
+    counter, metrics["counter"] = step_fn(state.counter, counter_batch)
+    return state.replace(counter=counter), metrics
+  return step
 
 
 def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,
@@ -218,10 +253,13 @@ def render_fn(kit: GameKit):
 
 def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=None,
          opponent_name: str | None = None, rows_sharding=None, pool: population.Pool | None = None,
-         members=None) -> rollout.Episodes:
+         members=None, self_play_games: int | None = None) -> rollout.Episodes:
   """One training rollout of `batch` games of the kit's game (traced inside `collect`): against
   the frozen copy, the fixed opponent, or the `pool`'s `members` (int32 [batch]; the fixed
-  opponent is the pool's last member when it has one), or self-play."""
+  opponent is the pool's last member when it has one), or self-play; the first
+  `self_play_games` (default: as rollout.seats says) in self-play."""
+  if self_play_games is None:
+    self_play_games = configuration.self_play_games(exp.config)
   opponent = opponents.get(kit.game.name, opponent_name) if opponent_name else None
   member_policy = None
   if pool is not None:
@@ -230,17 +268,20 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
   return rollout.rollout(kit.game, kit.train_policy, render_fn(kit), params, key, batch,
                          opponent_params=frozen_params if pool is None else pool.params,
                          opponent=opponent, group_size=exp.config.rl.group_size,
-                         self_play_games=configuration.self_play_games(exp.config),
+                         self_play_games=self_play_games,
                          rows_sharding=rows_sharding, opponent_members=members,
                          opponent_policy=member_policy)
 
 
-def make_collect(exp: Experiment, layout: sharding.Layout):
+def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False):
   """Jitted `collect(params, others, key) -> (train_step.Batch, {game: game_stats})`; `others`
   is the frozen opponent's params (rollout.seats has 'frozen'), the population.Pool ('population':
-  each group of games draws a member by population.sampling, and the stats hold
-  `population_games` and `population_score_sums`, float32 [pool members] over all game kinds,
-  for `make_pool_update`), or None.
+  each group of games draws a member by population.sampling and population.cross_play, and the
+  stats hold `population_games` and `population_score_sums`, float32 [pool members] over all game
+  kinds, for `make_pool_update`), or None.
+
+  `counter` collects the counter policy's games instead (FXP; `params` are its own): every game
+  against one of the learner's snapshots, drawn alike (a best response to its past versions).
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch holds every turn slot of every game
@@ -250,12 +291,22 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
   """
   config = exp.config
   games_per_batch = config.rollout.games_per_batch
-  opponent_name = configuration.seat_opponent(config)
+  opponent_name = None if counter else configuration.seat_opponent(config)
+  self_play_games = 0 if counter else None
   serve = layout.params(transformer.param_axes(exp.model), sampler=True)
   to_sampler = lambda params: params if params is None else sharding.reshard(params, serve)
 
   pool_play = uses_population(config)
   group_size = config.rl.group_size
+
+  def opponents(pool, key):
+    groups = games_per_batch // group_size
+    if counter:
+      drawn = population.draw_from(population.snapshots(pool), key, groups)
+    else:
+      drawn = population.draw(pool, key, groups, config.population.sampling,
+                              config.population.pfsp_power, config.population.cross_play)
+    return jnp.repeat(drawn, group_size)
 
   @functools.partial(jax.jit, out_shardings=(layout.rows(), layout.replicated))
   def collect(params, others, key):
@@ -266,11 +317,9 @@ def make_collect(exp: Experiment, layout: sharding.Layout):
       members = None
       if pool_play:
         kit_key, draw_key = jax.random.split(kit_key)
-        members = jnp.repeat(population.draw(pool, draw_key, games_per_batch // group_size,
-                                             config.population.sampling,
-                                             config.population.pfsp_power), group_size)
+        members = opponents(pool, draw_key)
       episodes = play(exp, kit, params, kit_key, games_per_batch, frozen_params, opponent_name,
-                      layout.rows(sampler=True), pool, members)
+                      layout.rows(sampler=True), pool, members, self_play_games)
       samples.append(rollout.pad_prompts(
           rollout.to_samples(episodes, kind, group_size, exp.num_actions),
           config.rollout.max_prompt_len, kit.prompts.pad_id))

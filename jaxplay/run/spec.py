@@ -85,6 +85,8 @@ class PopulationSpec:
   pfsp_power: float
   score_decay: float
   dtype: str
+  counters: int
+  cross_play: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ def setup(config: spec_lib.RunSpec):
 
   The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
   params); the train step keeps that layout, takes batches split by rows, and donates the state.
+  With counter policies (population.counters) it takes (batch, counter batch) and updates both.
   """
   layout = sharding.Layout.from_config(config.mesh)
   try:  # Loaded weights go straight to their shards; fresh ones are placed after init.
@@ -43,6 +44,8 @@ def setup(config: spec_lib.RunSpec):
     raise configuration.ConfigError(f"config.mesh: {error}") from None
   exp = experiment.build(config, tokenizer, model)
   step_fn, optimizer = experiment.build_train_step(exp, layout)
+  if experiment.uses_counters(config):  # Takes (batch, counter batch): one program.
+    step_fn = experiment.with_counter_update(step_fn)
   state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
                                 layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
@@ -51,14 +54,18 @@ def setup(config: spec_lib.RunSpec):
 
 def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):
   """What checkpoints leave out: with LoRA, the base weights in params and ref_params (loaded
-  again from the model's path at every start), else nothing (None)."""
+  again from the model's path at every start), the counter policy's too, else nothing (None)."""
   trainable = experiment.trainable(exp.model)
   if trainable is None:
     return None
   fixed = lambda tree: None if tree is None else jax.tree.map(
       lambda x, keep: None if keep else x, tree, trainable)
-  return jax.tree.map(lambda _: None, state).replace(params=fixed(state.params),
-                                                     ref_params=fixed(state.ref_params))
+
+  def frozen(state):
+    leaves = jax.tree.map(lambda _: None, state).replace(params=fixed(state.params),
+                                                         ref_params=fixed(state.ref_params))
+    return leaves if state.counter is None else leaves.replace(counter=frozen(state.counter))
+  return frozen(state)
 
 
 def checkpointer(workdir: str, config: spec_lib.RunSpec,

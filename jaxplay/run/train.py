@@ -131,23 +131,59 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if "frozen" in config.rollout.seats else None)
   collect = experiment.make_collect(exp, layout)
+  if experiment.uses_counters(config):
+    collect = _with_counter_games(collect, experiment.make_collect(exp, layout, counter=True))
+  else:
+    collect = _learner_games(collect)
   evaluate_games = evaluator.Evaluator(exp, store.decoder(exp), phases)
   with _claim_workdir(workdir, config, overwrite):
     return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params,
                  evaluate_games, phases)
 
 
+def _learner_games(collect):
+  """`collect(state, others, key) -> (train step input, the learner's batch, stats)`."""
+  def games(state, others, key):
+    batch, stats = collect(state.params, others, key)
+    return batch, batch, stats
+  return games
+
+
+def _with_counter_games(collect, collect_counter):
+  """`collect(state, pool, key) -> ((batch, counter batch), batch, stats)`: the learner's games
+  and the counter policy's (FXP), the latter's stats under "counter"."""
+  def games(state, pool, key):
+    batch, stats = collect(state.params, pool, key)
+    counter_batch, stats["counter"] = collect_counter(
+        state.counter.params, pool, jax.random.fold_in(key, experiment.COUNTER_STREAM))
+    return (batch, counter_batch), batch, stats
+  return games
+
+
+def _pool_metrics(pool: population.Pool, games, score_sums) -> dict:
+  """The learner's mean score over `games` (float32 [members]) and the held members' scores."""
+  held = population.held(pool)
+  return {"size": pool.size, "learner_score": score_sums.sum() / max(float(games.sum()), 1.0),
+          "member_score_min": jnp.where(held, pool.score, jax.numpy.inf).min(),
+          "member_score_max": jnp.where(held, pool.score, -jax.numpy.inf).max()}
+
+
 def _advance_pool(config, update_pool, state, stats, step: int):
   """(state with the step's results against the population recorded and, every
-  population.snapshot_every steps, the new params added; the population's metrics)."""
+  population.snapshot_every steps, the new params (and the counter policy's) added; the
+  population's metrics)."""
   games, score_sums = stats.pop("population_games"), stats.pop("population_score_sums")
   snapshot = step % config.population.snapshot_every == 0
-  pool = update_pool(state.pool, state.params, games, score_sums, step, snapshot)
-  held = population.held(pool)
-  return state.replace(pool=pool), {
-      "size": pool.size, "learner_score": score_sums.sum() / max(float(games.sum()), 1.0),
-      "member_score_min": jnp.where(held, pool.score, jax.numpy.inf).min(),
-      "member_score_max": jnp.where(held, pool.score, -jax.numpy.inf).max()}
+  counter_params = None if state.counter is None else state.counter.params
+  pool = update_pool(state.pool, state.params, counter_params, games, score_sums, step, snapshot)
+  metrics = _pool_metrics(pool, games, score_sums)
+  if state.counter is not None:
+    counter_stats = stats["counter"]
+    counter_games = counter_stats.pop("population_games")
+    counter_scores = counter_stats.pop("population_score_sums")
+    metrics["counter_size"] = population.counters_held(pool).sum()
+    metrics["counter_score"] = counter_scores.sum() / max(float(counter_games.sum()), 1.0)
+  return state.replace(pool=pool), metrics
 
 
 def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, evaluate_games,
@@ -195,10 +231,10 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
       for step in range(start + 1, config.train.steps + 1):
         with phases(f"step {step}: rollout", eta_label="rollout", report=False):
           others = state.pool if update_pool else frozen_params
-          batch, stats = jax.block_until_ready(
-              collect(state.params, others, jax.random.fold_in(keys["run"], step)))
+          step_input, batch, stats = jax.block_until_ready(
+              collect(state, others, jax.random.fold_in(keys["run"], step)))
         with phases(f"step {step}: train", eta_label="train", report=False):
-          state, step_metrics = jax.block_until_ready(step_fn(state, batch))
+          state, step_metrics = jax.block_until_ready(step_fn(state, step_input))
           if update_pool:
             state, step_metrics["population"] = _advance_pool(config, update_pool, state, stats,
                                                               step)

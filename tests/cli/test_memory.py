@@ -81,6 +81,24 @@ def test_lora_optimizer_state_is_the_adapters_only():
   assert memory.tree_bytes(state.opt_state) == 2 * 4 * adapters + 4
 
 
+def test_a_cross_play_run_counts_its_pool_and_counter_policy():
+  """population.counters (FXP): the pool holds size + counters snapshots of the params, in its
+  dtype; the counter policy is a second train state (params and Adam's moments); XLA's
+  arguments hold both."""
+  config = tiny_config()
+  config.rollout.seats = "population"
+  config.population.update(size=3, counters=2, dtype="bfloat16")
+  spec = tiny_spec(config)
+  count = hand_param_count(experiment.model_config(spec))
+  train, _ = memory.plan(spec, one_device_mesh())
+  pool_fields = 4 + 4 + 4 * 3 + 4 * 5 + 4 * 2  # size, newest, steps, scores, counter steps.
+  assert train.population == 2 * count * 5 + pool_fields
+  assert train.counter_policy >= 4 * count + 2 * 4 * count + 4
+  assert train.counter_policy - (4 * count + 2 * 4 * count + 4) < 1024  # Baselines, rng, ...
+  assert train.xla.argument >= train.params + train.optimizer + train.population \
+      + train.counter_policy
+
+
 def test_analytic_arguments_match_xla(plans):
   train, sampler = plans
   # XLA drops batch fields the estimator never reads (per-row int32 ids); nothing else differs.

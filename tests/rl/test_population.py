@@ -113,3 +113,41 @@ def test_a_fixed_opponent_is_the_member_after_the_snapshots():
                                    jnp.ones(3, bool), pool.members)
   np.testing.assert_array_equal(games, [1, 0, 0, 2])
   np.testing.assert_allclose(population.record(pool, games, sums, 0.5).score[3], 0.625)
+
+
+def test_counter_slots_follow_the_snapshots_and_replace_their_oldest():
+  pool = population.new_pool(params(0.0), capacity=2, fixed_opponent=True, counters=2)
+  assert (pool.capacity, pool.counters, pool.members) == (2, 2, 5)
+  np.testing.assert_array_equal(population.held(pool), [True, False, False, False, True])
+  for step in (4, 8, 12):
+    pool = population.add_counter(pool, params(float(step)), step)
+  np.testing.assert_array_equal(pool.counter_step, [12, 8])  # Step 4's was the oldest.
+  np.testing.assert_array_equal(pool.params["w"][2:, 0, 0], [12.0, 8.0])
+  np.testing.assert_array_equal(population.counters_held(pool), [False, False, True, True, False])
+  np.testing.assert_array_equal(population.snapshots(pool), [True, False, False, False, False])
+  with pytest.raises(ValueError, match="no counter slots"):
+    population.add_counter(population.new_pool(params(0.0), capacity=2), params(1.0), 1)
+
+
+def test_cross_play_gives_the_counters_their_share_once_one_is_held():
+  pool = population.new_pool(params(0.0), capacity=2, counters=2)
+  pool = population.add(pool, params(1.0), 1)
+  # No counter yet: the snapshots take everything, cross_play or not.
+  np.testing.assert_allclose(population.weights(pool, "uniform", cross_play=0.4), [1, 1, 0, 0])
+  pool = population.add_counter(pool, params(2.0), 1)
+  pool = population.add_counter(pool, params(3.0), 2)
+  pool = pool.replace(score=jnp.asarray([0.5, 0.0, 0.5, 0.75]))
+  # pfsp_hard within each group: snapshots (0.25, 1) -> (0.2, 0.8) of 0.6; counters
+  # (0.25, 0.0625) -> (0.8, 0.2) of 0.4.
+  np.testing.assert_allclose(population.weights(pool, "pfsp_hard", cross_play=0.4),
+                             [0.12, 0.48, 0.32, 0.08], rtol=1e-6)
+  # `latest` takes the newest of each group; without cross_play the counters are never drawn.
+  np.testing.assert_allclose(population.weights(pool, "latest", cross_play=0.4),
+                             [0, 0.6, 0, 0.4])
+  np.testing.assert_allclose(population.weights(pool, "uniform"), [1, 1, 0, 0])
+  members = np.asarray(population.draw(pool, jax.random.key(0), 20_000, "uniform",
+                                       cross_play=0.4))
+  assert abs(np.mean(members >= 2) - 0.4) < 0.015
+  # The counter policy's opponents: the learner's snapshots alike, never a counter.
+  drawn = np.asarray(population.draw_from(population.snapshots(pool), jax.random.key(1), 1000))
+  assert set(drawn.tolist()) == {0, 1}

@@ -174,14 +174,16 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   assert any("q_lora_a" in k for k in saved) and not any("embedding" in k for k in saved)
 
 
-def test_a_population_run_snapshots_plays_its_members_and_resumes_with_its_pool(tmp_path):
-  """rollout.seats=population: the pool gains a snapshot every snapshot_every steps (the oldest
-  replaced once full), every step's games are played against its members, and the pool is in
-  the checkpoints: a run resumed from step 2 ends with the pool and params of one that did not
-  stop."""
+def test_a_population_run_with_counter_policies_snapshots_both_and_resumes(tmp_path):
+  """rollout.seats=population with population.counters (FXP): the pool gains a snapshot of the
+  learner every snapshot_every steps (the oldest replaced once full) and one of the counter
+  policy, a second train state trained in the same step on its own games against the learner's
+  snapshots; the learner plays the pool's members. Pool and counter policy are in the
+  checkpoints: a run resumed from step 2 ends as one that did not stop."""
   def population_config(steps):
     return stand_ins.tiny_kuhn_config(**{
         "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
+        "population.counters": 2, "population.cross_play": 0.5,
         "population.sampling": "pfsp_hard", "train.steps": steps, "train.checkpoint_every": 1,
         "optimizer.schedule": "constant"})
 
@@ -190,15 +192,25 @@ def test_a_population_run_snapshots_plays_its_members_and_resumes_with_its_pool(
   train.train(population_config(2), resumed)
   train.train(population_config(3), resumed)
   _, _, state, step = store.load_run(straight)
-  assert step == 3
+  assert step == 3 and int(state.counter.step) == 3
   pool = jax.device_get(state.pool)
   assert int(pool.size) == 2
   assert sorted(np.asarray(pool.step).tolist()) == [2, 3]  # Steps 0 and 1 were replaced.
   newest = jax.tree.map(lambda x: x[int(pool.newest)], pool.params)
   _assert_trees_equal(newest, jax.device_get(state.params))  # The last snapshot: step 3's.
+  assert sorted(np.asarray(pool.counter_step).tolist()) == [2, 3]  # Step 1's replaced.
+  newest_counter = int(np.argmax(pool.counter_step)) + pool.capacity
+  _assert_trees_equal(jax.tree.map(lambda x: x[newest_counter], pool.params),
+                      jax.device_get(state.counter.params))
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.counter.params),
+                                                      jax.tree.leaves(state.params)))
   rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "population/size" in r]
   assert [r["population/size"] for r in rows] == [2, 2, 2]
-  assert all(0 <= r["population/learner_score"] <= 1 for r in rows)
+  assert [r["population/counter_size"] for r in rows] == [1, 2, 2]
+  assert all(0 <= r["population/learner_score"] <= 1 and 0 <= r["population/counter_score"] <= 1
+             for r in rows)
+  assert all("counter/loss" in r and "rollout/counter/kuhn_poker/invalid_rate" in r
+             for r in rows)
   evals = [r for r in metrics.read_jsonl(summary["metrics"])
            if "eval/kuhn_poker/population_exploitability" in r]
   assert [r["step"] for r in evals] == [0, 3]
@@ -208,3 +220,6 @@ def test_a_population_run_snapshots_plays_its_members_and_resumes_with_its_pool(
   _, _, resumed_state, _ = store.load_run(resumed)
   _assert_trees_equal(jax.device_get(resumed_state.pool), pool)
   _assert_trees_equal(_params(straight), _params(resumed))
+  counters = [jax.device_get(s.counter.replace(rng=jax.random.key_data(s.counter.rng)))
+              for s in (state, resumed_state)]
+  _assert_trees_equal(*counters)
