@@ -98,6 +98,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # and keeps this many of its snapshots (one every snapshot_every steps) in the population.
       counters=0,
       cross_play=0.5,  # Share of the learner's population games against the counter policies.
+      # Restart the counter policy from the initial params after each of its snapshots (a fresh
+      # best response to the learner's snapshots each time, as in FXP's matrix-game code).
+      counter_reset=False,
+      # Whom the counter policy plays: uniform (the learner's snapshots alike) | latest (its
+      # newest snapshot).
+      counter_sampling="uniform",
   ))
 
   config.optimizer = ml_collections.ConfigDict(dict(

@@ -8,6 +8,7 @@ from games import leduc_poker  # noqa: F401
 from games import pig  # noqa: F401
 from games import connect_four  # noqa: F401
 from games import matrix_game  # noqa: F401  (matrix_game and the repeated games)
+from games import team_zero_one  # noqa: F401
 from games.api import EVAL_INVALID_REWARDS, INVALID_ACTION, TRAIN_INVALID_REWARDS, Game, State
 from games.api import make, register, registered_names
 

@@ -386,6 +386,15 @@ def connect_four_greedy(state: api.State, key: jax.Array) -> jax.Array:
   return uniform_random(state.replace(legal_action_mask=mask), key)
 
 
+# --- Team Zero-One (games.team_zero_one) ---
+
+
+def team_constant(answer: int):
+  """Every agent of the team answers `answer` (all zeros is the game's global equilibrium, all
+  ones the local one self-play ends at)."""
+  return lambda state, key: jnp.int32(answer)
+
+
 # --- By name ---
 
 _BY_GAME = {
@@ -395,6 +404,7 @@ _BY_GAME = {
     "nim": {"optimal": nim_optimal},
     "leduc_poker": {"optimal": leduc_equilibrium},
     "connect_four": {"scripted": connect_four_search(), "greedy": connect_four_greedy},
+    "team_zero_one": {"all_zero": team_constant(0), "all_one": team_constant(1)},
     "matrix_game": _MATRIX,  # For the social dilemmas, first = cooperate and second = defect.
     "iterated_prisoners_dilemma": {
         "always_cooperate": _MATRIX["always_first"], "always_defect": _MATRIX["always_second"],

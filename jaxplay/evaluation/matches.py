@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from games import api, exploitability, kuhn_poker
+from games import api, exploitability, kuhn_poker, team_zero_one
 from jaxplay.evaluation import statistics
 from jaxplay.models import sampling
 from jaxplay.models.configs import ModelConfig
@@ -82,10 +82,9 @@ def switch_opponent(opponent_fns, index: jax.Array) -> rollout_lib.Opponent:
   return lambda state, key: jax.lax.switch(index, opponent_fns, state, key)
 
 
-def kuhn_policy_table(model: ModelConfig, kit, temperature: float, params) -> jax.Array:
-  """probs float32[3, 4, (pass, bet)] of the action-scoring policy of `kit` (a game kit with a
-  scoring table) at every information set, at `temperature`."""
-  states = kuhn_poker.information_set_states(kit.game)
+def scoring_probs(model: ModelConfig, kit, temperature: float, params, states) -> jax.Array:
+  """probs float32 [S, actions] of the action-scoring policy of `kit` (a game kit with a scoring
+  table) at each of the batched `states` (0 for illegal actions), at `temperature`."""
   phrase_ids = jax.vmap(kit.game.render)(states)
   tokens, lengths = jax.vmap(functools.partial(prompts.render_tokens, kit.prompts))(phrase_ids)
   legal = jnp.pad(states.legal_action_mask,
@@ -96,10 +95,25 @@ def kuhn_policy_table(model: ModelConfig, kit, temperature: float, params) -> ja
       jnp.broadcast_to(kit.scoring.tokens, (batch,) + kit.scoring.tokens.shape),
       jnp.broadcast_to(kit.scoring.lengths, (batch,) + kit.scoring.lengths.shape),
       max(temperature, 1e-6))
-  probs = jnp.exp(log_pi)
+  return jnp.exp(log_pi)
+
+
+def kuhn_policy_table(model: ModelConfig, kit, temperature: float, params) -> jax.Array:
+  """probs float32[3, 4, (pass, bet)] of the action-scoring policy of `kit` (a game kit with a
+  scoring table) at every information set, at `temperature`."""
+  probs = scoring_probs(model, kit, temperature, params,
+                        kuhn_poker.information_set_states(kit.game))
   passes = probs[:, kuhn_poker.CHECK] + probs[:, kuhn_poker.FOLD]
   bets = probs[:, kuhn_poker.BET] + probs[:, kuhn_poker.CALL]
   return jnp.stack([passes, bets], -1).reshape(3, 4, 2)
+
+
+def team_zero_one_table(model: ModelConfig, kit, temperature: float, params) -> jax.Array:
+  """float32 [2, agents]: each agent's probability of answering 1 in Team Zero-One under the
+  action-scoring policy of `kit`, at `temperature`."""
+  probs = scoring_probs(model, kit, temperature, params,
+                        team_zero_one.information_set_states(kit.game))
+  return probs[:, 1].reshape(2, kit.game.agents)
 
 
 def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,

@@ -16,7 +16,7 @@ past selves and fixed exploiters).
 
 Fictitious cross-play (FXP; Xu et al. 2023) adds `counters` slots after the snapshots: snapshots of
 a second learner, the counter policy, trained only against the learner's snapshots (a best
-response to its past versions). The learner then draws a counter with probability `cross_play`
+response to its past versions, drawn alike or only the newest: `counter_opponents`). The learner then draws a counter with probability `cross_play`
 (by the same rule, among the counters held) and a snapshot or the fixed opponent otherwise.
 Member indices: snapshots [0, capacity), counters [capacity, capacity + counters), the fixed
 opponent last. Every function is pure and jittable; the pool is part of the train state (so it is
@@ -185,10 +185,23 @@ def draw(pool: Pool, key: jax.Array, count: int, sampling: str, power: float = 2
   return draw_from(weights(pool, sampling, power, cross_play), key, count)
 
 
+COUNTER_SAMPLINGS = ("uniform", "latest")
+
+
+def counter_opponents(pool: Pool, sampling: str) -> jax.Array:
+  """float32 [members]: the counter policy's draw weights over the learner's snapshots, alike
+  (`uniform`) or only the newest (`latest`); never a counter or the fixed opponent."""
+  if sampling == "uniform":
+    return snapshots(pool).astype(jnp.float32)
+  if sampling == "latest":
+    return (jnp.arange(pool.members) == pool.newest).astype(jnp.float32)
+  raise ValueError(f"Unknown counter sampling {sampling!r}; valid: "
+                   f"{', '.join(COUNTER_SAMPLINGS)}.")
+
+
 def draw_from(weights_K: jax.Array, key: jax.Array, count: int) -> jax.Array:
   """int32 [count]: members drawn independently with probabilities proportional to
-  `weights_K` (e.g. `snapshots(pool)`: the counter policy's opponents, the learner's snapshots
-  alike)."""
+  `weights_K` (e.g. `counter_opponents`)."""
   logits = jnp.log(weights_K.astype(jnp.float32))
   return jax.random.categorical(key, logits, shape=(count,)).astype(jnp.int32)
 

@@ -89,6 +89,9 @@ class TrainState:
   # Fictitious cross-play's counter policy: its own TrainState (no pool, no counter), carried
   # unchanged by this step (the run trains it on its own batch), else None.
   counter: Any = None
+  # The trained leaves a counter policy restarts from after each of its snapshots (FXP with
+  # resets: the initial params'), else None.
+  counter_start: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

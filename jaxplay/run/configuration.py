@@ -228,6 +228,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   _positive(config, "population.size", "population.snapshot_every", "population.pfsp_power")
   _one_of(config, "population.sampling", population.SAMPLINGS)
   _one_of(config, "population.dtype", ("", *sorted(model_configs.DTYPES)))
+  _one_of(config, "population.counter_sampling", population.COUNTER_SAMPLINGS)
   if config.population.counters and "population" not in config.rollout.seats:
     _fail("population.counters", config.population.counters,
           "counter policies play in the population: set rollout.seats to population (or "

@@ -10,7 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from games import exploitability, opponents
+from games import exploitability, opponents, team_zero_one
 from jaxplay.evaluation import matches
 from jaxplay.rl import population
 from jaxplay.run import experiment
@@ -34,7 +34,7 @@ class Evaluator:
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded
   transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
   mode, estimated from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text
-  mode."""
+  mode; Team Zero-One its exact exploitability in action-scoring mode."""
 
   def __init__(self, exp, decode, phases: phases_lib.Phases | None = None):
     self._exp, self._decode = exp, decode
@@ -54,11 +54,19 @@ class Evaluator:
               config.eval.invalid_rewards), kit=kit, fns=fns))
       self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
-    # Exact exploitability needs the action probabilities: action-scoring mode.
-    self._kuhn_tables = [
+    # Exact exploitability needs the action probabilities: action-scoring mode. Each entry:
+    # (game name, params -> policy table, (tables [M, ...], weights [M]) -> exploitability of
+    # their mixture).
+    kuhn_mixture = lambda tables, weights: exploitability.exploitability(
+        tables[0] if len(tables) == 1 else exploitability.average_policy(tables, weights))
+    self._exact = [] if not exp.scoring else [
         (kit.game.name, jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, kit,
-                                                   config.eval.temperature)))
-        for kit in kuhn_kits if exp.scoring]
+                                                   config.eval.temperature)), kuhn_mixture)
+        for kit in kuhn_kits] + [
+        (kit.game.name, jax.jit(functools.partial(matches.team_zero_one_table, exp.model, kit,
+                                                   config.eval.temperature)),
+         functools.partial(team_zero_one.exploitability, kit.game))
+        for kit in kits if kit.game.name == "team_zero_one"]
     self._kuhn_estimates = [
         (kit.game.name, jax.jit(functools.partial(
             matches.estimate_kuhn_exploitability, kit.game, kit.eval_policy,
@@ -81,16 +89,15 @@ class Evaluator:
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
         transcripts += [self._transcript(game.name, name, episodes, row)
                         for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
-    for game_name, table in self._kuhn_tables:
+    for game_name, table, mixture_exploitability in self._exact:
       results[f"eval/{game_name}/exploitability"] = float(
-          exploitability.exploitability(table(params)))
+          mixture_exploitability(table(params)[None], jnp.ones(1)))
       if pool is not None:
         trained = experiment.trainable(self._exp.model)
         tables = [table(population.member_params(population.member(pool, k), params, trained))
                   for k in range(int(pool.size))]
-        average = exploitability.average_policy(jnp.stack(tables), jnp.ones(len(tables)))
         results[f"eval/{game_name}/population_exploitability"] = float(
-            exploitability.exploitability(average))
+            mixture_exploitability(jnp.stack(tables), jnp.ones(len(tables))))
     for game_name, estimate in self._kuhn_estimates:
       _, value, invalid_rate = estimate(params, kuhn_key)
       results[f"eval/{game_name}/exploitability_estimate"] = float(value)

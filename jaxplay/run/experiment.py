@@ -90,7 +90,7 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   reference (rl.kl_coef), with LoRA optimizer state for the adapters only; with
   rollout.seats=population the pool holding the initial params (their trained leaves), and with
   population.counters the counter policy's own train state (`counter`, FXP), starting from the
-  initial params too."""
+  initial params too (kept as `counter_start` with population.counter_reset)."""
   config = exp.config
   make = lambda seed: train_step.init_state(
       params, optimizer, num_kinds=len(config.games), num_roles=2, seed=seed,
@@ -106,8 +106,12 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   if not uses_counters(config):
     return state
   # Its own key stream: a seed no run derives from config.seed otherwise.
-  return state.replace(counter=make(config.seed).replace(
+  state = state.replace(counter=make(config.seed).replace(
       rng=jax.random.fold_in(state.rng, COUNTER_STREAM)))
+  if config.population.counter_reset:
+    state = state.replace(counter_start=jax.tree.map(
+        jnp.copy, train_step.select(params, trainable(exp.model))))
+  return state
 
 
 COUNTER_STREAM = 1  # fold_in of the learner's train-state key that seeds the counter policy's.
@@ -140,6 +144,20 @@ def make_pool_update(exp: Experiment, pool: population.Pool):
     return population.add_counter(pool, train_step.select(counter_params, trained), step)
   return jax.jit(update, static_argnums=6, donate_argnums=0,
                  out_shardings=jax.tree.map(lambda x: x.sharding, pool))
+
+
+def make_counter_restart(exp: Experiment, state: train_step.TrainState):
+  """Jitted `restart(counter, start) -> counter` (donated, its layout kept): the counter policy's
+  train state started over from the trained leaves `start` (population.counter_reset): fresh
+  optimizer state (its schedule from step 0 again) and RAE baselines; its key stream goes on."""
+  optimizer, trained = build_optimizer(exp.config), trainable(exp.model)
+
+  def restart(counter, start):
+    params = train_step.merge(jax.tree.map(jnp.copy, start), counter.params, trained)
+    return counter.replace(params=params, opt_state=optimizer.init(
+        train_step.select(params, trained)), baselines=jnp.zeros_like(counter.baselines))
+  return jax.jit(restart, donate_argnums=0,
+                 out_shardings=jax.tree.map(lambda x: x.sharding, state.counter))
 
 
 def with_counter_update(step_fn):
@@ -281,7 +299,8 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
   kinds, for `make_pool_update`), or None.
 
   `counter` collects the counter policy's games instead (FXP; `params` are its own): every game
-  against one of the learner's snapshots, drawn alike (a best response to its past versions).
+  against one of the learner's snapshots, drawn by population.counter_sampling (a best response to
+  its past versions, or to its newest).
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch holds every turn slot of every game
@@ -302,7 +321,8 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
   def opponents(pool, key):
     groups = games_per_batch // group_size
     if counter:
-      drawn = population.draw_from(population.snapshots(pool), key, groups)
+      drawn = population.draw_from(
+          population.counter_opponents(pool, config.population.counter_sampling), key, groups)
     else:
       drawn = population.draw(pool, key, groups, config.population.sampling,
                               config.population.pfsp_power, config.population.cross_play)

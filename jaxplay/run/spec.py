@@ -87,6 +87,8 @@ class PopulationSpec:
   dtype: str
   counters: int
   cross_play: float
+  counter_reset: bool
+  counter_sampling: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,15 +168,17 @@ def _pool_metrics(pool: population.Pool, games, score_sums) -> dict:
           "member_score_max": jnp.where(held, pool.score, -jax.numpy.inf).max()}
 
 
-def _advance_pool(config, update_pool, state, stats, step: int):
+def _advance_pool(config, update_pool, restart_counter, state, stats, step: int):
   """(state with the step's results against the population recorded and, every
-  population.snapshot_every steps, the new params (and the counter policy's) added; the
-  population's metrics)."""
+  population.snapshot_every steps, the new params (and the counter policy's) added, then the
+  counter policy restarted by `restart_counter` if given; the population's metrics)."""
   games, score_sums = stats.pop("population_games"), stats.pop("population_score_sums")
   snapshot = step % config.population.snapshot_every == 0
   counter_params = None if state.counter is None else state.counter.params
   pool = update_pool(state.pool, state.params, counter_params, games, score_sums, step, snapshot)
   metrics = _pool_metrics(pool, games, score_sums)
+  if snapshot and restart_counter is not None:
+    state = state.replace(counter=restart_counter(state.counter, state.counter_start))
   if state.counter is not None:
     counter_stats = stats["counter"]
     counter_games = counter_stats.pop("population_games")
@@ -222,6 +224,8 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
 
   update_pool = (experiment.make_pool_update(exp, state.pool)
                  if experiment.uses_population(config) else None)
+  restart_counter = (experiment.make_counter_restart(exp, state)
+                     if state.counter_start is not None else None)
   if not restored:
     run_eval(0)
   progress = metrics.Progress(config.train.steps, first_step=start)
@@ -236,8 +240,8 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
         with phases(f"step {step}: train", eta_label="train", report=False):
           state, step_metrics = jax.block_until_ready(step_fn(state, step_input))
           if update_pool:
-            state, step_metrics["population"] = _advance_pool(config, update_pool, state, stats,
-                                                              step)
+            state, step_metrics["population"] = _advance_pool(
+                config, update_pool, restart_counter, state, stats, step)
         flat = writer.write(step, {**step_metrics, "rollout": stats})
         learner = batch.outcomes.mask  # The learner's turns of the step's games (all collected).
         tokens = int((batch.response_mask & learner[:, None]).sum())

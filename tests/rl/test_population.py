@@ -148,6 +148,10 @@ def test_cross_play_gives_the_counters_their_share_once_one_is_held():
   members = np.asarray(population.draw(pool, jax.random.key(0), 20_000, "uniform",
                                        cross_play=0.4))
   assert abs(np.mean(members >= 2) - 0.4) < 0.015
-  # The counter policy's opponents: the learner's snapshots alike, never a counter.
-  drawn = np.asarray(population.draw_from(population.snapshots(pool), jax.random.key(1), 1000))
+  # The counter policy's opponents: the learner's snapshots alike or its newest, never a counter.
+  drawn = np.asarray(population.draw_from(population.counter_opponents(pool, "uniform"),
+                                          jax.random.key(1), 1000))
   assert set(drawn.tolist()) == {0, 1}
+  np.testing.assert_array_equal(population.counter_opponents(pool, "latest"), [0, 1, 0, 0])
+  with pytest.raises(ValueError, match="valid: uniform, latest"):
+    population.counter_opponents(pool, "pfsp_hard")

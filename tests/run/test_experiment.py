@@ -224,3 +224,30 @@ def test_kl_to_a_moving_reference_runs_in_the_loop_and_is_checkpointed(tmp_path)
   for got, want in zip(jax.tree.leaves(restored.ref_params), jax.tree.leaves(state.ref_params)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   saver.close()
+
+
+def test_a_counter_policy_restarts_from_the_initial_params_with_fresh_optimizer_state():
+  """population.counter_reset: after its snapshot the counter policy's params are the initial
+  ones again (kept as counter_start), its optimizer state and RAE baselines fresh, its key
+  stream unchanged."""
+  config = configuration.validate(stand_ins.tiny_kuhn_config(**{
+      "rollout.seats": "population", "population.counters": 1,
+      "population.counter_reset": True}))
+  exp, state, _, _ = store.setup(config)
+  fresh = jax.device_get(state.counter)
+  moved = state.counter.replace(
+      params=jax.tree.map(lambda x: x + 1.0, state.counter.params),
+      opt_state=jax.tree.map(lambda x: x + 1, state.counter.opt_state),
+      baselines=state.counter.baselines + 0.5, step=state.counter.step + 7)
+  restarted = jax.device_get(experiment.make_counter_restart(exp, state)(
+      moved, state.counter_start))
+  for a, b in zip(jax.tree.leaves((restarted.params, restarted.opt_state, restarted.baselines)),
+                  jax.tree.leaves((fresh.params, fresh.opt_state, fresh.baselines))):
+    np.testing.assert_array_equal(a, b)
+  assert int(restarted.step) == 7
+  np.testing.assert_array_equal(jax.random.key_data(restarted.rng),
+                                jax.random.key_data(fresh.rng))
+  # Without counter_reset nothing is kept to restart from.
+  plain = configuration.validate(stand_ins.tiny_kuhn_config(**{
+      "rollout.seats": "population", "population.counters": 1}))
+  assert store.setup(plain)[1].counter_start is None
