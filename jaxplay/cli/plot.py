@@ -29,6 +29,7 @@ PANELS = {
     "invalid_rate": r"^(?!rollout/).*invalid_rate",
     "response_length": r"^(?!rollout/).*response_length",
     "exploitability": r"exploitability",
+    "elo": r"^eval/(?P<facet>[^/]+)/.*/elo$",  # The learner's Elo against each fixed opponent.
     # Training rollouts (experiment.game_stats), per game and seat.
     "rollout_outcomes": _ROLLOUT + r"(win|draw|loss)_rate$",
     "rollout_invalid": _ROLLOUT + r"(invalid|forfeit)_rate$",

@@ -40,3 +40,11 @@ def fit_elo(points_PP: np.ndarray, games_PP: np.ndarray, anchor: int = 0,
     return np.zeros(size)
   strengths = choix.opt_pairwise(size, comparisons, alpha=alpha)
   return ELO_PER_NAT * (strengths - strengths[anchor])
+
+
+def elo_against(points: float, games: int) -> float:
+  """The Elo of a player that scored `points` (win 1, draw 1/2) in `games` games against an
+  opponent rated 0: `fit_elo` of that one pairing (its prior bounds an all-win or all-loss
+  record)."""
+  table = np.asarray([[0.0, points], [games - points, 0.0]])
+  return float(fit_elo(table, np.asarray([[0, games], [games, 0]]), anchor=1)[0])

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from games import exploitability, opponents, team_zero_one
-from jaxplay.evaluation import matches
+from jaxplay.evaluation import matches, ratings
 from jaxplay.rl import population
 from jaxplay.run import experiment
 from jaxplay.run import phases as phases_lib
@@ -31,8 +31,8 @@ def transcript_rows(num_games: int, count: int) -> list[int]:
 
 class Evaluator:
   """Plays every training and held-out game against each configured opponent, both seats,
-  compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` and decoded
-  transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
+  compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` (`elo`: the
+  learner's Elo with that opponent at 0, from these games) and decoded transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
   mode, estimated from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text
   mode; Team Zero-One its exact exploitability in action-scoring mode."""
 
@@ -86,6 +86,7 @@ class Evaluator:
         with self._phases(f"evaluation: {game.name} vs {name}"):
           episodes = play(params, jax.random.fold_in(games_key, 100 * game_index + index), index)
           stats = matches.game_stats(game, episodes)
+          stats["elo"] = ratings.elo_against(stats["wins"] + stats["draws"] / 2, stats["games"])
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
         transcripts += [self._transcript(game.name, name, episodes, row)
                         for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]

@@ -48,3 +48,12 @@ def test_tables_that_do_not_add_up_are_refused():
   points[1, 0] = 2
   with pytest.raises(ValueError, match="must add up to its games"):
     ratings.fit_elo(points, games)
+
+
+def test_elo_against_one_opponent_by_hand():
+  # 3 wins in 4 against a player rated 0: 400 log10(3); 1 win and 2 draws in 4: 2 points, even.
+  # The default prior shrinks a 4-game record a little (189.6).
+  assert ratings.elo_against(3.0, 4) == pytest.approx(400 * math.log10(3), abs=2.0)
+  assert ratings.elo_against(2.0, 4) == pytest.approx(0.0, abs=1e-6)
+  assert ratings.elo_against(1.0, 4) == pytest.approx(-400 * math.log10(3), abs=2.0)
+  assert 0 < ratings.elo_against(4.0, 4) < 5000  # All wins: bounded by the prior.

@@ -9,6 +9,7 @@ import pytest
 
 import games
 from configs import kuhn_nash
+from jaxplay.evaluation import ratings
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, store
 from jaxplay.text import answers, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -61,6 +62,9 @@ def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_ru
       assert results[prefix + "games"] == 4
       assert results[prefix + "invalid_rate"] == 1.0 == results[prefix + "loss_rate"]
       assert results[prefix + "win_rate_seat0"] == 0.0 == results[prefix + "win_rate_seat1"]
+      # Four losses in four: the fit's prior bounds the Elo below the opponent's 0.
+      assert results[prefix + "elo"] == pytest.approx(ratings.elo_against(0.0, 4))
+      assert results[prefix + "elo"] < -300
   # eval.transcripts (2) games per game and opponent, one in each seat.
   assert len(transcripts) == 8 and "=== nim: learner" in transcripts[4]
   assert [t.split("\n")[0].split("(")[1][:8] for t in transcripts[:2]] == ["player 0", "player 1"]
