@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 from safetensors.numpy import save_file
 
-from configs import spiral
+from configs import spiral, team_zero_one
 from jaxplay import errors
 from jaxplay.run import configuration, experiment
 from jaxplay.text import prompts
@@ -295,6 +295,32 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
 def test_every_shipped_config_validates(name):
   module = importlib.import_module(f"configs.{name}")
   configuration.validate(module.get_config())
+
+
+def test_the_team_zero_one_config_has_a_cross_play_variant_and_names_bad_ones():
+  spec = configuration.validate(team_zero_one.get_config("fxp"))
+  assert spec.rollout.seats == ("population",) and spec.population.counters == 4
+  assert spec.population.counter_reset and spec.population.counter_sampling == "latest"
+  with pytest.raises(ValueError, match="team_zero_one.py:psro: unknown variant; valid: "
+                                       "self_play, fxp"):
+    team_zero_one.get_config("psro")
+
+
+def test_cross_play_fields_are_checked_by_name():
+  config = spiral.get_config()
+  config.population.counters = 2
+  with pytest.raises(configuration.ConfigError, match="config.population.counters=2: counter "
+                                                      "policies play in the population"):
+    configuration.validate(config)
+  config.rollout.seats = "population"
+  config.population.cross_play = 1.5
+  with pytest.raises(configuration.ConfigError, match=r"config.population.cross_play=1.5: must "
+                                                      r"be in \[0, 1\]"):
+    configuration.validate(config)
+  config.population.cross_play = 0.5
+  config.population.counter_sampling = "pfsp_hard"
+  with pytest.raises(configuration.ConfigError, match="config.population.counter_sampling"):
+    configuration.validate(config)
 
 
 def test_a_seat_mix_splits_each_batch_in_two_halves():
