@@ -106,6 +106,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       counter_sampling="uniform",
   ))
 
+  # Iterative-SPO (jaxplay/run/schedule.py): alternate phases of self-play on the games and RLVR
+  # on the tasks of config.games, starting with the games.
+  config.schedule = ml_collections.ConfigDict(dict(
+      mode="",  # "" = every training game and task in every step | iterative_spo
+      switch="plateau",  # plateau (at evaluations) | cadence
+      cadence=20,  # cadence: steps per phase.
+      # plateau: switch once the phase's tracked metric (games: win rate vs `opponent`; tasks:
+      # held-out accuracy) has not beaten its best by more than `tolerance` for `patience`
+      # evaluations in a row, after at least `min_steps` steps in the phase.
+      patience=2,
+      tolerance=0.02,
+      min_steps=0,
+      opponent="random",
+  ))
+
   config.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=1e-6,
       schedule="constant",  # constant | cosine
@@ -142,6 +157,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Games evaluated like the training games but never trained on ("" = none); training games
       # named here are evaluated once, as training games.
       heldout_games="nim,leduc_poker",
+      # Verifiable tasks (games/task.py) are evaluated on their held-out split at each of these
+      # difficulties they have ("1,2,3"; "" = the difficulty they train at), 2 * games_per_seat
+      # problems each.
+      task_difficulties="",
       kuhn_samples=32,  # Free-text mode: answers per Kuhn information set (estimate); 0 = off.
       # Math evals during training (gsm8k, aime2025, jsonl:<path>; "" = off), at step 0, every
       # math_every steps (a multiple of train.eval_every) and at the last step; one sample each.

@@ -9,6 +9,9 @@ from games import pig  # noqa: F401
 from games import connect_four  # noqa: F401
 from games import matrix_game  # noqa: F401  (matrix_game and the repeated games)
 from games import team_zero_one  # noqa: F401
+from games import arithmetic  # noqa: F401  (verifiable single-player tasks, games/task.py)
+from games import countdown  # noqa: F401
+from games import linear_equation  # noqa: F401
 from games.api import EVAL_INVALID_REWARDS, INVALID_ACTION, TRAIN_INVALID_REWARDS, Game, State
 from games.api import make, register, registered_names
 

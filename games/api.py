@@ -47,13 +47,17 @@ class Game(abc.ABC):
   name: ClassVar[str]
   num_players: ClassVar[int] = 2
   zero_sum: ClassVar[bool] = True  # Rewards of every legal terminal state sum to 0.
+  # The answer is read by `read_answer(state, answer, length)` (games/task.py), not matched
+  # against `actions`.
+  free_answer: ClassVar[bool] = False
 
   # --- The static description each game provides. ---
 
   @property
   @abc.abstractmethod
   def actions(self) -> tuple[str, ...]:
-    """Canonical text of each action id (the answer a model writes in \\boxed{})."""
+    """Canonical text of each action id (the answer a model writes in \\boxed{}; a task's
+    verdicts)."""
 
   @property
   @abc.abstractmethod

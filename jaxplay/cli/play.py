@@ -19,7 +19,7 @@ from typing import Callable, TextIO
 import jax
 import jax.numpy as jnp
 
-from games import api, opponents
+from games import api, opponents, task
 from jaxplay import errors
 from jaxplay.run import experiment, store
 from jaxplay.text import answers, prompts
@@ -34,6 +34,9 @@ def find_kit(exp: experiment.Experiment, game_name: str) -> experiment.GameKit:
   if game_name not in kits:
     raise errors.UserError(f"--game={game_name}: not a game of this run; valid: "
                            f"{', '.join(kits)}.")
+  if isinstance(kits[game_name].game, task.Task):
+    raise errors.UserError(f"--game={game_name}: a one-player task, nothing to play against; "
+                           "its held-out accuracy is in the run's evaluations.")
   return kits[game_name]
 
 

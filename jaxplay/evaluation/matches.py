@@ -56,6 +56,29 @@ def game_stats(game: api.Game, episodes: rollout_lib.Episodes) -> dict[str, floa
           **game.eval_stats(episodes.final_state, np.asarray(episodes.learner_seat))}
 
 
+def task_stats(episodes: rollout_lib.Episodes) -> dict[str, float]:
+  """A task's problems: accuracy with its 95% interval, invalid rate and response length."""
+  episodes = jax.device_get(episodes)
+  correct = int((np.asarray(episodes.returns)[:, 0] > 0).sum())
+  problems = int(episodes.returns.shape[0])
+  answered = np.asarray(episodes.learner)
+  stats = {"games": problems, "correct": correct, "accuracy": correct / problems,
+           "invalid_rate": float((answered & ~np.asarray(episodes.valid)).sum()
+                                 / max(answered.sum(), 1)),
+           "response_length_mean": float(np.asarray(episodes.response_lengths)[answered].mean())}
+  stats["accuracy_low"], stats["accuracy_high"] = statistics.wilson_interval(correct, problems)
+  return stats
+
+
+def solve_problems(game: api.Game, policy: rollout_lib.Policy,
+                   render_prompt: rollout_lib.RenderPrompt, params: Any, key: jax.Array,
+                   count: int, invalid_rewards: tuple[float, float] = api.EVAL_INVALID_REWARDS
+                   ) -> rollout_lib.Episodes:
+  """`count` problems of a task (games/task.py) answered by the policy (traceable)."""
+  game = dataclasses.replace(game, invalid_rewards=tuple(invalid_rewards))
+  return rollout_lib.rollout(game, policy, render_prompt, params, key, count)
+
+
 def play_against(game: api.Game, policy: rollout_lib.Policy,
                  render_prompt: rollout_lib.RenderPrompt, params: Any,
                  opponent: rollout_lib.Opponent | None, key: jax.Array, games_per_seat: int,

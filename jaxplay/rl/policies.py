@@ -38,8 +38,9 @@ def text_policy(model: ModelConfig, parse: answers.ParseTable, stop_tokens: tupl
                           temperature, top_p, top_k, jnp.asarray(stop_tokens, jnp.int32),
                           max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule,
                           prefix_L=prompt_prefix, skip_B=~legal_mask.any(-1))
-    actions = jax.vmap(answers.parse_tokens, in_axes=(None, 0, 0))(parse, out.tokens, out.lengths)
-    return rollout.Act(actions, out.tokens, out.logprobs, out.lengths)
+    actions, answer, answer_length = jax.vmap(answers.read_tokens, in_axes=(None, 0, 0))(
+        parse, out.tokens, out.lengths)
+    return rollout.Act(actions, out.tokens, out.logprobs, out.lengths, answer, answer_length)
 
   return policy
 

@@ -29,6 +29,10 @@ class Act(NamedTuple):
   response_tokens: jax.Array  # int32 [B, R]
   response_logprobs: jax.Array  # float32 [B, R], log-probs of the sampled tokens.
   response_lengths: jax.Array  # int32 [B]
+  # Free text only: the normalised \boxed{} content, uint8 [B, W], and its length int32 [B]
+  # (-1 without a closed box), which a task (games/task.py) reads with the game state.
+  answer: jax.Array | None = None
+  answer_length: jax.Array | None = None
 
 
 # policy(params, prompt_tokens_BP, prompt_lengths_B, legal_mask_BA, key) -> Act
@@ -124,6 +128,11 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     elif opponent is not None:
       fixed = jax.vmap(opponent)(states, jax.random.split(opponent_key, batch))
       act = act._replace(action=jnp.where(learner_turn, act.action, fixed))
+    if game.free_answer:  # A task: the verdict of the answer is the action.
+      if act.answer is None:
+        raise ValueError(f"{game.name} reads free-text answers: it needs a text policy.")
+      act = act._replace(action=jax.vmap(game.read_answer)(states, act.answer,
+                                                           act.answer_length))
     active = ~states.terminated
     next_states = jax.vmap(game.step)(states, act.action, jax.random.split(step_key, batch))
     record = dict(prompt_tokens=prompt_tokens, prompt_lengths=prompt_lengths,

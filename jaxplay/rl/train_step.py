@@ -92,6 +92,9 @@ class TrainState:
   # The trained leaves a counter policy restarts from after each of its snapshots (FXP with
   # resets: the initial params'), else None.
   counter_start: Any = None
+  # Iterative-SPO's phase (jaxplay/run/schedule.Schedule), carried unchanged by this step (the
+  # run loop switches it), else None.
+  schedule: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

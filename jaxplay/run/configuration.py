@@ -13,11 +13,12 @@ import jax
 import ml_collections
 
 import games
-from games import opponents
+from games import opponents, task
 from jaxplay import errors, sharding
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, weight_files
 from jaxplay.rl import advantages, losses, population
+from jaxplay.run import schedule as schedule_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import tokenizer as tokenizers
 
@@ -95,6 +96,44 @@ def make_games(config: spec_lib.RunSpec,
 def make_heldout_games(config: spec_lib.RunSpec) -> tuple[games.Game, ...]:
   """The held-out games (evaluated, never trained on) with their options."""
   return _make(config, heldout_game_names(config), None)
+
+
+def _check_schedule(config: spec_lib.RunSpec) -> None:
+  """schedule.*: Iterative-SPO needs games and tasks, and a tracked metric the evaluations give."""
+  _one_of(config, "schedule.mode", schedule_lib.MODES)
+  _one_of(config, "schedule.switch", schedule_lib.SWITCHES)
+  if not config.schedule.mode:
+    return
+  game_list = make_games(config)
+  phases = schedule_lib.phase_kinds(game_list)
+  if not all(phases):
+    tasks = [n for n in games.registered_names() if isinstance(games.make(n), task.Task)]
+    _fail("schedule.mode", config.schedule.mode, "alternates games and tasks: config.games needs "
+          f"at least one of each (tasks: {', '.join(tasks)}).")
+  _positive(config, "schedule.cadence", "schedule.patience")
+  if config.schedule.tolerance < 0 or config.schedule.min_steps < 0:
+    field = "tolerance" if config.schedule.tolerance < 0 else "min_steps"
+    _fail(f"schedule.{field}", getattr(config.schedule, field), "must be >= 0.")
+  opponent = config.schedule.opponent
+  if config.schedule.switch == "plateau":
+    for kind in phases[0]:
+      name = game_list[kind].name
+      if opponent not in config.eval.opponents or opponent not in opponents.names(name):
+        _fail("schedule.opponent", opponent, f"the games' phase tracks the win rate against it: "
+              f"list it in eval.opponents={','.join(config.eval.opponents)!r} (and {name} must "
+              f"have it; valid: {', '.join(opponents.names(name))}).")
+  for phase, kinds in zip(schedule_lib.PHASES, phases):
+    rows = sum(game_list[k].max_turns for k in kinds) * config.rollout.games_per_batch
+    if config.rollout.samples_per_step > rows:
+      _fail("rollout.samples_per_step", config.rollout.samples_per_step,
+            f"more than the {rows} turns the {phase} phase's games give; raise games_per_batch.")
+
+
+def task_difficulties(config: spec_lib.RunSpec, game: games.Game) -> tuple[int, ...]:
+  """The difficulties a task is evaluated at: those of eval.task_difficulties it has, else the
+  one it trains at."""
+  listed = [int(d) for d in config.eval.task_difficulties]
+  return tuple(d for d in listed if d in game.difficulties) or (game.difficulty,)
 
 
 def collected_rows(config: spec_lib.RunSpec) -> int:
@@ -214,9 +253,22 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
       if opponent not in opponents.names(name):
         _fail("rollout.seats", seats, f"no opponent {opponent!r} for {name}; valid: "
               f"{', '.join(opponents.names(name))}.")
+  tasks = [g.name for g in make_games(config) + make_heldout_games(config)
+           if isinstance(g, task.Task)]
   for opponent in config.eval.opponents:
-    if not any(opponent in opponents.names(name) for name in names + heldout):
-      _fail("eval.opponents", config.eval.opponents, f"no game has opponent {opponent!r}.")
+    if not any(opponent in opponents.names(name) for name in names + heldout
+               if name not in tasks):
+      _fail("eval.opponents", config.eval.opponents, f"no game has opponent {opponent!r} "
+            "(tasks have none).")
+  if tasks and config.rollout.mode != "text":
+    _fail("rollout.mode", config.rollout.mode, f"tasks ({', '.join(tasks)}) read free-text "
+          "answers: use text.")
+  if set(tasks) & set(names) and modes != ("self_play",):
+    _fail("rollout.seats", seats, f"tasks ({', '.join(tasks)}) are played alone: use self_play.")
+  for difficulty in config.eval.task_difficulties:
+    if not difficulty.isdigit():
+      _fail("eval.task_difficulties", config.eval.task_difficulties,
+            "must be whole numbers, comma-separated (e.g. 1,2,3), or '' for the training one.")
   _positive(config, "rollout.samples_per_step", "rollout.games_per_batch",
             "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
             "rl.num_minibatches", "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
@@ -229,6 +281,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   _one_of(config, "population.sampling", population.SAMPLINGS)
   _one_of(config, "population.dtype", ("", *sorted(model_configs.DTYPES)))
   _one_of(config, "population.counter_sampling", population.COUNTER_SAMPLINGS)
+  _check_schedule(config)
   if config.population.counters and "population" not in config.rollout.seats:
     _fail("population.counters", config.population.counters,
           "counter policies play in the population: set rollout.seats to population (or "

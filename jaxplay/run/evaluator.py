@@ -3,6 +3,7 @@ transcripts, and the math sets on their schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -10,13 +11,14 @@ import os
 import jax
 import jax.numpy as jnp
 
-from games import exploitability, opponents, team_zero_one
+from games import exploitability, opponents, task, team_zero_one
 from jaxplay.evaluation import matches, ratings
 from jaxplay.rl import population
-from jaxplay.run import experiment
+from jaxplay.run import configuration, experiment
 from jaxplay.run import phases as phases_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import prompts
+from jaxplay.text import tokenizer as tokenizers
 
 
 def transcript_rows(num_games: int, count: int) -> list[int]:
@@ -32,7 +34,9 @@ def transcript_rows(num_games: int, count: int) -> list[int]:
 class Evaluator:
   """Plays every training and held-out game against each configured opponent, both seats,
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` (`elo`: the
-  learner's Elo with that opponent at 0, from these games) and decoded transcripts. Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
+  learner's Elo with that opponent at 0, from these games) and decoded transcripts. A task
+  (games/task.py) instead answers 2 * games_per_seat problems of its held-out split at each of
+  its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval). Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
   mode, estimated from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text
   mode; Team Zero-One its exact exploitability in action-scoring mode."""
 
@@ -42,9 +46,20 @@ class Evaluator:
     config = exp.config
     self._games_per_seat = config.eval.games_per_seat
     self._transcripts = config.eval.transcripts
-    self._plays = []
+    self._plays, self._tasks = [], []
     kits = exp.kits + exp.heldout_kits
+    byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
     for kit in kits:
+      if isinstance(kit.game, task.Task):
+        for difficulty in configuration.task_difficulties(config, kit.game):
+          game = dataclasses.replace(kit.game, split="heldout", difficulty=difficulty)
+          problems = experiment.game_kit(exp, game, byte_table, None, "eval.task_difficulties")
+          solve = jax.jit(functools.partial(
+              lambda params, key, kit: matches.solve_problems(
+                  kit.game, kit.eval_policy, experiment.render_fn(kit), params, key,
+                  2 * self._games_per_seat, config.eval.invalid_rewards), kit=problems))
+          self._tasks.append((game, solve))
+        continue
       names = [n for n in config.eval.opponents if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
       play = jax.jit(functools.partial(
@@ -90,6 +105,15 @@ class Evaluator:
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
         transcripts += [self._transcript(game.name, name, episodes, row)
                         for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
+    tasks_key = jax.random.fold_in(key, 2)
+    for index, (game, solve) in enumerate(self._tasks):
+      label = f"difficulty_{game.difficulty}"
+      with self._phases(f"evaluation: {game.name} held-out {label}"):
+        episodes = solve(params, jax.random.fold_in(tasks_key, index))
+        results.update({f"eval/{game.name}/{label}/{k}": v
+                        for k, v in matches.task_stats(episodes).items()})
+      transcripts += [self._transcript(game.name, f"held-out {label}", episodes, row)
+                      for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
     for game_name, table, mixture_exploitability in self._exact:
       results[f"eval/{game_name}/exploitability"] = float(
           mixture_exploitability(table(params)[None], jnp.ones(1)))
@@ -107,8 +131,9 @@ class Evaluator:
 
   def _transcript(self, game_name: str, opponent: str, episodes, game_row: int) -> str:
     episodes = jax.device_get(episodes)
-    seat = int(episodes.learner_seat[game_row])
-    lines = [f"=== {game_name}: learner (player {seat}) vs {opponent} ==="]
+    seat = int(episodes.learner_seat[game_row])  # -1: the learner plays every turn (a task).
+    lines = [f"=== {game_name}: learner (player {seat}) vs {opponent} ===" if seat >= 0 else
+             f"=== {game_name}: learner, {opponent} ==="]
     for turn in range(episodes.active.shape[0]):
       if not episodes.active[turn, game_row]:
         break
@@ -117,9 +142,10 @@ class Evaluator:
       prompt = prompt[prompt.shape[0] - int(episodes.prompt_lengths[turn, game_row]):]
       response = episodes.response_tokens[turn, game_row][:int(
           episodes.response_lengths[turn, game_row])]
-      who = "learner" if player == seat else opponent
+      mine = seat < 0 or player == seat
+      who = "learner" if mine else opponent
       lines += [f"--- turn {turn}, player {player} ({who}) ---", self._decode(prompt)]
-      if player == seat:
+      if mine:
         lines += [">>> response:", self._decode(response)]
       lines.append(f">>> action: {int(episodes.action[turn, game_row])}")
     lines.append(f"=== returns {episodes.returns[game_row].tolist()}, invalid "

@@ -18,6 +18,7 @@ from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
 from jaxplay.rl import advantages, losses, policies, population, rollout, train_step
 from jaxplay.run import configuration
+from jaxplay.run import schedule as schedule_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import answers, game_tokenizer, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -90,12 +91,15 @@ def init_state(exp: Experiment, params, optimizer) -> train_step.TrainState:
   reference (rl.kl_coef), with LoRA optimizer state for the adapters only; with
   rollout.seats=population the pool holding the initial params (their trained leaves), and with
   population.counters the counter policy's own train state (`counter`, FXP), starting from the
-  initial params too (kept as `counter_start` with population.counter_reset)."""
+  initial params too (kept as `counter_start` with population.counter_reset); with
+  schedule.mode the schedule in its first phase."""
   config = exp.config
   make = lambda seed: train_step.init_state(
       params, optimizer, num_kinds=len(config.games), num_roles=2, seed=seed,
       reference=config.rl.kl_coef > 0, trainable=trainable(exp.model))
   state = make(config.seed)
+  if config.schedule.mode:
+    state = state.replace(schedule=schedule_lib.initial())
   if not uses_population(config):
     return state
   state = state.replace(pool=population.new_pool(
@@ -236,7 +240,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     make = lambda t: policies.scoring_policy(model, scoring, pad_id, t)
     eval_policy = make(config.eval.temperature)
   else:
-    parse = answers.parse_table(game.actions, byte_table)
+    parse = answers.parse_table(game.actions, byte_table, getattr(game, "max_answer_bytes", 0))
     make = lambda t, p=1.0: policies.text_policy(model, parse, exp.chat.stop_ids,
                                                  exp.max_response_len, pad_id, t, p,
                                                  config.rollout.top_k,
@@ -249,10 +253,9 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
 
 def prompt_style(config: spec_lib.RunSpec, game: games.Game) -> prompts.PromptStyle:
   """config.prompt for one game: its instruction line and `examples` worked examples."""
-  header = prompts.PROMPT_PREFIX if game.zero_sum else prompts.GENERAL_SUM_PREFIX
   return prompts.PromptStyle(instruction=config.prompt.instruction or prompts.INSTRUCTION,
                              examples=prompts.worked_examples(game, config.prompt.examples),
-                             header=header)
+                             header=prompts.header(game))
 
 
 def _pad_scoring(table: answers.ScoringTable, width: int, num_actions: int) -> answers.ScoringTable:
@@ -291,7 +294,8 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
                          opponent_policy=member_policy)
 
 
-def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False):
+def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False,
+                 kinds: tuple[int, ...] | None = None):
   """Jitted `collect(params, others, key) -> (train_step.Batch, {game: game_stats})`; `others`
   is the frozen opponent's params (rollout.seats has 'frozen'), the population.Pool ('population':
   each group of games draws a member by population.sampling and population.cross_play, and the
@@ -300,7 +304,8 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
 
   `counter` collects the counter policy's games instead (FXP; `params` are its own): every game
   against one of the learner's snapshots, drawn by population.counter_sampling (a best response to
-  its past versions, or to its newest).
+  its past versions, or to its newest). `kinds` (indices into exp.kits; default all) are the
+  game kinds played (one phase of Iterative-SPO, jaxplay/run/schedule.py).
 
   Params arrive in the train layout and are resharded to the sampler layout inside the program;
   each device plays its share of the games; the batch holds every turn slot of every game
@@ -333,8 +338,9 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
     pool = others if pool_play else None
     params, frozen_params = to_sampler(params), None if pool_play else to_sampler(others)
     samples, stats, results = [], {}, []
-    for kind, (kit, kit_key) in enumerate(zip(exp.kits, jax.random.split(key, len(exp.kits)))):
-      members = None
+    kit_keys = jax.random.split(key, len(exp.kits))
+    for kind in range(len(exp.kits)) if kinds is None else kinds:
+      kit, kit_key, members = exp.kits[kind], kit_keys[kind], None
       if pool_play:
         kit_key, draw_key = jax.random.split(kit_key)
         members = opponents(pool, draw_key)
@@ -369,7 +375,8 @@ def game_stats(episodes: rollout.Episodes, stop_ids: tuple[int, ...] | None
   `seat<k>/...` (k = 0, 1) are the learner's in seat k: over all games in self-play, over the
   games where it sat in seat k against a fixed or frozen opponent (`games` counts them):
   `win_rate`, `draw_rate`, `loss_rate`, `forfeit_rate` (games ended by its invalid answer), and
-  the answer statistics above over its turns in that seat.
+  the answer statistics above over its turns in that seat. A task has `accuracy` (the share of
+  problems solved) and `reward_mean` instead of seats.
   """
   lengths_TB = episodes.response_lengths
   if stop_ids is None:
@@ -388,7 +395,9 @@ def game_stats(episodes: rollout.Episodes, stop_ids: tuple[int, ...] | None
 
   stats = {"forfeit_rate": episodes.invalid.mean(), "turns_mean": episodes.num_turns.mean(),
            **answer_stats(episodes.learner)}
-  returns = episodes.returns  # [B, 2]
+  returns = episodes.returns  # [B, players]
+  if returns.shape[1] == 1:  # A task: how many problems were solved.
+    return {**stats, "accuracy": (returns[:, 0] > 0).mean(), "reward_mean": returns[:, 0].mean()}
   for seat in (0, 1):
     games_B = (episodes.learner_seat < 0) | (episodes.learner_seat == seat)
     turns_TB = episodes.learner & (episodes.player == seat)

@@ -122,6 +122,7 @@ class EvalSpec:
   invalid_rewards: tuple[float, ...]
   transcripts: int
   heldout_games: Names
+  task_difficulties: Names
   kuhn_samples: int
   math: Names
   math_every: int
@@ -129,6 +130,17 @@ class EvalSpec:
   math_max_response_len: int
   math_batch_size: int
   math_data_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+  mode: str
+  switch: str
+  cadence: int
+  patience: int
+  tolerance: float
+  min_steps: int
+  opponent: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +162,7 @@ class RunSpec:
   rollout: RolloutSpec
   rl: RLSpec
   population: PopulationSpec
+  schedule: ScheduleSpec
   optimizer: OptimizerSpec
   train: TrainSpec
   eval: EvalSpec

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 from jaxplay.rl import population
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, metrics, store
 from jaxplay.run import phases as phases_lib
+from jaxplay.run import schedule as schedule_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.run import workdir as workdir_lib
 
@@ -130,11 +131,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if "frozen" in config.rollout.seats else None)
-  collect = experiment.make_collect(exp, layout)
-  if experiment.uses_counters(config):
-    collect = _with_counter_games(collect, experiment.make_collect(exp, layout, counter=True))
+  if config.schedule.mode:
+    collect = _phase_games([
+        _learner_games(experiment.make_collect(exp, layout, kinds=kinds))
+        for kinds in schedule_lib.phase_kinds([kit.game for kit in exp.kits])])
+  elif experiment.uses_counters(config):
+    collect = _with_counter_games(experiment.make_collect(exp, layout),
+                                  experiment.make_collect(exp, layout, counter=True))
   else:
-    collect = _learner_games(collect)
+    collect = _learner_games(experiment.make_collect(exp, layout))
   evaluate_games = evaluator.Evaluator(exp, store.decoder(exp), phases)
   with _claim_workdir(workdir, config, overwrite):
     return _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params,
@@ -147,6 +152,22 @@ def _learner_games(collect):
     batch, stats = collect(state.params, others, key)
     return batch, batch, stats
   return games
+
+
+def _phase_games(collects):
+  """`collect` of the schedule's current phase (Iterative-SPO): `collects[phase]`."""
+  def games(state, others, key):
+    return collects[int(state.schedule.phase)](state, others, key)
+  return games
+
+
+def _with_schedule(state, schedule: schedule_lib.Schedule):
+  """The state with `schedule`, placed as the one it replaces."""
+  placed = jax.device_put(schedule, jax.tree.map(lambda x: x.sharding, state.schedule))
+  if int(placed.phase) != int(state.schedule.phase):
+    print(f"schedule: the {schedule_lib.PHASES[int(placed.phase)]} phase starts after step "
+          f"{int(placed.since)}.", flush=True)
+  return state.replace(schedule=placed)
 
 
 def _with_counter_games(collect, collect_counter):
@@ -221,13 +242,22 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
         f"{k.removeprefix('eval/')} {v:.2f}" for k, v in results.items()
         if k.endswith(("/win_rate", "/invalid_rate", "/exploitability",
                        "/exploitability_estimate", "/accuracy"))), flush=True)
+    return results
+
+  def with_eval(state, step: int):
+    """Evaluates at `step`; returns the state with the schedule's plateau rule applied."""
+    results = run_eval(step)
+    if state.schedule is None:
+      return state
+    return _with_schedule(state, schedule_lib.after_eval(
+        config.schedule, state.schedule, step, results, [kit.game for kit in exp.kits]))
 
   update_pool = (experiment.make_pool_update(exp, state.pool)
                  if experiment.uses_population(config) else None)
   restart_counter = (experiment.make_counter_restart(exp, state)
                      if state.counter_start is not None else None)
   if not restored:
-    run_eval(0)
+    state = with_eval(state, 0)
   progress = metrics.Progress(config.train.steps, first_step=start)
   step = start
   with _stop_requests() as stop_requests:
@@ -242,6 +272,11 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
           if update_pool:
             state, step_metrics["population"] = _advance_pool(
                 config, update_pool, restart_counter, state, stats, step)
+          if state.schedule is not None:  # The phase this step trained in.
+            step_metrics["schedule"] = {"phase": state.schedule.phase,
+                                        "phase_steps": step - state.schedule.since}
+            state = _with_schedule(state, schedule_lib.after_step(config.schedule,
+                                                                  state.schedule, step))
         flat = writer.write(step, {**step_metrics, "rollout": stats})
         learner = batch.outcomes.mask  # The learner's turns of the step's games (all collected).
         tokens = int((batch.response_mask & learner[:, None]).sum())
@@ -249,7 +284,7 @@ def _loop(config, workdir, keys, exp, state, step_fn, collect, frozen_params, ev
                             phases={"rollout": phases.brief(f"step {step}: rollout"),
                                     "train": phases.brief(f"step {step}: train")}), flush=True)
         if step % config.train.eval_every == 0 or step == config.train.steps:
-          run_eval(step)
+          state = with_eval(state, step)
         if _any_process(bool(stop_requests)) and step < config.train.steps:
           summary["stopped_by"] = stop_requests[0] if stop_requests else "another process"
           ckpt.save(step, state)

@@ -109,20 +109,25 @@ class ParseTable:
 
   token_bytes: jax.Array  # uint8 [vocab, max_token_bytes]
   token_lengths: jax.Array  # int32 [vocab]
-  action_bytes: jax.Array  # uint8 [num_actions, max_action_bytes + 1], zero-padded
+  action_bytes: jax.Array  # uint8 [num_actions, W]: W the answer width, > max_action_bytes
   action_lengths: jax.Array  # int32 [num_actions]
 
 
-def parse_table(actions: tuple[str, ...], byte_table: tuple[np.ndarray, np.ndarray]
-                ) -> ParseTable:
-  """Builds the parse tables; `byte_table` is `tokenizer.byte_table(...)` (shared by games)."""
+def parse_table(actions: tuple[str, ...], byte_table: tuple[np.ndarray, np.ndarray],
+                answer_width: int = 0) -> ParseTable:
+  """Builds the parse tables; `byte_table` is `tokenizer.byte_table(...)` (shared by games).
+  Answers are read `answer_width` bytes wide at least (a task's `max_answer_bytes`)."""
   normalised = [normalise(a).encode() for a in actions]
   if not all(normalised) or len(set(normalised)) != len(normalised):
     raise ValueError(f"Actions {actions} are empty or not distinct once normalised.")
-  action_bytes, action_lengths = padded([list(a) + [0] for a in normalised], np.uint8)
+  width = max(answer_width, max(len(a) for a in normalised) + 1)
+  action_bytes = np.zeros((len(normalised), width), np.uint8)
+  for i, action in enumerate(normalised):
+    action_bytes[i, :len(action)] = list(action)
+  action_lengths = np.array([len(a) for a in normalised], np.int32)
   token_bytes, token_lengths = byte_table
   return ParseTable(jnp.asarray(token_bytes), jnp.asarray(token_lengths),
-                    jnp.asarray(action_bytes), jnp.asarray(action_lengths - 1))
+                    jnp.asarray(action_bytes), jnp.asarray(action_lengths))
 
 
 def response_bytes(table: ParseTable, tokens: jax.Array, length: jax.Array
@@ -158,8 +163,9 @@ def _spread(starts: jax.Array, width: int) -> jax.Array:
   return covered - jnp.concatenate([jnp.zeros((width,), jnp.int32), covered[:-width]]) > 0
 
 
-def parse_bytes(table: ParseTable, data: jax.Array, size: jax.Array) -> jax.Array:
-  """Action id answered in data[:size] (uint8), or api.INVALID_ACTION. Jittable, vmappable."""
+def answer_bytes(data: jax.Array, size: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+  """The normalised answer in data[:size] (uint8): (uint8 [width], zero-padded, its length int32
+  [], -1 without a closed box; a length above `width` means the answer did not fit)."""
   index = jnp.arange(data.shape[0])
   last = jnp.max(jnp.where(_find(data, size, BOX_OPEN), index, -1))
   start = last + len(BOX_OPEN)
@@ -183,18 +189,34 @@ def parse_bytes(table: ParseTable, data: jax.Array, size: jax.Array) -> jax.Arra
 
   upper = (data >= ord("A")) & (data <= ord("Z"))
   chars = jnp.where(space, ord(" "), jnp.where(upper, data + 32, data)).astype(jnp.uint8)
-  width = table.action_bytes.shape[1]
   position = jnp.where(emit, jnp.cumsum(emit) - 1, width)
   answer = jnp.zeros((width,), jnp.uint8).at[position].set(chars, mode="drop")
-  matches = ((emit.sum() == table.action_lengths)
-             & (answer[None, :] == table.action_bytes).all(-1))
-  return jnp.where(closed & matches.any(), jnp.argmax(matches), api.INVALID_ACTION)
+  return answer, jnp.where(closed, emit.sum(), -1).astype(jnp.int32)
+
+
+def parse_bytes(table: ParseTable, data: jax.Array, size: jax.Array) -> jax.Array:
+  """Action id answered in data[:size] (uint8), or api.INVALID_ACTION. Jittable, vmappable."""
+  answer, length = answer_bytes(data, size, table.action_bytes.shape[1])
+  return _match(table, answer, length)
+
+
+def _match(table: ParseTable, answer: jax.Array, length: jax.Array) -> jax.Array:
+  matches = (length == table.action_lengths) & (answer[None, :] == table.action_bytes).all(-1)
+  return jnp.where(matches.any(), jnp.argmax(matches), api.INVALID_ACTION)
 
 
 def parse_tokens(table: ParseTable, tokens: jax.Array, length: jax.Array) -> jax.Array:
   """Action id answered in response tokens[:length], or api.INVALID_ACTION."""
+  return read_tokens(table, tokens, length)[0]
+
+
+def read_tokens(table: ParseTable, tokens: jax.Array, length: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(action id int32 [], normalised answer uint8 [W], its length int32 []) of response
+  tokens[:length]; W is the table's answer width (`parse_table(answer_width=...)`)."""
   data, size = response_bytes(table, tokens, length)
-  return parse_bytes(table, data, size).astype(jnp.int32)
+  answer, answer_length = answer_bytes(data, size, table.action_bytes.shape[1])
+  return _match(table, answer, answer_length).astype(jnp.int32), answer, answer_length
 
 
 def answer_stop_rule(table: ParseTable) -> sampling.StopRule:

@@ -36,8 +36,7 @@ def train_bpe(corpus: list[str], vocab_size: int) -> transformers.PreTrainedToke
 
 def games_corpus(game_list: tuple[api.Game, ...]) -> list[str]:
   corpus = [prompts.PROMPT_PREFIX, prompts.PROMPT_SUFFIX, answers.BOX_OPEN + answers.BOX_CLOSE]
-  if not all(game.zero_sum for game in game_list):  # Their prompts' header.
-    corpus.append(prompts.GENERAL_SUM_PREFIX)
+  corpus += sorted({prompts.header(game) for game in game_list} - {prompts.PROMPT_PREFIX})
   for game in game_list:
     corpus += list(game.phrases) + list(game.actions)
     corpus += [answers.BOX_OPEN + action + answers.BOX_CLOSE for action in game.actions]

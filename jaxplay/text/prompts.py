@@ -31,6 +31,10 @@ GENERAL_SUM_PREFIX = ("You are playing a two-player game. Make valid actions to 
                       "payoff for yourself.\nObservation: ")
 
 
+# The header of single-player tasks (games/task.py).
+TASK_PREFIX = "Solve the following problem.\nProblem: "
+
+
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."  # SPIRAL's.
 
 
@@ -48,7 +52,7 @@ class PromptStyle:
 
   instruction: str = INSTRUCTION
   examples: tuple[tuple[str, str], ...] = ()  # (observation, answer) pairs.
-  header: str = PROMPT_PREFIX  # GENERAL_SUM_PREFIX for games that are not zero-sum.
+  header: str = PROMPT_PREFIX  # `header(game)` of the game shown.
 
   def message(self, observation: str) -> str:
     """The user message for an observation (examples first)."""
@@ -65,9 +69,16 @@ def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[st
   States with a set of legal actions not shown yet come first (in Kuhn Poker one example with a bet
   to face, one without), so the examples do not all answer alike. The answer is `\\boxed{action}`
   with the action of the game's strongest fixed opponent ('optimal', else 'scripted', else random).
+  A task's examples are instances of its training split with their solutions.
   """
   if count <= 0:
     return ()
+  if game.free_answer:
+    train = dataclasses.replace(game, split="train")
+    keys = jax.random.split(jax.random.key(seed), count)
+    states = [jax.tree.map(np.asarray, jax.jit(train.init)(k)) for k in keys]
+    return tuple((train.render_text(s, 0), f"{answers.BOX_OPEN}{train.solution_text(s)}"
+                  f"{answers.BOX_CLOSE}") for s in states)
   playouts = opponents.random_playouts(game, jax.random.key(seed), max(count, 16))
   flat = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), playouts)
   order = np.random.default_rng(seed).permutation(flat.terminated.shape[0])
@@ -88,6 +99,13 @@ def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[st
     examples.append((game.render_text(state, int(state.current_player)),
                      f"{answers.BOX_OPEN}{game.actions[action]}{answers.BOX_CLOSE}"))
   return tuple(examples)
+
+
+def header(game: api.Game) -> str:
+  """The prompt header of a game: a task's, a zero-sum game's (SPIRAL's) or a general-sum one's."""
+  if game.num_players == 1:
+    return TASK_PREFIX
+  return PROMPT_PREFIX if game.zero_sum else GENERAL_SUM_PREFIX
 
 
 def prompt_text(chat: tokenizers.ChatFormat, observation: str,

@@ -2,10 +2,12 @@
 fixed opponent; mistakes are one line."""
 
 import io
+import types
 
 import jax
 import pytest
 
+import games
 from games import kuhn_poker
 from jaxplay import errors
 from jaxplay.cli import play
@@ -64,3 +66,10 @@ def test_mistakes_are_named(run):
   assert person(state, jax.random.key(0)) == kuhn_poker.CHECK  # A last line without "\n".
   with pytest.raises(errors.UserError, match="input ended before the game did"):
     person(state, jax.random.key(0))
+
+
+def test_a_task_is_not_played():
+  kit = types.SimpleNamespace(game=games.make("arithmetic"))
+  exp = types.SimpleNamespace(kits=(kit,), heldout_kits=())
+  with pytest.raises(errors.UserError, match="--game=arithmetic: a one-player task"):
+    play.find_kit(exp, "arithmetic")

@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 from safetensors.numpy import save_file
 
-from configs import spiral, team_zero_one
+from configs import rlvr_arithmetic, spiral, team_zero_one
 from jaxplay import errors
 from jaxplay.run import configuration, experiment
 from jaxplay.text import prompts
@@ -289,12 +289,44 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
   configuration.validate(config, num_devices=8)
 
 
+# Their default is GPU-sized and needs downloaded weights; `:local` runs offline.
+NEEDS_WEIGHTS = ("spiral", "rlvr_arithmetic")
+
+
 @pytest.mark.parametrize("name", sorted(
     p.stem for p in (pathlib.Path(__file__).resolve().parents[2] / "configs").glob("*.py")
-    if p.stem not in ("__init__", "spiral")))  # spiral.py needs a checkpoint (tested above).
+    if p.stem != "__init__"))
 def test_every_shipped_config_validates(name):
   module = importlib.import_module(f"configs.{name}")
-  configuration.validate(module.get_config())
+  if name in NEEDS_WEIGHTS:
+    configuration.validate(module.get_config("local"))
+    with pytest.raises(configuration.ConfigError, match=r"config.model.path=''"):
+      configuration.validate(module.get_config())
+  else:
+    configuration.validate(module.get_config())
+
+
+def test_task_fields_are_checked_by_name():
+  config = rlvr_arithmetic.get_config("local")
+  spec = configuration.validate(config)
+  arithmetic = configuration.make_games(spec)[0]
+  assert configuration.task_difficulties(spec, arithmetic) == (1, 2)
+  config.eval.task_difficulties = "2,9"  # 9: arithmetic has no such difficulty, skipped.
+  assert configuration.task_difficulties(configuration.validate(config), arithmetic) == (2,)
+  for field, value, message in [
+      ("eval.task_difficulties", "easy", "config.eval.task_difficulties='easy': must be whole"),
+      ("rollout.seats", "opponent:random", "tasks \\(arithmetic\\) are played alone"),
+      ("rollout.mode", "action_scoring", "tasks \\(arithmetic\\) read free-text answers"),
+      ("eval.opponents", "random", "no game has opponent 'random' \\(tasks have none\\)")]:
+    bad = rlvr_arithmetic.get_config("local")
+    section, name = field.split(".")
+    bad[section][name] = value
+    with pytest.raises(configuration.ConfigError, match=message):
+      configuration.validate(bad)
+  bad = rlvr_arithmetic.get_config("local")
+  bad.game_options.arithmetic.digits = 7
+  with pytest.raises(configuration.ConfigError, match="arithmetic: digits must be 1 to 4"):
+    configuration.validate(bad)
 
 
 def test_the_team_zero_one_config_has_a_cross_play_variant_and_names_bad_ones():

@@ -223,3 +223,68 @@ def test_a_population_run_with_counter_policies_snapshots_both_and_resumes(tmp_p
   counters = [jax.device_get(s.counter.replace(rng=jax.random.key_data(s.counter.rng)))
               for s in (state, resumed_state)]
   _assert_trees_equal(*counters)
+
+
+def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
+  """A verifiable task through the same loop: groups of answers to one problem, GRPO, the
+  task's rollout accuracy, and held-out accuracy per difficulty with its interval."""
+  config = stand_ins.tiny_kuhn_config(**{
+      "rollout.mode": "text", "rollout.seats": "self_play", "rollout.max_response_len": 6,
+      "rollout.games_per_batch": 8, "rollout.samples_per_step": 8, "rl.estimator": "grpo",
+      "rl.group_size": 4, "train.steps": 2, "train.eval_every": 2, "eval.opponents": "",
+      "eval.heldout_games": "", "eval.task_difficulties": "1,2", "eval.games_per_seat": 4})
+  config.games = "arithmetic"
+  config.game_options = {"arithmetic": {"difficulty": 1, "digits": 1}}
+  summary = train.train(config, str(tmp_path))
+  rows = metrics.read_jsonl(summary["metrics"])
+  steps = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in steps] == [1, 2]
+  assert all(0 <= r["rollout/arithmetic/accuracy"] <= 1 for r in steps)
+  evals = [r for r in rows if "eval/arithmetic/difficulty_1/accuracy" in r]
+  assert [r["step"] for r in evals] == [0, 2]
+  for row in evals:
+    for difficulty in (1, 2):
+      prefix = f"eval/arithmetic/difficulty_{difficulty}/"
+      assert row[prefix + "games"] == 8
+      assert row[prefix + "accuracy_low"] <= row[prefix + "accuracy"] <= row[prefix + "accuracy_high"]
+      assert 0 <= row[prefix + "invalid_rate"] <= 1
+  transcript = open(summary["transcripts"]).read()
+  assert "=== arithmetic: learner, held-out difficulty_2 ===" in transcript
+  assert "How many" in transcript and ">>> response:" in transcript
+
+
+def _iterative_spo_config(steps, switch="cadence"):
+  config = stand_ins.tiny_kuhn_config(**{
+      "rollout.mode": "text", "rollout.seats": "self_play", "rollout.max_response_len": 6,
+      "rollout.games_per_batch": 4, "rollout.samples_per_step": 4, "rollout.max_prompt_len": 320,
+      "rl.estimator": "grpo",
+      "rl.group_size": 2, "train.steps": steps, "train.eval_every": 100,
+      "train.checkpoint_every": 1, "eval.opponents": "random", "eval.heldout_games": "",
+      "eval.games_per_seat": 2, "eval.kuhn_samples": 0, "optimizer.schedule": "constant",
+      "schedule.mode": "iterative_spo", "schedule.switch": switch, "schedule.cadence": 2,
+      "schedule.patience": 1, "schedule.tolerance": 1.0})
+  config.games = "kuhn_poker,arithmetic"
+  config.game_options = {"arithmetic": {"difficulty": 1, "digits": 1}}
+  return config
+
+
+def test_iterative_spo_alternates_phases_and_resumes_inside_one(tmp_path):
+  """schedule.mode=iterative_spo: each step trains one phase's games (Kuhn self-play, then the
+  arithmetic task, two steps each), the phase is logged per step and checkpointed, and a run
+  resumed after step 1 (inside the games phase) ends as one that did not stop."""
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  summary = train.train(_iterative_spo_config(3), straight)
+  rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r]
+  assert [r["schedule/phase"] for r in rows] == [0, 0, 1]
+  assert [r["schedule/phase_steps"] for r in rows] == [1, 2, 1]
+  assert ["rollout/kuhn_poker/invalid_rate" in r for r in rows] == [True, True, False]
+  assert ["rollout/arithmetic/accuracy" in r for r in rows] == [False, False, True]
+  train.train(_iterative_spo_config(1), resumed)
+  _, _, state, step = store.load_run(resumed)
+  assert step == 1 and int(state.schedule.phase) == 0 and int(state.schedule.since) == 0
+  train.train(_iterative_spo_config(3), resumed)
+  _assert_trees_equal(_params(straight), _params(resumed))
+  _, _, final, _ = store.load_run(straight)
+  _, _, final_resumed, _ = store.load_run(resumed)
+  assert int(final.schedule.phase) == 1 and int(final.schedule.since) == 2
+  _assert_trees_equal(jax.device_get(final.schedule), jax.device_get(final_resumed.schedule))
