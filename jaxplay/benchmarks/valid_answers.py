@@ -1,4 +1,5 @@
-"""Step-0 rate of answers that parse to a legal action, per training game, for one config.
+"""Step-0 rate of answers that parse to a legal action, per training game, for one config
+(for a task, answers its reader can read).
 
 python -m jaxplay.benchmarks.valid_answers --config=configs/spiral.py:local [--config.x=...]
     [--prompts=64] [--label=TEXT]
@@ -68,6 +69,8 @@ def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax
     states = live_states(kit.game, state_key, count)
     act = jax.jit(functools.partial(_answers, kit, batch))(params, states, sample_key)
     actions = np.asarray(act.action)
+    if kit.game.free_answer:  # A task: the verdict of its reader (readable = valid).
+      actions = np.asarray(jax.vmap(kit.game.read_answer)(states, act.answer, act.answer_length))
     legal = np.asarray(states.legal_action_mask)
     valid = (actions >= 0) & legal[np.arange(count), np.maximum(actions, 0)]
     lengths = np.asarray(act.response_lengths)

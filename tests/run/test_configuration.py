@@ -290,7 +290,7 @@ def test_mesh_that_does_not_fit_names_the_numbers(mesh, message):
 
 
 # Their default is GPU-sized and needs downloaded weights; `:local` runs offline.
-NEEDS_WEIGHTS = ("spiral", "rlvr_arithmetic")
+NEEDS_WEIGHTS = ("spiral", "rlvr_arithmetic", "iterative_spo")
 
 
 @pytest.mark.parametrize("name", sorted(
