@@ -23,7 +23,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from games import api
 
@@ -95,10 +94,6 @@ class Task(api.Game):
     reward = (action == CORRECT).astype(jnp.float32)
     return state.replace(rewards=reward[None], terminated=jnp.bool_(True),
                          legal_action_mask=jnp.zeros_like(state.legal_action_mask))
-
-  def eval_stats(self, final_states: api.State, learner_seat) -> dict[str, float]:
-    del learner_seat
-    return {"accuracy": float(np.mean(np.asarray(final_states.rewards)[:, 0] > 0))}
 
 
 class IntegerTask(Task):
