@@ -36,9 +36,10 @@ class Evaluator:
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` (`elo`: the
   learner's Elo with that opponent at 0, from these games) and decoded transcripts. A task
   (games/task.py) instead answers 2 * games_per_seat problems of its held-out split at each of
-  its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval). Single-round Kuhn Poker also gets its exploitability: exact in action-scoring
-  mode, estimated from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text
-  mode; Team Zero-One its exact exploitability in action-scoring mode."""
+  its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval).
+  Single-round Kuhn Poker also gets its exploitability: exact in action-scoring mode, estimated
+  from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text mode; Team Zero-One
+  its exact exploitability in action-scoring mode."""
 
   def __init__(self, exp, decode, phases: phases_lib.Phases | None = None):
     self._exp, self._decode = exp, decode

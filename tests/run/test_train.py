@@ -246,7 +246,8 @@ def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
     for difficulty in (1, 2):
       prefix = f"eval/arithmetic/difficulty_{difficulty}/"
       assert row[prefix + "games"] == 8
-      assert row[prefix + "accuracy_low"] <= row[prefix + "accuracy"] <= row[prefix + "accuracy_high"]
+      low, high = row[prefix + "accuracy_low"], row[prefix + "accuracy_high"]
+      assert low <= row[prefix + "accuracy"] <= high
       assert 0 <= row[prefix + "invalid_rate"] <= 1
   transcript = open(summary["transcripts"]).read()
   assert "=== arithmetic: learner, held-out difficulty_2 ===" in transcript
