@@ -1,8 +1,8 @@
 """Iterative-SPO (Vision-Zero): phases of game self-play alternating with RLVR on a task.
 
-The games of configs/spiral.py in self-play and the arithmetic task of
-configs/rlvr_arithmetic.py in one run, GRPO for both; jaxplay/run/schedule.py switches phase once the current one's tracked metric stops
-improving (win rate against the random opponent, held-out accuracy), at evaluations.
+The games of configs/spiral.py in self-play and the arithmetic task of configs/rlvr_arithmetic.py
+in one run, GRPO for both; jaxplay/run/schedule.py switches phase once the current one's tracked
+metric stops improving (win rate against the random opponent, held-out accuracy), at evaluations.
 `--config=configs/iterative_spo.py` is GPU-sized (Qwen3-4B-Base: set model.path);
 `:local` is the offline preset (Gemma 3 270M with LoRA; Kuhn Poker and one-digit arithmetic).
 """
