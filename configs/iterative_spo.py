@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "local":
     config.games = "kuhn_poker,arithmetic"
     config.rl.update(group_size=4)
+    config.rollout.max_prompt_len = 704  # Kuhn Poker's prompts with two worked examples.
     config.schedule.update(min_steps=4)
     config.train.update(steps=24, eval_every=4, checkpoint_every=4)
     config.eval.update(task_difficulties="1", games_per_seat=32)
