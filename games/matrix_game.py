@@ -6,17 +6,23 @@ seeing Player 0's choice of this round, then the round's payoffs apply. In a rep
 running totals.
 
 Rewards, at the end only: player p's total payoff T_p is mapped linearly to [-1, 1] from the
-lowest total it can get, rounds * (p's smallest payoff in the table), to the highest,
-rounds * (p's largest payoff): reward_p = 2 (T_p - lo_p) / (hi_p - lo_p) - 1 (0 when hi_p == lo_p).
-Constant-sum tables therefore give zero-sum rewards (`zero_sum` is True only for those).
+lowest total it can get, the sum over rounds of p's smallest payoff in that round's table, to the
+highest (the sum of its largest): reward_p = 2 (T_p - lo_p) / (hi_p - lo_p) - 1 (0 when
+hi_p == lo_p). Constant-sum tables therefore give zero-sum rewards (`zero_sum` is True only for
+those).
 
 `payoffs` is one of:
 - an explicit table: a tuple of n rows of m (row player's payoff, column player's payoff) pairs;
 - the name of a known game (`KNOWN_GAMES`; their ordinal tables are given below);
 - "rg000".."rg143": one of the 144 strict ordinal 2x2 games (`ordinal_2x2`);
-- "family:all": each game draws one of the 576 ordered pairs of strict rankings uniformly from
-  the init key, so one of the 144 types uniformly, in a uniform one of its 4 layouts; the table
-  lives in the state and the prompt shows that game's payoffs (ranks 1-4, 4 = best).
+- "family:<name>": each game draws a strict ordinal 2x2 table from the family (`FAMILIES`)
+  uniformly from the init key: a uniform type of the family in a uniform one of its layouts; the
+  table lives in the state and the prompt shows that game's payoffs (ranks 1-4, 4 = best).
+
+`sequential=True` (a family and `rounds > 1`: TMGBench's sequential form) draws a new table for
+every round, so one game is a sequence of different matrix games played one after another; the
+prompt shows the current round's table and the history shows each finished round's outcome with
+its payoffs.
 
 Action names are shared by both players: the row player chooses among the first n names, the
 column player among the first m.
@@ -39,8 +45,10 @@ from flax import struct
 from games import api, ordinal_2x2
 
 NO_CHOICE = -1
-FAMILY_ALL = "family:all"
+FAMILY_PREFIX = "family:"
 MAX_TOTALS = 2000  # Distinct running totals (each a phrase) a game may show.
+MIXED_NASH_MIN_MOVES = 2  # Moves a (table, seat) group needs to count in mixed_nash_gap.
+
 
 def pure_nash(table) -> np.ndarray:
   """bool [..., n, m]: the cells that are pure Nash equilibria (each player's payoff is a best
@@ -48,6 +56,49 @@ def pure_nash(table) -> np.ndarray:
   table = np.asarray(table)
   row, col = table[..., 0], table[..., 1]
   return (row >= row.max(-2, keepdims=True)) & (col >= col.max(-1, keepdims=True))
+
+
+def mixed_nash(table) -> np.ndarray:
+  """float64 [..., 2]: each player's probability of its first move in the fully mixed equilibrium
+  of 2x2 tables [..., 2, 2, 2] without a pure one (each mixes so that the other is indifferent);
+  NaN for tables with a pure equilibrium."""
+  table = np.asarray(table, np.float64)
+  a, b = table[..., 0], table[..., 1]  # Row and column player's payoffs [..., 2, 2].
+  with np.errstate(divide="ignore", invalid="ignore"):
+    row = (b[..., 1, 1] - b[..., 1, 0]) / (b[..., 0, 0] - b[..., 1, 0] - b[..., 0, 1] + b[..., 1, 1])
+    col = (a[..., 1, 1] - a[..., 0, 1]) / (a[..., 0, 0] - a[..., 0, 1] - a[..., 1, 0] + a[..., 1, 1])
+  has_pure = pure_nash(table).any((-2, -1))
+  return np.where(has_pure[..., None], np.nan, np.stack([row, col], -1))
+
+
+# --- Families of the 144 strict ordinal 2x2 types ("family:<name>"). ---
+
+FAMILIES = {
+    "all": "all 144 types",
+    "one_pure_ne": "the 108 types with exactly one pure Nash equilibrium",
+    "two_pure_ne": "the 18 types with two pure equilibria (and a mixed one)",
+    "no_pure_ne": "the 18 cyclic types: no pure equilibrium, one fully mixed",
+    "win_win": "the 36 types with an outcome both players rank best",
+    "symmetric": "the 12 types that have a symmetric layout (the column player's ranks are the "
+                 "transpose of the row player's), drawn in those layouts only",
+}
+EQUILIBRIUM_FAMILIES = {1: "one_pure_ne", 2: "two_pure_ne", 0: "no_pure_ne"}  # By pure count.
+
+
+@functools.cache
+def family_pairs(family: str) -> np.ndarray:
+  """int32 [k]: the indices into `ordinal_2x2.ordinal_types().pairs` (ordered pairs of rankings)
+  that `family` draws from, uniformly; every type of a family has equally many of them."""
+  pairs = ordinal_2x2.flat_to_table(ordinal_2x2.ordinal_types().pairs)  # [576, 2, 2, 2]
+  row, col = pairs[..., 0], pairs[..., 1]
+  equilibria = pure_nash(pairs).sum((1, 2))
+  keep = {
+      "all": np.ones(len(pairs), bool),
+      **{name: equilibria == count for count, name in EQUILIBRIUM_FAMILIES.items()},
+      "win_win": ((row == 4) & (col == 4)).any((1, 2)),
+      "symmetric": (row == np.swapaxes(col, 1, 2)).all((1, 2)),
+  }[family]
+  return np.flatnonzero(keep).astype(np.int32)
 
 
 # --- Known games. ---
@@ -103,17 +154,20 @@ def _fmt(value) -> str:
 # --- Phrases. ---
 
 
-def _intro(player: int, rounds: int, hidden: bool) -> str:
+def _intro(player: int, rounds: int, hidden: bool, sequential: bool) -> str:
   if rounds == 1:
     return (f"You are Player {player} in a one-shot two-player matrix game.\n"
             "Both players choose a move at the same time: neither sees the other's choice "
             "before choosing. Your goal is the highest payoff for yourself.\n"
             "The payoffs:\n")
   length = "an unknown number of rounds" if hidden else f"{rounds} rounds"
-  return (f"You are Player {player} in a repeated two-player matrix game of {length}.\n"
+  kind, table = (("sequence of two-player matrix games", "The payoffs of this round (each round "
+                  "has its own):\n") if sequential else
+                 ("repeated two-player matrix game", "The payoffs of each round:\n"))
+  return (f"You are Player {player} in a {kind} of {length}.\n"
           "In each round both players choose a move at the same time: neither sees the other's "
           "choice before choosing. Your goal is the highest total payoff for yourself over all "
-          "rounds.\nThe payoffs of each round:\n")
+          f"rounds.\n{table}")
 
 
 def _cell_text(own: str, other: str, u, v) -> str:
@@ -179,8 +233,8 @@ class _Layout(NamedTuple):
 
 @struct.dataclass
 class Rounds:
-  payoffs: jax.Array  # float32 [n, m, 2]: this game's table (drawn at init for a family).
-  kind: jax.Array  # int32 []: the table's ordinal class (0-143), -1 if it has none.
+  payoffs: jax.Array  # float32 [rounds, n, m, 2]: each round's table (drawn for a family).
+  kind: jax.Array  # int32 [rounds]: each table's ordinal class (0-143), -1 if it has none.
   choices: jax.Array  # int32 [rounds, 2]: each round's (row, column) moves, NO_CHOICE if not made.
   rounds_done: jax.Array  # int32 []: finished rounds.
   totals: jax.Array  # float32 [2]: each player's payoff so far.
@@ -195,6 +249,7 @@ class MatrixGame(api.Game):
   action_names: tuple[str, ...] | None = None
   rounds: int = 1
   hidden_rounds: bool = False
+  sequential: bool = False
 
   name = "matrix_game"
   default_action_names: ClassVar[tuple[str, ...] | None] = None  # For explicit tables.
@@ -204,10 +259,11 @@ class MatrixGame(api.Game):
     object.__setattr__(self, "action_names", _tuples(self.action_names))
     prefix = f"{self.name}:"
     if isinstance(self.payoffs, str):
-      if not (self.payoffs in KNOWN_GAMES or self.payoffs == FAMILY_ALL
+      if not (self.payoffs in KNOWN_GAMES or self.family in FAMILIES
               or (re.fullmatch(r"rg\d{3}", self.payoffs) and int(self.payoffs[2:]) < 144)):
+        families = ", ".join(FAMILY_PREFIX + f for f in FAMILIES)
         raise ValueError(f"{prefix} payoffs={self.payoffs!r} is unknown; valid names: "
-                         f"{', '.join(KNOWN_GAMES)}, rg000-rg143, {FAMILY_ALL}, or a table.")
+                         f"{', '.join(KNOWN_GAMES)}, rg000-rg143, {families}, or a table.")
     else:
       _check_table(self.payoffs, prefix)
     if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
@@ -216,6 +272,11 @@ class MatrixGame(api.Game):
       raise ValueError(f"{prefix} hidden_rounds must be a bool, got {self.hidden_rounds!r}.")
     if self.hidden_rounds and self.rounds == 1:
       raise ValueError(f"{prefix} hidden_rounds=True needs rounds > 1.")
+    if not isinstance(self.sequential, bool):
+      raise ValueError(f"{prefix} sequential must be a bool, got {self.sequential!r}.")
+    if self.sequential and (self.family is None or self.rounds == 1):
+      raise ValueError(f"{prefix} sequential=True needs payoffs='{FAMILY_PREFIX}<name>' and "
+                       f"rounds > 1, got payoffs={self.payoffs!r}, rounds={self.rounds}.")
     n, m = self.shape
     names = self.actions if self.action_names is None else self.action_names
     if self.action_names is None and max(n, m) > len(_LETTERS):
@@ -233,10 +294,17 @@ class MatrixGame(api.Game):
 
   # --- The table. ---
 
+  @property
+  def family(self) -> str | None:
+    """The family's name for payoffs="family:<name>", else None."""
+    if isinstance(self.payoffs, str) and self.payoffs.startswith(FAMILY_PREFIX):
+      return self.payoffs[len(FAMILY_PREFIX):]
+    return None
+
   @functools.cached_property
   def table(self) -> np.ndarray | None:
-    """float64 [n, m, 2], or None for a family (the table is in the state)."""
-    if self.payoffs == FAMILY_ALL:
+    """float64 [n, m, 2], or None for a family (the tables are in the state)."""
+    if self.family is not None:
       return None
     if isinstance(self.payoffs, str) and self.payoffs in KNOWN_GAMES:
       return np.asarray(KNOWN_GAMES[self.payoffs][0], np.float64)
@@ -291,7 +359,8 @@ class MatrixGame(api.Game):
     k = max(n, m)
     names = self.actions
     phrase = _Interner()
-    intro = np.array([phrase(_intro(p, self.rounds, self.hidden_rounds)) for p in (0, 1)])
+    intro = np.array([phrase(_intro(p, self.rounds, self.hidden_rounds, self.sequential))
+                      for p in (0, 1)])
     if self.table is None:
       values = np.arange(1.0, 5.0)
       seen = set(itertools.product(range(k), range(k), values, values))
@@ -340,13 +409,17 @@ class MatrixGame(api.Game):
 
   def _init(self, key: jax.Array) -> api.State:
     if self.table is None:
-      types = ordinal_2x2.ordinal_types()
-      pair = jax.random.randint(key, (), 0, len(types.pairs))
+      types, members = ordinal_2x2.ordinal_types(), family_pairs(self.family)
+      draws = self.rounds if self.sequential else 1
+      pair = jnp.asarray(members)[jax.random.randint(key, (draws,), 0, len(members))]
+      pair = jnp.broadcast_to(pair, (self.rounds,))
       payoffs = jnp.asarray(ordinal_2x2.flat_to_table(types.pairs), jnp.float32)[pair]
       kind = jnp.asarray(types.type_of)[pair]
     else:
-      payoffs = jnp.asarray(self.table, jnp.float32)
-      kind = jnp.int32(-1 if (t := ordinal_2x2.ordinal_type(self.table)) is None else t)
+      payoffs = jnp.broadcast_to(jnp.asarray(self.table, jnp.float32),
+                                 (self.rounds, *self.table.shape))
+      kind = jnp.full((self.rounds,), -1 if (t := ordinal_2x2.ordinal_type(self.table)) is None
+                      else t)
     data = Rounds(payoffs=payoffs, kind=kind.astype(jnp.int32),
                   choices=jnp.full((self.rounds, 2), NO_CHOICE, jnp.int32),
                   rounds_done=jnp.int32(0), totals=jnp.zeros((2,), jnp.float32))
@@ -358,12 +431,13 @@ class MatrixGame(api.Game):
     current = data.rounds_done
     choices = data.choices.at[current, player].set(action)
     round_over = player == 1
-    gains = data.payoffs[choices[current, 0], action]  # Used only when Player 1 has moved.
+    # The round's payoffs, used only when Player 1 has moved.
+    gains = data.payoffs[current, choices[current, 0], action]
     totals = data.totals + jnp.where(round_over, gains, 0.0)
     rounds_done = current + round_over.astype(jnp.int32)
     game_over = rounds_done == self.rounds
-    low = self.rounds * data.payoffs.min((0, 1))
-    high = self.rounds * data.payoffs.max((0, 1))
+    low = data.payoffs.min((1, 2)).sum(0)  # [2]
+    high = data.payoffs.max((1, 2)).sum(0)
     spread = high - low
     scaled = jnp.where(spread > 0, 2 * (totals - low) / jnp.where(spread > 0, spread, 1) - 1, 0)
     next_player = 1 - player
@@ -379,9 +453,9 @@ class MatrixGame(api.Game):
 
   def _outcome_ids(self, lookup: np.ndarray, payoffs: jax.Array, player: jax.Array,
                    rows: jax.Array, cols: jax.Array) -> jax.Array:
-    """Phrase ids of outcomes (row move, column move) as `player` sees them."""
+    """Phrase ids [K] of outcomes (rows[k], cols[k]) of tables payoffs[k] as `player` sees them."""
     values = jnp.asarray(self._layout.values)
-    cell = payoffs[rows, cols]  # [..., 2]
+    cell = payoffs[jnp.arange(rows.shape[0]), rows, cols]  # [K, 2]
     mine = jnp.where(player == 0, cell[..., 0], cell[..., 1])
     theirs = jnp.where(player == 0, cell[..., 1], cell[..., 0])
     own = jnp.where(player == 0, rows, cols)
@@ -393,8 +467,10 @@ class MatrixGame(api.Game):
     layout, data = self._layout, state.data
     rows = jnp.where(player == 0, layout.cell_rows[0], layout.cell_rows[1])
     cols = jnp.where(player == 0, layout.cell_cols[0], layout.cell_cols[1])
+    current = data.payoffs[jnp.minimum(data.rounds_done, self.rounds - 1)]  # This round's table.
+    table = jnp.broadcast_to(current, (rows.shape[0], *current.shape))
     parts = [jnp.asarray(layout.intro)[player],
-             self._outcome_ids(layout.cells, data.payoffs, player, rows, cols)]
+             self._outcome_ids(layout.cells, table, player, rows, cols)]
     done = jnp.arange(self.rounds) < data.rounds_done
     moves = jnp.maximum(data.choices, 0)
     outcomes = self._outcome_ids(layout.outcomes, data.payoffs, player, moves[:, 0], moves[:, 1])
@@ -418,20 +494,21 @@ class MatrixGame(api.Game):
 
   def render_text(self, state: api.State, player: int) -> str:
     data, names = state.data, self.actions
-    payoffs = np.asarray(data.payoffs)
+    payoffs = np.asarray(data.payoffs)  # [rounds, n, m, 2]
     n, m = self.shape
     other = 1 - player
-    text = _intro(player, self.rounds, self.hidden_rounds)
+    rounds_done = int(data.rounds_done)
+    text = _intro(player, self.rounds, self.hidden_rounds, self.sequential)
     seen_as = lambda i, j: ((i, j) if player == 0 else (j, i))  # (own move, other's move)
     lines = sorted((seen_as(i, j), (i, j)) for i in range(n) for j in range(m))
+    table = payoffs[min(rounds_done, self.rounds - 1)]
     for (own, theirs), (i, j) in lines:
-      text += _cell_text(names[own], names[theirs], payoffs[i, j, player], payoffs[i, j, other])
-    rounds_done = int(data.rounds_done)
+      text += _cell_text(names[own], names[theirs], table[i, j, player], table[i, j, other])
     for r in range(rounds_done):
       i, j = (int(x) for x in data.choices[r])
       own, theirs = seen_as(i, j)
       text += _label_text(r + 1, self.rounds) + _outcome_text(
-          names[own], names[theirs], payoffs[i, j, player], payoffs[i, j, other])
+          names[own], names[theirs], payoffs[r, i, j, player], payoffs[r, i, j, other])
     if self.rounds > 1:
       if rounds_done > 0:
         text += (_you_total_text(float(data.totals[player]))
@@ -448,11 +525,18 @@ class MatrixGame(api.Game):
 
   def eval_stats(self, final_states: api.State, learner_seat) -> dict[str, float]:
     """Over the learner's moves in finished games (host arrays, batch [B]; self-play rows, seat
-    -1, are skipped):
+    -1, are skipped), each move judged against its round's table:
     - nash_action_rate: share of its moves that belong to a pure Nash equilibrium of the table
-      (counted over games whose table has one; moves of every round count);
+      (counted over tables that have one);
     - nash_outcome_rate: share of finished rounds whose outcome is a pure Nash equilibrium (same
-      games);
+      tables);
+    - for a family, TMGBench-style per equilibrium family: nash_action_rate_one_pure_ne and
+      nash_action_rate_two_pure_ne (the same rate over tables with one / two pure equilibria);
+    - mixed_nash_gap (2x2 tables without a pure equilibrium): how far the learner's frequency of
+      its first move is from its mixed-equilibrium probability p*, as a root mean square over
+      groups of moves with the same table and seat (each group of n >= MIXED_NASH_MIN_MOVES
+      moves, frequency f, weighs n): sqrt(max(0, mean of (f - p*)^2 - f (1 - f) / (n - 1))),
+      the second term removing the sampling noise (f's variance) from each group's squared gap;
     - cooperation_rate (games with a 'cooperate' move): share of its moves that cooperate;
     - forgiveness_rate (repeated such games): share of games where it cooperated in the round
       after the opponent's first non-cooperative move, over games with such a round (and a move
@@ -461,6 +545,7 @@ class MatrixGame(api.Game):
     """
     data = final_states.data
     choices = np.asarray(data.choices)  # [B, R, 2]
+    payoffs = np.asarray(data.payoffs)  # [B, R, n, m, 2]
     seat = np.asarray(learner_seat).astype(np.int64)
     learner = seat >= 0
     seat = np.maximum(seat, 0)
@@ -468,17 +553,23 @@ class MatrixGame(api.Game):
     mine, theirs = choices[rows, :, seat], choices[rows, :, 1 - seat]  # [B, R]
     made = (mine >= 0) & learner[:, None]
     finished = (choices[..., 1] >= 0) & learner[:, None]  # Player 1 moves last in a round.
-    nash = pure_nash(np.asarray(data.payoffs))  # [B, n, m]
-    has_nash = nash.any((1, 2))[:, None]
-    in_nash = np.where(seat[:, None] == 0,
-                       np.take_along_axis(nash.any(2), np.minimum(mine, nash.shape[1] - 1)
-                                          .clip(0), 1),
-                       np.take_along_axis(nash.any(1), np.minimum(mine, nash.shape[2] - 1)
-                                          .clip(0), 1))
-    outcome_nash = nash[rows[:, None], choices[..., 0].clip(0), choices[..., 1].clip(0)]
+    nash = pure_nash(payoffs)  # [B, R, n, m]
+    equilibria = nash.sum((2, 3))  # [B, R]
+    own_nash = np.where(seat[:, None, None] == 0, nash.any(3), nash.any(2))  # [B, R, k]
+    in_nash = np.take_along_axis(own_nash, mine.clip(0)[..., None], 2)[..., 0]
+    outcome_nash = nash[rows[:, None], np.arange(choices.shape[1]), choices[..., 0].clip(0),
+                        choices[..., 1].clip(0)]
     stats = {}
-    _rate(stats, "nash_action_rate", in_nash, made & has_nash)
-    _rate(stats, "nash_outcome_rate", outcome_nash, finished & has_nash)
+    _rate(stats, "nash_action_rate", in_nash, made & (equilibria > 0))
+    _rate(stats, "nash_outcome_rate", outcome_nash, finished & (equilibria > 0))
+    if self.family is not None:
+      for count in (1, 2):
+        _rate(stats, f"nash_action_rate_{EQUILIBRIUM_FAMILIES[count]}", in_nash,
+              made & (equilibria == count))
+    if self.shape == (2, 2):
+      gap = _mixed_nash_gap(payoffs, mine, seat, made & (equilibria == 0))
+      if gap is not None:
+        stats["mixed_nash_gap"] = gap
     cooperate = self.cooperate
     if cooperate is not None:
       _rate(stats, "cooperation_rate", mine == cooperate, made)
@@ -490,6 +581,27 @@ class MatrixGame(api.Game):
         counted = defected.any(1) & (first + 1 < self.rounds) & (next_move >= 0)
         _rate(stats, "forgiveness_rate", next_move == cooperate, counted)
     return stats
+
+
+def _mixed_nash_gap(payoffs: np.ndarray, mine: np.ndarray, seat: np.ndarray,
+                    counted: np.ndarray) -> float | None:
+  """The eval_stats `mixed_nash_gap` of moves mine[b, r] where counted (tables payoffs[b, r]
+  without a pure equilibrium, the learner in seat[b]); None with no group to count."""
+  groups: dict[tuple[bytes, int], list[int]] = {}
+  targets: dict[tuple[bytes, int], float] = {}
+  for b, r in zip(*np.nonzero(counted)):
+    key = (payoffs[b, r].tobytes(), int(seat[b]))
+    groups.setdefault(key, []).append(int(mine[b, r] == 0))
+    targets[key] = float(mixed_nash(payoffs[b, r])[seat[b]])
+  total = weight = 0.0
+  for key, firsts in groups.items():
+    n = len(firsts)
+    if n < MIXED_NASH_MIN_MOVES:
+      continue
+    f = float(np.mean(firsts))
+    total += n * ((f - targets[key]) ** 2 - f * (1 - f) / (n - 1))
+    weight += n
+  return None if weight == 0 else math.sqrt(max(0.0, total / weight))
 
 
 def _rate(stats: dict[str, float], name: str, hits: np.ndarray, counted: np.ndarray) -> None:

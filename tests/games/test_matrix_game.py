@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ def test_named_games_map_to_one_class_each():
   for name, kind in kinds.items():
     rg = games.make("matrix_game", payoffs=f"rg{kind:03d}")
     assert ordinal_2x2.ordinal_type(rg.table) == kind
-    assert int(games.make("matrix_game", payoffs=name).init(KEY).data.kind) == kind
+    assert int(games.make("matrix_game", payoffs=name).init(KEY).data.kind[0]) == kind
   assert ordinal_2x2.ordinal_type(matrix_game.KNOWN_GAMES["matching_pennies"][0]) is None
   assert ordinal_2x2.ordinal_type(matrix_game.BATTLE_OF_THE_SEXES_210) is None  # ties
 
@@ -128,6 +129,10 @@ def test_pure_nash_equilibria_by_hand():
     ({"action_names": ("Up", "up")}, "action_names must be non-empty, distinct"),
     ({"rounds": 0}, "rounds must be"),
     ({"hidden_rounds": True}, "hidden_rounds=True needs rounds > 1"),
+    ({"payoffs": "family:cyclic"}, "family:no_pure_ne"),  # The message lists the families.
+    ({"payoffs": "family:all", "sequential": True}, "sequential=True needs"),
+    ({"payoffs": "stag_hunt", "rounds": 3, "sequential": True}, "sequential=True needs"),
+    ({"payoffs": "family:all", "rounds": 3, "sequential": 1}, "sequential must be a bool"),
     ({"payoffs": (tuple((j ** 0.5, j) for j in range(20)),), "rounds": 10}, "running totals"),
 ])
 def test_options_are_validated(options, message):
@@ -180,9 +185,9 @@ def test_prisoners_dilemma_payoffs_and_reward_scaling_over_3_rounds():
 def test_family_draws_every_type_and_shows_its_table():
   game = games.make("matrix_game", payoffs="family:all")
   states = jax.vmap(game.init)(jax.random.split(KEY, 4000))
-  kinds = np.asarray(states.data.kind)
+  kinds = np.asarray(states.data.kind)[:, 0]
   assert set(kinds.tolist()) == set(range(144))
-  table = np.asarray(states.data.payoffs[0]).astype(int)
+  table = np.asarray(states.data.payoffs[0, 0]).astype(int)
   assert ordinal_2x2.ordinal_type(table) == kinds[0]
   text = game.render_text(jax.tree.map(lambda x: x[0], states), 1)
   assert (f"If you play A and they play B: you get {table[1, 0, 1]}, "
@@ -190,6 +195,57 @@ def test_family_draws_every_type_and_shows_its_table():
   # Ranks 1-4 in every type: the rewards of 4 and 1 are +1 and -1.
   state = _play(game, (0, 0), jax.tree.map(lambda x: x[0], states))
   np.testing.assert_allclose(state.rewards, (table[0, 0] - 1) / 1.5 - 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family, pairs, kinds", [
+    ("all", 576, 144), ("one_pure_ne", 432, 108), ("two_pure_ne", 72, 18),
+    ("no_pure_ne", 72, 18), ("win_win", 144, 36), ("symmetric", 24, 12)])
+def test_families_draw_their_types_uniformly(family, pairs, kinds):
+  types = ordinal_2x2.ordinal_types()
+  members = matrix_game.family_pairs(family)
+  assert len(members) == pairs and len(set(types.type_of[members].tolist())) == kinds
+  # Equally many layouts of each type, so a uniform pair is a uniform type.
+  assert len(set(np.bincount(types.type_of[members]).tolist()) - {0}) == 1
+  tables = ordinal_2x2.flat_to_table(types.pairs[members])
+  equilibria = matrix_game.pure_nash(tables).sum((1, 2))
+  expected = {"one_pure_ne": 1, "two_pure_ne": 2, "no_pure_ne": 0}.get(family)
+  if expected is not None:
+    assert (equilibria == expected).all()
+  if family == "win_win":
+    assert ((tables[..., 0] == 4) & (tables[..., 1] == 4)).any((1, 2)).all()
+  if family == "symmetric":
+    np.testing.assert_array_equal(tables[..., 0], np.swapaxes(tables[..., 1], 1, 2))
+  game = games.make("matrix_game", payoffs=f"family:{family}")
+  states = jax.vmap(game.init)(jax.random.split(KEY, 3000))
+  drawn = np.asarray(states.data.payoffs)[:, 0].astype(int)  # [B, 2, 2, 2]
+  flat = np.concatenate([drawn[..., 0].reshape(-1, 4), drawn[..., 1].reshape(-1, 4)], 1)
+  allowed = {tuple(p) for p in types.pairs[members]}
+  assert {tuple(f) for f in flat} <= allowed
+  assert set(np.asarray(states.data.kind)[:, 0].tolist()) == set(types.type_of[members].tolist())
+
+
+def test_sequential_games_draw_a_table_per_round():
+  game = games.make("matrix_game", payoffs="family:all", rounds=3, sequential=True)
+  states = jax.vmap(game.init)(jax.random.split(KEY, 200))
+  kinds = np.asarray(states.data.kind)
+  assert (kinds[:, 0] != kinds[:, 1]).mean() > 0.9  # 143/144 expected to differ.
+  state = jax.tree.map(lambda x: x[0], states)
+  tables = np.asarray(state.data.payoffs).astype(int)  # [3, 2, 2, 2]
+  for round_index, moves in enumerate([(), (0, 1), (1, 1)]):
+    state = _play(game, moves, state)
+    text = game.render_text(state, 0)
+    current = tables[round_index]
+    assert "You are Player 0 in a sequence of two-player matrix games of 3 rounds." in text
+    assert (f"If you play B and they play A: you get {current[1, 0, 0]}, they get "
+            f"{current[1, 0, 1]}.\n") in text
+    assert game.phrase_text(_render(game, state, 0)) == text
+  assert ("Round 2: you played B, they played B; you got "
+          f"{tables[1, 1, 1, 0]}, they got {tables[1, 1, 1, 1]}.\n") in text
+  state = _play(game, (0, 0), state)
+  total = tables[0, 0, 1, 0] + tables[1, 1, 1, 0] + tables[2, 0, 0, 0]
+  # Ranks 1-4 in each round: totals range over [3, 12].
+  np.testing.assert_allclose(state.rewards[0], 2 * (total - 3) / 9 - 1, rtol=1e-6)
+  np.testing.assert_array_equal(state.data.totals[0], total)
 
 
 def test_non_square_tables_give_each_player_its_moves():
@@ -251,6 +307,8 @@ def test_player_1_does_not_see_the_current_choice():
 
 def test_extra_configurations_pass_the_render_and_playout_checks():
   for options in ({"payoffs": "family:all", "rounds": 3},
+                  {"payoffs": "family:no_pure_ne", "rounds": 3, "sequential": True,
+                   "hidden_rounds": True},
                   {"payoffs": (((1, 0), (0, 2.5)), ((3, 1), (2, 2)), ((0, 0), (1.5, 1))),
                    "action_names": ("up", "mid", "down"), "rounds": 2, "hidden_rounds": True}):
     game = games.make("matrix_game", **options)
@@ -335,3 +393,60 @@ def test_eval_stats_on_hand_built_games():
   stag = games.make("matrix_game", payoffs="stag_hunt")
   stats = stag.eval_stats(_stack([_play(stag, (C, D)), _play(stag, (D, D))]), np.array([1, 1]))
   assert stats == {"nash_action_rate": 1.0, "nash_outcome_rate": 0.5, "cooperation_rate": 0.0}
+
+
+def test_mixed_equilibria_by_hand():
+  pennies = matrix_game.KNOWN_GAMES["matching_pennies"][0]
+  np.testing.assert_allclose(matrix_game.mixed_nash(pennies), [0.5, 0.5])
+  # Row payoffs [[2, 0], [0, 1]], column [[0, 1], [1, 0]]: the column player is indifferent when
+  # the row player plays its first move with p: (1 - p) = p; the row player when 2 q = 1 - q.
+  table = (((2, 0), (0, 1)), ((0, 1), (1, 0)))
+  np.testing.assert_allclose(matrix_game.mixed_nash(table), [1 / 2, 1 / 3])
+  assert np.isnan(matrix_game.mixed_nash(matrix_game.KNOWN_GAMES["stag_hunt"][0])).all()
+  tables = ordinal_2x2.flat_to_table(ordinal_2x2.ordinal_types().pairs)
+  probabilities = matrix_game.mixed_nash(tables)
+  cyclic = ~matrix_game.pure_nash(tables).any((1, 2))
+  assert ((probabilities[cyclic] > 0) & (probabilities[cyclic] < 1)).all()
+  assert np.isnan(probabilities[~cyclic]).all()
+
+
+def test_mixed_nash_gap_by_hand():
+  pennies = games.make("matrix_game", payoffs="matching_pennies")
+  heads, tails = 0, 1
+  # Seat 0 plays heads in 4 of 4 games: f = 1, (1 - 1/2)^2 - 0 = 1/4. Seat 1 plays heads in 3 of
+  # 4: (3/4 - 1/2)^2 - (3/4)(1/4)/3 = 0. Weighted: (4/4 + 4*0)/8 = 1/8.
+  finals = _stack([_play(pennies, (heads, tails))] * 4
+                  + [_play(pennies, (tails, heads))] * 3 + [_play(pennies, (heads, tails))])
+  stats = pennies.eval_stats(finals, np.array([0] * 4 + [1] * 4))
+  assert stats == {"mixed_nash_gap": pytest.approx(math.sqrt(1 / 8))}
+  # One move of a group is not enough to count it.
+  assert pennies.eval_stats(_stack([_play(pennies, (heads, tails))]), np.array([0])) == {}
+  # The column player's equilibrium probability here is 1/3; it plays its first move twice.
+  game = games.make("matrix_game", payoffs=(((2, 0), (0, 1)), ((0, 1), (1, 0))))
+  stats = game.eval_stats(_stack([_play(game, (1, 0))] * 2), np.array([1, 1]))
+  assert stats == {"mixed_nash_gap": pytest.approx(2 / 3)}
+
+
+def test_family_stats_per_equilibrium_family():
+  game = games.make("matrix_game", payoffs="family:all")
+  known = lambda name: np.asarray(matrix_game.KNOWN_GAMES[name][0], np.float32)
+  cyclic = ordinal_2x2.flat_to_table(np.array([4, 1, 2, 3, 1, 4, 3, 2])).astype(np.float32)
+
+  def with_table(table, moves):
+    state = game.init(KEY)
+    state = state.replace(data=state.data.replace(payoffs=jnp.asarray(table)[None]))
+    return _play(game, moves, state)
+
+  finals = _stack([
+      with_table(known("prisoners_dilemma"), (D, C)),  # Learner (seat 0) defects: an NE move.
+      with_table(known("prisoners_dilemma"), (D, C)),  # Learner (seat 1) cooperates: not one.
+      with_table(known("stag_hunt"), (C, D)),  # Learner (seat 0): C is in (C, C).
+      with_table(cyclic, (0, 1)), with_table(cyclic, (0, 1)),  # Seat 0 plays its first move.
+  ])
+  stats = game.eval_stats(finals, np.array([0, 1, 0, 0, 0]))
+  p = matrix_game.mixed_nash(cyclic)[0]
+  assert stats == {
+      "nash_action_rate": pytest.approx(2 / 3), "nash_outcome_rate": 0.0,
+      "nash_action_rate_one_pure_ne": pytest.approx(1 / 2),
+      "nash_action_rate_two_pure_ne": 1.0,
+      "mixed_nash_gap": pytest.approx(abs(1 - p))}
