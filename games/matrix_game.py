@@ -24,7 +24,13 @@ every round, so one game is a sequence of different matrix games played one afte
 prompt shows the current round's table and the history shows each finished round's outcome with
 its payoffs.
 
-Action names are shared by both players: the row player chooses among the first n names, the
+`parallel=P` (2-4, with a family: TMGBench's parallel form) plays P tables of the family side by
+side in every round: each player answers one move per table, joined by '/' in table order
+(action "A/B" = A in game 1, B in game 2; action id = the moves read as a binary number, game 1
+the most significant bit), and gets the sum of the P payoffs. With `sequential`, every round
+draws P new tables.
+
+Move names are shared by both players: the row player chooses among the first n names, the
 column player among the first m.
 """
 
@@ -48,6 +54,8 @@ NO_CHOICE = -1
 FAMILY_PREFIX = "family:"
 MAX_TOTALS = 2000  # Distinct running totals (each a phrase) a game may show.
 MIXED_NASH_MIN_MOVES = 2  # Moves a (table, seat) group needs to count in mixed_nash_gap.
+MAX_PARALLEL = 4
+PARALLEL_SEPARATOR = "/"
 
 
 def pure_nash(table) -> np.ndarray:
@@ -154,7 +162,18 @@ def _fmt(value) -> str:
 # --- Phrases. ---
 
 
-def _intro(player: int, rounds: int, hidden: bool, sequential: bool) -> str:
+def _intro(player: int, rounds: int, hidden: bool, sequential: bool, parallel: int) -> str:
+  if parallel > 1:
+    length = ("" if rounds == 1 else " for an unknown number of rounds" if hidden else
+              f" for {rounds} rounds")
+    over = "all games and rounds" if rounds > 1 else "all games"
+    table = ("The payoffs of this round's games (each round has its own):\n" if sequential else
+             "The payoffs of each game:\n")
+    return (f"You are Player {player} in {parallel} two-player matrix games played side by "
+            f"side{length}.\nIn each round both players choose a move in every game at the same "
+            "time: neither sees the other's choices before choosing. Answer with your move in "
+            f"each game, in game order, joined by '{PARALLEL_SEPARATOR}'. Your goal is the highest "
+            f"total payoff for yourself over {over}.\n{table}")
   if rounds == 1:
     return (f"You are Player {player} in a one-shot two-player matrix game.\n"
             "Both players choose a move at the same time: neither sees the other's choice "
@@ -174,8 +193,14 @@ def _cell_text(own: str, other: str, u, v) -> str:
   return f"If you play {own} and they play {other}: you get {_fmt(u)}, they get {_fmt(v)}.\n"
 
 
-def _label_text(round_number: int, rounds: int) -> str:
-  return "Result: " if rounds == 1 else f"Round {round_number}: "
+def _label_text(round_number: int, rounds: int, parallel: int) -> str:
+  label = "Result:" if rounds == 1 else f"Round {round_number}:"
+  return label + ("\n" if parallel > 1 else " ")
+
+
+def _game_text(table: int) -> str:
+  """The label of table `table` (0-based) of a parallel game, before its payoffs or outcome."""
+  return f"Game {table + 1}: "
 
 
 def _outcome_text(own: str, other: str, u, v) -> str:
@@ -219,6 +244,7 @@ class _Layout(NamedTuple):
   cells: np.ndarray  # int32 [K, K, V, V]: (own move, other's move, own payoff, other's) phrases.
   outcomes: np.ndarray  # int32 [K, K, V, V]: the same outcome in a history line.
   labels: np.ndarray  # int32 [rounds]
+  game_labels: np.ndarray  # int32 [parallel]: "Game t: " (unused when parallel == 1).
   totals: np.ndarray  # float32 [T]: every running total, sorted.
   you_totals: np.ndarray  # int32 [T]
   they_totals: np.ndarray  # int32 [T]
@@ -250,6 +276,7 @@ class MatrixGame(api.Game):
   rounds: int = 1
   hidden_rounds: bool = False
   sequential: bool = False
+  parallel: int = 1
 
   name = "matrix_game"
   default_action_names: ClassVar[tuple[str, ...] | None] = None  # For explicit tables.
@@ -277,8 +304,15 @@ class MatrixGame(api.Game):
     if self.sequential and (self.family is None or self.rounds == 1):
       raise ValueError(f"{prefix} sequential=True needs payoffs='{FAMILY_PREFIX}<name>' and "
                        f"rounds > 1, got payoffs={self.payoffs!r}, rounds={self.rounds}.")
+    if (isinstance(self.parallel, bool) or not isinstance(self.parallel, int)
+        or not 1 <= self.parallel <= MAX_PARALLEL):
+      raise ValueError(f"{prefix} parallel must be an integer in [1, {MAX_PARALLEL}], got "
+                       f"{self.parallel!r}.")
+    if self.parallel > 1 and self.family is None:
+      raise ValueError(f"{prefix} parallel={self.parallel} needs payoffs="
+                       f"'{FAMILY_PREFIX}<name>', got payoffs={self.payoffs!r}.")
     n, m = self.shape
-    names = self.actions if self.action_names is None else self.action_names
+    names = self.move_names
     if self.action_names is None and max(n, m) > len(_LETTERS):
       raise ValueError(f"{prefix} action_names: give names for tables over {len(_LETTERS)} moves.")
     if (not isinstance(names, tuple) or not all(isinstance(a, str) for a in names)
@@ -290,6 +324,9 @@ class MatrixGame(api.Game):
         "," in a for a in names):
       raise ValueError(f"{prefix} action_names must be non-empty, distinct ignoring case and "
                        f"brackets, without commas; got {names!r}.")
+    if self.parallel > 1 and any(PARALLEL_SEPARATOR in a for a in names):
+      raise ValueError(f"{prefix} action_names must not contain '{PARALLEL_SEPARATOR}' with "
+                       f"parallel > 1; got {names!r}.")
     self._layout  # Fails early on too many running totals.  # pylint: disable=pointless-statement
 
   # --- The table. ---
@@ -324,12 +361,21 @@ class MatrixGame(api.Game):
   @property
   def cooperate(self) -> int | None:
     """The id of the move named 'cooperate', if any (cooperation statistics use it)."""
-    return self.actions.index(COOPERATE) if COOPERATE in self.actions else None
+    return self.move_names.index(COOPERATE) if COOPERATE in self.move_names else None
 
   # --- The static description. ---
 
   @property
   def actions(self) -> tuple[str, ...]:
+    """The move names, or with `parallel` > 1 every combination of one move per table."""
+    if self.parallel == 1:
+      return self.move_names
+    return tuple(PARALLEL_SEPARATOR.join(combo)
+                 for combo in itertools.product(self.move_names, repeat=self.parallel))
+
+  @property
+  def move_names(self) -> tuple[str, ...]:
+    """The names of one table's moves."""
     if self.action_names is not None:
       return self.action_names
     if isinstance(self.payoffs, str) and self.payoffs in KNOWN_GAMES:
@@ -350,21 +396,26 @@ class MatrixGame(api.Game):
   @property
   def max_observation_phrases(self) -> int:
     n, m = self.shape
+    parallel = self.parallel
+    labelled = 2 if parallel > 1 else 1  # A table's outcome has a "Game t: " label in parallel.
+    table = parallel * n * m + (parallel if parallel > 1 else 0)
+    history = self.rounds * (1 + labelled * parallel)
     repeated = 3 if self.rounds > 1 else 0  # two totals and the round header
-    return 1 + n * m + 2 * self.rounds + repeated + 1 + max(n, m)
+    return 1 + table + history + repeated + 1 + self.num_actions
 
   @functools.cached_property
   def _layout(self) -> _Layout:
     n, m = self.shape
     k = max(n, m)
-    names = self.actions
+    names = self.move_names
     phrase = _Interner()
-    intro = np.array([phrase(_intro(p, self.rounds, self.hidden_rounds, self.sequential))
-                      for p in (0, 1)])
+    intro = np.array([phrase(_intro(p, self.rounds, self.hidden_rounds, self.sequential,
+                                    self.parallel)) for p in (0, 1)])
     if self.table is None:
       values = np.arange(1.0, 5.0)
       seen = set(itertools.product(range(k), range(k), values, values))
-      own_values = [values, values]
+      round_gains = np.unique([sum(c) for c in itertools.product(values, repeat=self.parallel)])
+      own_values = [round_gains, round_gains]
     else:
       values = np.unique(self.table)
       seen = set()
@@ -380,7 +431,10 @@ class MatrixGame(api.Game):
       index = (own, other, np.searchsorted(values, u), np.searchsorted(values, v))
       cells[index] = phrase(_cell_text(names[own], names[other], u, v))
       outcomes[index] = phrase(_outcome_text(names[own], names[other], u, v))
-    labels = np.array([phrase(_label_text(r + 1, self.rounds)) for r in range(self.rounds)])
+    labels = np.array([phrase(_label_text(r + 1, self.rounds, self.parallel))
+                       for r in range(self.rounds)])
+    game_labels = (np.array([phrase(_game_text(t)) for t in range(self.parallel)])
+                   if self.parallel > 1 else np.zeros((1,), np.int32))
     totals = np.zeros((1,), np.float32)
     you_totals = they_totals = np.zeros((1,), np.int32)
     if self.rounds > 1:
@@ -390,13 +444,14 @@ class MatrixGame(api.Game):
     headers = np.array([phrase(_round_text(r + 1, self.rounds, self.hidden_rounds))
                         for r in range(self.rounds)])
     legal, game_over = phrase(_LEGAL), phrase(_GAME_OVER)
-    first_moves = np.array([phrase(f"[{a}]") for a in names])
-    more_moves = np.array([phrase(f", [{a}]") for a in names])
+    first_moves = np.array([phrase(f"[{a}]") for a in self.actions])
+    more_moves = np.array([phrase(f", [{a}]") for a in self.actions])
     # Table lines: own move major, then the other's move; Player 1's own moves are the columns.
     cell_rows = np.stack([np.repeat(np.arange(n), m), np.tile(np.arange(n), m)])
     cell_cols = np.stack([np.tile(np.arange(m), n), np.repeat(np.arange(m), n)])
     as_int = lambda x: np.asarray(x, np.int32)
     return _Layout(tuple(phrase.texts), as_int(intro), values, cells, outcomes, as_int(labels),
+                   as_int(game_labels),
                    totals, as_int(you_totals), as_int(they_totals), as_int(headers), legal,
                    game_over, as_int(first_moves), as_int(more_moves), as_int(cell_rows),
                    as_int(cell_cols))
@@ -404,22 +459,33 @@ class MatrixGame(api.Game):
   # --- Rules. ---
 
   def _legal_mask(self, player: jax.Array) -> jax.Array:
+    if self.parallel > 1:  # 2x2 tables: every combination is legal for both.
+      return jnp.ones((self.num_actions,), bool)
     n, m = self.shape
     return jnp.arange(max(n, m)) < jnp.where(player == 0, n, m)
+
+  def table_moves(self, actions):
+    """int [..., parallel]: each table's move of actions [...] (numpy or jax; NO_CHOICE stays)."""
+    xp = jnp if isinstance(actions, jax.Array) else np
+    actions = actions[..., None]
+    if self.parallel == 1:
+      return actions
+    shifts = xp.arange(self.parallel - 1, -1, -1)
+    return xp.where(actions < 0, NO_CHOICE, (actions >> shifts) & 1)
 
   def _init(self, key: jax.Array) -> api.State:
     if self.table is None:
       types, members = ordinal_2x2.ordinal_types(), family_pairs(self.family)
-      draws = self.rounds if self.sequential else 1
-      pair = jnp.asarray(members)[jax.random.randint(key, (draws,), 0, len(members))]
-      pair = jnp.broadcast_to(pair, (self.rounds,))
+      draws = (self.rounds if self.sequential else 1, self.parallel)
+      pair = jnp.asarray(members)[jax.random.randint(key, draws, 0, len(members))]
+      pair = jnp.broadcast_to(pair, (self.rounds, self.parallel))
       payoffs = jnp.asarray(ordinal_2x2.flat_to_table(types.pairs), jnp.float32)[pair]
       kind = jnp.asarray(types.type_of)[pair]
     else:
       payoffs = jnp.broadcast_to(jnp.asarray(self.table, jnp.float32),
-                                 (self.rounds, *self.table.shape))
-      kind = jnp.full((self.rounds,), -1 if (t := ordinal_2x2.ordinal_type(self.table)) is None
-                      else t)
+                                 (self.rounds, 1, *self.table.shape))
+      kind = jnp.full((self.rounds, 1),
+                      -1 if (t := ordinal_2x2.ordinal_type(self.table)) is None else t)
     data = Rounds(payoffs=payoffs, kind=kind.astype(jnp.int32),
                   choices=jnp.full((self.rounds, 2), NO_CHOICE, jnp.int32),
                   rounds_done=jnp.int32(0), totals=jnp.zeros((2,), jnp.float32))
@@ -431,13 +497,14 @@ class MatrixGame(api.Game):
     current = data.rounds_done
     choices = data.choices.at[current, player].set(action)
     round_over = player == 1
-    # The round's payoffs, used only when Player 1 has moved.
-    gains = data.payoffs[current, choices[current, 0], action]
+    # The round's payoffs summed over its tables, used only when Player 1 has moved.
+    rows, cols = self.table_moves(choices[current, 0]), self.table_moves(action)  # [parallel]
+    gains = data.payoffs[current, jnp.arange(self.parallel), rows, cols].sum(0)  # [2]
     totals = data.totals + jnp.where(round_over, gains, 0.0)
     rounds_done = current + round_over.astype(jnp.int32)
     game_over = rounds_done == self.rounds
-    low = data.payoffs.min((1, 2)).sum(0)  # [2]
-    high = data.payoffs.max((1, 2)).sum(0)
+    low = data.payoffs.min((2, 3)).sum((0, 1))  # [2]
+    high = data.payoffs.max((2, 3)).sum((0, 1))
     spread = high - low
     scaled = jnp.where(spread > 0, 2 * (totals - low) / jnp.where(spread > 0, spread, 1) - 1, 0)
     next_player = 1 - player
@@ -467,14 +534,25 @@ class MatrixGame(api.Game):
     layout, data = self._layout, state.data
     rows = jnp.where(player == 0, layout.cell_rows[0], layout.cell_rows[1])
     cols = jnp.where(player == 0, layout.cell_cols[0], layout.cell_cols[1])
-    current = data.payoffs[jnp.minimum(data.rounds_done, self.rounds - 1)]  # This round's table.
-    table = jnp.broadcast_to(current, (rows.shape[0], *current.shape))
-    parts = [jnp.asarray(layout.intro)[player],
-             self._outcome_ids(layout.cells, table, player, rows, cols)]
+    parallel, lines = self.parallel, rows.shape[0]
+    game_labels = jnp.asarray(layout.game_labels)
+    # This round's tables [parallel, n, m, 2], each shown as its `lines` payoff lines.
+    current = data.payoffs[jnp.minimum(data.rounds_done, self.rounds - 1)]
+    cells = self._outcome_ids(layout.cells, jnp.repeat(current, lines, axis=0), player,
+                              jnp.tile(rows, parallel), jnp.tile(cols, parallel))
+    cells = cells.reshape(parallel, lines)
+    if parallel > 1:
+      cells = jnp.concatenate([game_labels[:, None], cells], 1)
+    parts = [jnp.asarray(layout.intro)[player], cells.reshape(-1)]
     done = jnp.arange(self.rounds) < data.rounds_done
-    moves = jnp.maximum(data.choices, 0)
-    outcomes = self._outcome_ids(layout.outcomes, data.payoffs, player, moves[:, 0], moves[:, 1])
-    history = jnp.stack([jnp.asarray(layout.labels), outcomes], 1)
+    moves = self.table_moves(jnp.maximum(data.choices, 0))  # [rounds, 2, parallel]
+    outcomes = self._outcome_ids(
+        layout.outcomes, data.payoffs.reshape(-1, *data.payoffs.shape[2:]), player,
+        moves[:, 0].reshape(-1), moves[:, 1].reshape(-1)).reshape(self.rounds, parallel)
+    if parallel > 1:
+      labelled = jnp.broadcast_to(game_labels, outcomes.shape)
+      outcomes = jnp.stack([labelled, outcomes], 2).reshape(self.rounds, 2 * parallel)
+    history = jnp.concatenate([jnp.asarray(layout.labels)[:, None], outcomes], 1)
     parts.append(jnp.where(done[:, None], history, api.PAD_PHRASE).reshape(-1))
     if self.rounds > 1:
       totals = jnp.asarray(layout.totals)
@@ -493,22 +571,27 @@ class MatrixGame(api.Game):
     return jnp.concatenate([jnp.atleast_1d(p) for p in parts]).astype(jnp.int32)
 
   def render_text(self, state: api.State, player: int) -> str:
-    data, names = state.data, self.actions
-    payoffs = np.asarray(data.payoffs)  # [rounds, n, m, 2]
+    data, names = state.data, self.move_names
+    payoffs = np.asarray(data.payoffs)  # [rounds, parallel, n, m, 2]
     n, m = self.shape
     other = 1 - player
     rounds_done = int(data.rounds_done)
-    text = _intro(player, self.rounds, self.hidden_rounds, self.sequential)
+    labelled = lambda t: _game_text(t) if self.parallel > 1 else ""
+    text = _intro(player, self.rounds, self.hidden_rounds, self.sequential, self.parallel)
     seen_as = lambda i, j: ((i, j) if player == 0 else (j, i))  # (own move, other's move)
     lines = sorted((seen_as(i, j), (i, j)) for i in range(n) for j in range(m))
-    table = payoffs[min(rounds_done, self.rounds - 1)]
-    for (own, theirs), (i, j) in lines:
-      text += _cell_text(names[own], names[theirs], table[i, j, player], table[i, j, other])
+    for t, table in enumerate(payoffs[min(rounds_done, self.rounds - 1)]):
+      text += labelled(t)
+      for (own, theirs), (i, j) in lines:
+        text += _cell_text(names[own], names[theirs], table[i, j, player], table[i, j, other])
+    moves = self.table_moves(np.asarray(data.choices))  # [rounds, 2, parallel]
     for r in range(rounds_done):
-      i, j = (int(x) for x in data.choices[r])
-      own, theirs = seen_as(i, j)
-      text += _label_text(r + 1, self.rounds) + _outcome_text(
-          names[own], names[theirs], payoffs[r, i, j, player], payoffs[r, i, j, other])
+      text += _label_text(r + 1, self.rounds, self.parallel)
+      for t in range(self.parallel):
+        i, j = (int(x) for x in moves[r, :, t])
+        own, theirs = seen_as(i, j)
+        text += labelled(t) + _outcome_text(names[own], names[theirs],
+                                            payoffs[r, t, i, j, player], payoffs[r, t, i, j, other])
     if self.rounds > 1:
       if rounds_done > 0:
         text += (_you_total_text(float(data.totals[player]))
@@ -518,6 +601,7 @@ class MatrixGame(api.Game):
                             self.hidden_rounds)
     if state.terminated:
       return text + _GAME_OVER
+    names = self.actions
     legal = ", ".join(f"[{a}]" for a, ok in zip(names, state.legal_action_mask) if ok)
     return text + _LEGAL + legal
 
@@ -525,7 +609,8 @@ class MatrixGame(api.Game):
 
   def eval_stats(self, final_states: api.State, learner_seat) -> dict[str, float]:
     """Over the learner's moves in finished games (host arrays, batch [B]; self-play rows, seat
-    -1, are skipped), each move judged against its round's table:
+    -1, are skipped), each move judged against its round's table (each table of a parallel
+    game on its own):
     - nash_action_rate: share of its moves that belong to a pure Nash equilibrium of the table
       (counted over tables that have one);
     - nash_outcome_rate: share of finished rounds whose outcome is a pure Nash equilibrium (same
@@ -544,9 +629,12 @@ class MatrixGame(api.Game):
     A statistic with nothing to count is left out.
     """
     data = final_states.data
-    choices = np.asarray(data.choices)  # [B, R, 2]
-    payoffs = np.asarray(data.payoffs)  # [B, R, n, m, 2]
-    seat = np.asarray(learner_seat).astype(np.int64)
+    # Each table of a parallel game counts as a game of its own: rows [B * parallel].
+    choices = self.table_moves(np.asarray(data.choices))  # [B, R, 2, parallel]
+    choices = np.moveaxis(choices, 3, 1).reshape(-1, *choices.shape[1:3])  # [B', R, 2]
+    payoffs = np.asarray(data.payoffs)  # [B, R, parallel, n, m, 2]
+    payoffs = np.moveaxis(payoffs, 2, 1).reshape(-1, *payoffs.shape[1:2], *payoffs.shape[3:])
+    seat = np.repeat(np.asarray(learner_seat).astype(np.int64), self.parallel)
     learner = seat >= 0
     seat = np.maximum(seat, 0)
     rows = np.arange(choices.shape[0])

@@ -250,6 +250,14 @@ def pig_hold_at(target: int):
 # as Player 1 they never see Player 0's choice of the current round. Moves are action ids: 0 is
 # 'cooperate' (social dilemmas) or the row player's favourite (Battle of the Sexes), 1 'defect' or
 # the column player's favourite. A move the mover lacks (non-square tables) becomes its first one.
+# In a parallel game (several 2x2 tables side by side) a strategy's move is played in every
+# table, and tit-for-tat copies the other player's whole answer.
+
+
+def _every_table(state: api.State, move) -> jax.Array:
+  """The action playing `move` (0 or 1) in every table of a parallel game; `move` otherwise."""
+  parallel = state.data.payoffs.shape[1]  # [rounds, parallel, n, m, 2]
+  return jnp.asarray(move, jnp.int32) * ((1 << parallel) - 1)
 
 
 def _matrix_move(state: api.State, action) -> jax.Array:
@@ -260,7 +268,8 @@ def _matrix_move(state: api.State, action) -> jax.Array:
 
 def matrix_constant(by_seat: tuple[int, int]):
   """Always by_seat[mover's seat]."""
-  return lambda state, key: _matrix_move(state, jnp.asarray(by_seat)[state.current_player])
+  return lambda state, key: _matrix_move(
+      state, _every_table(state, jnp.asarray(by_seat)[state.current_player]))
 
 
 def matrix_tit_for_tat(first: tuple[int, int] = (0, 0)):
@@ -269,7 +278,8 @@ def matrix_tit_for_tat(first: tuple[int, int] = (0, 0)):
   def policy(state: api.State, key: jax.Array) -> jax.Array:
     data, me = state.data, state.current_player
     last = data.choices[jnp.maximum(data.rounds_done - 1, 0), 1 - me]
-    return _matrix_move(state, jnp.where(data.rounds_done > 0, last, jnp.asarray(first)[me]))
+    return _matrix_move(state, jnp.where(data.rounds_done > 0, last,
+                                         _every_table(state, jnp.asarray(first)[me])))
 
   return policy
 
@@ -280,16 +290,16 @@ def matrix_grim_trigger(nice: int = 0, nasty: int = 1):
   def policy(state: api.State, key: jax.Array) -> jax.Array:
     data, me = state.data, state.current_player
     finished = jnp.arange(data.choices.shape[0]) < data.rounds_done
-    betrayed = (finished & (data.choices[:, 1 - me] != nice)).any()
-    return _matrix_move(state, jnp.where(betrayed, nasty, nice))
+    betrayed = (finished & (data.choices[:, 1 - me] != _every_table(state, nice))).any()
+    return _matrix_move(state, _every_table(state, jnp.where(betrayed, nasty, nice)))
 
   return policy
 
 
 def matrix_alternate(first: int = 0, second: int = 1):
   """`first` in odd rounds (1, 3, ...), `second` in even ones."""
-  return lambda state, key: _matrix_move(state, jnp.where(state.data.rounds_done % 2, second,
-                                                          first))
+  return lambda state, key: _matrix_move(
+      state, _every_table(state, jnp.where(state.data.rounds_done % 2, second, first)))
 
 
 _MATRIX = {"always_first": matrix_constant((0, 0)), "always_second": matrix_constant((1, 1)),

@@ -89,7 +89,7 @@ def test_named_games_map_to_one_class_each():
   for name, kind in kinds.items():
     rg = games.make("matrix_game", payoffs=f"rg{kind:03d}")
     assert ordinal_2x2.ordinal_type(rg.table) == kind
-    assert int(games.make("matrix_game", payoffs=name).init(KEY).data.kind[0]) == kind
+    assert int(games.make("matrix_game", payoffs=name).init(KEY).data.kind[0, 0]) == kind
   assert ordinal_2x2.ordinal_type(matrix_game.KNOWN_GAMES["matching_pennies"][0]) is None
   assert ordinal_2x2.ordinal_type(matrix_game.BATTLE_OF_THE_SEXES_210) is None  # ties
 
@@ -133,6 +133,9 @@ def test_pure_nash_equilibria_by_hand():
     ({"payoffs": "family:all", "sequential": True}, "sequential=True needs"),
     ({"payoffs": "stag_hunt", "rounds": 3, "sequential": True}, "sequential=True needs"),
     ({"payoffs": "family:all", "rounds": 3, "sequential": 1}, "sequential must be a bool"),
+    ({"payoffs": "family:all", "parallel": 5}, "parallel must be an integer in"),
+    ({"payoffs": "stag_hunt", "parallel": 2}, "parallel=2 needs"),
+    ({"payoffs": "family:all", "parallel": 2, "action_names": ("x/y", "z")}, "must not contain"),
     ({"payoffs": (tuple((j ** 0.5, j) for j in range(20)),), "rounds": 10}, "running totals"),
 ])
 def test_options_are_validated(options, message):
@@ -185,9 +188,9 @@ def test_prisoners_dilemma_payoffs_and_reward_scaling_over_3_rounds():
 def test_family_draws_every_type_and_shows_its_table():
   game = games.make("matrix_game", payoffs="family:all")
   states = jax.vmap(game.init)(jax.random.split(KEY, 4000))
-  kinds = np.asarray(states.data.kind)[:, 0]
+  kinds = np.asarray(states.data.kind)[:, 0, 0]
   assert set(kinds.tolist()) == set(range(144))
-  table = np.asarray(states.data.payoffs[0, 0]).astype(int)
+  table = np.asarray(states.data.payoffs[0, 0, 0]).astype(int)
   assert ordinal_2x2.ordinal_type(table) == kinds[0]
   text = game.render_text(jax.tree.map(lambda x: x[0], states), 1)
   assert (f"If you play A and they play B: you get {table[1, 0, 1]}, "
@@ -217,20 +220,21 @@ def test_families_draw_their_types_uniformly(family, pairs, kinds):
     np.testing.assert_array_equal(tables[..., 0], np.swapaxes(tables[..., 1], 1, 2))
   game = games.make("matrix_game", payoffs=f"family:{family}")
   states = jax.vmap(game.init)(jax.random.split(KEY, 3000))
-  drawn = np.asarray(states.data.payoffs)[:, 0].astype(int)  # [B, 2, 2, 2]
+  drawn = np.asarray(states.data.payoffs)[:, 0, 0].astype(int)  # [B, 2, 2, 2]
   flat = np.concatenate([drawn[..., 0].reshape(-1, 4), drawn[..., 1].reshape(-1, 4)], 1)
   allowed = {tuple(p) for p in types.pairs[members]}
   assert {tuple(f) for f in flat} <= allowed
-  assert set(np.asarray(states.data.kind)[:, 0].tolist()) == set(types.type_of[members].tolist())
+  assert set(np.asarray(states.data.kind)[:, 0, 0].tolist()) == set(
+      types.type_of[members].tolist())
 
 
 def test_sequential_games_draw_a_table_per_round():
   game = games.make("matrix_game", payoffs="family:all", rounds=3, sequential=True)
   states = jax.vmap(game.init)(jax.random.split(KEY, 200))
-  kinds = np.asarray(states.data.kind)
+  kinds = np.asarray(states.data.kind)[..., 0]
   assert (kinds[:, 0] != kinds[:, 1]).mean() > 0.9  # 143/144 expected to differ.
   state = jax.tree.map(lambda x: x[0], states)
-  tables = np.asarray(state.data.payoffs).astype(int)  # [3, 2, 2, 2]
+  tables = np.asarray(state.data.payoffs)[:, 0].astype(int)  # [3, 2, 2, 2]
   for round_index, moves in enumerate([(), (0, 1), (1, 1)]):
     state = _play(game, moves, state)
     text = game.render_text(state, 0)
@@ -246,6 +250,46 @@ def test_sequential_games_draw_a_table_per_round():
   # Ranks 1-4 in each round: totals range over [3, 12].
   np.testing.assert_allclose(state.rewards[0], 2 * (total - 3) / 9 - 1, rtol=1e-6)
   np.testing.assert_array_equal(state.data.totals[0], total)
+
+
+def test_parallel_games_answer_one_move_per_table():
+  game = games.make("matrix_game", payoffs="family:all", parallel=2, rounds=2)
+  assert game.actions == ("A/A", "A/B", "B/A", "B/B") and game.num_actions == 4
+  np.testing.assert_array_equal(game.table_moves(np.array([0, 1, 2, 3, -1])),
+                                [[0, 0], [0, 1], [1, 0], [1, 1], [-1, -1]])
+  state = game.init(jax.random.key(3))
+  tables = np.asarray(state.data.payoffs).astype(int)  # [2 rounds, 2 tables, 2, 2, 2]
+  np.testing.assert_array_equal(tables[0], tables[1])  # Not sequential: the same two tables.
+  assert int(state.data.kind[0, 0]) != int(state.data.kind[0, 1])  # Different with this key.
+  np.testing.assert_array_equal(state.legal_action_mask, [True] * 4)
+  state = _play(game, (2, 1), state)  # Row: B in game 1, A in game 2; column: A, then B.
+  gains = tables[0, 0, 1, 0] + tables[0, 1, 0, 1]
+  np.testing.assert_array_equal(state.data.totals, gains)
+  text = game.render_text(state, 1)
+  assert text.startswith("You are Player 1 in 2 two-player matrix games played side by side for "
+                         "2 rounds.\n")
+  assert "joined by '/'" in text and "Game 2: If you play" in text
+  assert ("Round 1:\nGame 1: you played A, they played B; you got "
+          f"{tables[0, 0, 1, 0, 1]}, they got {tables[0, 0, 1, 0, 0]}.\n"
+          "Game 2: you played B, they played A; you got "
+          f"{tables[0, 1, 0, 1, 1]}, they got {tables[0, 1, 0, 1, 0]}.\n") in text
+  assert text.endswith("Your legal moves: [A/A], [A/B], [B/A], [B/B]")
+  assert game.phrase_text(_render(game, state, 1)) == text
+  state = _play(game, (3, 3), state)
+  total = gains + tables[1, 0, 1, 1] + tables[1, 1, 1, 1]
+  # Each round pays the sum of two ranks (2-8); two rounds range over [4, 16].
+  np.testing.assert_allclose(state.rewards, 2 * (total - 4) / 12 - 1, rtol=1e-6)
+  # Each table counts on its own in the statistics: the Prisoner's Dilemma (equilibrium move:
+  # defect) beside the Stag Hunt (both moves in an equilibrium), the same moves as above.
+  known = [np.asarray(matrix_game.KNOWN_GAMES[name][0], np.float32)
+           for name in ("prisoners_dilemma", "stag_hunt")]
+  state = game.init(KEY)
+  state = _play(game, (2, 1, 3, 3), state.replace(data=state.data.replace(
+      payoffs=jnp.broadcast_to(jnp.asarray(known), (2, 2, 2, 2, 2)))))
+  finals = _stack([state, state])
+  # Seat 0 played (D, C) then (D, D): all equilibrium moves; seat 1 (C, D) then (D, D): 3 of 4.
+  assert game.eval_stats(finals, np.array([0, -1]))["nash_action_rate"] == 1.0
+  assert game.eval_stats(finals, np.array([1, -1]))["nash_action_rate"] == pytest.approx(3 / 4)
 
 
 def test_non_square_tables_give_each_player_its_moves():
@@ -309,6 +353,9 @@ def test_extra_configurations_pass_the_render_and_playout_checks():
   for options in ({"payoffs": "family:all", "rounds": 3},
                   {"payoffs": "family:no_pure_ne", "rounds": 3, "sequential": True,
                    "hidden_rounds": True},
+                  {"payoffs": "family:all", "parallel": 3},
+                  {"payoffs": "family:two_pure_ne", "parallel": 2, "rounds": 2,
+                   "sequential": True, "action_names": ("up", "down")},
                   {"payoffs": (((1, 0), (0, 2.5)), ((3, 1), (2, 2)), ((0, 0), (1.5, 1))),
                    "action_names": ("up", "mid", "down"), "rounds": 2, "hidden_rounds": True}):
     game = games.make("matrix_game", **options)
@@ -360,6 +407,15 @@ def test_scripted_opponents(seat):
   bos = "repeated_battle_of_the_sexes"
   assert _opponent_moves(bos, "stubborn", [0, 1], seat) == [seat] * 3
   assert _opponent_moves(bos, "tit_for_tat", [1, 0], seat) == [seat, 1, 0]
+
+
+def test_scripted_opponents_play_every_table_of_a_parallel_game():
+  game = games.make("matrix_game", payoffs="family:all", parallel=2, rounds=3)
+  move = lambda name, moves: int(_jitted_opponent("matrix_game", name)(_play(game, moves), KEY))
+  assert move("always_second", ()) == 3 and move("always_first", (3, 3)) == 0  # B/B, A/A
+  assert move("tit_for_tat", ()) == 0 and move("tit_for_tat", (1, 2, 3)) == 1  # Copies A/B.
+  assert move("grim_trigger", (0, 0)) == 0 and move("grim_trigger", (0, 2, 0, 0)) == 3
+  assert move("alternate", ()) == 0 and move("alternate", (0, 0)) == 3
 
 
 def test_second_mover_ignores_the_current_choice():
@@ -434,7 +490,7 @@ def test_family_stats_per_equilibrium_family():
 
   def with_table(table, moves):
     state = game.init(KEY)
-    state = state.replace(data=state.data.replace(payoffs=jnp.asarray(table)[None]))
+    state = state.replace(data=state.data.replace(payoffs=jnp.asarray(table)[None, None]))
     return _play(game, moves, state)
 
   finals = _stack([
