@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
       samples_per_step=128,
       games_per_batch=16,  # Games played side by side per game kind per step (all turns collected).
-      max_prompt_len=1024,
+      max_prompt_len=1024,  # 0 = the longest prompt of the run's games, found at start-up.
       max_response_len=4096,
       temperature=1.0,
       top_p=1.0,

@@ -142,6 +142,9 @@ def experiment_shapes(config: spec_lib.RunSpec) -> experiment.Experiment:
   """An Experiment with what the train step needs (no tokenizer, no weights)."""
   if config.rollout.mode != "text":
     raise ValueError(f"rollout.mode={config.rollout.mode!r}: memory planning covers 'text' only.")
+  if not config.rollout.max_prompt_len:
+    raise ValueError("rollout.max_prompt_len=0: memory planning needs the prompt length; set it "
+                     "(a run with 0 prints the length it found at start-up).")
   return experiment.Experiment(config, experiment.model_config(config), tokenizer=None,
                                chat=None, kits=(),
                                max_response_len=config.rollout.max_response_len, num_actions=1,

@@ -38,6 +38,8 @@ _RANGES = (
      "is greedy evaluation)."),
     ("rollout.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
     ("rollout.top_k", lambda k: k >= 0, "must be >= 0 (0 = off)."),
+    ("rollout.max_prompt_len", lambda n: n >= 0,
+     "must be >= 0 (0 = the longest prompt of the run's games, found at start-up)."),
     ("eval.temperature", lambda t: t >= 0, "must be >= 0 (0 = greedy)."),
     ("eval.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
     ("eval.kuhn_samples", lambda n: n >= 0, "must be >= 0 (0 = no estimate)."),
@@ -270,7 +272,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
       _fail("eval.task_difficulties", config.eval.task_difficulties,
             "must be whole numbers, comma-separated (e.g. 1,2,3), or '' for the training one.")
   _positive(config, "rollout.samples_per_step", "rollout.games_per_batch",
-            "rollout.max_prompt_len", "rollout.max_response_len", "rl.ppo_epochs",
+            "rollout.max_response_len", "rl.ppo_epochs",
             "rl.num_minibatches", "rl.micro_batch_size", "rl.group_size", "train.steps", "train.eval_every",
             "train.checkpoint_every", "train.keep_checkpoints", "eval.games_per_seat",
             "optimizer.learning_rate")

@@ -200,7 +200,8 @@ def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,
 
 def build(config: spec_lib.RunSpec, tokenizer, model: model_configs.ModelConfig
           ) -> Experiment:
-  """Tables and policies for every training and held-out game (tokenisation happens here, once)."""
+  """Tables and policies for every training and held-out game (tokenisation happens here, once).
+  The returned experiment's config has rollout.max_prompt_len resolved when it was 0."""
   chat = tokenizers.chat_format(tokenizer, config.model.chat_format)
   pad_id = tokenizers.pad_id(tokenizer, chat)
   game_list = configuration.make_games(config)
@@ -219,7 +220,11 @@ def build(config: spec_lib.RunSpec, tokenizer, model: model_configs.ModelConfig
   heldout = [game_kit(exp, game, byte_table,
                       answers.scoring_table(game.actions, tokenizer) if scoring_mode else None,
                       "eval.heldout_games") for game in configuration.make_heldout_games(config)]
-  return dataclasses.replace(exp, kits=tuple(kits), heldout_kits=tuple(heldout))
+  if not config.rollout.max_prompt_len:  # 0: the longest prompt of the run's games.
+    longest = max(kit.prompts.max_prompt_len for kit in kits + heldout)
+    config = dataclasses.replace(config, rollout=dataclasses.replace(
+        config.rollout, max_prompt_len=longest))
+  return dataclasses.replace(exp, config=config, kits=tuple(kits), heldout_kits=tuple(heldout))
 
 
 def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np.ndarray],
@@ -230,8 +235,9 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   """
   config, model, pad_id = exp.config, exp.model, exp.pad_id
   try:
-    table = prompts.prompt_table(game, exp.tokenizer, exp.chat, config.rollout.max_prompt_len,
-                                 fit=True, style=prompt_style(config, game))
+    table = prompts.prompt_table(game, exp.tokenizer, exp.chat,
+                                 config.rollout.max_prompt_len or None, fit=True,
+                                 style=prompt_style(config, game))
   except ValueError as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "

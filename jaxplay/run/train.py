@@ -128,6 +128,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
   phases = phases_lib.Phases()
   with phases("set-up: model, games, train step"):
     exp, state, step_fn, layout = store.setup(config)
+  if not config.rollout.max_prompt_len:
+    print(f"rollout.max_prompt_len=0: the longest prompt of the run's games takes "
+          f"{exp.config.rollout.max_prompt_len} tokens.", flush=True)
   # The frozen opponent keeps the initial params (copied: the train step donates the state).
   frozen_params = (jax.tree.map(jax.numpy.copy, state.params)
                    if "frozen" in config.rollout.seats else None)

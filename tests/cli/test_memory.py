@@ -57,6 +57,13 @@ def plans():
   return memory.plan(tiny_spec(), one_device_mesh())
 
 
+def test_an_automatic_prompt_length_is_refused_by_name():
+  config = tiny_config()
+  config.rollout.max_prompt_len = 0
+  with pytest.raises(ValueError, match=r"rollout.max_prompt_len=0: memory planning needs"):
+    memory.experiment_shapes(tiny_spec(config))
+
+
 def test_params_and_optimizer_match_hand_count(plans):
   train, sampler = plans
   count = hand_param_count(experiment.model_config(tiny_spec()))

@@ -11,7 +11,9 @@ from absl import flags
 from ml_collections import config_flags
 from safetensors.numpy import save_file
 
+import games
 from configs import rlvr_arithmetic, spiral, team_zero_one
+from games import opponents
 from jaxplay import errors
 from jaxplay.run import configuration, experiment
 from jaxplay.text import prompts
@@ -77,6 +79,8 @@ def test_unknown_config_argument():
     ("rollout.top_p", 0.0, r"config.rollout.top_p=0.0: must be in \(0, 1\] \(1 = off\)"),
     ("rollout.top_p", 1.5, r"config.rollout.top_p=1.5: must be in \(0, 1\]"),
     ("rollout.top_k", -1, r"config.rollout.top_k=-1: must be >= 0 \(0 = off\)"),
+    ("rollout.max_prompt_len", -1,
+     r"config.rollout.max_prompt_len=-1: must be >= 0 \(0 = the longest prompt"),
     ("eval.temperature", -0.5, r"config.eval.temperature=-0.5: must be >= 0 \(0 = greedy\)"),
     ("eval.top_p", 0.0, r"config.eval.top_p=0.0: must be in \(0, 1\]"),
     ("eval.top_p", 2.0, r"config.eval.top_p=2.0: must be in \(0, 1\]"),
@@ -302,6 +306,18 @@ def test_every_shipped_config_validates(name):
     configuration.validate(module.get_config("local"))
     with pytest.raises(configuration.ConfigError, match=r"config.model.path=''"):
       configuration.validate(module.get_config())
+  elif name == "game":  # Takes a game name: every two-player game, and a one-line error.
+    for game in games.registered_names():
+      if games.make(game).num_players == 2:
+        config = module.get_config(game)
+        spec = configuration.validate(config)
+        assert spec.games == (game,) and spec.rollout.max_prompt_len == 0
+        assert spec.eval.opponents == opponents.names(game)
+        assert spec.game_options[game].get("rules", False) is False
+    for bad in (None, "chess", "arithmetic"):
+      with pytest.raises(ValueError, match=r"configs/game.py needs a two-player game.*valid: "
+                                           r"connect_four.*tic_tac_toe"):
+        module.get_config(bad)
   else:
     configuration.validate(module.get_config())
 

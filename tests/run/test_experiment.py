@@ -73,6 +73,18 @@ def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_ru
   assert "eval/kuhn_poker/exploitability" not in results  # Exact only in action-scoring mode.
 
 
+def test_max_prompt_len_zero_takes_the_longest_prompt_of_the_games(text_run):
+  exp, _ = text_run
+  config = _text_config("nim")
+  config.rollout.max_prompt_len = 0
+  auto, _ = _build(config)
+  bounds = [prompts.prompt_table(kit.game, exp.tokenizer, exp.chat).max_prompt_len
+            for kit in auto.kits + auto.heldout_kits]
+  assert [k.prompts.max_prompt_len for k in auto.kits + auto.heldout_kits] == bounds
+  assert auto.config.rollout.max_prompt_len == max(bounds) > 0
+  assert auto.seq_len == max(bounds) + auto.max_response_len
+
+
 def test_heldout_prompts_longer_than_max_prompt_len_fail_naming_the_fields(text_run):
   exp, _ = text_run
   byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)

@@ -4,6 +4,7 @@ bit-identical, metrics/transcripts/plots are written, a foreign workdir is refus
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import game as game_config
 from jaxplay.models import transformer
 from jaxplay.run import configuration, metrics, store, train
 from jaxplay.run import workdir as workdir_lib
@@ -289,3 +291,22 @@ def test_iterative_spo_alternates_phases_and_resumes_inside_one(tmp_path):
   _, _, final_resumed, _ = store.load_run(resumed)
   assert int(final.schedule.phase) == 1 and int(final.schedule.since) == 2
   _assert_trees_equal(jax.device_get(final.schedule), jax.device_get(final_resumed.schedule))
+
+
+def test_the_game_config_trains_any_game_at_the_prompt_length_it_needs(tmp_path, capsys):
+  """configs/game.py:matrix_game with a parallel family: rollout.max_prompt_len=0 resolves to the
+  game's longest prompt, and the run evaluates against every registered opponent."""
+  config = game_config.get_config("matrix_game")
+  config.game_options.matrix_game.update(payoffs="family:all", parallel=2)
+  for field, value in {**stand_ins.TINY_KUHN_RUN, "rollout.max_prompt_len": 0,
+                       "train.steps": 1, "train.eval_every": 1}.items():
+    section, name = field.split(".")
+    config[section][name] = value
+  summary = train.train(config, str(tmp_path))
+  found = re.search(r"rollout.max_prompt_len=0: the longest prompt of the run's games takes "
+                    r"(\d+) tokens", capsys.readouterr().out)
+  assert found and int(found.group(1)) > 0
+  rows = metrics.read_jsonl(summary["metrics"])
+  evals = [r for r in rows if "eval/matrix_game/tit_for_tat/win_rate" in r]
+  assert [r["step"] for r in evals] == [0, 1]
+  assert "eval/matrix_game/always_second/nash_action_rate" in evals[0]
