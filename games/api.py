@@ -142,6 +142,15 @@ class Game(abc.ABC):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class WithRules(Game, abc.ABC):
+  """A game whose prompt explains its rules in a paragraph: `rules=False` leaves the paragraph out
+  (models trained from scratch learn the game from its rewards and gain nothing from reading it);
+  the game's intro line stays. Subclasses honour `self.rules` in their phrases and render_text."""
+
+  rules: bool = True
+
+
 def _select(pred: jax.Array, on_true: State, on_false: State) -> State:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -183,6 +192,9 @@ def make(name: str, **options) -> Game:
   valid = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(options) - valid)
   if unknown:
+    with_rules = sorted(n for n, c in _REGISTRY.items() if issubclass(c, WithRules))
+    hint = (f" (`rules` belongs to games with a rules paragraph: {', '.join(with_rules)})"
+            if "rules" in unknown else "")
     raise ValueError(f"Unknown option(s) {unknown} for game {name!r}; "
-                     f"valid options: {', '.join(sorted(valid))}.")
+                     f"valid options: {', '.join(sorted(valid))}{hint}.")
   return cls(**options)

@@ -95,10 +95,9 @@ _GAME_OVER = "The game is over."
 
 @api.register
 @dataclasses.dataclass(frozen=True)
-class ConnectFour(api.Game):
+class ConnectFour(api.WithRules):
   rows: int = 6
   columns: int = 7
-  rules: bool = True
 
   name = "connect_four"
 

@@ -110,9 +110,8 @@ _GAME_OVER = "\nThe game is over."
 
 @api.register
 @dataclasses.dataclass(frozen=True)
-class KuhnPoker(api.Game):
+class KuhnPoker(api.WithRules):
   rounds: int = 1
-  rules: bool = True
 
   name = "kuhn_poker"
 

@@ -103,10 +103,9 @@ _GAME_OVER = "The game is over."
 
 @api.register
 @dataclasses.dataclass(frozen=True)
-class Pig(api.Game):
+class Pig(api.WithRules):
   win_score: int = 30
   horizon: int = 60
-  rules: bool = True
 
   name = "pig"
 

@@ -1,9 +1,10 @@
 """Generic API checks, run on every registered game (a new game gets them for free)."""
 
+import jax
 import pytest
 
 import games
-from games import checks
+from games import api, checks
 
 ALL_GAMES = [(name, {}) for name in games.registered_names()]
 if "kuhn_poker" in games.registered_names():
@@ -45,3 +46,17 @@ def test_unknown_game_lists_valid_ones():
 def test_unknown_option_lists_valid_ones():
   with pytest.raises(ValueError, match="valid options: invalid_rewards"):
     games.make("tic_tac_toe", board_size=4)
+  with pytest.raises(ValueError, match=r"`rules` belongs to games with a rules paragraph: "
+                                       r"connect_four, kuhn_poker, pig\)"):
+    games.make("tic_tac_toe", rules=False)
+
+
+def test_games_with_a_rules_paragraph_leave_it_out_on_request():
+  with_rules = [n for n in games.registered_names()
+                if isinstance(games.make(n), api.WithRules)]
+  assert with_rules == ["connect_four", "kuhn_poker", "pig"]
+  for name in with_rules:
+    long, short = games.make(name), games.make(name, rules=False)
+    state = long.init(jax.random.key(0))
+    assert "Rules:" in long.render_text(state, 0) and "Rules:" not in short.render_text(state, 0)
+    assert len(short.render_text(state, 0)) < len(long.render_text(state, 0))
