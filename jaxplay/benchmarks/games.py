@@ -22,7 +22,7 @@ import pgx
 import games
 from jaxplay import benchmarks
 
-GAMES = ("kuhn_poker", "tic_tac_toe")  # Names in both games.make and pgx.make.
+GAMES = ("kuhn_poker", "tic_tac_toe", "connect_four")  # Names in both games.make and pgx.make.
 HEADER = ("date", "game", "batch", "steps", "ours steps/s", "pgx steps/s", "ours/pgx", "machine")
 
 
