@@ -1,0 +1,165 @@
+"""Turn-samples per second of a whole self-play collection: the compiled episode vs a host loop.
+
+python -m jaxplay.benchmarks.rollout [--games kuhn_poker tic_tac_toe simple_negotiation]
+    [--batch 32] [--response-len 32] [--examples 2] [--repeats 2] [--dtypes float32 bfloat16]
+
+Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, free text,
+temperature 1, self-play) with `--batch` games side by side: one compiled program renders every
+live game's prompt, samples the responses with the KV cache, parses `\\boxed{}` and steps the
+games, turn after turn, until every game has ended (`experiment.play`). The host loop is how
+SPIRAL and TextArena collect: a Python loop over turns that writes each live game's prompt as text
+(the same prompt: `prompts.reference_prompt`), tokenises the batch with the model's transformers
+tokenizer, samples with transformers `generate` (the same GGUF, temperature 1, no top-k/top-p),
+decodes, finds the answer with Python string matching (`answers.parse_text`) and steps each game
+on its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
+compared). Both sides stop a response only at the model's end-of-turn tokens or after
+`--response-len` tokens (no stop at the answer), so both generate alike; a turn-sample is one live
+game's turn. Each side runs at each of `--dtypes`; after a warm-up collection, the median of
+`--repeats` alternating rounds. Our compile time is reported apart; transformers gets as many
+threads as this process may use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import pathlib
+
+import jax
+import numpy as np
+
+from configs import spiral
+from jaxplay import benchmarks
+from jaxplay.models import loading
+from jaxplay.run import configuration, experiment
+from jaxplay.text import answers, prompts
+from jaxplay.text import tokenizer as tokenizers
+
+SECTION = "episode: turn-samples per second of a self-play collection vs a host loop"
+HEADER = ("date", "model", "game", "batch", "response tokens", "examples",
+          "ours turn-samples/s by dtype", "host loop turn-samples/s by dtype",
+          "ours best / host loop best", "turn-samples per collection (ours, host)",
+          "our compile s", "machine")
+
+
+def bench_config(game: str, batch: int, response_len: int, examples: int, dtype: str):
+  """configs/spiral.py:local playing `game` alone in self-play, `batch` games a collection, the
+  plain model (no LoRA) in `dtype`, responses stopped only at end-of-turn tokens."""
+  config = spiral.get_config("local")
+  config.games = game
+  config.model.update(dtype=dtype, param_dtype=dtype, lora_rank=0)
+  config.prompt.examples = examples
+  config.rollout.update(seats="self_play", games_per_batch=batch, samples_per_step=batch,
+                        max_response_len=response_len, stop_at_answer=False, temperature=1.0,
+                        top_p=1.0, top_k=0, max_prompt_len=0)
+  config.rl.group_size = 1
+  config.rl.estimator = "rae"
+  return configuration.validate(config)
+
+
+def ours_collection(config, batch: int):
+  """A call playing one collection of `batch` games; returns the turn-samples it played."""
+  model, params, tokenizer = experiment.load_model_and_tokenizer(config, jax.random.key(0))
+  exp = experiment.build(config, tokenizer, model)
+  [kit] = exp.kits
+  play = jax.jit(lambda params, key: experiment.play(exp, kit, params, key, batch).active.sum())
+  keys = iter(jax.random.split(jax.random.key(1), 1000))
+  return lambda: int(play(params, next(keys))), exp, kit
+
+
+def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, hf_tokenizer,
+                    batch: int, response_len: int):
+  """The host loop's call playing one collection of `batch` games; returns its turn-samples."""
+  import torch
+  game, chat = kit.game, exp.chat
+  style = experiment.prompt_style(exp.config, game)
+  init, step = jax.jit(game.init), jax.jit(game.step)
+  hf_tokenizer.padding_side = "left"
+  pad = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else exp.pad_id
+  rng = np.random.default_rng(0)
+
+  def call():
+    states = [init(jax.random.key(int(seed))) for seed in rng.integers(1 << 30, size=batch)]
+    turns = 0
+    while live := [i for i, s in enumerate(states) if not bool(s.terminated)]:
+      texts = [prompts.reference_prompt(game, chat, states[i], int(states[i].current_player),
+                                        style) for i in live]
+      encoded = hf_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+      with torch.inference_mode():
+        output = model.generate(**encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                max_new_tokens=response_len, eos_token_id=list(chat.stop_ids),
+                                pad_token_id=pad)
+      responses = hf_tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:],
+                                            skip_special_tokens=True)
+      for i, response in zip(live, responses):
+        action = answers.parse_text(response, game.actions)
+        states[i] = step(states[i], action, jax.random.key(int(rng.integers(1 << 30))))
+      turns += len(live)
+    return turns
+
+  return call
+
+
+def main(argv=None) -> list[tuple]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--games", nargs="+", default=("kuhn_poker", "tic_tac_toe"))
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--response-len", type=int, default=32)
+  parser.add_argument("--examples", type=int, default=2,
+                      help="worked examples per prompt (the local preset's 2)")
+  benchmarks.add_side_by_side_flags(parser)
+  parser.set_defaults(repeats=2)
+  args = parser.parse_args(argv)
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  import torch
+  import transformers
+
+  threads = len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  directory, name = os.path.split(loading.gemma3_270m_default())
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+  theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
+      directory, gguf_file=name, dtype=getattr(torch, dtype)).eval() for dtype in args.dtypes}
+  machine, today = benchmarks.machine(), datetime.date.today().isoformat()
+  rows = []
+  for game in args.games:
+    calls = {}
+    for dtype in args.dtypes:
+      config = bench_config(game, args.batch, args.response_len, args.examples, dtype)
+      calls["ours", dtype], exp, kit = ours_collection(config, args.batch)
+    for dtype, model in theirs.items():
+      calls["host", dtype] = host_collection(exp, kit, model, hf_tokenizer, args.batch,
+                                             args.response_len)
+    turns = {key: [] for key in calls}
+    counted = {key: functools.partial(_counting, call, turns[key]) for key, call in calls.items()}
+    first, median = benchmarks.first_and_median_seconds(list(counted.values()), args.repeats)
+    rates, compile_s = {"ours": {}, "host": {}}, {}
+    for index, (side, dtype) in enumerate(calls):
+      timed = turns[side, dtype][1:]  # The warm-up collection is not counted.
+      rates[side][dtype] = float(np.mean(timed)) / median[index]
+      if side == "ours":  # The warm-up call less a timed one: compilation.
+        compile_s[dtype] = first[index] - median[index]
+    best = lambda side: max(rates[side].values())
+    mean_turns = lambda side: np.mean([np.mean(turns[k][1:]) for k in calls if k[0] == side])
+    rows.append((today, "gemma3_270m", game, args.batch, args.response_len, args.examples,
+                 benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["host"]),
+                 f"{best('ours') / best('host'):.2f}",
+                 f"{mean_turns('ours'):.0f}, {mean_turns('host'):.0f}",
+                 benchmarks.by_dtype(compile_s),
+                 f"{machine}, torch {torch.__version__} ({threads} threads), {args.repeats} "
+                 "repeats"))
+    print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
+  print("\n".join(benchmarks.markdown_table(HEADER, rows)))
+  if args.output:
+    benchmarks.append_rows(SECTION, HEADER, rows, pathlib.Path(args.output))
+  return rows
+
+
+def _counting(call, turns: list[int]):
+  turns.append(call())
+
+
+if __name__ == "__main__":
+  main()
