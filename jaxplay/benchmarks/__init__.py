@@ -102,6 +102,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
           for row in [header, ["---"] * len(header), *rows]]
 
 
+def torch_machine(repeats: int) -> str:
+  """`machine()` with the PyTorch version and threads, and the repeats: a side-by-side row's
+  machine cell."""
+  import torch  # pylint: disable=import-outside-toplevel
+  return (f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{repeats} repeats")
+
+
+def report(section: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+           output: str) -> None:
+  """Prints the rows as a table and appends them under `## {section}` of `output` ('' = no)."""
+  print("\n".join(markdown_table(header, rows)))
+  if output:
+    append_rows(section, header, rows, pathlib.Path(output))
+
+
 def append_rows(section: str, header: Sequence[str], rows: Sequence[Sequence[str]],
                 path: pathlib.Path = BENCHMARKS_MD) -> None:
   """Appends rows to the table under `## {section}` in `path`, creating the file or section."""

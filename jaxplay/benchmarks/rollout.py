@@ -25,7 +25,6 @@ import argparse
 import datetime
 import functools
 import os
-import pathlib
 
 import jax
 import numpy as np
@@ -35,7 +34,6 @@ from jaxplay import benchmarks
 from jaxplay.models import loading
 from jaxplay.run import configuration, experiment
 from jaxplay.text import answers, prompts
-from jaxplay.text import tokenizer as tokenizers
 
 SECTION = "episode: turn-samples per second of a self-play collection vs a host loop"
 HEADER = ("date", "model", "game", "batch", "response tokens", "examples",
@@ -116,13 +114,12 @@ def main(argv=None) -> list[tuple]:
   import torch
   import transformers
 
-  threads = len(os.sched_getaffinity(0))
-  torch.set_num_threads(threads)
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
   directory, name = os.path.split(loading.gemma3_270m_default())
   hf_tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
   theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
       directory, gguf_file=name, dtype=getattr(torch, dtype)).eval() for dtype in args.dtypes}
-  machine, today = benchmarks.machine(), datetime.date.today().isoformat()
+  today = datetime.date.today().isoformat()
   rows = []
   for game in args.games:
     calls = {}
@@ -147,13 +144,9 @@ def main(argv=None) -> list[tuple]:
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["host"]),
                  f"{best('ours') / best('host'):.2f}",
                  f"{mean_turns('ours'):.0f}, {mean_turns('host'):.0f}",
-                 benchmarks.by_dtype(compile_s),
-                 f"{machine}, torch {torch.__version__} ({threads} threads), {args.repeats} "
-                 "repeats"))
+                 benchmarks.by_dtype(compile_s), benchmarks.torch_machine(args.repeats)))
     print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
-  print("\n".join(benchmarks.markdown_table(HEADER, rows)))
-  if args.output:
-    benchmarks.append_rows(SECTION, HEADER, rows, pathlib.Path(args.output))
+  benchmarks.report(SECTION, HEADER, rows, args.output)
   return rows
 
 

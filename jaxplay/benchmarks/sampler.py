@@ -22,7 +22,6 @@ import argparse
 import datetime
 import functools
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +79,7 @@ def main(argv=None) -> list[tuple]:
   theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
       directory, gguf_file=name, dtype=getattr(torch, dtype)).eval() for dtype in args.dtypes}
   peak = benchmarks.matmul_flops_per_second()
-  machine, today = benchmarks.machine(), datetime.date.today().isoformat()
+  today = datetime.date.today().isoformat()
   rows = []
   for batch in args.batches:
     rng = np.random.default_rng(batch)
@@ -108,13 +107,9 @@ def main(argv=None) -> list[tuple]:
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",
-                 f"{peak / 1e9:,.0f}",
-                 f"{machine}, torch {torch.__version__} ({threads} threads), {args.repeats} "
-                 "repeats"))
+                 f"{peak / 1e9:,.0f}", benchmarks.torch_machine(args.repeats)))
     print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
-  print("\n".join(benchmarks.markdown_table(HEADER, rows)))
-  if args.output:
-    benchmarks.append_rows(SECTION, HEADER, rows, pathlib.Path(args.output))
+  benchmarks.report(SECTION, HEADER, rows, args.output)
   return rows
 
 

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -222,9 +221,7 @@ def main(argv=None) -> tuple:
          f"{benchmarks.machine()}, torch {torch.__version__} ({threads} threads), "
          f"transformers {transformers.__version__}, {args.repeats} repeats, matmul peak "
          f"{peak / 1e9:,.0f} GFLOP/s")
-  print("\n".join(benchmarks.markdown_table(HEADER, [row])))
-  if args.output:
-    benchmarks.append_rows(SECTION, HEADER, [row], pathlib.Path(args.output))
+  benchmarks.report(SECTION, HEADER, [row], args.output)
   return row
 
 

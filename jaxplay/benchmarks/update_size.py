@@ -15,7 +15,6 @@ of those probabilities, the policy entropy, the gradient norm and the exact expl
 from __future__ import annotations
 
 import functools
-import pathlib
 import time
 
 import jax
@@ -87,9 +86,7 @@ def main(argv):
                  f"{float(exploitability.exploitability(table)):.3f}",
                  f"{float(metrics['entropy']):.3f}", f"{float(metrics['grad_norm']):.2f}",
                  benchmarks.machine()))
-  print("\n".join(benchmarks.markdown_table(HEADER, rows)))
-  if _OUTPUT.value:
-    benchmarks.append_rows("One update's size", HEADER, rows, pathlib.Path(_OUTPUT.value))
+  benchmarks.report("One update's size", HEADER, rows, _OUTPUT.value)
 
 
 if __name__ == "__main__":

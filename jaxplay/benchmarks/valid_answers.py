@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import pathlib
 import time
 
 import jax
@@ -99,9 +98,7 @@ def main(argv):
     rows.append((time.strftime("%Y-%m-%d"), label, name, f"{valid} / {_PROMPTS.value}",
                  f"{valid / _PROMPTS.value:.2f} [{low:.2f}, {high:.2f}]", f"{length:.1f}",
                  common.replace("|", "\\|"), benchmarks.machine()))
-  print("\n".join(benchmarks.markdown_table(HEADER, rows)))
-  if _OUTPUT.value:
-    benchmarks.append_rows("Step-0 valid answers", HEADER, rows, pathlib.Path(_OUTPUT.value))
+  benchmarks.report("Step-0 valid answers", HEADER, rows, _OUTPUT.value)
 
 
 if __name__ == "__main__":

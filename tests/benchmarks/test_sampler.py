@@ -31,3 +31,15 @@ def test_first_call_is_timed_apart_and_the_rest_alternate():
 def test_rates_by_dtype_are_written_in_one_cell():
   assert benchmarks.by_dtype({"float32": 17.64, "bfloat16": 1234.5}) == (
       "float32 17.6, bfloat16 1,234.5")
+
+
+def test_side_by_side_rows_name_the_torch_threads_and_repeats(tmp_path, capsys):
+  import torch
+  cell = benchmarks.torch_machine(3)
+  assert cell.startswith(benchmarks.machine()) and cell.endswith(
+      f"torch {torch.__version__} ({torch.get_num_threads()} threads), 3 repeats")
+  output = tmp_path / "BENCHMARKS.md"
+  benchmarks.report("section", ("a", "b"), [(1, 2)], str(output))
+  benchmarks.report("section", ("a", "b"), [(3, 4)], "")  # Printed only.
+  assert output.read_text().splitlines()[-3:] == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
+  assert capsys.readouterr().out.count("| a | b |") == 2
