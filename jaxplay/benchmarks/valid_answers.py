@@ -33,16 +33,6 @@ from jaxplay.text import tokenizer as tokenizers
 HEADER = ("date", "candidate", "game", "valid / prompts", "rate [95% CI]", "mean response tokens",
           "most common answers", "machine")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_PROMPTS = flags.DEFINE_integer("prompts", 64, "Prompts per game.")
-_LABEL = flags.DEFINE_string("label", "", "Candidate name in the table (default: model and "
-                             "prompt settings).")
-_BATCH = flags.DEFINE_integer("batch", 16, "Prompts sampled side by side.")
-_OUTPUT = flags.DEFINE_string("output", str(benchmarks.BENCHMARKS_MD), "Markdown file to append "
-                              "to ('' = print only).")
-
-
 def live_states(game, key: jax.Array, count: int):
   """`count` live states drawn uniformly from the turns of `count` random playouts."""
   playouts = opponents.random_playouts(game, key, count)
@@ -102,4 +92,13 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the tests import `measure` beside modules with a --config flag.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                            lock_config=True)
+  _PROMPTS = flags.DEFINE_integer("prompts", 64, "Prompts per game.")
+  _LABEL = flags.DEFINE_string("label", "", "Candidate name in the table (default: model and "
+                               "prompt settings).")
+  _BATCH = flags.DEFINE_integer("batch", 16, "Prompts sampled side by side.")
+  _OUTPUT = flags.DEFINE_string("output", str(benchmarks.BENCHMARKS_MD), "Markdown file to "
+                                "append to ('' = print only).")
   app.run(main)
