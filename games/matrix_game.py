@@ -58,25 +58,31 @@ MAX_PARALLEL = 4
 PARALLEL_SEPARATOR = "/"
 
 
-def pure_nash(table) -> np.ndarray:
+def _xp(table):
+  """jax.numpy for jax arrays (inside compiled opponents), numpy otherwise."""
+  return jnp if isinstance(table, jax.Array) else np
+
+
+def pure_nash(table):
   """bool [..., n, m]: the cells that are pure Nash equilibria (each player's payoff is a best
-  response to the other's move; ties count) of tables [..., n, m, 2]."""
-  table = np.asarray(table)
+  response to the other's move; ties count) of tables [..., n, m, 2] (numpy or jax)."""
+  table = _xp(table).asarray(table)
   row, col = table[..., 0], table[..., 1]
   return (row >= row.max(-2, keepdims=True)) & (col >= col.max(-1, keepdims=True))
 
 
-def mixed_nash(table) -> np.ndarray:
-  """float64 [..., 2]: each player's probability of its first move in the fully mixed equilibrium
+def mixed_nash(table):
+  """float [..., 2]: each player's probability of its first move in the fully mixed equilibrium
   of 2x2 tables [..., 2, 2, 2] without a pure one (each mixes so that the other is indifferent);
-  NaN for tables with a pure equilibrium."""
-  table = np.asarray(table, np.float64)
+  NaN for tables with a pure equilibrium. numpy (float64) or jax."""
+  xp = _xp(table)
+  table = xp.asarray(table, np.float64 if xp is np else jnp.float32)
   a, b = table[..., 0], table[..., 1]  # Row and column player's payoffs [..., 2, 2].
   with np.errstate(divide="ignore", invalid="ignore"):
     row = (b[..., 1, 1] - b[..., 1, 0]) / (b[..., 0, 0] - b[..., 1, 0] - b[..., 0, 1] + b[..., 1, 1])
     col = (a[..., 1, 1] - a[..., 0, 1]) / (a[..., 0, 0] - a[..., 0, 1] - a[..., 1, 0] + a[..., 1, 1])
   has_pure = pure_nash(table).any((-2, -1))
-  return np.where(has_pure[..., None], np.nan, np.stack([row, col], -1))
+  return xp.where(has_pure[..., None], np.nan, xp.stack([row, col], -1))
 
 
 # --- Families of the 144 strict ordinal 2x2 types ("family:<name>"). ---

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from games import api, cfr, connect_four, kuhn_poker, leduc_poker, nim, pig, simple_negotiation
-from games import tic_tac_toe
+from games import matrix_game, tic_tac_toe
 
 
 def uniform_random(state: api.State, key: jax.Array) -> jax.Array:
@@ -312,18 +312,13 @@ def matrix_equilibrium(state: api.State, key: jax.Array) -> jax.Array:
   data, me = state.data, state.current_player
   tables = data.payoffs[jnp.minimum(data.rounds_done, data.payoffs.shape[0] - 1)]  # [P, n, m, 2]
   parallel, n, m = tables.shape[:3]
-  row, col = tables[..., 0], tables[..., 1]
-  nash = (row >= row.max(1, keepdims=True)) & (col >= col.max(2, keepdims=True))  # [P, n, m]
-  own = jnp.where(me == 0, row, col)
+  nash = matrix_game.pure_nash(tables)  # [P, n, m]
+  own = jnp.where(me == 0, tables[..., 0], tables[..., 1])
   cell = jnp.argmax(jnp.where(nash, own, -jnp.inf).reshape(parallel, n * m), axis=1)
   pure = jnp.where(me == 0, cell // m, cell % m)
   draw_key, uniform_key = jax.random.split(key)
   if (n, m) == (2, 2):
-    p_row = (col[:, 1, 1] - col[:, 1, 0]) / (col[:, 0, 0] - col[:, 1, 0] - col[:, 0, 1]
-                                             + col[:, 1, 1])
-    p_col = (row[:, 1, 1] - row[:, 0, 1]) / (row[:, 0, 0] - row[:, 0, 1] - row[:, 1, 0]
-                                             + row[:, 1, 1])
-    first = jnp.where(me == 0, p_row, p_col)
+    first = matrix_game.mixed_nash(tables)[:, me]  # NaN where a pure equilibrium is played.
     mixed = (jax.random.uniform(draw_key, (parallel,)) >= first).astype(jnp.int32)
   else:
     mixed = jax.random.randint(uniform_key, (parallel,), 0, jnp.where(me == 0, n, m))
