@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       rae_order="released",  # released: A = R - b_old, then update | paper: update, then subtract
       group_size=1,  # Games per seed for grpo / rloo.
       drop_zero_advantage=True,
+      # game: every turn of a player gets its game's return (SPIRAL) | answer: a game that ended
+      # on an invalid answer trains only that answer (the legal answers before it are not blamed).
+      forfeit_credit="game",
       ppo_epochs=2,
       num_minibatches=1,  # Optimizer updates per PPO epoch (the trained subsample split evenly).
       micro_batch_size=8,  # Rows per gradient-accumulation step (memory; not the update).

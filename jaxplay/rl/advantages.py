@@ -258,13 +258,37 @@ def get(name: str) -> Estimator:
   return ESTIMATORS[name]
 
 
+FORFEIT_CREDITS = ("game", "answer")
+
+
+def credit_forfeits_to_their_answers(advantages: jax.Array, s: Outcomes,
+                                     invalid: jax.Array) -> jax.Array:
+  """`advantages` [N] with every legal answer of a game that a trained invalid answer ended set
+  to 0 (`invalid` bool [N]: the sample's answer was illegal or unparseable).
+
+  The game's return then says nothing of those answers (the game was cut short by another one),
+  so only the answer that forfeited is trained on the forfeit; a group's baseline still counts the
+  forfeited game.
+  """
+  forfeit = (s.mask & invalid).astype(jnp.int32)
+  forfeited = jax.ops.segment_max(forfeit, s.game_index, s.reward.shape[0]) > 0
+  return jnp.where(forfeited[s.game_index] & ~invalid, 0.0, advantages)
+
+
 def compute(name: str, samples: Outcomes, baselines: jax.Array, options: Options = Options(),
-            drop_zero: bool = False):
+            drop_zero: bool = False, forfeit_credit: str = "game",
+            invalid: jax.Array | None = None):
   """Runs estimator `name`; returns (advantages [N], new baselines, training mask [N]).
 
-  `drop_zero` removes samples whose advantage is exactly 0 from the mask (SPIRAL's
+  `forfeit_credit`: "game" (SPIRAL) gives every turn of a player its game's return; "answer"
+  trains a forfeited game only on its invalid answers (`credit_forfeits_to_their_answers`; needs
+  `invalid`). `drop_zero` removes samples whose advantage is exactly 0 from the mask (SPIRAL's
   filter_zero_adv).
   """
+  if forfeit_credit not in FORFEIT_CREDITS:
+    raise ValueError(f"forfeit_credit={forfeit_credit!r}; valid: {', '.join(FORFEIT_CREDITS)}.")
   advantages, baselines = get(name)(samples, baselines, options)
+  if forfeit_credit == "answer":
+    advantages = credit_forfeits_to_their_answers(advantages, samples, invalid)
   mask = samples.mask & (advantages != 0) if drop_zero else samples.mask
   return advantages, baselines, mask

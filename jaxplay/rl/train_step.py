@@ -104,6 +104,9 @@ class TrainStepConfig:
   estimator: str = "rae"
   advantage: advantages_lib.Options = advantages_lib.Options()
   drop_zero_advantage: bool = True  # SPIRAL's filter_zero_adv.
+  # "game": every turn gets its game's return (SPIRAL) | "answer": a forfeited game trains only
+  # its invalid answers (advantages.credit_forfeits_to_their_answers).
+  forfeit_credit: str = "game"
   loss: losses.LossConfig = losses.LossConfig(max_response_len=4096)
   num_epochs: int = 2
   num_minibatches: int = 1  # Optimizer updates per epoch.
@@ -115,6 +118,9 @@ class TrainStepConfig:
 
   def __post_init__(self):
     advantages_lib.get(self.estimator)
+    if self.forfeit_credit not in advantages_lib.FORFEIT_CREDITS:
+      raise ValueError(f"forfeit_credit={self.forfeit_credit!r}; valid: "
+                       f"{', '.join(advantages_lib.FORFEIT_CREDITS)}.")
     chunks = self.num_minibatches * self.num_microbatches
     if min(self.num_epochs, self.num_minibatches, self.num_microbatches) < 1:
       raise ValueError("num_epochs, num_minibatches and num_microbatches must be >= 1.")
@@ -320,7 +326,7 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     collected = batch.outcomes
     advantages, baselines, kept = advantages_lib.compute(
         config.estimator, collected, state.baselines, config.advantage,
-        config.drop_zero_advantage)
+        config.drop_zero_advantage, config.forfeit_credit, batch.invalid_action)
     rows = subsample(subsample_key, kept, config.batch_size)
     trained, advantages, train_mask = jax.tree.map(lambda x: x[rows],
                                                    (batch, advantages, kept))

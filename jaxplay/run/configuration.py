@@ -315,6 +315,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
           "advantage 0 and every update is skipped.")
   _one_of(config, "rl.aggregation", losses.AGGREGATIONS)
   _one_of(config, "rl.rae_order", ("released", "paper"))
+  _one_of(config, "rl.forfeit_credit", advantages.FORFEIT_CREDITS)
   _one_of(config, "optimizer.schedule", SCHEDULES)
   updates = config.train.steps * config.rl.ppo_epochs
   if config.optimizer.schedule == "cosine" and config.optimizer.warmup_steps >= updates:

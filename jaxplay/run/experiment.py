@@ -448,7 +448,7 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   step_config = train_step.TrainStepConfig(
       batch_size=batch_size, seq_len=exp.seq_len, estimator=config.rl.estimator,
       advantage=advantages.Options(rae_decay=config.rl.rae_decay, rae_order=config.rl.rae_order),
-      drop_zero_advantage=config.rl.drop_zero_advantage,
+      drop_zero_advantage=config.rl.drop_zero_advantage, forfeit_credit=config.rl.forfeit_credit,
       loss=losses.LossConfig(
           clip_eps=config.rl.clip_eps, clip_eps_high=config.rl.clip_eps_high,
           dual_clip=config.rl.dual_clip or None, aggregation=config.rl.aggregation,

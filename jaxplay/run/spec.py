@@ -75,6 +75,7 @@ class RLSpec:
   kl_coef: float
   kl_reference_decay: float
   entropy_coef: float
+  forfeit_credit: str = "game"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,11 +227,14 @@ def _section(prefix: str, cls: type, values: Any):
   for key in values.keys():
     if key not in names:
       _fail(dotted(key), f"no such field; valid: {', '.join(names)}.")
-  missing = [name for name in names if name not in values]
+  # A field with a default is newer than some records: runs written before it keep loading.
+  missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+             and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
   if missing:
     _fail(dotted(missing[0]), "missing (a config or config.json written before this field "
           "existed; add it, as configs/spiral.py sets it).")
-  return cls(**{name: _convert(dotted(name), hints[name], values[name]) for name in names})
+  return cls(**{name: _convert(dotted(name), hints[name], values[name])
+                for name in names if name in values})
 
 
 def from_mapping(config: Mapping[str, Any]) -> RunSpec:

@@ -129,6 +129,30 @@ def test_drop_zero_advantage_mask():
   assert np.asarray(mask).all()
 
 
+def test_forfeit_credit_trains_a_forfeited_game_only_on_its_invalid_answer():
+  # Game 0: player 0's second answer is invalid (a forfeit, -1.5; player 1 gets +0.5). Game 1
+  # ends normally. RLOO in one group per role: player 0's returns -1.5 and 1 -> -2.5 / +2.5.
+  s = make_samples(reward=[-1.5, 0.5, -1.5, 1.0, -1.0, 1.0], role=[0, 1, 0, 0, 1, 0],
+                   game_index=[0, 0, 0, 1, 1, 1], turn_index=[0, 1, 2, 0, 1, 2])
+  invalid = jnp.asarray([False, False, True, False, False, False])
+  baselines = jnp.zeros((1, 2))
+  adv, _, mask = advantages.compute("rloo", s, baselines, drop_zero=True)
+  np.testing.assert_allclose(adv, [-2.5, 1.5, -2.5, 2.5, -1.5, 2.5], atol=1e-6)
+  assert np.asarray(mask).all()
+  adv, _, mask = advantages.compute("rloo", s, baselines, drop_zero=True,
+                                    forfeit_credit="answer", invalid=invalid)
+  # Only the invalid answer keeps its advantage in game 0; game 1 and the baselines are unchanged.
+  np.testing.assert_allclose(adv, [0.0, 0.0, -2.5, 2.5, -1.5, 2.5], atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(mask), [False, False, True, True, True, True])
+  # An invalid answer of an untrained row (an opponent's) does not count as the learner's forfeit.
+  masked = s.replace(mask=jnp.asarray([True, False, False, True, False, True]))
+  adv, _, _ = advantages.compute("reinforce", masked, baselines, forfeit_credit="answer",
+                                 invalid=invalid)
+  np.testing.assert_allclose(adv, [-1.5, 0.0, 0.0, 1.0, 0.0, 1.0])
+  with pytest.raises(ValueError, match="forfeit_credit='turn'; valid: game, answer"):
+    advantages.compute("rloo", s, baselines, forfeit_credit="turn", invalid=invalid)
+
+
 # --- Group estimators. ---
 
 

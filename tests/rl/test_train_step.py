@@ -259,6 +259,26 @@ def test_zero_advantage_rows_are_filtered_before_subsampling():
   assert unfiltered["samples_after_filter"] == N and unfiltered["num_samples"] == B
 
 
+def test_forfeit_credit_answer_filters_the_legal_answers_of_forfeited_games():
+  """Each game here is two single-turn rows; a quarter of the answers are invalid."""
+  def batch_fn(state, i):
+    del i
+    batch = make_batch(1, rows=N)
+    return batch.replace(old_log_probs=sampler_log_probs(state.params, batch))
+
+  batch = make_batch(1, rows=N)
+  invalid = np.asarray(batch.invalid_action)
+  games = np.asarray(batch.outcomes.game_index)
+  forfeited = np.bincount(games, weights=invalid)[games] > 0
+  assert 0 < invalid.sum() < forfeited.sum() < N  # Some legal answers sit in forfeited games.
+  _, (metrics,) = run_steps(config(forfeit_credit="answer"), batch_fn=batch_fn)
+  assert metrics["samples_after_filter"] == np.sum(~forfeited | invalid)
+  _, (metrics,) = run_steps(config(), batch_fn=batch_fn)
+  assert metrics["samples_after_filter"] == N  # RAE from a zero baseline: every advantage != 0.
+  with pytest.raises(ValueError, match="forfeit_credit='turn'; valid: game, answer"):
+    config(forfeit_credit="turn")
+
+
 def test_rae_baselines_update_from_every_collected_game():
   """N rows (16 games), B = 8 trained: the baselines take all 16 games whichever rows are drawn;
   the draw follows the state's rng (same seed, same rows)."""

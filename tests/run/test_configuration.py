@@ -66,6 +66,7 @@ def test_unknown_config_argument():
     ("model.path", "/nonexistent/model.gguf", r"config.model.path=.*does not exist"),
     ("eval.heldout_games", "nim,go", r"config.eval.heldout_games='nim,go': unknown game 'go'"),
     ("rl.kl_coef", -0.1, r"config.rl.kl_coef=-0.1: must be >= 0"),
+    ("rl.forfeit_credit", "turn", r"config.rl.forfeit_credit='turn': unknown; valid: game, answer"),
     ("rl.kl_reference_decay", 1.5, r"config.rl.kl_reference_decay=1.5: must be in \[0, 1\]"),
     ("eval.kuhn_samples", -1, r"config.eval.kuhn_samples=-1: must be >= 0 \(0 = no estimate"),
     ("eval.transcripts", -1, r"config.eval.transcripts=-1: must be >= 0 \(0 = none"),

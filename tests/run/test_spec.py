@@ -64,6 +64,12 @@ def test_a_bad_record_names_its_field(edit, message):
     configuration.validate(record)
 
 
+def test_a_record_older_than_a_field_with_a_default_loads_with_that_default():
+  record = spec.as_record(spec.from_mapping(spiral.get_config("local")))
+  assert record["rl"].pop("forfeit_credit") == "game"
+  assert spec.from_mapping(record).rl.forfeit_credit == "game"
+
+
 def test_ints_are_accepted_where_floats_are_expected():
   record = spec.as_record(spec.from_mapping(spiral.get_config("local")))
   record["optimizer"]["learning_rate"] = 1
