@@ -200,7 +200,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # RLOO over groups of 4 games with one deal and one learner seat: with 16 samples a step,
     # RAE's baseline (from 0) leaves most advantages negative for many steps, and the updates
     # push the format down.
-    config.rl.update(estimator="rloo", group_size=4, micro_batch_size=4, ppo_epochs=1)
+    # A game forfeited by an invalid answer trains only that answer: blaming the legal moves before
+    # it slowed TicTacToe (BENCHMARKS.md run M against J: 0.12 -> 0.23 and 0.42 -> 0.45 at step 8).
+    config.rl.update(estimator="rloo", group_size=4, micro_batch_size=4, ppo_epochs=1,
+                     forfeit_credit="answer")
     # LoRA adapters (rank 16, every projection) at lr 5e-5, which moves the policy as far per
     # step as full fine-tuning at the recipe's 1e-6 (one Adam step at 1e-5 rewrites this model's
     # policy wholesale; BENCHMARKS.md "One update's size"). Both seeds learn what full

@@ -17,6 +17,7 @@ import socket
 from etils import epath
 
 from jaxplay import errors
+from jaxplay.run import spec as spec_lib
 
 PathLike = str | os.PathLike
 
@@ -117,6 +118,10 @@ def check_resumable(path: PathLike, ours: dict, has_checkpoints: bool) -> None:
   theirs = read_config(path)
   if theirs is None or not has_checkpoints:
     return
+  try:  # A record older than a field with a default holds that default.
+    theirs = spec_lib.as_record(spec_lib.from_mapping(theirs))
+  except spec_lib.SpecError:
+    pass  # Compared as written: its differences are named below.
   _, refused = resumable_changes(theirs, ours)
   if refused:
     shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")

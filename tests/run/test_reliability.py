@@ -146,6 +146,15 @@ def test_changed_fields_are_named_and_a_run_may_be_extended(tmp_path):
   workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=False)  # Nothing to continue.
   longer = _record(_config(**{"train.steps": 8, "train.eval_every": 4}))
   workdir_lib.check_resumable(tmp_path, longer, has_checkpoints=True)
+  # A run recorded before a field with a default existed resumes when ours keeps that default,
+  # and not when ours changes it.
+  older = _record(config)
+  older["rl"].pop("forfeit_credit")
+  (tmp_path / "config.json").write_text(json.dumps(older))
+  workdir_lib.check_resumable(tmp_path, _record(config), has_checkpoints=True)
+  changed = _record(_config(**{"rl.forfeit_credit": "answer"}))
+  with pytest.raises(workdir_lib.WorkdirError, match=r"differs in rl.forfeit_credit\)"):
+    workdir_lib.check_resumable(tmp_path, changed, has_checkpoints=True)
   cosine = _config(**{"optimizer.schedule": "cosine"})
   (tmp_path / "config.json").write_text(json.dumps(_record(cosine)))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in train.steps\)"):
