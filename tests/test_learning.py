@@ -10,6 +10,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import games
@@ -127,15 +128,17 @@ def _rollout_invalid_rates(workdir, game: str) -> list[float]:
 
 @pytest.mark.slow
 def test_the_local_preset_lowers_the_invalid_rate(tmp_path):
-  """configs/spiral.py:local (Gemma 3 270M from its PyPI package, LoRA) shortened to TicTacToe and
-  32 evaluation games, seed 1: the 8 steps lower the evaluation invalid rate (measured 0.36 ->
-  0.08) and the training one at T 1.0 (steps 5-8 against steps 1-4: 0.29 against 0.39), and the
-  win rate vs random does not fall (0.06 -> 0.44). 22.6 min and 6.4 GB peak RSS on 2 CPU cores
-  shared with another job."""
+  """configs/spiral.py:local (Gemma 3 270M from its PyPI package, LoRA) shortened to TicTacToe,
+  8 steps and 32 evaluation games, seed 1: the steps lower the evaluation invalid rate and the
+  training one at T 1.0 (the mean of the later steps against the first four), and the win rate
+  vs random does not fall. Measured on the preset of 2026-12-02 (before rl.forfeit_credit=answer):
+  invalid 0.36 -> 0.08, training 0.39 -> 0.29, win 0.06 -> 0.44; 22.6 min and 6.4 GB peak RSS on
+  2 CPU cores shared with another job."""
   config = spiral.get_config("local")
   config.games = "tic_tac_toe"
   config.seed = 1
   config.eval.games_per_seat = 16
+  config.train.update(steps=8, eval_every=8, checkpoint_every=8)
   workdir = tmp_path / "run"
   summary = train.train(config, str(workdir))
   before, after = summary["first_eval"], summary["last_eval"]
@@ -145,5 +148,5 @@ def test_the_local_preset_lowers_the_invalid_rate(tmp_path):
         f"{after[win]:.2f}; training invalid by step {[round(r, 2) for r in rates]}")
   assert len(rates) == config.train.steps
   assert after[invalid] < before[invalid]
-  assert sum(rates[4:]) < sum(rates[:4])
+  assert np.mean(rates[4:]) < np.mean(rates[:4])
   assert after[win] >= before[win]
