@@ -261,6 +261,11 @@ def get(name: str) -> Estimator:
 FORFEIT_CREDITS = ("game", "answer")
 
 
+def check_forfeit_credit(forfeit_credit: str) -> None:
+  if forfeit_credit not in FORFEIT_CREDITS:
+    raise ValueError(f"forfeit_credit={forfeit_credit!r}; valid: {', '.join(FORFEIT_CREDITS)}.")
+
+
 def credit_forfeits_to_their_answers(advantages: jax.Array, s: Outcomes,
                                      invalid: jax.Array) -> jax.Array:
   """`advantages` [N] with every legal answer of a game that a trained invalid answer ended set
@@ -285,8 +290,9 @@ def compute(name: str, samples: Outcomes, baselines: jax.Array, options: Options
   `invalid`). `drop_zero` removes samples whose advantage is exactly 0 from the mask (SPIRAL's
   filter_zero_adv).
   """
-  if forfeit_credit not in FORFEIT_CREDITS:
-    raise ValueError(f"forfeit_credit={forfeit_credit!r}; valid: {', '.join(FORFEIT_CREDITS)}.")
+  check_forfeit_credit(forfeit_credit)
+  if forfeit_credit == "answer" and invalid is None:
+    raise ValueError("forfeit_credit='answer' needs `invalid`, the samples' invalid answers.")
   advantages, baselines = get(name)(samples, baselines, options)
   if forfeit_credit == "answer":
     advantages = credit_forfeits_to_their_answers(advantages, samples, invalid)

@@ -118,9 +118,7 @@ class TrainStepConfig:
 
   def __post_init__(self):
     advantages_lib.get(self.estimator)
-    if self.forfeit_credit not in advantages_lib.FORFEIT_CREDITS:
-      raise ValueError(f"forfeit_credit={self.forfeit_credit!r}; valid: "
-                       f"{', '.join(advantages_lib.FORFEIT_CREDITS)}.")
+    advantages_lib.check_forfeit_credit(self.forfeit_credit)
     chunks = self.num_minibatches * self.num_microbatches
     if min(self.num_epochs, self.num_minibatches, self.num_microbatches) < 1:
       raise ValueError("num_epochs, num_minibatches and num_microbatches must be >= 1.")

@@ -151,6 +151,8 @@ def test_forfeit_credit_trains_a_forfeited_game_only_on_its_invalid_answer():
   np.testing.assert_allclose(adv, [-1.5, 0.0, 0.0, 1.0, 0.0, 1.0])
   with pytest.raises(ValueError, match="forfeit_credit='turn'; valid: game, answer"):
     advantages.compute("rloo", s, baselines, forfeit_credit="turn", invalid=invalid)
+  with pytest.raises(ValueError, match="needs `invalid`"):
+    advantages.compute("rloo", s, baselines, forfeit_credit="answer")
 
 
 # --- Group estimators. ---
