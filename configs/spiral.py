@@ -33,8 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.
-  # SPIRAL's KuhnPoker-v1 plays 5 rounds and pays +-1 to the winner (rules=False: no rules text).
-  config.game_options = ml_collections.ConfigDict({"kuhn_poker": {"rounds": 5, "rules": True}})
+  # SPIRAL's KuhnPoker-v1 plays 5 rounds and pays +-1 to the winner (rules=False: no rules text;
+  # payoff: chips | win | "" = chips for one round, win for several).
+  config.game_options = ml_collections.ConfigDict(
+      {"kuhn_poker": {"rounds": 5, "rules": True, "payoff": ""}})
   config.invalid_rewards = (-1.5, 0.5)  # (offender, other) for illegal or unparseable answers.
 
   # What surrounds each observation in the prompt (jaxplay/text/prompts.py PromptStyle).

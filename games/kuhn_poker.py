@@ -2,6 +2,9 @@
 
 `rounds=1` pays the chips won (+-1, +-2). `rounds=N>1` deals afresh each round, alternates the first
 player (Player 0 opens round 1), sums the chips and pays +1/-1/0 by the sign of the chip total.
+`payoff` chooses explicitly: "chips" (the chip total) or "win" (its sign: +1 to the winner, SPIRAL's
+KuhnPoker-v1); "" = chips for one round, win for several. Exploitability (games/exploitability.py)
+is always in chips, the standard game's measure of a policy.
 `rules=False` leaves the rules paragraph out of the prompt (for models trained from scratch, which
 learn the game from rewards and gain nothing from reading its rules).
 """
@@ -19,6 +22,7 @@ from games import api
 
 CARDS = ("J", "Q", "K")
 CHECK, BET, CALL, FOLD = range(4)
+PAYOFFS = ("", "chips", "win")
 ACTIONS = ("check", "bet", "call", "fold")
 NO_ACTION = -1
 # Betting nodes of one round in OpenSpiel's history notation (p = check/fold, b = bet/call):
@@ -112,12 +116,21 @@ _GAME_OVER = "\nThe game is over."
 @dataclasses.dataclass(frozen=True)
 class KuhnPoker(api.WithRules):
   rounds: int = 1
+  payoff: str = ""  # chips | win | "" (chips for one round, win for several)
 
   name = "kuhn_poker"
 
   def __post_init__(self):
     if self.rounds < 1:
       raise ValueError(f"kuhn_poker: rounds must be >= 1, got {self.rounds}.")
+    if self.payoff not in PAYOFFS:
+      raise ValueError(f"kuhn_poker: payoff must be one of {', '.join(map(repr, PAYOFFS))}, "
+                       f"got {self.payoff!r}.")
+
+  @property
+  def pays_chips(self) -> bool:
+    """Whether the returns are the chip totals (else their sign: +1 to the winner)."""
+    return self.payoff == "chips" or (self.payoff == "" and self.rounds == 1)
 
   def _intro(self, player: int) -> str:
     return _intro(player, self.rounds, self.rules)
@@ -177,7 +190,7 @@ class KuhnPoker(api.WithRules):
                  history=jnp.where(next_round, NO_ACTION, history),
                  num_moves=jnp.where(next_round, 0, num_moves), rounds_done=rounds_done,
                  results=results, chips=chips)
-    rewards = chips.astype(jnp.float32) if self.rounds == 1 else jnp.sign(chips).astype(jnp.float32)
+    rewards = (chips if self.pays_chips else jnp.sign(chips)).astype(jnp.float32)
     return state.replace(
         data=data,
         current_player=(first_player(data, self.rounds) + data.num_moves) % 2,

@@ -117,6 +117,25 @@ def test_three_round_payoffs(deals, actions, chips, rewards):
   np.testing.assert_array_equal(state.rewards, rewards)
 
 
+@pytest.mark.parametrize("rounds,payoff,deals,actions,rewards", [
+    (1, "", [(2, 0)], [BET, CALL], [2, -2]),  # One round: the chips by default.
+    (1, "win", [(2, 0)], [BET, CALL], [1, -1]),  # SPIRAL's: +1 to the winner.
+    (1, "win", [(0, 1)], [CHECK, BET, FOLD], [-1, 1]),
+    (3, "chips", [(2, 0), (0, 1), (0, 1)],  # The chip total (+2 -1 -1).
+     [BET, CALL, BET, FOLD, CHECK, CHECK], [0, 0]),
+    (3, "chips", [(1, 2), (2, 0), (0, 2)], [CHECK, BET, FOLD, CHECK, BET, CALL, BET, FOLD], [2, -2]),
+])
+def test_payoff_option(rounds, payoff, deals, actions, rewards):
+  state = _play(games.make("kuhn_poker", rounds=rounds, payoff=payoff), deals, actions)
+  assert state.terminated
+  np.testing.assert_array_equal(state.rewards, rewards)
+
+
+def test_unknown_payoff_names_the_option():
+  with pytest.raises(ValueError, match="kuhn_poker: payoff must be one of .*'win', got 'sign'"):
+    games.make("kuhn_poker", payoff="sign")
+
+
 def test_first_player_alternates_and_chips_show():
   game = games.make("kuhn_poker", rounds=3)
   state = _play(game, [(2, 0), (0, 1), (0, 1)], [BET, CALL])

@@ -194,14 +194,19 @@ def test_model_directory_without_safetensors_is_refused(tmp_path):
 
 def test_game_options_documented_in_the_readme_are_settable_from_the_command_line():
   argv = ["main", "--config=configs/spiral.py:local",
-          "--config.game_options.kuhn_poker.rules=False", "--config.game_options.kuhn_poker.rounds=3"]
+          "--config.game_options.kuhn_poker.rules=False", "--config.game_options.kuhn_poker.rounds=3",
+          "--config.game_options.kuhn_poker.payoff=chips"]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)
   flag_values(argv)
   config = flag_values.config
-  assert (config.game_options.kuhn_poker.rules, config.game_options.kuhn_poker.rounds) == (False, 3)
+  options = config.game_options.kuhn_poker
+  assert (options.rules, options.rounds, options.payoff) == (False, 3, "chips")
   configuration.validate(config)
+  options.payoff = "sign"
+  with pytest.raises(configuration.ConfigError, match="game_options.*payoff must be one of"):
+    configuration.validate(config)
 
 
 def test_bad_game_option_is_named():
