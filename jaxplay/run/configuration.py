@@ -82,6 +82,11 @@ def heldout_game_names(config: spec_lib.RunSpec) -> tuple[str, ...]:
   return tuple(n for n in config.eval.heldout_games if n not in config.games)
 
 
+def eval_games_per_seat(config: spec_lib.RunSpec, name: str) -> int:
+  """Games per seat and opponent in the evaluation of game `name` (a task: half its problems)."""
+  return config.eval.games_per_seat_by_game.get(name, config.eval.games_per_seat)
+
+
 def _make(config: spec_lib.RunSpec, names: tuple[str, ...],
           invalid_rewards: tuple[float, float] | None) -> tuple[games.Game, ...]:
   rewards = tuple(invalid_rewards or config.invalid_rewards)
@@ -257,6 +262,15 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
               f"{', '.join(opponents.names(name))}.")
   tasks = [g.name for g in make_games(config) + make_heldout_games(config)
            if isinstance(g, task.Task)]
+  # Like game_options, sizes of registered games the run does not play are kept.
+  sizes = config.eval.games_per_seat_by_game
+  written = ",".join(f"{name}:{count}" for name, count in sizes.items())
+  for name, count in sizes.items():
+    if name not in games.registered_names():
+      _fail("eval.games_per_seat_by_game", written, f"unknown game {name!r}; valid: "
+            f"{', '.join(games.registered_names())}.")
+    if count < 1:
+      _fail("eval.games_per_seat_by_game", written, f"{name}: must be at least 1 game per seat.")
   for opponent in config.eval.opponents:
     if not any(opponent in opponents.names(name) for name in names + heldout
                if name not in tasks):

@@ -34,9 +34,9 @@ def transcript_rows(num_games: int, count: int) -> list[int]:
 class Evaluator:
   """Plays every training and held-out game against each configured opponent, both seats,
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` (`elo`: the
-  learner's Elo with that opponent at 0, from these games) and decoded transcripts. A task
-  (games/task.py) instead answers 2 * games_per_seat problems of its held-out split at each of
-  its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval).
+  learner's Elo with that opponent at 0, from these games) and decoded transcripts; a game plays
+  `configuration.eval_games_per_seat` games per seat. A task (games/task.py) instead answers
+  twice that many problems of its held-out split at each of its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval).
   Single-round Kuhn Poker also gets its exploitability: exact in action-scoring mode, estimated
   from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text mode; Team Zero-One
   its exact exploitability in action-scoring mode."""
@@ -45,29 +45,29 @@ class Evaluator:
     self._exp, self._decode = exp, decode
     self._phases = phases or phases_lib.Phases(live=False, log_seconds=float("inf"))
     config = exp.config
-    self._games_per_seat = config.eval.games_per_seat
     self._transcripts = config.eval.transcripts
     self._plays, self._tasks = [], []
     kits = exp.kits + exp.heldout_kits
     byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
     for kit in kits:
+      games_per_seat = configuration.eval_games_per_seat(config, kit.game.name)
       if isinstance(kit.game, task.Task):
         for difficulty in configuration.task_difficulties(config, kit.game):
           game = dataclasses.replace(kit.game, split="heldout", difficulty=difficulty)
           problems = experiment.game_kit(exp, game, byte_table, None, "eval.task_difficulties")
           solve = jax.jit(functools.partial(
-              lambda params, key, kit: matches.solve_problems(
-                  kit.game, kit.eval_policy, experiment.render_fn(kit), params, key,
-                  2 * self._games_per_seat, config.eval.invalid_rewards), kit=problems))
+              lambda params, key, kit, count: matches.solve_problems(
+                  kit.game, kit.eval_policy, experiment.render_fn(kit), params, key, count,
+                  config.eval.invalid_rewards), kit=problems, count=2 * games_per_seat))
           self._tasks.append((game, solve))
         continue
       names = [n for n in config.eval.opponents if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
       play = jax.jit(functools.partial(
-          lambda params, key, index, kit, fns: matches.play_against(
+          lambda params, key, index, kit, fns, count: matches.play_against(
               kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
-              params, matches.switch_opponent(fns, index), key, self._games_per_seat,
-              config.eval.invalid_rewards), kit=kit, fns=fns))
+              params, matches.switch_opponent(fns, index), key, count,
+              config.eval.invalid_rewards), kit=kit, fns=fns, count=games_per_seat))
       self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode. Each entry:
@@ -87,7 +87,8 @@ class Evaluator:
         (kit.game.name, jax.jit(functools.partial(
             matches.estimate_kuhn_exploitability, kit.game, kit.eval_policy,
             functools.partial(prompts.render_tokens, kit.prompts),
-            samples=config.eval.kuhn_samples, batch_size=2 * self._games_per_seat)))
+            samples=config.eval.kuhn_samples,
+            batch_size=2 * configuration.eval_games_per_seat(config, kit.game.name))))
         for kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
 
   def __call__(self, params, key, pool: population.Pool | None = None
@@ -105,7 +106,7 @@ class Evaluator:
           stats["elo"] = ratings.elo_against(stats["wins"] + stats["draws"] / 2, stats["games"])
         results.update({f"eval/{game.name}/{name}/{k}": v for k, v in stats.items()})
         transcripts += [self._transcript(game.name, name, episodes, row)
-                        for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
+                        for row in transcript_rows(len(episodes.learner_seat), self._transcripts)]
     tasks_key = jax.random.fold_in(key, 2)
     for index, (game, solve) in enumerate(self._tasks):
       label = f"difficulty_{game.difficulty}"
@@ -114,7 +115,7 @@ class Evaluator:
         results.update({f"eval/{game.name}/{label}/{k}": v
                         for k, v in matches.task_stats(episodes).items()})
       transcripts += [self._transcript(game.name, f"held-out {label}", episodes, row)
-                      for row in transcript_rows(2 * self._games_per_seat, self._transcripts)]
+                      for row in transcript_rows(len(episodes.learner_seat), self._transcripts)]
     for game_name, table, mixture_exploitability in self._exact:
       results[f"eval/{game_name}/exploitability"] = float(
           mixture_exploitability(table(params)[None], jnp.ones(1)))

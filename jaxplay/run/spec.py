@@ -2,9 +2,10 @@
 
 `configuration.validate(config)` builds it (`from_mapping`) and checks it; the run reads only the
 spec. Field names are the config's (`spec.rollout.samples_per_step` is
-`config.rollout.samples_per_step`); comma-separated names become tuples (`Names`); option tables
-(game options, model overrides, mesh rules) become plain dicts. What each field means is written
-beside it in configs/spiral.py. `as_record` gives the config.json record, in the config's shape.
+`config.rollout.samples_per_step`); comma-separated names become tuples (`Names`), "name:count"
+lists dicts (`Counts`); option tables (game options, model overrides, mesh rules) become plain
+dicts. What each field means is written beside it in configs/spiral.py. `as_record` gives the
+config.json record, in the config's shape.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 from jaxplay import errors
 
 Names = tuple[str, ...]  # Written "a,b" in a config.
+Counts = dict[str, int]  # Written "a:2,b:3" in a config.
 
 
 class SpecError(errors.UserError, ValueError):
@@ -131,6 +133,7 @@ class EvalSpec:
   math_max_response_len: int
   math_batch_size: int
   math_data_dir: str
+  games_per_seat_by_game: Counts = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +203,8 @@ def _convert(field: str, kind: Any, value: Any) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
       return tuple(value)
     _fail(field, f"{value!r} must be comma-separated names, e.g. 'a,b'.")
+  if kind == Counts:
+    return _counts(field, value)
   if typing.get_origin(kind) is tuple:
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
@@ -215,6 +220,23 @@ def _convert(field: str, kind: Any, value: Any) -> Any:
   if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
     _fail(field, f"{value!r} must be of type {kind.__name__}.")
   return value
+
+
+def _counts(field: str, value: Any) -> dict[str, int]:
+  """{name: count} from "a:2,b:3" (or a mapping); SpecError naming `field` otherwise."""
+  if isinstance(value, str):
+    pairs = [pair.split(":") for pair in value.split(",") if pair.strip()]
+    if all(len(p) == 2 and p[0].strip() and p[1].strip().lstrip("-").isdigit() for p in pairs):
+      value = [(name.strip(), int(count)) for name, count in pairs]
+      if len({name for name, _ in value}) == len(value):
+        return dict(value)
+  elif isinstance(value, Mapping) or hasattr(value, "to_dict"):
+    value = _plain(value)
+    if all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+           for k, v in value.items()):
+      return dict(value)
+  _fail(field, f"{value!r} must be name:count pairs, comma-separated, each name once "
+        "(e.g. 'a:2,b:3'), or '' for none.")
 
 
 def _section(prefix: str, cls: type, values: Any):
@@ -252,6 +274,8 @@ def as_record(spec: RunSpec) -> dict:
               for f in dataclasses.fields(value)}
     if kind == Names:
       return ",".join(value)
+    if kind == Counts:
+      return ",".join(f"{name}:{count}" for name, count in value.items())
     if isinstance(value, tuple):
       return list(value)
     return value

@@ -209,6 +209,17 @@ def test_game_options_documented_in_the_readme_are_settable_from_the_command_lin
     configuration.validate(config)
 
 
+@pytest.mark.parametrize("sizes, message", [
+    ("kuhn:128", r"config.eval.games_per_seat_by_game='kuhn:128': unknown game 'kuhn'; valid: "),
+    ("nim:4,kuhn_poker:0", r"kuhn_poker: must be at least 1 game per seat"),
+])
+def test_bad_eval_sizes_are_named(sizes, message):
+  config = spiral.get_config("local")
+  config.eval.games_per_seat_by_game = sizes
+  with pytest.raises(configuration.ConfigError, match=message):
+    configuration.validate(config)
+
+
 def test_bad_game_option_is_named():
   config = spiral.get_config("local")
   config.game_options.kuhn_poker.cards = 4

@@ -32,7 +32,9 @@ def _build(config):
 
 @pytest.fixture(scope="module")
 def text_run():
-  return _build(_text_config("nim,kuhn_poker"))
+  config = _text_config("nim,kuhn_poker")
+  config.eval.games_per_seat_by_game = "nim:3"
+  return _build(config)
 
 
 @pytest.mark.parametrize("num_games, count, rows", [
@@ -55,15 +57,16 @@ def test_evaluator_plays_heldout_games_and_estimates_kuhn_exploitability(text_ru
   results, transcripts = evaluator.Evaluator(exp, store.decoder(exp))(params, jax.random.key(1))
   # A random model never writes a boxed answer in 6 tokens: every answer is invalid, so the
   # learner forfeits every game, in both seats, and each information set of the exploitability
-  # estimate falls back to uniform play.
-  for game in ("kuhn_poker", "nim"):
+  # estimate falls back to uniform play. Kuhn plays eval.games_per_seat (2) games in each seat,
+  # Nim its eval.games_per_seat_by_game entry (3).
+  for game, games_played in (("kuhn_poker", 4), ("nim", 6)):
     for opponent in ("random", "optimal"):
       prefix = f"eval/{game}/{opponent}/"
-      assert results[prefix + "games"] == 4
+      assert results[prefix + "games"] == games_played
       assert results[prefix + "invalid_rate"] == 1.0 == results[prefix + "loss_rate"]
       assert results[prefix + "win_rate_seat0"] == 0.0 == results[prefix + "win_rate_seat1"]
-      # Four losses in four: the fit's prior bounds the Elo below the opponent's 0.
-      assert results[prefix + "elo"] == pytest.approx(ratings.elo_against(0.0, 4))
+      # All games lost: the fit's prior bounds the Elo below the opponent's 0.
+      assert results[prefix + "elo"] == pytest.approx(ratings.elo_against(0.0, games_played))
       assert results[prefix + "elo"] < -300
   # eval.transcripts (2) games per game and opponent, one in each seat.
   assert len(transcripts) == 8 and "=== nim: learner" in transcripts[4]

@@ -31,9 +31,22 @@ def test_names_become_tuples_and_tables_dicts():
   assert built.games == ("kuhn_poker", "tic_tac_toe")
   assert built.rollout.seats == ("self_play", "opponent:random")
   assert built.eval.heldout_games == ()
-  assert built.game_options == {"kuhn_poker": {"rounds": 1, "rules": False}}
+  assert built.game_options == {"kuhn_poker": {"rounds": 1, "rules": False, "payoff": ""}}
   assert built.invalid_rewards == (-1.5, 0.5) and built.mesh.rules == {}
   assert built.model.lora_targets == ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def test_name_count_lists_become_dicts_and_read_back():
+  config = spiral.get_config("local")
+  assert spec.from_mapping(config).eval.games_per_seat_by_game == {}
+  config.eval.games_per_seat_by_game = " kuhn_poker:128, tic_tac_toe:16 "
+  built = spec.from_mapping(config)
+  assert built.eval.games_per_seat_by_game == {"kuhn_poker": 128, "tic_tac_toe": 16}
+  record = spec.as_record(built)
+  assert record["eval"]["games_per_seat_by_game"] == "kuhn_poker:128,tic_tac_toe:16"
+  assert spec.from_mapping(record) == built
+  assert configuration.eval_games_per_seat(built, "kuhn_poker") == 128
+  assert configuration.eval_games_per_seat(built, "nim") == built.eval.games_per_seat
 
 
 def test_replace_changes_fields_of_sections():
@@ -54,6 +67,10 @@ def test_replace_changes_fields_of_sections():
     (lambda r: r.update(invalid_rewards=["a", 1]), r"config.invalid_rewards: .* numbers"),
     (lambda r: r.update(games=3), r"config.games: 3 must be comma-separated names"),
     (lambda r: r.update(eval=1), r"config.eval: 1 must be a section of fields"),
+    (lambda r: r["eval"].update(games_per_seat_by_game="kuhn_poker=128"),
+     r"config.eval.games_per_seat_by_game: 'kuhn_poker=128' must be name:count pairs"),
+    (lambda r: r["eval"].update(games_per_seat_by_game="nim:2,nim:3"), r"each name once"),
+    (lambda r: r["eval"].update(games_per_seat_by_game="nim:many"), r"must be name:count pairs"),
 ])
 def test_a_bad_record_names_its_field(edit, message):
   record = spec.as_record(spec.from_mapping(spiral.get_config("local")))
@@ -68,6 +85,8 @@ def test_a_record_older_than_a_field_with_a_default_loads_with_that_default():
   record = spec.as_record(spec.from_mapping(spiral.get_config("local")))
   assert record["rl"].pop("forfeit_credit") == "answer"  # The local preset's.
   assert spec.from_mapping(record).rl.forfeit_credit == "game"  # RLSpec's default.
+  del record["eval"]["games_per_seat_by_game"]
+  assert spec.from_mapping(record).eval.games_per_seat_by_game == {}
 
 
 def test_ints_are_accepted_where_floats_are_expected():
