@@ -67,8 +67,9 @@ def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[st
   """`count` (observation, answer) pairs from random playouts of `game` (fixed by `seed`).
 
   States with a set of legal actions not shown yet come first (in Kuhn Poker one example with a bet
-  to face, one without), so the examples do not all answer alike. The answer is `\\boxed{action}`
-  with the action of the game's strongest fixed opponent ('optimal', else 'scripted', else random).
+  to face, one without), then states whose answer has not been shown yet, so the examples do not
+  all answer alike. The answer is `\\boxed{action}` with the action of the game's strongest fixed
+  opponent ('optimal', else 'scripted', else random).
   A task's examples are instances of its training split with their solutions.
   """
   if count <= 0:
@@ -88,17 +89,20 @@ def worked_examples(game: api.Game, count: int, seed: int = 0) -> tuple[tuple[st
     mask = tuple(flat.legal_action_mask[i])
     (rest if mask in masks_seen else first).append(i)
     masks_seen.add(mask)
-  chosen = (first + rest)[:count]
   names = opponents.names(game.name)
   strongest = next((n for n in ("optimal", "scripted") if n in names), "random")
   act = jax.jit(opponents.get(game.name, strongest))
-  examples = []
-  for n, i in enumerate(chosen):
-    state = jax.tree.map(lambda x: x[i], flat)
-    action = int(act(state, jax.random.key(seed + n)))
-    examples.append((game.render_text(state, int(state.current_player)),
-                     f"{answers.BOX_OPEN}{game.actions[action]}{answers.BOX_CLOSE}"))
-  return tuple(examples)
+  state_at = lambda i: jax.tree.map(lambda x: x[i], flat)
+  answer_at = lambda i, n: int(act(state_at(i), jax.random.key(seed + n)))
+  chosen = [(i, answer_at(i, n)) for n, i in enumerate(first[:count])]
+  while len(chosen) < count and rest:
+    n, shown = len(chosen), {action for _, action in chosen}
+    fresh = next(((k, a) for k, i in enumerate(rest) if (a := answer_at(i, n)) not in shown), None)
+    k, action = fresh or (0, answer_at(rest[0], n))
+    chosen.append((rest.pop(k), action))
+  return tuple((game.render_text(state_at(i), int(flat.current_player[i])),
+                f"{answers.BOX_OPEN}{game.actions[action]}{answers.BOX_CLOSE}")
+               for i, action in chosen)
 
 
 def header(game: api.Game) -> str:

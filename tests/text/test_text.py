@@ -287,6 +287,16 @@ def test_worked_examples_answer_legally_and_vary(name):
     assert any(facing_bet) and not all(facing_bet)
 
 
+def test_worked_examples_show_new_answers_once_every_legal_set_is_shown():
+  """Kuhn Poker has two legal sets (check/bet, call/fold): after one example of each, the next
+  two answer what was not shown yet, so four examples show each of the four actions once."""
+  game = games.make("kuhn_poker", rules=False)
+  for seed in range(3):
+    examples = prompts.worked_examples(game, 4, seed=seed)
+    assert prompts.worked_examples(game, 2, seed=seed) == examples[:2]
+    assert sorted(answers.parse_text(a, game.actions) for _, a in examples) == [0, 1, 2, 3]
+
+
 def _first_closed_box(pieces: list[str]) -> int:
   """Reference of answer_stop_rule: index of the first piece after which the text has a closed
   `\\boxed{...}` (counted from its last `\\boxed{`), or -1."""
