@@ -184,6 +184,12 @@ def registered_names() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
+def default_options(name: str) -> dict[str, Any]:
+  """The options of registered game `name` that have a default, with their defaults."""
+  return {f.name: f.default for f in dataclasses.fields(_REGISTRY[name])
+          if f.default is not dataclasses.MISSING}
+
+
 def make(name: str, **options) -> Game:
   """Builds a registered game, e.g. `make("kuhn_poker", rounds=3)`."""
   if name not in _REGISTRY:

@@ -36,7 +36,8 @@ class Evaluator:
   compiled once per game; returns flat metrics `eval/<game>/<opponent>/<stat>` (`elo`: the
   learner's Elo with that opponent at 0, from these games) and decoded transcripts; a game plays
   `configuration.eval_games_per_seat` games per seat. A task (games/task.py) instead answers
-  twice that many problems of its held-out split at each of its eval.task_difficulties: `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval).
+  twice that many problems of its held-out split at each of its eval.task_difficulties:
+  `eval/<task>/difficulty_<d>/<stat>` (accuracy with its interval).
   Single-round Kuhn Poker also gets its exploitability: exact in action-scoring mode, estimated
   from sampled answers (`matches.estimate_kuhn_exploitability`) in free-text mode; Team Zero-One
   its exact exploitability in action-scoring mode."""

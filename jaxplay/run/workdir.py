@@ -16,6 +16,7 @@ import socket
 
 from etils import epath
 
+import games
 from jaxplay import errors
 from jaxplay.run import spec as spec_lib
 
@@ -111,6 +112,23 @@ def resumable_changes(theirs: dict, ours: dict) -> tuple[list[str], list[str]]:
   return ([f for f in changed if f in resumable], [f for f in changed if f not in resumable])
 
 
+def _with_game_defaults(record: dict, other: dict) -> dict:
+  """`record` with each game option that `other` sets and it leaves out at the game's default
+  (a record written before the game had that option)."""
+  options, others = record.get("game_options"), other.get("game_options")
+  if not isinstance(options, dict) or not isinstance(others, dict):
+    return record
+  filled = {}
+  for name, given in options.items():
+    if isinstance(given, dict) and isinstance(others.get(name), dict) and (
+        name in games.registered_names()):
+      defaults = games.default_options(name)
+      given = {**{k: defaults[k] for k in others[name] if k in defaults and k not in given},
+               **given}
+    filled[name] = given
+  return {**record, "game_options": filled}
+
+
 def check_resumable(path: PathLike, ours: dict, has_checkpoints: bool) -> None:
   """Raises WorkdirError when `path` holds a run that a run of config `ours` may not continue.
 
@@ -122,7 +140,8 @@ def check_resumable(path: PathLike, ours: dict, has_checkpoints: bool) -> None:
     theirs = spec_lib.as_record(spec_lib.from_mapping(theirs))
   except spec_lib.SpecError:
     pass  # Compared as written: its differences are named below.
-  _, refused = resumable_changes(theirs, ours)
+  _, refused = resumable_changes(_with_game_defaults(theirs, ours),
+                                 _with_game_defaults(ours, theirs))
   if refused:
     shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
     raise WorkdirError(f"{path} holds a run of a different config (differs in {shown}); use "

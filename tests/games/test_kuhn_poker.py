@@ -123,7 +123,8 @@ def test_three_round_payoffs(deals, actions, chips, rewards):
     (1, "win", [(0, 1)], [CHECK, BET, FOLD], [-1, 1]),
     (3, "chips", [(2, 0), (0, 1), (0, 1)],  # The chip total (+2 -1 -1).
      [BET, CALL, BET, FOLD, CHECK, CHECK], [0, 0]),
-    (3, "chips", [(1, 2), (2, 0), (0, 2)], [CHECK, BET, FOLD, CHECK, BET, CALL, BET, FOLD], [2, -2]),
+    (3, "chips", [(1, 2), (2, 0), (0, 2)],
+     [CHECK, BET, FOLD, CHECK, BET, CALL, BET, FOLD], [2, -2]),
 ])
 def test_payoff_option(rounds, payoff, deals, actions, rewards):
   state = _play(games.make("kuhn_poker", rounds=rounds, payoff=payoff), deals, actions)

@@ -194,8 +194,8 @@ def test_model_directory_without_safetensors_is_refused(tmp_path):
 
 def test_game_options_documented_in_the_readme_are_settable_from_the_command_line():
   argv = ["main", "--config=configs/spiral.py:local",
-          "--config.game_options.kuhn_poker.rules=False", "--config.game_options.kuhn_poker.rounds=3",
-          "--config.game_options.kuhn_poker.payoff=chips"]
+          "--config.game_options.kuhn_poker.rules=False",
+          "--config.game_options.kuhn_poker.rounds=3", "--config.game_options.kuhn_poker.payoff=chips"]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)

@@ -155,6 +155,18 @@ def test_changed_fields_are_named_and_a_run_may_be_extended(tmp_path):
   changed = _record(_config(**{"rl.forfeit_credit": "answer"}))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in rl.forfeit_credit\)"):
     workdir_lib.check_resumable(tmp_path, changed, has_checkpoints=True)
+  # The same for a game option added later (kuhn_poker's payoff): kept at its default, the run
+  # resumes; another value is refused by name.
+  ours = _record(config)
+  assert ours["game_options"]["kuhn_poker"]["payoff"] == ""
+  older = _record(config)
+  del older["game_options"]["kuhn_poker"]["payoff"]
+  (tmp_path / "config.json").write_text(json.dumps(older))
+  workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=True)
+  ours["game_options"]["kuhn_poker"]["payoff"] = "win"
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r"differs in game_options.kuhn_poker.payoff\)"):
+    workdir_lib.check_resumable(tmp_path, ours, has_checkpoints=True)
   cosine = _config(**{"optimizer.schedule": "cosine"})
   (tmp_path / "config.json").write_text(json.dumps(_record(cosine)))
   with pytest.raises(workdir_lib.WorkdirError, match=r"differs in train.steps\)"):
