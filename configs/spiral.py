@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       seats="self_play",
       # Turn-samples trained per step, drawn uniformly from the nonzero-advantage ones (SPIRAL 128).
       samples_per_step=128,
+      # True: each game kind gets an equal share of them (uniform within the kind; a kind with too
+      # few leaves the rest to the others); False: uniform over all of them (SPIRAL).
+      balance_games=False,
       games_per_batch=16,  # Games played side by side per game kind per step (all turns collected).
       max_prompt_len=1024,  # 0 = the longest prompt of the run's games, found at start-up.
       max_response_len=4096,

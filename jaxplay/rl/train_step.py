@@ -115,6 +115,9 @@ class TrainStepConfig:
   # After each step ref_params <- decay * ref_params + (1 - decay) * params: 1.0 keeps the initial
   # params; < 1 makes the KL a pull towards a moving average of the policy (MMD's moving magnet).
   reference_decay: float = 1.0
+  # > 0: the subsample gives each of this many game kinds an equal share of the batch (`subsample`);
+  # 0: uniform over every kept row (SPIRAL).
+  balanced_kinds: int = 0
 
   def __post_init__(self):
     advantages_lib.get(self.estimator)
@@ -129,6 +132,8 @@ class TrainStepConfig:
       raise ValueError(f"seq_len={self.seq_len} must be >= 2.")
     if not 0.0 <= self.reference_decay <= 1.0:
       raise ValueError(f"reference_decay={self.reference_decay} must be in [0, 1].")
+    if self.balanced_kinds < 0:
+      raise ValueError(f"balanced_kinds={self.balanced_kinds} must be >= 0.")
 
 
 def make_optimizer(learning_rate: float = 1e-6, b1: float = 0.9, b2: float = 0.95,
@@ -227,12 +232,26 @@ def _masked_stats(name, values, mask):
           f"{name}_max": jnp.where(mask, values, -jnp.inf).max()}
 
 
-def subsample(key: jax.Array, keep: jax.Array, size: int) -> jax.Array:
+def subsample(key: jax.Array, keep: jax.Array, size: int, kinds: jax.Array | None = None,
+              num_kinds: int = 0) -> jax.Array:
   """int32 [size]: the rows of a uniform random draw without replacement of `size` of the rows
   where `keep` (bool [N]) is True, in random order. When fewer are kept, all of them come first,
-  then rows where `keep` is False (padding)."""
+  then rows where `keep` is False (padding).
+
+  With `num_kinds` > 0 the draw is balanced over `kinds` (int32 [N], each row's game kind in
+  [0, num_kinds)): each kind gets an equal share (one more for some when `size` does not divide),
+  uniform within the kind, and a kind with fewer kept rows than its share leaves the rest to the
+  others."""
   permuted = jax.random.permutation(key, keep.shape[0])
-  return permuted[jnp.argsort(~keep[permuted], stable=True)[:size]]
+  kept = keep[permuted]
+  if num_kinds:
+    member = (kinds[permuted][:, None] == jnp.arange(num_kinds)) & kept[:, None]  # [N, kinds]
+    rank = (jnp.cumsum(member, axis=0) * member).sum(1)  # 1 = a kind's first kept row drawn.
+    # Round robin: every kind's first row, then every kind's second, ...
+    priority = jnp.where(kept, rank, keep.shape[0] + 1)
+  else:
+    priority = ~kept
+  return permuted[jnp.argsort(priority, stable=True)[:size]]
 
 
 def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
@@ -325,7 +344,8 @@ def make_train_step(config: TrainStepConfig, forward_fn: ForwardFn | None,
     advantages, baselines, kept = advantages_lib.compute(
         config.estimator, collected, state.baselines, config.advantage,
         config.drop_zero_advantage, config.forfeit_credit, batch.invalid_action)
-    rows = subsample(subsample_key, kept, config.batch_size)
+    rows = subsample(subsample_key, kept, config.batch_size, collected.game_kind,
+                     config.balanced_kinds)
     trained, advantages, train_mask = jax.tree.map(lambda x: x[rows],
                                                    (batch, advantages, kept))
     data = {"rows": Rows(trained.tokens, trained.positions, trained.outcomes.game_kind,

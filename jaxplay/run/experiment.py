@@ -458,7 +458,8 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
       num_epochs=config.rl.ppo_epochs, num_minibatches=config.rl.num_minibatches,
       num_microbatches=batch_size // (config.rl.num_minibatches * config.rl.micro_batch_size),
       recompute_old_log_probs=config.rl.recompute_old_log_probs,
-      reference_decay=config.rl.kl_reference_decay)
+      reference_decay=config.rl.kl_reference_decay,
+      balanced_kinds=len(exp.kits) if config.rollout.balance_games else 0)
   optimizer = build_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]

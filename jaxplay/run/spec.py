@@ -57,6 +57,7 @@ class RolloutSpec:
   top_p: float
   top_k: int
   stop_at_answer: bool
+  balance_games: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

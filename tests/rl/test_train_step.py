@@ -228,6 +228,33 @@ def test_subsample_of_fewer_survivors_takes_them_all_then_padding():
   assert (np.diff(np.sort(rows, axis=1), axis=1) > 0).all()
 
 
+def test_a_balanced_subsample_gives_each_game_kind_an_equal_share():
+  """Kinds 0 and 1 have 72 and 24 rows, kind 2 has 8 (fewer kept than its share of 24): kind 2's
+  kept rows are all drawn and kinds 0 and 1 share the rest equally, each uniformly."""
+  kinds, _, keep = collected_layout()
+  kept_per_kind = np.bincount(kinds[keep])
+  size, num_draws = 24, 2000
+  assert kept_per_kind[2] < size // 3 < kept_per_kind[:2].min()
+  draw = jax.jit(jax.vmap(ts.subsample, in_axes=(0, None, None, None, None)),
+                 static_argnums=(2, 4))
+  keys = jax.random.split(jax.random.key(0), num_draws)
+  rows = np.asarray(draw(keys, jnp.asarray(keep), size, jnp.asarray(kinds), 3))
+  assert (np.diff(np.sort(rows, axis=1), axis=1) > 0).all() and keep[rows].all()
+  rest = size - kept_per_kind[2]
+  shares = np.stack([np.bincount(kinds[r], minlength=3) for r in rows])
+  assert (shares[:, 2] == kept_per_kind[2]).all()
+  assert set(shares[:, 0]) <= {rest // 2, (rest + 1) // 2} and (shares[:, :2].sum(1) == rest).all()
+  # Uniform within a kind: each kept row of kind 0 drawn with probability share / kept (sd 0.01).
+  frequency = np.bincount(rows.ravel(), minlength=len(keep)) / num_draws
+  np.testing.assert_allclose(frequency[keep & (kinds == 0)], rest / 2 / kept_per_kind[0],
+                             atol=0.05)
+  # Fewer kept rows than the batch: all of them first, then padding, as without balancing.
+  few = keep & (kinds == 2)
+  rows = np.asarray(draw(keys[:50], jnp.asarray(few), 8, jnp.asarray(kinds), 3))
+  assert (np.sort(rows[:, :few.sum()], axis=1) == np.flatnonzero(few)).all()
+  assert not few[rows[:, few.sum():]].any()
+
+
 def test_subsample_is_keyed():
   _, _, keep = collected_layout()
   draws = [subsample_draws(keep, 16, 1, seed) for seed in (0, 0, 1)]

@@ -114,20 +114,24 @@ def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monke
 
 
 def test_ppo_options_reach_the_train_step(text_run, monkeypatch):
-  """rl.ppo_epochs, rl.num_minibatches, rl.micro_batch_size, rl.recompute_old_log_probs and
-  rl.forfeit_credit make the train step's epochs, mini-batches, micro-batches, old log-probs and
-  forfeit credit."""
+  """rl.ppo_epochs, rl.num_minibatches, rl.micro_batch_size, rl.recompute_old_log_probs,
+  rl.forfeit_credit and rollout.balance_games make the train step's epochs, mini-batches,
+  micro-batches, old log-probs, forfeit credit and balanced draw."""
   exp, _ = text_run
   made = []
   monkeypatch.setattr(experiment.train_step, "make_train_step",
                       lambda step_config, *args, **kwargs: made.append(step_config))
+  experiment.build_train_step(exp)
   config = exp.config.replace(rl=dict(ppo_epochs=3, num_minibatches=4, micro_batch_size=16,
-                                      recompute_old_log_probs=True, forfeit_credit="answer"))
+                                      recompute_old_log_probs=True, forfeit_credit="answer"),
+                              rollout=dict(balance_games=True))
   experiment.build_train_step(dataclasses.replace(exp, config=config))
-  (step_config,) = made
+  default, step_config = made
+  assert default.balanced_kinds == 0
   assert (step_config.batch_size, step_config.num_epochs, step_config.num_minibatches,
           step_config.num_microbatches, step_config.recompute_old_log_probs,
-          step_config.forfeit_credit) == (256, 3, 4, 4, True, "answer")
+          step_config.forfeit_credit, step_config.balanced_kinds) == (
+              256, 3, 4, 4, True, "answer", len(exp.kits))
 
 
 def test_action_scoring_kit_scores_its_own_actions(text_run):
