@@ -181,11 +181,13 @@ def test_rae_baselines_are_carried_across_steps():
   np.testing.assert_allclose(state.baselines, [[ema[0], ema[1]]], rtol=1e-5)
 
 
-def subsample_draws(keep, size, num_draws, seed=0):
+def subsample_draws(keep, size, num_draws, seed=0, kinds=None, num_kinds=0):
   """int32 [num_draws, size]: `ts.subsample` with num_draws keys split from `seed`."""
-  draw = jax.jit(jax.vmap(ts.subsample, in_axes=(0, None, None)), static_argnums=2)
+  draw = jax.jit(jax.vmap(ts.subsample, in_axes=(0, None, None, None, None)),
+                 static_argnums=(2, 4))
   keys = jax.random.split(jax.random.key(seed), num_draws)
-  return np.asarray(draw(keys, jnp.asarray(keep), size))
+  kinds = None if kinds is None else jnp.asarray(kinds)
+  return np.asarray(draw(keys, jnp.asarray(keep), size, kinds, num_kinds))
 
 
 def collected_layout():
@@ -235,10 +237,7 @@ def test_a_balanced_subsample_gives_each_game_kind_an_equal_share():
   kept_per_kind = np.bincount(kinds[keep])
   size, num_draws = 24, 2000
   assert kept_per_kind[2] < size // 3 < kept_per_kind[:2].min()
-  draw = jax.jit(jax.vmap(ts.subsample, in_axes=(0, None, None, None, None)),
-                 static_argnums=(2, 4))
-  keys = jax.random.split(jax.random.key(0), num_draws)
-  rows = np.asarray(draw(keys, jnp.asarray(keep), size, jnp.asarray(kinds), 3))
+  rows = subsample_draws(keep, size, num_draws, kinds=kinds, num_kinds=3)
   assert (np.diff(np.sort(rows, axis=1), axis=1) > 0).all() and keep[rows].all()
   rest = size - kept_per_kind[2]
   shares = np.stack([np.bincount(kinds[r], minlength=3) for r in rows])
@@ -250,7 +249,7 @@ def test_a_balanced_subsample_gives_each_game_kind_an_equal_share():
                              atol=0.05)
   # Fewer kept rows than the batch: all of them first, then padding, as without balancing.
   few = keep & (kinds == 2)
-  rows = np.asarray(draw(keys[:50], jnp.asarray(few), 8, jnp.asarray(kinds), 3))
+  rows = subsample_draws(few, 8, 50, kinds=kinds, num_kinds=3)
   assert (np.sort(rows[:, :few.sum()], axis=1) == np.flatnonzero(few)).all()
   assert not few[rows[:, few.sum():]].any()
 
