@@ -3,7 +3,7 @@
 `--config=configs/spiral.py` is the paper's recipe (Qwen3-4B-Base, 400 steps, 128 turn-samples per
 step); `--config=configs/spiral.py:local` is the offline preset: Gemma 3 270M from its PyPI package
 on Kuhn Poker and TicTacToe against the random opponent, LoRA adapters trained, sized to show
-learning on a 2-core CPU in 20-30 minutes and 8 GB (README "Results").
+learning on a 2-core CPU in ~40 minutes and 10 GB (README "Results").
 """
 
 import ml_collections
@@ -196,13 +196,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Two worked examples: the base model then answers in \boxed{} ~70% of the time at T 1.0 (none
     # without them; BENCHMARKS.md "Step-0 valid answers"); responses end at the answer.
     config.prompt.examples = 2
-    # One Kuhn round without the rules paragraph: SPIRAL's 5 rounds take 15 turns of ~470-token
-    # prompts per game, several times this preset's budget on a 2-core CPU.
-    config.game_options.kuhn_poker.update(rounds=1, rules=False)
+    # One Kuhn round (SPIRAL's 5 take 15 turns a game, several times this budget on a 2-core CPU)
+    # with SPIRAL's rules paragraph and payoff, +1/-1 to the winner. The untrained model forfeits
+    # ~30% of these games, training removes that; and no deal makes folding beat calling (the chip
+    # payoff taught one seed to fold every card: BENCHMARKS.md "Kuhn Poker: where the preset's
+    # play stops", runs W and Y).
+    config.game_options.kuhn_poker.update(rounds=1, rules=True, payoff="win")
     # Against the random opponent: in this budget it teaches legal moves where self-play, or a
     # half-and-half mix, does not yet (BENCHMARKS.md "Learning: Gemma 3 270M on the CPU").
     config.rollout.update(seats="opponent:random", samples_per_step=16,
-                          games_per_batch=8, max_prompt_len=576, max_response_len=24,
+                          games_per_batch=8, max_prompt_len=680, max_response_len=24,
                           stop_at_answer=True)
     # RLOO over groups of 4 games with one deal and one learner seat: with 16 samples a step,
     # RAE's baseline (from 0) leaves most advantages negative for many steps, and the updates
@@ -219,8 +222,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 5e-5
     # 12 steps: with 8, TicTacToe's rise depended on the seed (BENCHMARKS.md runs J and M).
     config.train.update(steps=12, eval_every=12, checkpoint_every=12)
-    # 64 games per game and evaluation, for 95% intervals narrow enough to tell a change.
-    config.eval.update(opponents="random", games_per_seat=32, kuhn_samples=0, heldout_games="")
+    # 64 Kuhn Poker and 32 TicTacToe games per evaluation: 95% intervals narrow enough to tell
+    # the change each game shows (TicTacToe's is the larger and its games the longer).
+    config.eval.update(opponents="random", games_per_seat=32, kuhn_samples=0, heldout_games="",
+                       games_per_seat_by_game="tic_tac_toe:16")
   elif arg is not None:
     raise ValueError(f"Unknown config argument {arg!r} for configs/spiral.py; valid: 'local'.")
   return config

@@ -31,13 +31,15 @@ def test_names_become_tuples_and_tables_dicts():
   assert built.games == ("kuhn_poker", "tic_tac_toe")
   assert built.rollout.seats == ("self_play", "opponent:random")
   assert built.eval.heldout_games == ()
-  assert built.game_options == {"kuhn_poker": {"rounds": 1, "rules": False, "payoff": ""}}
+  assert built.game_options == {"kuhn_poker": {"rounds": 1, "rules": True, "payoff": "win"}}
   assert built.invalid_rewards == (-1.5, 0.5) and built.mesh.rules == {}
   assert built.model.lora_targets == ("q", "k", "v", "o", "gate", "up", "down")
 
 
 def test_name_count_lists_become_dicts_and_read_back():
   config = spiral.get_config("local")
+  assert spec.from_mapping(config).eval.games_per_seat_by_game == {"tic_tac_toe": 16}
+  config.eval.games_per_seat_by_game = ""
   assert spec.from_mapping(config).eval.games_per_seat_by_game == {}
   config.eval.games_per_seat_by_game = " kuhn_poker:128, tic_tac_toe:16 "
   built = spec.from_mapping(config)
