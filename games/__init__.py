@@ -13,7 +13,7 @@ from games import arithmetic  # noqa: F401  (verifiable single-player tasks, gam
 from games import countdown  # noqa: F401
 from games import linear_equation  # noqa: F401
 from games.api import EVAL_INVALID_REWARDS, INVALID_ACTION, TRAIN_INVALID_REWARDS, Game, State
-from games.api import default_options, make, register, registered_names
+from games.api import WithRules, default_options, make, register, registered_names
 
 __all__ = ["EVAL_INVALID_REWARDS", "INVALID_ACTION", "TRAIN_INVALID_REWARDS", "Game", "State",
-           "default_options", "make", "register", "registered_names"]
+           "WithRules", "default_options", "make", "register", "registered_names"]

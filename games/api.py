@@ -150,6 +150,13 @@ class WithRules(Game, abc.ABC):
 
   rules: bool = True
 
+  @property
+  @abc.abstractmethod
+  def rules_text(self) -> str:
+    """The rules paragraph, the same for every player, as `rules=True` shows it in each
+    observation after the intro line. A prompt may show it once instead, before everything else,
+    with the observations of `rules=False` (config `prompt.shared_rules`)."""
+
 
 def _select(pred: jax.Array, on_true: State, on_false: State) -> State:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)

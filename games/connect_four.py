@@ -75,16 +75,20 @@ def _intro(player: int, rows: int, columns: int, rules: bool) -> str:
   text = (f"You are Player {player} in Connect Four, playing '{MARKS[player]}' "
           "(Player 0 moves first).\n")
   if rules:
-    text += ("Rules:\n"
-             f"- The board has {rows} rows and {columns} columns; the columns are numbered "
-             f"0-{columns - 1} from left to right.\n"
-             "- On your turn, drop one of your pieces into a column that is not full: it falls "
-             "to the lowest empty cell of that column.\n"
-             "- The first player with four pieces in a row (horizontally, vertically or "
-             "diagonally) wins; a full board is a draw.\n"
-             f"- Write a move as the column number, for example [{columns // 2}].\n")
+    text += _rules_text(rows, columns)
   return (text + "Current board (top row first; X = Player 0, O = Player 1, . = empty):\n"
           + "".join(f" {c}" for c in range(columns)) + "\n")
+
+
+def _rules_text(rows: int, columns: int) -> str:
+  return ("Rules:\n"
+          f"- The board has {rows} rows and {columns} columns; the columns are numbered "
+          f"0-{columns - 1} from left to right.\n"
+          "- On your turn, drop one of your pieces into a column that is not full: it falls "
+          "to the lowest empty cell of that column.\n"
+          "- The first player with four pieces in a row (horizontally, vertically or "
+          "diagonally) wins; a full board is a draw.\n"
+          f"- Write a move as the column number, for example [{columns // 2}].\n")
 
 
 _CELLS = tuple(f" {m}" for m in (".", *MARKS))  # EMPTY, X, O
@@ -105,6 +109,10 @@ class ConnectFour(api.WithRules):
     if not (IN_ROW <= self.rows <= 10 and IN_ROW <= self.columns <= 10):
       raise ValueError(f"connect_four: rows and columns must be in [{IN_ROW}, 10], got "
                        f"rows={self.rows}, columns={self.columns}.")
+
+  @property
+  def rules_text(self) -> str:
+    return _rules_text(self.rows, self.columns)
 
   @property
   def actions(self) -> tuple[str, ...]:

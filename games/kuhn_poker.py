@@ -66,16 +66,17 @@ def _deal(key: jax.Array) -> jax.Array:
 
 def _intro(player: int, rounds: int, rules: bool = True) -> str:
   game = "a game of Kuhn Poker" if rounds == 1 else f"a {rounds}-round game of Kuhn Poker"
-  if not rules:
-    return f"You are Player {player} in {game}.\n"
+  return f"You are Player {player} in {game}.\n" + (_rules_text(rounds) if rules else "")
+
+
+def _rules_text(rounds: int) -> str:
   if rounds == 1:
     opener, goal = "Player 0 acts first.", ""
   else:
     opener = "Player 0 acts first in round 1, and the first player alternates each round."
     goal = ("- The player with more chips after all rounds wins the game; equal chips is a "
             "draw.\n")
-  return (f"You are Player {player} in {game}.\n"
-          "Rules:\n"
+  return ("Rules:\n"
           "- The deck has three cards: J, Q and K (J is lowest, K is highest).\n"
           "- Each round both players ante 1 chip and are dealt one card; the third card is not "
           "used.\n"
@@ -134,6 +135,10 @@ class KuhnPoker(api.WithRules):
 
   def _intro(self, player: int) -> str:
     return _intro(player, self.rounds, self.rules)
+
+  @property
+  def rules_text(self) -> str:
+    return _rules_text(self.rounds)
 
   @property
   def actions(self) -> tuple[str, ...]:

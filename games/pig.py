@@ -57,8 +57,11 @@ def _intro(player: int, win_score: int, horizon: int, rules: bool) -> str:
   head = f"You are Player {player} in a game of Pig to {win_score} points"
   if not rules:
     return head + ".\n"
-  return (head + " (Player 0 goes first).\n"
-          "Rules:\n"
+  return head + " (Player 0 goes first).\n" + _rules_text(win_score, horizon)
+
+
+def _rules_text(win_score: int, horizon: int) -> str:
+  return ("Rules:\n"
           "- On your turn, you [roll] a six-sided die as many times as you like, or [stop].\n"
           "- A roll of 2-6 adds to your turn total; a roll of 1 loses your turn total and ends "
           "your turn.\n"
@@ -122,6 +125,10 @@ class Pig(api.WithRules):
 
   def _intro(self, player: int) -> str:
     return _intro(player, self.win_score, self.horizon, self.rules)
+
+  @property
+  def rules_text(self) -> str:
+    return _rules_text(self.win_score, self.horizon)
 
   @property
   def actions(self) -> tuple[str, ...]:

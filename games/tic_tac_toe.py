@@ -1,4 +1,7 @@
-"""TicTacToe: cells 0-8, player 0 ('X') moves first; win +1, loss -1, draw 0."""
+"""TicTacToe: cells 0-8, player 0 ('X') moves first; win +1, loss -1, draw 0.
+
+`rules=False` leaves the goal and move-format lines out of the prompt (as in Kuhn Poker).
+"""
 
 from __future__ import annotations
 
@@ -22,15 +25,15 @@ class Board:
   cells: jax.Array  # int32 [9]: EMPTY, or the player (0/1) whose mark is there.
 
 
-def _intro(player: int) -> str:
+def _intro(player: int, rules: bool = True) -> str:
   return (f"You are Player {player} in Tic Tac Toe, playing '{MARKS[player]}' "
-          f"(Player 0 moves first).\n"
-          "Your goal is to get three of your marks in a row: horizontally, vertically or "
+          f"(Player 0 moves first).\n" + (_RULES if rules else "") + "Current board:\n")
+
+
+_RULES = ("Your goal is to get three of your marks in a row: horizontally, vertically or "
           "diagonally.\n"
           "On your turn, choose the number of an empty square (0-8) to place your mark, "
-          "for example [4] for the centre square.\n"
-          "Current board:\n")
-
+          "for example [4] for the centre square.\n")
 
 _ROW_SEPARATOR = "\n---+---+---\n"
 _AVAILABLE = "\nAvailable moves: "
@@ -39,8 +42,12 @@ _CELL_TEXT = tuple(f" {c} " for c in range(9)) + tuple(f" {m} " for m in MARKS)
 
 @api.register
 @dataclasses.dataclass(frozen=True)
-class TicTacToe(api.Game):
+class TicTacToe(api.WithRules):
   name = "tic_tac_toe"
+
+  @property
+  def rules_text(self) -> str:
+    return _RULES
 
   @property
   def actions(self) -> tuple[str, ...]:
@@ -52,8 +59,8 @@ class TicTacToe(api.Game):
 
   @property
   def phrases(self) -> tuple[str, ...]:
-    return ("", _intro(0), _intro(1), *_CELL_TEXT, "|", _ROW_SEPARATOR, _AVAILABLE,
-            *(f"[{c}]" for c in range(9)), *(f", [{c}]" for c in range(9)))
+    return ("", _intro(0, self.rules), _intro(1, self.rules), *_CELL_TEXT, "|", _ROW_SEPARATOR,
+            _AVAILABLE, *(f"[{c}]" for c in range(9)), *(f", [{c}]" for c in range(9)))
 
   @property
   def max_observation_phrases(self) -> int:
@@ -91,7 +98,7 @@ class TicTacToe(api.Game):
     first_legal = jnp.argmax(legal)
     moves = jnp.where(jnp.arange(9) == first_legal, ids["[0]"], ids[", [0]"]) + jnp.arange(9)
     moves = jnp.where(legal, moves, api.PAD_PHRASE)
-    head = jnp.stack([ids[_intro(0)] + player, *grid, ids[_AVAILABLE]])
+    head = jnp.stack([ids[_intro(0, self.rules)] + player, *grid, ids[_AVAILABLE]])
     return jnp.concatenate([head, moves]).astype(jnp.int32)
 
   def render_text(self, state: api.State, player: int) -> str:
@@ -99,4 +106,4 @@ class TicTacToe(api.Game):
     shown = [str(c) if cells[c] == EMPTY else MARKS[cells[c]] for c in range(9)]
     rows = ["|".join(f" {s} " for s in shown[r * 3:r * 3 + 3]) for r in range(3)]
     moves = ", ".join(f"[{c}]" for c in range(9) if state.legal_action_mask[c])
-    return _intro(player) + _ROW_SEPARATOR.join(rows) + _AVAILABLE + moves
+    return _intro(player, self.rules) + _ROW_SEPARATOR.join(rows) + _AVAILABLE + moves

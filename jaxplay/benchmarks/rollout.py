@@ -71,8 +71,7 @@ def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, 
                     batch: int, response_len: int):
   """The host loop's call playing one collection of `batch` games; returns its turn-samples."""
   import torch
-  game, chat = kit.game, exp.chat
-  style = experiment.prompt_style(exp.config, game)
+  game, chat, style = kit.game, exp.chat, kit.style
   init, step = jax.jit(game.init), jax.jit(game.step)
   hf_tokenizer.padding_side = "left"
   pad = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else exp.pad_id

@@ -151,13 +151,26 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
 def _act_on_rows(policy: Policy, params, prompt_tokens, prompt_lengths, states: api.State,
                  rows_B: jax.Array, key: jax.Array) -> Act:
   """The policy's Act where `rows_B` (bool [B]) and the game goes on; other rows get no legal
-  action (free text then stops them after one token). No row to play: an all-padding Act without
-  running the model (rollouts are fixed-length scans: the turns of finished games, and a fixed
-  opponent's turns when every game seats the learner alike, cost nothing)."""
+  action (free text then stops them after one token). The model runs on as few rows as it can:
+  none when no row plays (an all-padding Act: the turns of finished games, and a fixed opponent's
+  turns when every game seats the learner alike, cost nothing), the playing rows gathered into a
+  half batch when they fit in one (the learner's turns against a fixed opponent in half of the
+  games, the last turns of games that end at different times), else all B rows."""
   legal = states.legal_action_mask & (rows_B & ~states.terminated)[:, None]
-  run = lambda: policy(params, prompt_tokens, prompt_lengths, legal, key)
-  skip = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run))
-  return jax.lax.cond(legal.any(), run, skip)
+  playing = legal.any(-1)
+  run = lambda rows: policy(params, prompt_tokens[rows], prompt_lengths[rows], legal[rows], key)
+  every = lambda: run(slice(None))
+  skip = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(every))
+  half = playing.shape[0] // 2
+  if not half:
+    return jax.lax.cond(playing.any(), every, skip)
+
+  def gathered():
+    rows = jnp.argsort(~playing, stable=True)[:half]  # The playing rows first, in order.
+    return jax.tree.map(lambda empty, part: empty.at[rows].set(part), skip(), run(rows))
+
+  branch = jnp.where(playing.any(), jnp.where(playing.sum() <= half, 1, 2), 0)
+  return jax.lax.switch(branch, (skip, gathered, every))
 
 
 def join_games(stacked: Episodes) -> Episodes:

@@ -239,6 +239,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   except ValueError as error:
     raise ConfigError(f"config.game_options: {error}") from None
 
+  _check_shared_rules(config)
   _one_of(config, "rollout.mode", ROLLOUT_MODES)
   seats = modes = config.rollout.seats
   if not modes or any(m not in SEAT_MODES and not m.startswith("opponent:") for m in modes):
@@ -348,6 +349,22 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   _check_mesh(config, jax.device_count() if num_devices is None else num_devices)
   _check_model(config)
   return config
+
+
+def _check_shared_rules(config: spec_lib.RunSpec) -> None:
+  """prompt.shared_rules names games; those the run plays must show a rules paragraph (a
+  registered game it does not play is kept, as game_options are: a preset's choice survives
+  --config.games=...)."""
+  played = {g.name: g for g in make_games(config) + make_heldout_games(config)}
+  with_rules = [n for n, g in played.items() if isinstance(g, games.WithRules) and g.rules]
+  for name in config.prompt.shared_rules:
+    if name in with_rules or (name in games.registered_names() and name not in played):
+      continue
+    why = ("has no rules paragraph to show (rules=False, or none in the game)" if name in played
+           else "is not a game")
+    _fail("prompt.shared_rules", config.prompt.shared_rules,
+          f"{name} {why}; games of this run with one: {', '.join(with_rules) or 'none'} "
+          "('' for none).")
 
 
 def _check_lora(config: spec_lib.RunSpec) -> None:

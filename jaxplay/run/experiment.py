@@ -28,7 +28,8 @@ from jaxplay.text import tokenizer as tokenizers
 class GameKit:
   """One game under the run's tokenizer: its prompt table and policies."""
 
-  game: games.Game
+  game: games.Game  # As its prompts show it (`prompted_game`).
+  style: prompts.PromptStyle
   prompts: prompts.PromptTable
   train_policy: rollout.Policy
   eval_policy: rollout.Policy
@@ -234,10 +235,10 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   Raises ConfigError naming rollout.max_prompt_len when the game's prompts do not fit it.
   """
   config, model, pad_id = exp.config, exp.model, exp.pad_id
+  game, style = prompted_game(config, game)
   try:
     table = prompts.prompt_table(game, exp.tokenizer, exp.chat,
-                                 config.rollout.max_prompt_len or None, fit=True,
-                                 style=prompt_style(config, game))
+                                 config.rollout.max_prompt_len or None, fit=True, style=style)
   except ValueError as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
@@ -254,14 +255,22 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   train_policy = (make(config.rollout.temperature) if scoring is not None
                   else make(config.rollout.temperature, config.rollout.top_p))
-  return GameKit(game, table, train_policy, eval_policy, scoring)
+  return GameKit(game, style, table, train_policy, eval_policy, scoring)
 
 
-def prompt_style(config: spec_lib.RunSpec, game: games.Game) -> prompts.PromptStyle:
-  """config.prompt for one game: its instruction line and `examples` worked examples."""
-  return prompts.PromptStyle(instruction=config.prompt.instruction or prompts.INSTRUCTION,
-                             examples=prompts.worked_examples(game, config.prompt.examples),
-                             header=prompts.header(game))
+def prompted_game(config: spec_lib.RunSpec, game: games.Game
+                  ) -> tuple[games.Game, prompts.PromptStyle]:
+  """config.prompt for one game: (the game as its observations show it, the prompt style: its
+  instruction line, `examples` worked examples, and for a game in `shared_rules` its rules
+  paragraph shown once, first, which then leaves every observation: the game's `rules=False`
+  copy, the same play)."""
+  rules = ""
+  if game.name in config.prompt.shared_rules and isinstance(game, games.WithRules) and game.rules:
+    rules, game = game.rules_text, dataclasses.replace(game, rules=False)
+  return game, prompts.PromptStyle(
+      instruction=config.prompt.instruction or prompts.INSTRUCTION,
+      examples=prompts.worked_examples(game, config.prompt.examples),
+      header=prompts.header(game), rules=rules)
 
 
 def _pad_scoring(table: answers.ScoringTable, width: int, num_actions: int) -> answers.ScoringTable:

@@ -120,7 +120,7 @@ class MetricsWriter:
     self._tensorboard = tensorboardX.SummaryWriter(os.fspath(folder / "tensorboard"))
     for record in kept:
       for name, value in record.items():
-        if name not in ("step", "time"):
+        if name not in ("step", "time") and math.isfinite(float(value)):
           self._tensorboard.add_scalar(name, float(value), global_step=record["step"],
                                        walltime=record.get("time"))
     self._tensorboard.flush()
@@ -133,7 +133,8 @@ class MetricsWriter:
               **{k: (v if math.isfinite(v) else str(v)) for k, v in flat.items()}}
     workdir_lib.append_text(self.path, json.dumps(record) + "\n")
     for name, value in flat.items():
-      self._tensorboard.add_scalar(name, value, global_step=int(step))
+      if math.isfinite(value):  # NaN (a mean over no rows): a gap here, "nan" in metrics.jsonl.
+        self._tensorboard.add_scalar(name, value, global_step=int(step))
     self._tensorboard.flush()
     if self._sink is not None:
       self._sink.log(int(step), flat)

@@ -43,6 +43,7 @@ class ModelSpec:
 class PromptSpec:
   instruction: str
   examples: int
+  shared_rules: Names = ()  # Default: run records from before the option load.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Prompts inside the compiled program: tokenised phrase tables and jittable rendering.
 
-Rendering: a prompt is `chat prefix + examples + header + observation + "\n" + instruction +
-chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets the header,
-zero-sum or general-sum, the instruction line and the worked examples, none by default). The
-fixed parts and every game phrase are tokenised once, each alone; `render_tokens` gathers and
-packs them into `max_prompt_len` tokens.
+Rendering: a prompt is `chat prefix + rules + examples + header + observation + "\n" +
+instruction + chat suffix` (SPIRAL's template inside the model's chat format; a `PromptStyle` sets
+the header, zero-sum or general-sum, the instruction line, the worked examples and a rules
+paragraph shown once, none by default). The fixed parts and every game phrase are tokenised once,
+each alone; `render_tokens` gathers and packs them into `max_prompt_len` tokens.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ PROMPT_SUFFIX = "\n" + INSTRUCTION
 @dataclasses.dataclass(frozen=True)
 class PromptStyle:
   """What surrounds the observation: the header before it, the line after it, and worked examples
-  shown before it.
+  shown before it, after the game's rules paragraph when that is shown once (`rules`).
 
   Each example is the prompt of another state followed by its answer: `header + observation
   + "\\n" + instruction + "\\n" + answer + "\\n\\n"`, all inside the one user message.
@@ -53,11 +53,14 @@ class PromptStyle:
   instruction: str = INSTRUCTION
   examples: tuple[tuple[str, str], ...] = ()  # (observation, answer) pairs.
   header: str = PROMPT_PREFIX  # `header(game)` of the game shown.
+  # A game's rules paragraph (api.WithRules.rules_text), first in every prompt and followed by a
+  # blank line; "" = none (the observations hold it: SPIRAL's layout).
+  rules: str = ""
 
   def message(self, observation: str) -> str:
-    """The user message for an observation (examples first)."""
+    """The user message for an observation (the rules, then the examples first)."""
     shown = "".join(self._question(o) + "\n" + a + "\n\n" for o, a in self.examples)
-    return shown + self._question(observation)
+    return (self.rules + "\n" if self.rules else "") + shown + self._question(observation)
 
   def _question(self, observation: str) -> str:
     return self.header + observation + "\n" + self.instruction
@@ -130,7 +133,7 @@ class PromptTable:
 
   phrase_tokens: jax.Array  # int32 [num_phrases, max_phrase_len]
   phrase_lengths: jax.Array  # int32 [num_phrases]
-  prefix: jax.Array  # int32 [prefix_len]: chat prefix + examples + header
+  prefix: jax.Array  # int32 [prefix_len]: chat prefix + rules + examples + header
   suffix: jax.Array  # int32 [suffix_len]: "\n" + instruction + chat suffix
   max_prompt_len: int = struct.field(pytree_node=False)
   pad_id: int = struct.field(pytree_node=False)

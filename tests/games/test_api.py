@@ -47,16 +47,18 @@ def test_unknown_option_lists_valid_ones():
   with pytest.raises(ValueError, match="valid options: invalid_rewards"):
     games.make("tic_tac_toe", board_size=4)
   with pytest.raises(ValueError, match=r"`rules` belongs to games with a rules paragraph: "
-                                       r"connect_four, kuhn_poker, pig\)"):
-    games.make("tic_tac_toe", rules=False)
+                                       r"connect_four, kuhn_poker, pig, tic_tac_toe\)"):
+    games.make("nim", rules=False)
 
 
 def test_games_with_a_rules_paragraph_leave_it_out_on_request():
   with_rules = [n for n in games.registered_names()
                 if isinstance(games.make(n), api.WithRules)]
-  assert with_rules == ["connect_four", "kuhn_poker", "pig"]
+  assert with_rules == ["connect_four", "kuhn_poker", "pig", "tic_tac_toe"]
   for name in with_rules:
     long, short = games.make(name), games.make(name, rules=False)
     state = long.init(jax.random.key(0))
-    assert "Rules:" in long.render_text(state, 0) and "Rules:" not in short.render_text(state, 0)
-    assert len(short.render_text(state, 0)) < len(long.render_text(state, 0))
+    assert long.rules_text == short.rules_text and len(long.rules_text) > 100
+    for player in (0, 1):  # The paragraph is the same for both players.
+      assert long.rules_text in long.render_text(state, player)
+      assert long.rules_text not in short.render_text(state, player)

@@ -64,12 +64,15 @@ def test_fixed_opponent_only_learner_turns_are_samples():
 
 def test_the_model_runs_only_for_the_learners_turns():
   """Against a fixed opponent the policy is asked only for the learner's live rows (others get
-  no legal action), and a turn with no such row does not run the model at all."""
+  no legal action), a turn with no such row does not run the model at all, and when those rows
+  fit in half the batch the model runs on half the batch, each answer going back to its row."""
 
   def marking_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
     act = stand_ins.random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key)
     asked = legal_mask.any(-1).astype(jnp.int32)
-    return act._replace(response_tokens=act.response_tokens.at[:, 1].set(asked).at[:, 2].set(1))
+    rows = prompt_tokens.shape[0]  # The batch the model ran on.
+    return act._replace(response_tokens=act.response_tokens.at[:, 1].set(asked).at[:, 2].set(1),
+                        response_logprobs=act.response_logprobs.at[:, 0].set(rows))
 
   game = games.make("tic_tac_toe")
   for seats in (np.arange(64) % 2, np.zeros(64)):  # Mixed seats, then the learner always X.
@@ -78,11 +81,16 @@ def test_the_model_runs_only_for_the_learners_turns():
         opponent=opponents.uniform_random, seats=seats))(jax.random.key(5),
                                                          jnp.asarray(seats, jnp.int32))
     tokens = np.asarray(episodes.response_tokens)
-    np.testing.assert_array_equal(tokens[..., 1] == 1, np.asarray(episodes.learner))
+    learner = np.asarray(episodes.learner)
+    np.testing.assert_array_equal(tokens[..., 1] == 1, learner)
+    assert np.asarray(episodes.valid)[learner].all()  # Each row got the answer to its own board.
     ran = tokens[..., 2].any(-1)  # [T]: the model ran at this turn.
     live = np.asarray(episodes.active).any(-1)
     expected = live if seats.any() else live & (np.arange(game.max_turns) % 2 == 0)
     np.testing.assert_array_equal(ran, expected)
+    batch = np.asarray(episodes.response_logprobs)[..., 0].max(-1)[ran]  # Rows it ran on.
+    np.testing.assert_array_equal(batch, np.where(learner.sum(-1)[ran] <= 32, 32, 64))
+    assert (batch == 32).any() and ((batch == 64).any() or seats.any())
 
 
 def test_a_mix_plays_the_first_games_in_self_play():

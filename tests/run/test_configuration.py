@@ -74,6 +74,9 @@ def test_unknown_config_argument():
     ("eval.math", "jsonl:/nonexistent.jsonl", r"config.eval.math=.*no file '/nonexistent.jsonl'"),
     ("prompt.examples", -1, r"config.prompt.examples=-1: must be >= 0"),
     ("prompt.instruction", "Answer now.", r"config.prompt.instruction='Answer now.': .*boxed"),
+    ("prompt.shared_rules", "tic_tac_toe,chess", r"config.prompt.shared_rules="
+     r"'tic_tac_toe,chess': chess is not a game; games of this run with one: kuhn_poker, "
+     r"tic_tac_toe \('' for none"),
     ("rollout.temperature", 0.0, r"config.rollout.temperature=0.0: must be > 0 for training: at "
      r"0 the sampler is greedy .*importance ratio explodes \(eval.temperature=0 is greedy"),
     ("rollout.temperature", -1.0, r"config.rollout.temperature=-1.0: must be > 0"),
@@ -218,6 +221,22 @@ def test_bad_eval_sizes_are_named(sizes, message):
   config.eval.games_per_seat_by_game = sizes
   with pytest.raises(configuration.ConfigError, match=message):
     configuration.validate(config)
+
+
+def test_shared_rules_need_a_rules_paragraph():
+  config = spiral.get_config("local")
+  config.update(games="kuhn_poker,tic_tac_toe", prompt=dict(shared_rules="kuhn_poker"))
+  config.eval.heldout_games = "nim"
+  configuration.validate(config)
+  config.prompt.shared_rules = "kuhn_poker,connect_four"  # A game not played is kept.
+  configuration.validate(config)
+  for names, game_options in (("nim", {}), ("kuhn_poker", {"rules": False})):
+    config.prompt.shared_rules = names
+    config.game_options.kuhn_poker.update(rules=game_options.get("rules", True))
+    with pytest.raises(configuration.ConfigError,
+                       match=rf"config.prompt.shared_rules='{names}': {names} has no rules "
+                             r"paragraph to show \(rules=False, or none in the game\)"):
+      configuration.validate(config)
 
 
 def test_bad_game_option_is_named():

@@ -97,6 +97,31 @@ def test_heldout_prompts_longer_than_max_prompt_len_fail_naming_the_fields(text_
     experiment.game_kit(exp, games.make("leduc_poker"), byte_table, None, "eval.heldout_games")
 
 
+def test_shared_rules_move_the_paragraph_from_every_observation_to_the_prompt_start(text_run):
+  exp, _ = text_run
+  full = games.make("kuhn_poker")
+  spiral_layout = experiment.prompted_game(exp.config, full)
+  assert spiral_layout[0] is full and spiral_layout[1].rules == ""
+  config = exp.config.replace(
+      prompt=dataclasses.replace(exp.config.prompt, shared_rules=("kuhn_poker", "tic_tac_toe"),
+                                 examples=2),
+      rollout=dataclasses.replace(exp.config.rollout, max_prompt_len=0))  # The bound it needs.
+  game, style = experiment.prompted_game(config, full)
+  assert game == dataclasses.replace(full, rules=False) and style.rules == full.rules_text
+  assert len(style.examples) == 2
+  assert not any(full.rules_text in observation for observation, _ in style.examples)
+  # Nothing to move: a game not named, one without a paragraph, and one that leaves it out.
+  for other in (games.make("connect_four"), games.make("nim"), games.make("kuhn_poker", rules=False)):
+    assert experiment.prompted_game(config, other)[0] is other
+    assert experiment.prompted_game(config, other)[1].rules == ""
+  byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
+  kit = experiment.game_kit(dataclasses.replace(exp, config=config), full, byte_table, None)
+  assert kit.game == game and kit.style == style
+  start = tokenizers.decode(exp.tokenizer, np.asarray(kit.prompts.prefix))
+  assert start.count(full.rules_text) == 1
+  assert start.index(full.rules_text) < start.index(prompts.PROMPT_PREFIX)
+
+
 def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monkeypatch):
   """rollout.temperature/top_p/top_k make the training policy, eval.temperature/top_p the
   evaluation policy (with rollout.top_k: eval has none); the sampler applies them

@@ -89,6 +89,8 @@ def test_a_record_older_than_a_field_with_a_default_loads_with_that_default():
   assert spec.from_mapping(record).rl.forfeit_credit == "game"  # RLSpec's default.
   del record["eval"]["games_per_seat_by_game"]
   assert spec.from_mapping(record).eval.games_per_seat_by_game == {}
+  assert record["prompt"].pop("shared_rules") == "tic_tac_toe"  # The local preset's.
+  assert spec.from_mapping(record).prompt.shared_rules == ()  # SPIRAL's layout.
 
 
 def test_ints_are_accepted_where_floats_are_expected():

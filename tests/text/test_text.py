@@ -1,5 +1,6 @@
 """Jittable rendering and parsing against the plain-Python references, on real tokenizers."""
 
+import dataclasses
 import functools
 import zlib
 
@@ -271,6 +272,33 @@ def test_prompt_style_renders_its_reference(setup, name):
   prompt = prompts.reference_prompt(game, chat, state, 0, style)
   assert prompt.count(prompts.PROMPT_PREFIX) == 3 and prompt.count("Answer in \\boxed{} only.") == 3
   assert prompts.PROMPT_SUFFIX not in prompt
+
+
+@pytest.mark.parametrize("name", ["kuhn_poker", "tic_tac_toe"])
+def test_shared_rules_are_shown_once_in_the_prompt_start(name):
+  """With the rules paragraph shown once (the `rules=False` game's observations): it opens the
+  message, sits in the shared start (`table.prefix`) and nowhere in a row, and every packed prompt
+  decodes to the reference text, which holds it once."""
+  full, tokenizer, chat, _ = _setup("gemma", name)
+  game = games.make(name, rules=False)
+  style = prompts.PromptStyle(examples=prompts.worked_examples(game, 2), rules=full.rules_text)
+  table = prompts.prompt_table(game, tokenizer, chat, bound_games=BOUND_GAMES, style=style,
+                               fit=True)
+  prefix = tokenizers.decode(tokenizer, np.asarray(table.prefix), skip_special_tokens=False)
+  assert prefix.startswith(chat.prefix + full.rules_text + "\n" + prompts.PROMPT_PREFIX)
+  states = _states(game, 2, 8)
+  for i in range(8):
+    state = jax.tree.map(lambda x: x[i], states)
+    tokens, length = prompts.render_tokens(table, game.render(state))
+    row = np.asarray(tokens)[table.max_prompt_len - int(length):]
+    text = tokenizers.decode(tokenizer, row, skip_special_tokens=False)
+    assert text == prompts.reference_prompt(game, chat, state, int(state.current_player), style)
+    assert text.count(full.rules_text) == 1 and text.startswith(prefix)
+  spiral = prompts.prompt_table(full, tokenizer, chat, bound_games=BOUND_GAMES, fit=True,
+                                style=dataclasses.replace(style, rules="",
+                                                          examples=prompts.worked_examples(full, 2)))
+  own = lambda t: t.max_prompt_len - t.prefix.shape[0]  # Tokens a row holds after the start.
+  assert own(table) < own(spiral) - 40
 
 
 @pytest.mark.parametrize("name", SPIRAL_GAMES)
