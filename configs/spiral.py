@@ -117,6 +117,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Whom the counter policy plays: uniform (the learner's snapshots alike) | latest (its
       # newest snapshot).
       counter_sampling="uniform",
+      # How the counter policy learns: games (policy gradient on its own games against those
+      # snapshots) | exact (action-scoring runs of single-round Kuhn Poker and Team Zero-One:
+      # each step distils an exact best response to the snapshots into it, in counter_updates
+      # optimizer updates of the cross-entropy at every information set).
+      counter_oracle="games",
+      counter_updates=8,
   ))
 
   # Iterative-SPO (jaxplay/run/schedule.py): alternate phases of self-play on the games and RLVR

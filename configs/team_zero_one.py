@@ -2,10 +2,14 @@
 
 `--config=configs/team_zero_one.py` trains by self-play, which ends at the local equilibrium (all
 answer 1; exploitability 1.5: the team answering all 0 earns the bonus); `:fxp` trains by
-fictitious cross-play instead: fictitious self-play over a pool of 8 snapshots (one every 20
-steps) plus a counter policy trained against the newest of them and restarted from the initial
-params after each of its snapshots (4 kept, drawn in half of the learner's games). The exact exploitability of the learner is logged at every evaluation
-(action-scoring mode: the policy is the softmax over the answers' likelihoods).
+fictitious cross-play instead, which ends at the global one (all answer 0): fictitious self-play
+over a pool of 8 snapshots (one every 5 steps) until the first counter policy is held, then only
+cross-play against the counter policies (the 4 newest kept). The counter policy is the exact best
+response to the learner's newest snapshot, distilled into the model
+(population.counter_oracle=exact) and restarted from the initial params after each of its
+snapshots. The exact exploitability of the learner is logged at every evaluation (action-scoring
+mode: the policy is the softmax over the answers' likelihoods). BENCHMARKS.md "The FXP
+counter-example" has the measured curves and the variants that stay at all ones.
 """
 
 import ml_collections
@@ -30,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.update(opponents="random,all_zero,all_one", games_per_seat=32)
   if variant == "fxp":
     config.rollout.seats = "population"
-    config.population.update(size=8, snapshot_every=20, sampling="uniform", counters=4,
-                             cross_play=0.5, counter_reset=True, counter_sampling="latest")
+    config.population.update(size=8, snapshot_every=5, sampling="uniform", counters=4,
+                             cross_play=1.0, counter_reset=True, counter_sampling="latest",
+                             counter_oracle="exact", counter_updates=8)
   return config

@@ -131,9 +131,8 @@ def _count_distribution(p_N: jax.Array) -> jax.Array:
   return dist
 
 
-def best_response_values(game: TeamZeroOne, ones_MTN: jax.Array, weights_M: jax.Array
-                         ) -> jax.Array:
-  """float32 [2]: per team t, the best payoff a whole team (coordinating its answers) earns
+def _count_values(game: TeamZeroOne, ones_MTN: jax.Array, weights_M: jax.Array) -> jax.Array:
+  """float32 [2, agents + 1]: per team t, its payoff for answering k ones (k = 0..agents)
   against team 1 - t of the mixture of policies `ones_MTN` (float32 [M, 2, agents], each agent's
   probability of answering 1 under member m, drawn with probability proportional to
   `weights_M`)."""
@@ -142,10 +141,24 @@ def best_response_values(game: TeamZeroOne, ones_MTN: jax.Array, weights_M: jax.
   values = []
   for team in (0, 1):
     counts = jax.vmap(_count_distribution)(ones_MTN[:, 1 - team])  # [M, agents + 1]
-    other = weights_M @ counts
     # Team 0's payoff table is u; team 1 facing team 0 earns -u(k0, k1) = u(k1, k0).
-    values.append((u @ other).max())
+    values.append(u @ (weights_M @ counts))
   return jnp.stack(values)
+
+
+def best_response_values(game: TeamZeroOne, ones_MTN: jax.Array, weights_M: jax.Array
+                         ) -> jax.Array:
+  """float32 [2]: per team t, the best payoff a whole team (coordinating its answers) earns
+  against team 1 - t of the mixture of policies `ones_MTN` (as in `_count_values`)."""
+  return _count_values(game, ones_MTN, weights_M).max(-1)
+
+
+def best_response(game: TeamZeroOne, ones_MTN: jax.Array, weights_M: jax.Array) -> jax.Array:
+  """float32 [2, agents]: a deterministic policy (each agent's probability of answering 1, 0 or
+  1) in which each team plays its coordinated best response to the other team of the mixture
+  `ones_MTN`: its first k agents answer 1, k the best count (the fewest ones on ties)."""
+  best = jnp.argmax(_count_values(game, ones_MTN, weights_M), -1)  # [2]
+  return (jnp.arange(game.agents)[None, :] < best[:, None]).astype(jnp.float32)
 
 
 def exploitability(game: TeamZeroOne, ones_TN: jax.Array, weights_M: jax.Array | None = None

@@ -1,5 +1,6 @@
 """A policy against fixed opponents in both seats (win/draw/loss with 95% intervals), and the
-exploitability of a policy in single-round Kuhn Poker (exact or estimated)."""
+exact game theory of action-scoring policies where it is known (exploitability and best responses
+in single-round Kuhn Poker and Team Zero-One; Kuhn's exploitability also estimated from samples)."""
 
 from __future__ import annotations
 
@@ -137,6 +138,50 @@ def team_zero_one_table(model: ModelConfig, kit, temperature: float, params) -> 
   probs = scoring_probs(model, kit, temperature, params,
                         team_zero_one.information_set_states(kit.game))
   return probs[:, 1].reshape(2, kit.game.agents)
+
+
+class ExactGame(NamedTuple):
+  """An action-scoring policy's exact quantities in a game small enough to enumerate. A table is
+  the policy's action probabilities at every information set (`kuhn_policy_table`,
+  `team_zero_one_table`); a mixture is tables [M, ...] with weights [M], member m drawn with
+  probability proportional to its weight for a whole game."""
+  table: Any  # params -> the policy's table.
+  exploitability: Any  # (tables, weights) -> float32 []: the mixture's exploitability.
+  best_response: Any  # (tables, weights) -> a deterministic table: a best response to the mixture.
+  cross_entropy: Any  # (table, target) -> float32 []: -sum of target * log(table) over decisions.
+
+
+def _cross_entropy(probs, target):
+  return -(target * jnp.log(jnp.maximum(probs, 1e-30))).sum()
+
+
+def has_exact_game(game: api.Game) -> bool:
+  """Whether `exact_game` knows `game`: single-round Kuhn Poker and Team Zero-One."""
+  return (game.name == "kuhn_poker" and game.rounds == 1) or game.name == "team_zero_one"
+
+
+def exact_game(model: ModelConfig, kit, temperature: float) -> ExactGame | None:
+  """The ExactGame of `kit`'s game (a kit with a scoring table) at `temperature` (Kuhn Poker in
+  chips, whatever its payoff option); None where `has_exact_game` is False."""
+  game = kit.game
+  if not has_exact_game(game):
+    return None
+  if game.name == "kuhn_poker":
+    def kuhn_mixture(tables, weights):
+      return tables[0] if tables.shape[0] == 1 else exploitability.average_policy(tables, weights)
+    return ExactGame(
+        table=functools.partial(kuhn_policy_table, model, kit, temperature),
+        exploitability=lambda tables, weights: exploitability.exploitability(
+            kuhn_mixture(tables, weights)),
+        best_response=lambda tables, weights: exploitability.best_response(
+            kuhn_mixture(tables, weights)),
+        cross_entropy=_cross_entropy)
+  as_pairs = lambda ones: jnp.stack([1.0 - ones, ones], -1)
+  return ExactGame(
+      table=functools.partial(team_zero_one_table, model, kit, temperature),
+      exploitability=functools.partial(team_zero_one.exploitability, game),
+      best_response=functools.partial(team_zero_one.best_response, game),
+      cross_entropy=lambda ones, target: _cross_entropy(as_pairs(ones), as_pairs(target)))
 
 
 def act_in_batches(policy: rollout_lib.Policy, params, tokens_NP: jax.Array,

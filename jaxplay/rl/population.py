@@ -186,6 +186,9 @@ def draw(pool: Pool, key: jax.Array, count: int, sampling: str, power: float = 2
 
 
 COUNTER_SAMPLINGS = ("uniform", "latest")
+# How the counter policy learns (the run's train loop does it): policy gradient on its own games,
+# or distilling an exact best response (jaxplay.run.experiment.make_best_response_update).
+COUNTER_ORACLES = ("games", "exact")
 
 
 def counter_opponents(pool: Pool, sampling: str) -> jax.Array:

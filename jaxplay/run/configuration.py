@@ -15,6 +15,7 @@ import ml_collections
 import games
 from games import opponents, task
 from jaxplay import errors, sharding
+from jaxplay.evaluation import matches
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, weight_files
 from jaxplay.rl import advantages, losses, population
@@ -298,11 +299,15 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any],
   _one_of(config, "population.sampling", population.SAMPLINGS)
   _one_of(config, "population.dtype", ("", *sorted(model_configs.DTYPES)))
   _one_of(config, "population.counter_sampling", population.COUNTER_SAMPLINGS)
+  _one_of(config, "population.counter_oracle", population.COUNTER_ORACLES)
+  _positive(config, "population.counter_updates")
   _check_schedule(config)
   if config.population.counters and "population" not in config.rollout.seats:
     _fail("population.counters", config.population.counters,
           "counter policies play in the population: set rollout.seats to population (or "
           "self_play,population), or population.counters=0.")
+  if config.population.counter_oracle == "exact":
+    _check_exact_counter(config)
   if config.prompt.instruction and "\\boxed{}" not in config.prompt.instruction:
     _fail("prompt.instruction", config.prompt.instruction,
           "must ask for the answer in \\boxed{} (answers are parsed from it); '' = SPIRAL's line.")
@@ -365,6 +370,22 @@ def _check_shared_rules(config: spec_lib.RunSpec) -> None:
     _fail("prompt.shared_rules", config.prompt.shared_rules,
           f"{name} {why}; games of this run with one: {', '.join(with_rules) or 'none'} "
           "('' for none).")
+
+
+def _check_exact_counter(config: spec_lib.RunSpec) -> None:
+  """population.counter_oracle=exact needs counter policies, action scoring (the policy's exact
+  action probabilities) and games whose best responses are computed exactly."""
+  oracle = config.population.counter_oracle
+  if not config.population.counters:
+    _fail("population.counter_oracle", oracle, "needs counter policies: population.counters > 0.")
+  if config.rollout.mode != "action_scoring":
+    _fail("population.counter_oracle", oracle,
+          "needs rollout.mode=action_scoring (the policy's exact action probabilities).")
+  inexact = [g.name for g in make_games(config) if not matches.has_exact_game(g)]
+  if inexact:
+    _fail("population.counter_oracle", oracle,
+          f"no exact best response in {', '.join(inexact)}; it has one in single-round "
+          "kuhn_poker and team_zero_one.")
 
 
 def _check_lora(config: spec_lib.RunSpec) -> None:

@@ -11,7 +11,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from games import exploitability, opponents, task, team_zero_one
+from games import opponents, task
 from jaxplay.evaluation import matches, ratings
 from jaxplay.rl import population
 from jaxplay.run import configuration, experiment
@@ -71,19 +71,11 @@ class Evaluator:
               config.eval.invalid_rewards), kit=kit, fns=fns, count=games_per_seat))
       self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
-    # Exact exploitability needs the action probabilities: action-scoring mode. Each entry:
-    # (game name, params -> policy table, (tables [M, ...], weights [M]) -> exploitability of
-    # their mixture).
-    kuhn_mixture = lambda tables, weights: exploitability.exploitability(
-        tables[0] if len(tables) == 1 else exploitability.average_policy(tables, weights))
-    self._exact = [] if not exp.scoring else [
-        (kit.game.name, jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, kit,
-                                                   config.eval.temperature)), kuhn_mixture)
-        for kit in kuhn_kits] + [
-        (kit.game.name, jax.jit(functools.partial(matches.team_zero_one_table, exp.model, kit,
-                                                   config.eval.temperature)),
-         functools.partial(team_zero_one.exploitability, kit.game))
-        for kit in kits if kit.game.name == "team_zero_one"]
+    # Exact exploitability needs the action probabilities: action-scoring mode.
+    exact = [(kit.game.name, matches.exact_game(exp.model, kit, config.eval.temperature))
+             for kit in kits] if exp.scoring else []
+    self._exact = [(name, jax.jit(solution.table), solution.exploitability)
+                   for name, solution in exact if solution is not None]
     self._kuhn_estimates = [
         (kit.game.name, jax.jit(functools.partial(
             matches.estimate_kuhn_exploitability, kit.game, kit.eval_policy,

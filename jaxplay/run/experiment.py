@@ -10,10 +10,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import games
 from games import opponents
 from jaxplay import sharding
+from jaxplay.evaluation import matches
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
 from jaxplay.rl import advantages, losses, policies, population, rollout, train_step
@@ -165,16 +167,71 @@ def make_counter_restart(exp: Experiment, state: train_step.TrainState):
                  out_shardings=jax.tree.map(lambda x: x.sharding, state.counter))
 
 
-def with_counter_update(step_fn):
+def with_counter_update(step_fn, best_response_update=None):
   """`step(state, (batch, counter_batch)) -> (state, metrics)`: `step_fn` on the learner's state
   and batch, then on the counter policy's state (`state.counter`) and batch, in one program; the
-  counter's metrics under "counter"."""
+  counter's metrics under "counter". With `best_response_update` (`make_best_response_update`)
+  it is `step(state, batch)`: the counter policy learns from the learner's snapshots in
+  `state.pool` instead of from games."""
   def step(state, batches):
+    if best_response_update is not None:
+      state, metrics = step_fn(state, batches)
+      counter, metrics["counter"] = best_response_update(state.counter, state.pool)
+      return state.replace(counter=counter), metrics
     batch, counter_batch = batches
     state, metrics = step_fn(state, batch)
     counter, metrics["counter"] = step_fn(state.counter, counter_batch)
     return state.replace(counter=counter), metrics
   return step
+
+
+def make_best_response_update(exp: Experiment, optimizer):
+  """`update(counter, pool) -> (counter, metrics)` (population.counter_oracle=exact, traceable):
+  the counter policy's train state after population.counter_updates optimizer updates that
+  distil an exact best response to the learner's snapshots in `pool` (a mixture weighted by
+  population.counter_sampling) into its action-scoring policy at rollout.temperature, the
+  policy it plays with: the loss is the cross-entropy from the best response's table to its own,
+  summed over the information sets of every game of the run (matches.exact_game). Metrics:
+  `best_response_cross_entropy` before and after the updates (`_start`), and
+  `snapshots_exploitability`, what the best response earns against the snapshots (mean over the
+  games)."""
+  config, trained = exp.config, trainable(exp.model)
+  temperature = max(config.rollout.temperature, 1e-6)
+  solutions = [matches.exact_game(exp.model, kit, temperature) for kit in exp.kits]
+
+  def update(counter, pool):
+    weights = population.counter_opponents(pool, config.population.counter_sampling)
+    weights = weights[:pool.capacity]  # The learner's snapshot slots.
+    snapshots = jax.tree.map(lambda s: s[:pool.capacity], pool.params)
+    as_params = lambda snapshot: population.member_params(snapshot, counter.params, trained)
+    targets, exploitabilities = [], []
+    for solution in solutions:
+      tables = jax.lax.map(lambda s: solution.table(as_params(s)), snapshots)
+      # Empty slots (weight 0) hold zeros; their tables, whatever they are, must stay finite.
+      tables = jnp.where(weights.reshape((-1,) + (1,) * (tables.ndim - 1)) > 0, tables,
+                         tables[pool.newest])
+      targets.append(solution.best_response(tables, weights))
+      exploitabilities.append(solution.exploitability(tables, weights))
+
+    def loss(train_params):
+      params = train_step.merge(train_params, counter.params, trained)
+      return sum(s.cross_entropy(s.table(params), t) for s, t in zip(solutions, targets))
+
+    def one_update(carry, _):
+      train_params, opt_state = carry
+      value, grads = jax.value_and_grad(loss)(train_params)
+      updates, opt_state = optimizer.update(grads, opt_state, train_params)
+      return (optax.apply_updates(train_params, updates), opt_state), value
+
+    (train_params, opt_state), losses_K = jax.lax.scan(
+        one_update, (train_step.select(counter.params, trained), counter.opt_state), None,
+        length=config.population.counter_updates)
+    metrics = {"best_response_cross_entropy_start": losses_K[0],
+               "best_response_cross_entropy": loss(train_params),
+               "snapshots_exploitability": sum(exploitabilities) / len(exploitabilities)}
+    params = train_step.merge(train_params, counter.params, trained)
+    return counter.replace(step=counter.step + 1, params=params, opt_state=opt_state), metrics
+  return update
 
 
 def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,

@@ -94,6 +94,8 @@ class PopulationSpec:
   cross_play: float
   counter_reset: bool
   counter_sampling: str
+  counter_oracle: str = "games"
+  counter_updates: int = 8
 
 
 @dataclasses.dataclass(frozen=True)

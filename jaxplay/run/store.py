@@ -32,7 +32,8 @@ def setup(config: spec_lib.RunSpec):
 
   The state is placed on the mesh of `config.mesh` by the train rules (optimizer state like its
   params); the train step keeps that layout, takes batches split by rows, and donates the state.
-  With counter policies (population.counters) it takes (batch, counter batch) and updates both.
+  With counter policies (population.counters) it takes (batch, counter batch) and updates both,
+  or with population.counter_oracle=exact the learner's batch, the counter learning from the pool.
   """
   layout = sharding.Layout.from_config(config.mesh)
   try:  # Loaded weights go straight to their shards; fresh ones are placed after init.
@@ -45,7 +46,9 @@ def setup(config: spec_lib.RunSpec):
   exp = experiment.build(config, tokenizer, model)
   step_fn, optimizer = experiment.build_train_step(exp, layout)
   if experiment.uses_counters(config):  # Takes (batch, counter batch): one program.
-    step_fn = experiment.with_counter_update(step_fn)
+    step_fn = experiment.with_counter_update(
+        step_fn, experiment.make_best_response_update(exp, optimizer)
+        if config.population.counter_oracle == "exact" else None)
   state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
                                 layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)

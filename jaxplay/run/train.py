@@ -138,7 +138,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     collect = _phase_games([
         _learner_games(experiment.make_collect(exp, layout, kinds=kinds))
         for kinds in schedule_lib.phase_kinds([kit.game for kit in exp.kits])])
-  elif experiment.uses_counters(config):
+  elif experiment.uses_counters(config) and config.population.counter_oracle == "games":
     collect = _with_counter_games(experiment.make_collect(exp, layout),
                                   experiment.make_collect(exp, layout, counter=True))
   else:
@@ -204,10 +204,11 @@ def _advance_pool(config, update_pool, restart_counter, state, stats, step: int)
   if snapshot and restart_counter is not None:
     state = state.replace(counter=restart_counter(state.counter, state.counter_start))
   if state.counter is not None:
+    metrics["counter_size"] = population.counters_held(pool).sum()
+  if "counter" in stats:  # The counter policy's games (population.counter_oracle=games).
     counter_stats = stats["counter"]
     counter_games = counter_stats.pop("population_games")
     counter_scores = counter_stats.pop("population_score_sums")
-    metrics["counter_size"] = population.counters_held(pool).sum()
     metrics["counter_score"] = counter_scores.sum() / max(float(counter_games.sum()), 1.0)
   return state.replace(pool=pool), metrics
 

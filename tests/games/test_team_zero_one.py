@@ -98,3 +98,34 @@ def test_bad_options_name_themselves():
     games.make("team_zero_one", agents=0)
   with pytest.raises(ValueError, match="eps=-1"):
     games.make("team_zero_one", eps=-1.0)
+
+
+def test_best_response_is_each_teams_coordinated_best_count_by_hand():
+  game = games.make("team_zero_one")
+  best = lambda members, weights=(1.0,): np.asarray(team_zero_one.best_response(
+      game, jnp.asarray(members, jnp.float32), jnp.asarray(weights)))
+  ones, zeros = np.ones((2, 3)), np.zeros((2, 3))
+  # Against all ones the whole team answering 0 earns the bonus (1.5, every other count <= 0),
+  # although any single agent loses by switching alone: the coordinated response.
+  np.testing.assert_array_equal(best([ones]), zeros)
+  np.testing.assert_array_equal(best([zeros]), zeros)  # Each 1 costs 0.1 against all zeros.
+  # Uniform agents: 3 ones earn 7.5/8, no ones (0.1 * 1.5 + 1.2 / 8) = 0.3.
+  np.testing.assert_array_equal(best([np.full((2, 3), 0.5)]), ones)
+  # Team 0 all ones, team 1 all zeros: each team answers the other team's play.
+  np.testing.assert_array_equal(best([[[1, 1, 1], [0, 0, 0]]]), zeros)
+  # Half all ones, half all zeros: all zeros earns (0 + 1.5) / 2, all ones (-1.5 + 0) / 2.
+  np.testing.assert_array_equal(best([ones, zeros], (1.0, 1.0)), zeros)
+  # A count between 0 and agents: against team 1's count of 1 for sure, u(k, 1) = k - 1 for
+  # k > 0 and 0.1 for k = 0, so 3 ones; the first k agents answer 1.
+  np.testing.assert_array_equal(best([[[0, 0, 0], [1, 0, 0]]])[0], [1, 1, 1])
+  # The best response earns best_response_values.
+  members = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 2, 3)), jnp.float32)
+  weights = jnp.asarray([0.2, 0.3, 0.5])
+  response = team_zero_one.best_response(game, members, weights)
+  u = game.payoffs()
+  for team in (0, 1):
+    k = int(response[team].sum())
+    counts = sum(w * np.asarray(team_zero_one._count_distribution(m[1 - team]))
+                 for w, m in zip(weights, members))
+    assert float(u[k] @ counts) == pytest.approx(
+        float(team_zero_one.best_response_values(game, members, weights)[team]), abs=1e-5)

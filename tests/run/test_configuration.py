@@ -385,6 +385,7 @@ def test_the_team_zero_one_config_has_a_cross_play_variant_and_names_bad_ones():
   spec = configuration.validate(team_zero_one.get_config("fxp"))
   assert spec.rollout.seats == ("population",) and spec.population.counters == 4
   assert spec.population.counter_reset and spec.population.counter_sampling == "latest"
+  assert spec.population.counter_oracle == "exact" and spec.population.cross_play == 1.0
   with pytest.raises(ValueError, match="team_zero_one.py:psro: unknown variant; valid: "
                                        "self_play, fxp"):
     team_zero_one.get_config("psro")
@@ -405,6 +406,32 @@ def test_cross_play_fields_are_checked_by_name():
   config.population.counter_sampling = "pfsp_hard"
   with pytest.raises(configuration.ConfigError, match="config.population.counter_sampling"):
     configuration.validate(config)
+
+
+def test_the_exact_counter_oracle_is_checked_by_name():
+  """population.counter_oracle=exact needs counters, action scoring and games with an exact best
+  response; counter_updates >= 1; an unknown oracle is named with the valid ones."""
+  assert configuration.validate(team_zero_one.get_config("fxp")).population.counter_oracle == (
+      "exact")
+  cases = [
+      ({"population.counter_oracle": "psro"},
+       r"config.population.counter_oracle='psro': unknown; valid: games, exact"),
+      ({"population.counter_updates": 0}, r"config.population.counter_updates=0: must be positive"),
+      ({"population.counters": 0},
+       r"config.population.counter_oracle='exact': needs counter policies"),
+      ({"rollout.mode": "text"},
+       r"config.population.counter_oracle='exact': needs rollout.mode=action_scoring"),
+      ({"games": "team_zero_one,tic_tac_toe"},
+       r"config.population.counter_oracle='exact': no exact best response in tic_tac_toe"),
+  ]
+  for changes, message in cases:
+    bad = team_zero_one.get_config("fxp")
+    for field, value in changes.items():
+      section, _, name = field.rpartition(".")
+      (bad[section] if section else bad)[name] = value
+    with pytest.raises(configuration.ConfigError, match=message) as error:
+      configuration.validate(bad)
+    assert "\n" not in str(error.value)
 
 
 def test_a_seat_mix_splits_each_batch_in_two_halves():

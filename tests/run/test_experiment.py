@@ -9,7 +9,8 @@ import pytest
 
 import games
 from configs import kuhn_nash
-from jaxplay.evaluation import ratings
+from games import exploitability
+from jaxplay.evaluation import matches, ratings
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, store
 from jaxplay.text import answers, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -300,3 +301,35 @@ def test_a_counter_policy_restarts_from_the_initial_params_with_fresh_optimizer_
   plain = configuration.validate(stand_ins.tiny_kuhn_config(**{
       "rollout.seats": "population", "population.counters": 1}))
   assert store.setup(plain)[1].counter_start is None
+
+
+def test_the_exact_counter_oracle_distils_the_best_response_to_the_snapshots():
+  """population.counter_oracle=exact: each update moves the counter policy's Kuhn table towards
+  the exact best response to the learner's snapshot (the cross-entropy falls step after step);
+  the metrics report the snapshot's exploitability, and the learner's params and the pool stay
+  as they were."""
+  config = configuration.validate(stand_ins.tiny_kuhn_config(**{
+      "rollout.seats": "population", "population.counters": 1,
+      "population.counter_oracle": "exact", "population.counter_updates": 10,
+      "optimizer.learning_rate": 3e-3, "optimizer.schedule": "constant"}))
+  exp, state, _, _ = store.setup(config)
+  update = jax.jit(experiment.make_best_response_update(exp, experiment.build_optimizer(config)))
+  solution = matches.exact_game(exp.model, exp.kits[0], config.rollout.temperature)
+  learner = solution.table(state.params)
+  target = np.asarray(exploitability.best_response(learner))
+  pool_before = jax.device_get(state.pool)
+  counter, entropies = state.counter, []
+  for _ in range(4):
+    counter, metrics = update(counter, state.pool)
+    entropies.append(float(metrics["best_response_cross_entropy"]))
+    assert float(metrics["best_response_cross_entropy_start"]) > entropies[-1]
+  assert entropies == sorted(entropies, reverse=True) and entropies[-1] < 0.5 * entropies[0]
+  assert int(counter.step) == 4
+  assert float(metrics["snapshots_exploitability"]) == pytest.approx(
+      float(exploitability.exploitability(learner)), abs=1e-5)
+  counter_table = np.asarray(solution.table(counter.params))
+  # Most of the mass on the best response's action at each of the 12 information sets.
+  assert (counter_table * target).sum(-1).mean() > 0.8
+  for now, before in zip(jax.tree.leaves(jax.device_get(state.pool)),
+                         jax.tree.leaves(pool_before)):
+    np.testing.assert_array_equal(now, before)

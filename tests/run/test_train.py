@@ -227,6 +227,32 @@ def test_a_population_run_with_counter_policies_snapshots_both_and_resumes(tmp_p
   _assert_trees_equal(*counters)
 
 
+def test_an_exact_counter_oracle_run_plays_no_counter_games(tmp_path):
+  """population.counter_oracle=exact: the counter policy learns by distilling the exact best
+  response to the learner's snapshots (no games of its own), and its snapshots join the pool."""
+  config = stand_ins.tiny_kuhn_config(**{
+      "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
+      "population.counters": 2, "population.cross_play": 0.5,
+      "population.counter_oracle": "exact", "population.counter_updates": 2, "train.steps": 2,
+      "train.eval_every": 2, "optimizer.schedule": "constant"})
+  summary = train.train(config, str(tmp_path))
+  _, _, state, step = store.load_run(str(tmp_path))
+  assert step == 2 and int(state.counter.step) == 2
+  pool = jax.device_get(state.pool)
+  assert sorted(np.asarray(pool.counter_step).tolist()) == [1, 2]
+  newest_counter = int(np.argmax(pool.counter_step)) + pool.capacity
+  _assert_trees_equal(jax.tree.map(lambda x: x[newest_counter], pool.params),
+                      jax.device_get(state.counter.params))
+  rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "population/size" in r]
+  assert [r["population/counter_size"] for r in rows] == [1, 2]
+  for row in rows:
+    assert row["counter/best_response_cross_entropy"] < row[
+        "counter/best_response_cross_entropy_start"]
+    assert 0 < row["counter/snapshots_exploitability"] < 1
+    assert not any(k.startswith("rollout/counter/") or k == "population/counter_score"
+                   for k in row)
+
+
 def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
   """A verifiable task through the same loop: groups of answers to one problem, GRPO, the
   task's rollout accuracy, and held-out accuracy per difficulty with its interval."""
