@@ -54,14 +54,13 @@ class Dice:
 
 
 def _intro(player: int, win_score: int, horizon: int, rules: bool) -> str:
-  head = f"You are Player {player} in a game of Pig to {win_score} points"
-  if not rules:
-    return head + ".\n"
-  return head + " (Player 0 goes first).\n" + _rules_text(win_score, horizon)
+  head = f"You are Player {player} in a game of Pig to {win_score} points.\n"
+  return head + (_rules_text(win_score, horizon) if rules else "")
 
 
 def _rules_text(win_score: int, horizon: int) -> str:
   return ("Rules:\n"
+          "- Player 0 goes first.\n"
           "- On your turn, you [roll] a six-sided die as many times as you like, or [stop].\n"
           "- A roll of 2-6 adds to your turn total; a roll of 1 loses your turn total and ends "
           "your turn.\n"

@@ -243,8 +243,12 @@ def test_observation_text_and_rules_option():
   game, brief = games.make("pig"), games.make("pig", rules=False)
   state = _play_moves(game, [5, 3, "stop", 6])
   full_text, brief_text = game.render_text(state, 1), brief.render_text(state, 1)
-  assert full_text.startswith("You are Player 1 in a game of Pig to 30 points (Player 0 goes "
-                              "first).\nRules:\n")
+  assert full_text.startswith("You are Player 1 in a game of Pig to 30 points.\nRules:\n"
+                              "- Player 0 goes first.\n")
+  # The rules paragraph (shared once by prompt.shared_rules) says who goes first.
+  assert game.rules_text.startswith("Rules:\n- Player 0 goes first.\n")
+  assert full_text.startswith("You are Player 1 in a game of Pig to 30 points.\n"
+                              + game.rules_text)
   assert "After 60 moves (rolls and stops of both players) without a winner" in full_text
   observation = ("Your score: 0\nOpponent's score: 8\nLast move: you rolled a 6.\n"
                  "Your turn total: 6\nMoves played: 4 of 60\nYour legal moves: [roll], [stop]")
