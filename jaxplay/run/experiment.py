@@ -185,7 +185,7 @@ def with_counter_update(step_fn, best_response_update=None):
   return step
 
 
-def make_best_response_update(exp: Experiment, optimizer):
+def make_best_response_update(exp: Experiment):
   """`update(counter, pool) -> (counter, metrics)` (population.counter_oracle=exact, traceable):
   the counter policy's train state after population.counter_updates optimizer updates that
   distil an exact best response to the learner's snapshots in `pool` (a mixture weighted by
@@ -194,8 +194,10 @@ def make_best_response_update(exp: Experiment, optimizer):
   summed over the information sets of every game of the run (matches.exact_game). Metrics:
   `best_response_cross_entropy` before and after the updates (`_start`), and
   `snapshots_exploitability`, what the best response earns against the snapshots (mean over the
-  games)."""
+  games). Its optimizer is config.optimizer with the schedule spread over the run's
+  train.steps * counter_updates updates (the state's structure is the learner's)."""
   config, trained = exp.config, trainable(exp.model)
+  optimizer = build_optimizer(config, config.population.counter_updates)
   temperature = max(config.rollout.temperature, 1e-6)
   solutions = [matches.exact_game(exp.model, kit, temperature) for kit in exp.kits]
 
@@ -549,9 +551,11 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
                                      shared_fn, trainable(exp.model)), optimizer)
 
 
-def build_optimizer(config: spec_lib.RunSpec):
+def build_optimizer(config: spec_lib.RunSpec, updates_per_step: int | None = None):
+  """The optimizer of config.optimizer; its schedule spans train.steps steps of
+  `updates_per_step` updates (default rl.ppo_epochs, the learner's)."""
   o = config.optimizer
   return train_step.make_optimizer(
       learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
       max_grad_norm=o.grad_clip, schedule=o.schedule, warmup_steps=o.warmup_steps,
-      decay_steps=config.train.steps * config.rl.ppo_epochs)
+      decay_steps=config.train.steps * (updates_per_step or config.rl.ppo_epochs))

@@ -47,7 +47,7 @@ def setup(config: spec_lib.RunSpec):
   step_fn, optimizer = experiment.build_train_step(exp, layout)
   if experiment.uses_counters(config):  # Takes (batch, counter batch): one program.
     step_fn = experiment.with_counter_update(
-        step_fn, experiment.make_best_response_update(exp, optimizer)
+        step_fn, experiment.make_best_response_update(exp)
         if config.population.counter_oracle == "exact" else None)
   state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
                                 layout.params(axes))

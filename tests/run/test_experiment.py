@@ -313,7 +313,7 @@ def test_the_exact_counter_oracle_distils_the_best_response_to_the_snapshots():
       "population.counter_oracle": "exact", "population.counter_updates": 10,
       "optimizer.learning_rate": 3e-3, "optimizer.schedule": "constant"}))
   exp, state, _, _ = store.setup(config)
-  update = jax.jit(experiment.make_best_response_update(exp, experiment.build_optimizer(config)))
+  update = jax.jit(experiment.make_best_response_update(exp))
   solution = matches.exact_game(exp.model, exp.kits[0], config.rollout.temperature)
   learner = solution.table(state.params)
   target = np.asarray(exploitability.best_response(learner))
@@ -333,3 +333,27 @@ def test_the_exact_counter_oracle_distils_the_best_response_to_the_snapshots():
   for now, before in zip(jax.tree.leaves(jax.device_get(state.pool)),
                          jax.tree.leaves(pool_before)):
     np.testing.assert_array_equal(now, before)
+
+
+def test_the_exact_counter_oracles_schedule_spans_all_its_updates():
+  """build_optimizer(config, updates_per_step): a cosine schedule spread over train.steps of that
+  many updates. The exact counter oracle takes population.counter_updates a step; with the
+  learner's span (rl.ppo_epochs a step) its learning rate would reach 0 after a fraction of the
+  run."""
+  config = configuration.validate(stand_ins.tiny_kuhn_config(**{
+      "optimizer.schedule": "cosine", "optimizer.warmup_steps": 0, "train.steps": 10,
+      "rl.ppo_epochs": 2}))
+
+  def update_sizes(optimizer, count):
+    params, sizes = jax.numpy.zeros(()), []
+    state = optimizer.init(params)
+    for _ in range(count):
+      updates, state = optimizer.update(jax.numpy.ones(()), state, params)
+      sizes.append(abs(float(updates)))
+    return sizes
+
+  lr = config.optimizer.learning_rate
+  learner, counter = (update_sizes(experiment.build_optimizer(config, n), 21) for n in (None, 8))
+  assert learner[20] == pytest.approx(0.0, abs=1e-9)  # 10 steps x 2 epochs: the schedule's end.
+  # Adam's step under a constant gradient is the learning rate: cosine over 80 updates at 20.
+  assert counter[20] == pytest.approx(lr * (1 + np.cos(np.pi * 20 / 80)) / 2, rel=1e-3)
