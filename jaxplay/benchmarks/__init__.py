@@ -33,13 +33,23 @@ def machine() -> str:
 
 
 def add_side_by_side_flags(parser: argparse.ArgumentParser) -> None:
-  """--repeats, --dtypes (each side runs at each) and --output, shared by the benchmarks against
-  another library."""
+  """--repeats, --dtypes, --peer-dtypes and --output, shared by the benchmarks against another
+  library; `parse_side_by_side` reads them."""
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES),
-                      default=("float32", "bfloat16"))
+                      default=("float32", "bfloat16"), help="our dtypes (each timed)")
+  parser.add_argument("--peer-dtypes", nargs="+", choices=sorted(DTYPES),
+                      help="the other library's dtypes (default: --dtypes); leave out one that "
+                      "runs far slower than the others on this machine, and say so with the row")
   parser.add_argument("--output", default=str(BENCHMARKS_MD),
                       help="markdown file the dated rows are appended to ('' to skip)")
+
+
+def parse_side_by_side(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+  """The parsed flags, --peer-dtypes defaulting to --dtypes."""
+  args = parser.parse_args(argv)
+  args.peer_dtypes = tuple(args.peer_dtypes or args.dtypes)
+  return args
 
 
 def by_dtype(values: dict[str, float]) -> str:
@@ -54,6 +64,33 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
   matmul = jax.jit(jnp.matmul)
   [seconds] = median_seconds([lambda: matmul(a, b)], repeats)
   return 2 * n ** 3 / seconds
+
+
+def memory_bytes_per_second(megabytes: int = 1024, repeats: int = 5) -> float:
+  """Bytes/s a jitted float32 sum reads from a `megabytes` array (far larger than the caches):
+  the machine's practical memory bandwidth, the roofline of a decode step at small batch."""
+  x = jnp.ones((megabytes * 2 ** 18,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  [seconds] = median_seconds([lambda: total(x)], repeats)
+  return x.nbytes / seconds
+
+
+def decode_bytes_per_step(weight_bytes: int, config: ModelConfig, batch: int, context: float,
+                          dtype_bytes: int) -> float:
+  """Bytes one decode step of `batch` rows must read: every weight once (the tied embedding too,
+  for the logits) and each row's cached keys and values over `context` positions."""
+  c = config
+  cache = batch * c.num_layers * 2 * c.num_kv_heads * c.head_dim * context * dtype_bytes
+  return weight_bytes + cache
+
+
+def roofline_rate(batch: int, flops_per_token: float, bytes_per_step: float, peak_flops: float,
+                  bytes_per_second: float) -> tuple[float, str]:
+  """(decode tokens/s, the bound that sets it: "matmul" or "memory") of a step of `batch` rows that
+  runs at the matmul peak or reads its bytes at the measured bandwidth, whichever takes longer."""
+  compute_s = batch * flops_per_token / peak_flops
+  memory_s = bytes_per_step / bytes_per_second
+  return batch / max(compute_s, memory_s), "matmul" if compute_s >= memory_s else "memory"
 
 
 def layer_flops_per_token(config: ModelConfig, context: float) -> float:

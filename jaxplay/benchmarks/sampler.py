@@ -3,6 +3,7 @@ best dtype, same model and batch.
 
 python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--new-tokens 128]
     [--repeats 3] [--dtypes float32 bfloat16]
+    [--peer-dtypes DTYPE ...]
 
 Both sides run the real Gemma 3 270M (the Q4_K_M GGUF, dequantised by each library to each of
 `--dtypes`: weights and compute in that dtype), greedy, on random prompts of the same length, with
@@ -11,9 +12,11 @@ call first, then the median of `--repeats` rounds in which the calls alternate. 
 time of a call generating `new_tokens` minus that of a call generating one token (the prefill), so
 the rate counts new_tokens - 1 decode steps per row. The ratio is ours at our best dtype over
 transformers at its best dtype, per batch. Our compile time (first call less a timed one) is
-reported apart. PyTorch gets as many threads as this process may use. The roofline share compares
+reported apart. PyTorch gets as many threads as this process may use. The matmul share compares
 our best decode FLOP/s (matmul FLOPs per token, attention over the live context included) with a
-measured large float32 matmul.
+measured large float32 matmul. The roofline is the rate of a decode step that runs at that matmul
+peak or reads its bytes (every weight, and each row's KV cache) at the measured memory bandwidth,
+whichever takes longer; the row names the bound that binds (memory at small batch, matmul at large).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from jaxplay.models import loading, sampling
 SECTION = "sampler: decode tokens per second vs transformers generate, each at its best dtype"
 HEADER = ("date", "model", "batch", "prompt", "new tokens", "ours tok/s by dtype",
           "transformers tok/s by dtype", "ours best / transformers best", "our compile s",
-          "ours % of matmul peak", "matmul GFLOP/s", "machine")
+          "ours % of matmul peak", "matmul GFLOP/s", "memory GB/s", "ours % of roofline (bound)",
+          "machine")
 
 
 def ours_call(config, params, prompts, new_tokens):
@@ -66,7 +70,7 @@ def main(argv=None) -> list[tuple]:
   parser.add_argument("--prompt-len", type=int, default=256)
   parser.add_argument("--new-tokens", type=int, default=128)
   benchmarks.add_side_by_side_flags(parser)
-  args = parser.parse_args(argv)
+  args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import torch
   import transformers
@@ -77,8 +81,10 @@ def main(argv=None) -> list[tuple]:
   directory, name = os.path.split(path)
   ours = {dtype: loading.load_gguf(path, dtype=dtype, param_dtype=dtype) for dtype in args.dtypes}
   theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
-      directory, gguf_file=name, dtype=getattr(torch, dtype)).eval() for dtype in args.dtypes}
+      directory, gguf_file=name, dtype=getattr(torch, dtype)).eval()
+    for dtype in args.peer_dtypes}
   peak = benchmarks.matmul_flops_per_second()
+  bandwidth = benchmarks.memory_bytes_per_second()
   today = datetime.date.today().isoformat()
   rows = []
   for batch in args.batches:
@@ -103,11 +109,17 @@ def main(argv=None) -> list[tuple]:
     config = ours[best][0]
     context = args.prompt_len + args.new_tokens / 2
     flops = benchmarks.layer_flops_per_token(config, context) + benchmarks.unembed_flops(config)
+    weight_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(ours[best][1]))
+    step_bytes = benchmarks.decode_bytes_per_step(weight_bytes, config, batch, context,
+                                                  jnp.dtype(best).itemsize)
+    roofline, bound = benchmarks.roofline_rate(batch, flops, step_bytes, peak, bandwidth)
     rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens,
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",
-                 f"{peak / 1e9:,.0f}", benchmarks.torch_machine(args.repeats)))
+                 f"{peak / 1e9:,.0f}", f"{bandwidth / 1e9:,.1f}",
+                 f"{100 * rates['ours'][best] / roofline:.0f}% ({bound})",
+                 benchmarks.torch_machine(args.repeats)))
     print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
   benchmarks.report(SECTION, HEADER, rows, args.output)
   return rows

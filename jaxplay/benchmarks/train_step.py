@@ -3,6 +3,7 @@ its best dtype, same model, rows and micro-batching.
 
 python -m jaxplay.benchmarks.train_step [--rows 16] [--micro-batch 4] [--prompt-len 232]
     [--response-len 24] [--repeats 3] [--dtypes float32 bfloat16]
+    [--peer-dtypes DTYPE ...]
 
 Both sides train every parameter of the real Gemma 3 270M (the Q4_K_M GGUF, dequantised to float32
 by each library; parameters, gradients and Adam moments stay float32) on the same `--rows` random
@@ -167,7 +168,7 @@ def main(argv=None) -> tuple:
   parser.add_argument("--prompt-len", type=int, default=232)
   parser.add_argument("--response-len", type=int, default=24)
   benchmarks.add_side_by_side_flags(parser)
-  args = parser.parse_args(argv)
+  args = benchmarks.parse_side_by_side(parser, argv)
   try:
     shape = Shape(args.rows, args.micro_batch, args.prompt_len, args.response_len)
   except ValueError as e:
@@ -189,7 +190,7 @@ def main(argv=None) -> tuple:
                                     old, advantages_N, shape) for dtype in args.dtypes}
   del params  # Each of our steps holds its own copy.
   calls.update({("PyTorch", dtype): torch_step(model, tokens, old, advantages_N, shape, dtype)
-                for dtype in args.dtypes})
+                for dtype in args.peer_dtypes})
   norms = {}
 
   def first_norm(key, call):
@@ -211,7 +212,7 @@ def main(argv=None) -> tuple:
   peak = benchmarks.matmul_flops_per_second()
   peak_share = train_flops(config, shape) * rates["ours"][best] / row_tokens / peak
   norm_cell = (f"{norms['ours', 'float32']:.4g} / {norms['PyTorch', 'float32']:.4g}"
-               if "float32" in args.dtypes else "-")
+               if "float32" in args.dtypes and "float32" in args.peer_dtypes else "-")
   row = (datetime.date.today().isoformat(), "gemma3_270m",
          f"{shape.rows} x ({shape.prompt_len} + {shape.response_len})", shape.micro_batch,
          benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["PyTorch"]),

@@ -56,8 +56,10 @@ def tiny_text_run():
 def test_the_host_loop_plays_every_live_game_each_turn(tiny_text_run, answer, turns):
   _, exp, kit = tiny_text_run
   model, tokenizer = _ScriptedModel(answer), _Tokenizer(answer)
-  call = rollout_benchmark.host_collection(exp, kit, model, tokenizer, BATCH, 6)
+  generate_seconds = []
+  call = rollout_benchmark.host_collection(exp, kit, model, tokenizer, BATCH, 6, generate_seconds)
   assert call() == turns
+  assert len(generate_seconds) == 1 and generate_seconds[0] > 0  # Timed around `generate`.
   assert model.prompts == [BATCH] * (turns // BATCH) and tokenizer.padding_side == "left"
   # The prompts are the run's own: the observation of the player to move, in its prompt style.
   assert "You are Player 0 in a game of Kuhn Poker" in tokenizer.texts[0]

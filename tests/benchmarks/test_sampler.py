@@ -1,16 +1,36 @@
 """The sampler benchmark's arithmetic and timing protocol (the benchmark itself runs minutes)."""
 
+import argparse
 import time
 
 import pytest
 
 from jaxplay import benchmarks
 from jaxplay.benchmarks import sampler
+from jaxplay.models.configs import ModelConfig
 
 
 def test_decode_rate_counts_the_steps_after_the_prefill():
   # 8 rows, 128 new tokens: 127 decode steps each, in 3.0 s - 0.5 s of prefill.
   assert sampler.decode_rate(8, 128, 0.5, 3.0) == pytest.approx(8 * 127 / 2.5)
+
+
+def test_the_roofline_is_the_slower_of_the_matmul_peak_and_the_memory_reads():
+  # 1 row: 1 GFLOP at 100 GFLOP/s takes 0.01 s; 2 GB at 20 GB/s takes 0.1 s: memory binds.
+  assert benchmarks.roofline_rate(1, 1e9, 2e9, 100e9, 20e9) == (pytest.approx(10.0), "memory")
+  # 64 rows: 0.64 s of matmuls against the same 0.1 s of reads: the matmul peak binds.
+  assert benchmarks.roofline_rate(64, 1e9, 2e9, 100e9, 20e9) == (pytest.approx(100.0), "matmul")
+
+
+def test_a_decode_step_reads_every_weight_once_and_each_rows_cache():
+  config = ModelConfig(vocab_size=16, d_model=8, num_layers=3, num_heads=2, num_kv_heads=1,
+                       head_dim=4, mlp_dim=8)
+  # Per row and position: 3 layers x (key + value) x 1 head x 4 dims x 2 bytes = 48 bytes.
+  assert benchmarks.decode_bytes_per_step(1000, config, 5, 10, 2) == 1000 + 5 * 10 * 48
+
+
+def test_the_memory_bandwidth_is_a_plausible_rate():
+  assert 1e8 < benchmarks.memory_bytes_per_second(megabytes=64, repeats=2) < 1e13
 
 
 def test_first_call_is_timed_apart_and_the_rest_alternate():
@@ -26,6 +46,15 @@ def test_first_call_is_timed_apart_and_the_rest_alternate():
   assert order == ["a", "b"] + ["a", "b"] * 3  # Warm-up once each, then alternating rounds.
   assert first[0] >= 0.05 and first[1] >= 0.02
   assert median[0] < first[0] and median[1] < first[1]
+
+
+def test_the_peer_runs_our_dtypes_unless_told_its_own():
+  parser = argparse.ArgumentParser()
+  benchmarks.add_side_by_side_flags(parser)
+  args = benchmarks.parse_side_by_side(parser, [])
+  assert args.dtypes == args.peer_dtypes == ("float32", "bfloat16")
+  args = benchmarks.parse_side_by_side(parser, ["--dtypes", "bfloat16", "--peer-dtypes", "float32"])
+  assert args.dtypes == ["bfloat16"] and args.peer_dtypes == ("float32",)
 
 
 def test_rates_by_dtype_are_written_in_one_cell():
