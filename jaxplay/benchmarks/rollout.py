@@ -7,19 +7,19 @@ python -m jaxplay.benchmarks.rollout [--games kuhn_poker tic_tac_toe simple_nego
 Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, free text,
 temperature 1, self-play) with `--batch` games side by side: one compiled program renders every
 live game's prompt, samples the responses with the KV cache, parses `\\boxed{}` and steps the
-games, turn after turn, until every game has ended (`experiment.play`). The host loop is how
-SPIRAL and TextArena collect: a Python loop over turns that writes each live game's prompt as text
-(the same prompt: `prompts.reference_prompt`), tokenises the batch with the model's transformers
+games, turn after turn, until every game has ended (`experiment.play`). The host loop is how SPIRAL
+and TextArena collect: a Python loop over turns that writes each live game's prompt as text (the
+same prompt: `prompts.reference_prompt`), tokenises the batch with the model's transformers
 tokenizer, samples with transformers `generate` (the same GGUF, temperature 1, no top-k/top-p),
-decodes, finds the answer with Python string matching (`answers.parse_text`) and steps each game
-on its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
+decodes, finds the answer with Python string matching (`answers.parse_text`) and steps each game on
+its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
 compared). Both sides stop a response only at the model's end-of-turn tokens or after
 `--response-len` tokens (no stop at the answer), so both generate alike; a turn-sample is one live
-game's turn. Each side runs at each of `--dtypes`; after a warm-up collection, the median of
-`--repeats` alternating rounds. Our compile time is reported apart; transformers gets as many
-threads as this process may use. The host loop's share of its time inside `generate` bounds what
-any orchestration can save it: the rest (prompt text, tokenising, parsing, game steps) is all a
-compiled episode removes beyond a faster model.
+game's turn. Ours runs at each of `--dtypes`, the host loop at each of `--peer-dtypes`; after a
+warm-up collection, the median of `--repeats` alternating rounds. Our compile time is reported
+apart; transformers gets as many threads as this process may use. The host loop's share of its time
+inside `generate` bounds what any orchestration can save it: the rest (prompt text, tokenising,
+parsing, game steps) is all a compiled episode removes beyond a faster model.
 """
 
 from __future__ import annotations

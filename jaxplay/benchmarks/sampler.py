@@ -6,17 +6,18 @@ python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--ne
     [--peer-dtypes DTYPE ...]
 
 Both sides run the real Gemma 3 270M (the Q4_K_M GGUF, dequantised by each library to each of
-`--dtypes`: weights and compute in that dtype), greedy, on random prompts of the same length, with
-every row forced to the full length (no stop token), the way a user of each would run it: a warm-up
-call first, then the median of `--repeats` rounds in which the calls alternate. Decode time is the
-time of a call generating `new_tokens` minus that of a call generating one token (the prefill), so
-the rate counts new_tokens - 1 decode steps per row. The ratio is ours at our best dtype over
-transformers at its best dtype, per batch. Our compile time (first call less a timed one) is
-reported apart. PyTorch gets as many threads as this process may use. The matmul share compares
-our best decode FLOP/s (matmul FLOPs per token, attention over the live context included) with a
-measured large float32 matmul. The roofline is the rate of a decode step that runs at that matmul
-peak or reads its bytes (every weight, and each row's KV cache) at the measured memory bandwidth,
-whichever takes longer; the row names the bound that binds (memory at small batch, matmul at large).
+`--dtypes` for ours, `--peer-dtypes` for transformers: weights and compute in that dtype), greedy,
+on random prompts of the same length, with every row forced to the full length (no stop token), the
+way a user of each would run it: a warm-up call first, then the median of `--repeats` rounds in
+which the calls alternate. Decode time is the time of a call generating `new_tokens` minus that of
+a call generating one token (the prefill), so the rate counts new_tokens - 1 decode steps per row.
+The ratio is ours at our best dtype over transformers at its best dtype, per batch. Our compile
+time (first call less a timed one) is reported apart. PyTorch gets as many threads as this process
+may use. The matmul share compares our best decode FLOP/s (matmul FLOPs per token, attention over
+the live context included) with a measured large float32 matmul. The roofline is the rate of a
+decode step that runs at that matmul peak or reads its bytes (every weight, and each row's KV
+cache) at the measured memory bandwidth, whichever takes longer; the row names the bound that binds
+(memory at small batch, matmul at large).
 """
 
 from __future__ import annotations

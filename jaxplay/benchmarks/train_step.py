@@ -13,13 +13,14 @@ response tokens under Dr. GRPO's aggregation, advantages +-1, old log-probs from
 clipped at global norm 1, one AdamW step (lr 1e-6, betas 0.9 / 0.95). Ours is `make_train_step`
 with the free-text policy's log-probs (logits only where a response token is predicted); theirs is
 the transformers model with `logits_to_keep` (the same saving, as TRL does it) and torch's fused
-AdamW. `--dtypes` are compute dtypes: bfloat16 is ours with bfloat16 compute and theirs under
-`torch.autocast` (mixed precision, the way a PyTorch user trains in bfloat16). Timing: a warm-up
-step first (our compile time is reported apart), then the median of `--repeats` alternating
-rounds. Tokens/s counts every row token run forward and backward. The share of the matmul peak
-counts 3x the forward matmul FLOPs (layers at all positions, logits at the response positions)
-against a measured large float32 matmul. The gradient norms of the two warm-up steps (same
-initial weights) are reported side by side: they agree when both sides compute the same update.
+AdamW. `--dtypes` (ours) and `--peer-dtypes` (PyTorch's) are compute dtypes: bfloat16 is ours with
+bfloat16 compute and theirs under `torch.autocast` (mixed precision, the way a PyTorch user trains
+in bfloat16). Timing: a warm-up step first (our compile time is reported apart), then the median of
+`--repeats` alternating rounds. Tokens/s counts every row token run forward and backward. The share
+of the matmul peak counts 3x the forward matmul FLOPs (layers at all positions, logits at the
+response positions) against a measured large float32 matmul. The gradient norms of the two warm-up
+steps (same initial weights) are reported side by side: they agree when both sides compute the same
+update.
 """
 
 from __future__ import annotations
