@@ -72,7 +72,7 @@ def ours_collection(config, batch: int):
 
 
 def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, hf_tokenizer,
-                    batch: int, response_len: int, generate_seconds: list[float] | None = None):
+                    batch: int, response_len: int, generate_seconds: list[float]):
   """The host loop's call playing one collection of `batch` games; returns its turn-samples and
   appends the seconds it spent in `model.generate` to `generate_seconds`."""
   import torch
@@ -101,8 +101,7 @@ def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, 
         action = answers.parse_text(response, game.actions)
         states[i] = step(states[i], action, jax.random.key(int(rng.integers(1 << 30))))
       turns += len(live)
-    if generate_seconds is not None:
-      generate_seconds.append(generating)
+    generate_seconds.append(generating)
     return turns
 
   return call
