@@ -84,13 +84,36 @@ def lora_a_init(key, shape, dtype=jnp.float32):
   return jax.random.normal(key, shape, dtype) * fan_in ** -0.5
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def einsum_with_plain_grads(spec: str, x, w):
+  """jnp.einsum(spec, x, w) for a projection spec '<x>,<w>-><y>', differentiated by the two
+  einsums written out (dx = einsum('<y>,<w>-><x>'), dw = einsum('<x>,<y>-><w>')). Same values as
+  autodiff's, but XLA's CPU backend lays these dots out without the transposed copies of the
+  activation gradients that autodiff's dot_generals cost it (BENCHMARKS.md, train step)."""
+  return jnp.einsum(spec, x, w)
+
+
+def _einsum_fwd(spec, x, w):
+  return jnp.einsum(spec, x, w), (x, w)
+
+
+def _einsum_bwd(spec, residuals, dy):
+  x, w = residuals
+  x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
+  return (jnp.einsum(f"{y_spec},{w_spec}->{x_spec}", dy, w).astype(x.dtype),
+          jnp.einsum(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
+
+
+einsum_with_plain_grads.defvjp(_einsum_fwd, _einsum_bwd)
+
+
 def _project(module, name: str, x, w, spec: str, in_axes: tuple[str, ...],
              out_axes: tuple[str, ...]):
   """x @ w by the einsum `spec` ('<x>,<w>-><out>'), plus the LoRA path when `name` is a target:
   scale * (x A) B with A [in dims..., r] and B [r, out dims...] (never merged into w)."""
   cfg = module.config
   dt = cfg.jnp_dtype
-  y = jnp.einsum(spec, x, w.astype(dt))
+  y = einsum_with_plain_grads(spec, x, w.astype(dt))
   if cfg.lora_rank == 0 or name not in cfg.lora_targets:
     return y
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")

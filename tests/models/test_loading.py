@@ -1,4 +1,5 @@
-"""Checkpoint validation, GGUF loading, logical axis names, remat and dtypes of the decoder."""
+"""Checkpoint validation, GGUF loading, logical axis names, remat, gradients and dtypes of the
+decoder."""
 
 import dataclasses
 import json
@@ -229,6 +230,26 @@ def test_remat_gives_the_same_gradients():
   remat = grad(params, configs.tiny(remat=True))
   for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("spec, x_shape, w_shape", [
+    ("bte,ef->btf", (2, 3, 4), (4, 5)),  # MLP gate / up
+    ("btf,fe->bte", (2, 3, 5), (5, 4)),  # MLP down
+    ("bte,ehd->bthd", (2, 3, 4), (4, 2, 3)),  # attention q / k / v
+    ("bthd,hde->bte", (2, 3, 2, 3), (2, 3, 4)),  # attention o
+])
+def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, dtype):
+  x = jax.random.normal(jax.random.key(0), x_shape, dtype)
+  w = jax.random.normal(jax.random.key(1), w_shape, dtype)
+  probe = jax.random.normal(jax.random.key(2), jnp.einsum(spec, x, w).shape, dtype)
+  loss = lambda f: lambda x, w: jnp.sum(f(spec, x, w) * probe).astype(jnp.float32)
+  ours = jax.grad(loss(transformer.einsum_with_plain_grads), argnums=(0, 1))(x, w)
+  autodiff = jax.grad(loss(jnp.einsum), argnums=(0, 1))(x, w)
+  for a, b in zip(ours, autodiff):
+    assert a.dtype == b.dtype == dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=1e-6 if dtype == "float32" else 1e-2, atol=1e-6)
 
 
 def test_bfloat16_compute_stays_close(qwen3_dir):
