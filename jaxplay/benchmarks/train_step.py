@@ -3,7 +3,7 @@ its best dtype, same model, rows and micro-batching.
 
 python -m jaxplay.benchmarks.train_step [--rows 16] [--micro-batch 4] [--prompt-len 232]
     [--response-len 24] [--repeats 3] [--dtypes float32 bfloat16]
-    [--peer-dtypes DTYPE ...]
+    [--peer-dtypes DTYPE ...] [--profile]
 
 Both sides train every parameter of the real Gemma 3 270M (the Q4_K_M GGUF, dequantised to float32
 by each library; parameters, gradients and Adam moments stay float32) on the same `--rows` random
@@ -21,6 +21,10 @@ of the matmul peak counts 3x the forward matmul FLOPs (layers at all positions, 
 response positions) against a measured large float32 matmul. The gradient norms of the two warm-up
 steps (same initial weights) are reported side by side: they agree when both sides compute the same
 update.
+
+With `--profile`, one warm step of each side at each dtype is traced by its library's profiler
+instead of timed; its rows (their own section) give the shares of the step's op time spent in
+matmuls, in layout changes (copies and transposes) and in the rest (`profiles`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplay import benchmarks
+from jaxplay.benchmarks import profiles
 from jaxplay.models import loading
 from jaxplay.models.configs import ModelConfig
 from jaxplay.rl import advantages, losses, policies, train_step
@@ -43,6 +48,9 @@ SECTION = "train step: PPO update tokens per second vs PyTorch, each at its best
 HEADER = ("date", "model", "rows x (prompt + response)", "micro-batch", "ours tok/s by dtype",
           "PyTorch tok/s by dtype", "ours best / PyTorch best", "our compile s",
           "ours % of matmul peak", "grad norm ours / PyTorch (float32)", "machine")
+PROFILE_SECTION = "train step: where a step's op time goes, each side's profiler"
+PROFILE_HEADER = ("date", "model", "rows x (prompt + response)", "side", "dtype",
+                  *(f"{kind} %" for kind in profiles.KINDS), "backward pass %", "machine")
 CLIP_EPS = 0.2
 MAX_GRAD_NORM = 1.0
 
@@ -128,6 +136,10 @@ class OurStep:
     self.state, metrics = self.step(self.state, self.batch)
     return metrics["grad_norm"]
 
+  def hlo_text(self) -> str:
+    """The optimized HLO of the step, whose instruction names the profiler's trace uses."""
+    return self.step.lower(self.state, self.batch).compile().as_text()
+
 
 def torch_step(model, tokens, old, advantages_N, shape: Shape, dtype: str):
   """A call taking one update of the transformers `model` in place -> grad norm; `dtype` is the
@@ -168,6 +180,8 @@ def main(argv=None) -> tuple:
   parser.add_argument("--micro-batch", type=int, default=4)
   parser.add_argument("--prompt-len", type=int, default=232)
   parser.add_argument("--response-len", type=int, default=24)
+  parser.add_argument("--profile", action="store_true",
+                      help="trace one warm step of each side instead of timing (see above)")
   benchmarks.add_side_by_side_flags(parser)
   args = benchmarks.parse_side_by_side(parser, argv)
   try:
@@ -192,6 +206,8 @@ def main(argv=None) -> tuple:
   del params  # Each of our steps holds its own copy.
   calls.update({("PyTorch", dtype): torch_step(model, tokens, old, advantages_N, shape, dtype)
                 for dtype in args.peer_dtypes})
+  if args.profile:
+    return profile_rows(calls, shape, args.output)
   norms = {}
 
   def first_norm(key, call):
@@ -225,6 +241,27 @@ def main(argv=None) -> tuple:
          f"{peak / 1e9:,.0f} GFLOP/s")
   benchmarks.report(SECTION, HEADER, [row], args.output)
   return row
+
+
+def profile_rows(calls: dict, shape: Shape, output: str) -> list[tuple]:
+  """One warm-up step of each call (ours: OurStep, PyTorch: `torch_step`'s), then one traced by
+  its library's profiler; a row each, reported to `output`."""
+  import torch
+
+  machine = (f"{benchmarks.machine()}, torch {torch.__version__} "
+             f"({torch.get_num_threads()} threads)")
+  rows = []
+  for (side, dtype), call in calls.items():
+    call()
+    shares, backward = (profiles.xla_shares(call, call.hlo_text()) if side == "ours" else
+                        profiles.torch_shares(call))
+    rows.append((datetime.date.today().isoformat(), "gemma3_270m",
+                 f"{shape.rows} x ({shape.prompt_len} + {shape.response_len})", side, dtype,
+                 *(f"{100 * shares[kind]:.0f}" for kind in profiles.KINDS), f"{100 * backward:.0f}",
+                 machine))
+    print(benchmarks.markdown_table(PROFILE_HEADER, rows[-1:])[-1], flush=True)
+  benchmarks.report(PROFILE_SECTION, PROFILE_HEADER, rows, output)
+  return rows
 
 
 if __name__ == "__main__":

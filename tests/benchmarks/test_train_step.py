@@ -65,3 +65,22 @@ def test_both_sides_take_the_same_update(tmp_path, dtype):
   moved = np.abs(ours_after - old[:, shape.prompt_len:]).max()
   assert moved > 1e-2
   np.testing.assert_allclose(ours_after, picked_after, atol=moved / 20)
+
+
+def test_profile_rows_give_each_sides_shares(tmp_path):
+  directory = ref.save(ref.make_model("gemma3"), tmp_path)
+  config, params = loading.load_hf(directory)
+  shape = bench.Shape(rows=2, micro_batch=1, prompt_len=6, response_len=3)
+  tokens, advantages = bench.random_rows(shape, config.vocab_size)
+  old = bench.old_log_probs(config, params, tokens, shape)
+  calls = {("ours", "float32"): bench.OurStep(config, params, tokens, old, advantages, shape),
+           ("PyTorch", "float32"): bench.torch_step(ref.make_model("gemma3"), tokens, old,
+                                                    advantages, shape, "float32")}
+  output = tmp_path / "BENCHMARKS.md"
+  rows = bench.profile_rows(calls, shape, str(output))
+  assert [row[3:5] for row in rows] == [("ours", "float32"), ("PyTorch", "float32")]
+  for row in rows:
+    shares = [float(cell) for cell in row[5:8]]
+    assert sum(shares) == pytest.approx(100, abs=2)  # Rounded to whole percents.
+    assert 0 < float(row[8]) < 100  # Both passes ran.
+  assert f"## {bench.PROFILE_SECTION}" in output.read_text()
