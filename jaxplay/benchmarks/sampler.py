@@ -17,7 +17,9 @@ may use. The matmul share compares our best decode FLOP/s (matmul FLOPs per toke
 the live context included) with a measured large float32 matmul. The roofline is the rate of a
 decode step that runs at that matmul peak or reads its bytes (every weight, and each row's KV
 cache) at the measured memory bandwidth, whichever takes longer; the row names the bound that binds
-(memory at small batch, matmul at large).
+(memory at small batch, matmul at large). The logits column times our decode step's largest dot
+alone (`logits_seconds`: [batch, d_model] hidden states by the [vocabulary, d_model] embedding,
+at our best dtype): its FLOP rate, and its share of a decode step at our best rate.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplay import benchmarks
-from jaxplay.models import loading, sampling
+from jaxplay.models import loading, sampling, transformer
 
 SECTION = "sampler: decode tokens per second vs transformers generate, each at its best dtype"
 HEADER = ("date", "model", "batch", "prompt", "new tokens", "ours tok/s by dtype",
           "transformers tok/s by dtype", "ours best / transformers best", "our compile s",
           "ours % of matmul peak", "matmul GFLOP/s", "memory GB/s", "ours % of roofline (bound)",
-          "machine")
+          "ours: logits GFLOP/s, share of a decode step", "machine")
 
 
 def ours_call(config, params, prompts, new_tokens):
@@ -58,6 +60,15 @@ def transformers_call(model, prompts, new_tokens):
                             max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                             pad_token_id=0).numpy()
   return call
+
+
+def logits_seconds(config, params, batch: int, repeats: int) -> float:
+  """Median seconds of our decode step's logits for `batch` rows: the jitted
+  `transformer.unembed` of [batch, 1, d_model] hidden states in the config's dtype."""
+  hidden = jnp.ones((batch, 1, config.d_model), config.jnp_dtype)
+  logits = jax.jit(functools.partial(transformer.unembed, config))
+  [seconds] = benchmarks.median_seconds([lambda: logits(params, hidden)], repeats)
+  return seconds
 
 
 def decode_rate(batch: int, new_tokens: int, one_token_s: float, all_tokens_s: float) -> float:
@@ -114,12 +125,15 @@ def main(argv=None) -> list[tuple]:
     step_bytes = benchmarks.decode_bytes_per_step(weight_bytes, config, batch, context,
                                                   jnp.dtype(best).itemsize)
     roofline, bound = benchmarks.roofline_rate(batch, flops, step_bytes, peak, bandwidth)
+    logits_s = logits_seconds(*ours[best], batch, args.repeats)
+    logits_cell = (f"{batch * benchmarks.unembed_flops(config) / logits_s / 1e9:,.0f}, "
+                   f"{100 * logits_s * rates['ours'][best] / batch:.0f}%")
     rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens,
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",
                  f"{peak / 1e9:,.0f}", f"{bandwidth / 1e9:,.1f}",
-                 f"{100 * rates['ours'][best] / roofline:.0f}% ({bound})",
+                 f"{100 * rates['ours'][best] / roofline:.0f}% ({bound})", logits_cell,
                  benchmarks.torch_machine(args.repeats)))
     print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
   benchmarks.report(SECTION, HEADER, rows, args.output)

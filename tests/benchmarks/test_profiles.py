@@ -48,11 +48,12 @@ def test_xla_shares_refuse_a_trace_of_another_program():
 
 
 def test_torch_shares_find_matmuls_and_the_backward_pass():
-  w = torch.randn(512, 512, requires_grad=True)
-  x = torch.randn(512, 512)
+  w = torch.randn(1024, 1024, requires_grad=True)
+  x = torch.randn(1024, 1024)
 
   def step():
     (x @ w).sum().backward()
+  step()  # Warm, as the benchmark profiles a warm step.
   shares, backward = profiles.torch_shares(step)
   assert sum(shares.values()) == pytest.approx(1.0)
   assert shares["matmuls"] > 0.5

@@ -3,10 +3,12 @@
 import argparse
 import time
 
+import jax
 import pytest
 
 from jaxplay import benchmarks
 from jaxplay.benchmarks import sampler
+from jaxplay.models import configs, transformer
 from jaxplay.models.configs import ModelConfig
 
 
@@ -31,6 +33,16 @@ def test_a_decode_step_reads_every_weight_once_and_each_rows_cache():
 
 def test_the_memory_bandwidth_is_a_plausible_rate():
   assert 1e8 < benchmarks.memory_bytes_per_second(megabytes=64, repeats=2) < 1e13
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_logits_of_a_decode_step_are_timed_alone(dtype):
+  seconds = []
+  for vocab_size in (256, 2 ** 16):
+    config = configs.tiny(dtype=dtype, param_dtype=dtype, vocab_size=vocab_size)
+    params = transformer.init_params(config, jax.random.key(0))
+    seconds.append(sampler.logits_seconds(config, params, 1, 3))
+  assert 0 < seconds[0] < seconds[1]  # The dot over a 256x larger vocabulary takes longer.
 
 
 def test_first_call_is_timed_apart_and_the_rest_alternate():
