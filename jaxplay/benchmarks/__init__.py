@@ -139,12 +139,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
           for row in [header, ["---"] * len(header), *rows]]
 
 
-def torch_machine(repeats: int) -> str:
-  """`machine()` with the PyTorch version and threads, and the repeats: a side-by-side row's
-  machine cell."""
+def torch_machine(repeats: int | None = None) -> str:
+  """`machine()` with the PyTorch version and threads, and the repeats if given: a side-by-side
+  row's machine cell."""
   import torch  # pylint: disable=import-outside-toplevel
-  return (f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"{repeats} repeats")
+  cell = f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+  return cell if repeats is None else f"{cell}, {repeats} repeats"
 
 
 def report(section: str, header: Sequence[str], rows: Sequence[Sequence[str]],

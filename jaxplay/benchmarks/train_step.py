@@ -246,10 +246,6 @@ def main(argv=None) -> tuple:
 def profile_rows(calls: dict, shape: Shape, output: str) -> list[tuple]:
   """One warm-up step of each call (ours: OurStep, PyTorch: `torch_step`'s), then one traced by
   its library's profiler; a row each, reported to `output`."""
-  import torch
-
-  machine = (f"{benchmarks.machine()}, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads)")
   rows = []
   for (side, dtype), call in calls.items():
     call()
@@ -258,7 +254,7 @@ def profile_rows(calls: dict, shape: Shape, output: str) -> list[tuple]:
     rows.append((datetime.date.today().isoformat(), "gemma3_270m",
                  f"{shape.rows} x ({shape.prompt_len} + {shape.response_len})", side, dtype,
                  *(f"{100 * shares[kind]:.0f}" for kind in profiles.KINDS), f"{100 * backward:.0f}",
-                 machine))
+                 benchmarks.torch_machine()))
     print(benchmarks.markdown_table(PROFILE_HEADER, rows[-1:])[-1], flush=True)
   benchmarks.report(PROFILE_SECTION, PROFILE_HEADER, rows, output)
   return rows

@@ -79,6 +79,7 @@ def test_side_by_side_rows_name_the_torch_threads_and_repeats(tmp_path, capsys):
   cell = benchmarks.torch_machine(3)
   assert cell.startswith(benchmarks.machine()) and cell.endswith(
       f"torch {torch.__version__} ({torch.get_num_threads()} threads), 3 repeats")
+  assert benchmarks.torch_machine() == cell.removesuffix(", 3 repeats")  # A row without repeats.
   output = tmp_path / "BENCHMARKS.md"
   benchmarks.report("section", ("a", "b"), [(1, 2)], str(output))
   benchmarks.report("section", ("a", "b"), [(3, 4)], "")  # Printed only.
