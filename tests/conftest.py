@@ -1,7 +1,24 @@
 """Suite-wide fixtures."""
 
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+# Programs that take this long to compile are kept on disk for the rest of the session.
+CACHED_COMPILE_SECONDS = 0.5
+
+
+def pytest_configure(config):
+  """One persistent compilation cache for the session, set before anything compiles: the many
+  tests that build the same tiny runs (and the runs resumed inside one test) load a program
+  compiled once instead of compiling it again after `_release_compiled_programs`. It is deleted
+  when the session ends."""
+  cache = tempfile.mkdtemp(prefix="jaxplay-tests-xla-")
+  config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHED_COMPILE_SECONDS)
 
 
 @pytest.fixture(autouse=True, scope="module")
