@@ -176,24 +176,22 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   assert any("q_lora_a" in k for k in saved) and not any("embedding" in k for k in saved)
 
 
-def test_a_population_run_with_counter_policies_snapshots_both_and_resumes(tmp_path):
+def _population_config(steps):
+  return stand_ins.tiny_kuhn_config(**{
+      "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
+      "population.counters": 2, "population.cross_play": 0.5,
+      "population.sampling": "pfsp_hard", "train.steps": steps, "train.checkpoint_every": 1,
+      "optimizer.schedule": "constant"})
+
+
+def test_a_population_run_with_counter_policies_snapshots_both(tmp_path):
   """rollout.seats=population with population.counters (FXP): the pool gains a snapshot of the
   learner every snapshot_every steps (the oldest replaced once full) and one of the counter
   policy, a second train state trained in the same step on its own games against the learner's
   snapshots; the learner plays the pool's members. Pool and counter policy are in the
-  checkpoints: a run resumed from step 2 ends as one that did not stop."""
-  def population_config(steps):
-    return stand_ins.tiny_kuhn_config(**{
-        "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
-        "population.counters": 2, "population.cross_play": 0.5,
-        "population.sampling": "pfsp_hard", "train.steps": steps, "train.checkpoint_every": 1,
-        "optimizer.schedule": "constant"})
-
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  summary = train.train(population_config(3), straight)
-  train.train(population_config(2), resumed)
-  train.train(population_config(3), resumed)
-  _, _, state, step = store.load_run(straight)
+  checkpoint."""
+  summary = train.train(_population_config(3), str(tmp_path))
+  _, _, state, step = store.load_run(str(tmp_path))
   assert step == 3 and int(state.counter.step) == 3
   pool = jax.device_get(state.pool)
   assert int(pool.size) == 2
@@ -219,8 +217,19 @@ def test_a_population_run_with_counter_policies_snapshots_both_and_resumes(tmp_p
   # At step 0 the pool is the initial params alone: its average is the learner.
   assert evals[0]["eval/kuhn_poker/population_exploitability"] == pytest.approx(
       evals[0]["eval/kuhn_poker/exploitability"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_population_run_resumed_from_its_checkpoint_ends_as_one_that_did_not_stop(tmp_path):
+  """The pool, the counter policy and the learner of a run resumed from step 2 equal those of the
+  run that did not stop."""
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train(_population_config(3), straight)
+  train.train(_population_config(2), resumed)
+  train.train(_population_config(3), resumed)
+  _, _, state, _ = store.load_run(straight)
   _, _, resumed_state, _ = store.load_run(resumed)
-  _assert_trees_equal(jax.device_get(resumed_state.pool), pool)
+  _assert_trees_equal(jax.device_get(resumed_state.pool), jax.device_get(state.pool))
   _assert_trees_equal(_params(straight), _params(resumed))
   counters = [jax.device_get(s.counter.replace(rng=jax.random.key_data(s.counter.rng)))
               for s in (state, resumed_state)]
@@ -297,17 +306,24 @@ def _iterative_spo_config(steps, switch="cadence"):
   return config
 
 
-def test_iterative_spo_alternates_phases_and_resumes_inside_one(tmp_path):
+def test_iterative_spo_alternates_phases_and_checkpoints_them(tmp_path):
   """schedule.mode=iterative_spo: each step trains one phase's games (Kuhn self-play, then the
-  arithmetic task, two steps each), the phase is logged per step and checkpointed, and a run
-  resumed after step 1 (inside the games phase) ends as one that did not stop."""
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  summary = train.train(_iterative_spo_config(3), straight)
+  arithmetic task, two steps each), the phase is logged per step and checkpointed."""
+  summary = train.train(_iterative_spo_config(3), str(tmp_path))
   rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r]
   assert [r["schedule/phase"] for r in rows] == [0, 0, 1]
   assert [r["schedule/phase_steps"] for r in rows] == [1, 2, 1]
   assert ["rollout/kuhn_poker/invalid_rate" in r for r in rows] == [True, True, False]
   assert ["rollout/arithmetic/accuracy" in r for r in rows] == [False, False, True]
+  _, _, final, _ = store.load_run(str(tmp_path))
+  assert int(final.schedule.phase) == 1 and int(final.schedule.since) == 2
+
+
+@pytest.mark.slow
+def test_iterative_spo_resumed_inside_a_phase_ends_as_one_that_did_not_stop(tmp_path):
+  """A run resumed after step 1 (inside the games phase) ends as one that did not stop."""
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train(_iterative_spo_config(3), straight)
   train.train(_iterative_spo_config(1), resumed)
   _, _, state, step = store.load_run(resumed)
   assert step == 1 and int(state.schedule.phase) == 0 and int(state.schedule.since) == 0
@@ -315,7 +331,6 @@ def test_iterative_spo_alternates_phases_and_resumes_inside_one(tmp_path):
   _assert_trees_equal(_params(straight), _params(resumed))
   _, _, final, _ = store.load_run(straight)
   _, _, final_resumed, _ = store.load_run(resumed)
-  assert int(final.schedule.phase) == 1 and int(final.schedule.since) == 2
   _assert_trees_equal(jax.device_get(final.schedule), jax.device_get(final_resumed.schedule))
 
 
