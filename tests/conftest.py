@@ -10,7 +10,8 @@ import pytest
 # Programs that take this long to compile are kept on disk for the rest of the session.
 CACHED_COMPILE_SECONDS = 0.5
 # LLVM's optimisation of the CPU code XLA emits. The suite's many small programs spend longer
-# compiling than running: level 0 took the default suite from 43 to 35 minutes on 2 cores. XLA reads
+# compiling than running: level 0 took the default suite from 43 to 35 minutes on 2 cores
+# (2026-12-05, both with two xdist workers). XLA reads
 # it when the backend starts, so it is set at import; child processes inherit it. An XLA_FLAGS
 # that names a level already is left as it is.
 BACKEND_OPTIMIZATION_FLAG = "--xla_backend_optimization_level=0"
