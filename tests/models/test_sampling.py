@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from jaxplay.models import loading, sampling, transformer
 from tests.models import hf_reference as ref
@@ -207,6 +208,37 @@ def test_top_p_one_keeps_every_token_of_a_large_vocabulary():
       logits, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32))
   assert bool(jnp.isfinite(out[0]).all())
   assert 0 < int(jnp.isfinite(out[1]).sum()) < 50_000
+
+
+# 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
+DRAW_LOGITS = np.random.default_rng(0).normal(size=300).astype(np.float32)
+DRAWS = 40_000
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 40)])
+def test_drawn_tokens_follow_the_policy_distribution(temperature, top_k):
+  """`choose_tokens` over DRAWS rows of one logit vector: the sampled rows' tokens pass a
+  chi-square test against softmax(logits / temperature) (restricted to the top_k), a greedy row
+  takes the argmax, and every row's log-prob is the full policy's."""
+  rows = np.broadcast_to(DRAW_LOGITS, (DRAWS, DRAW_LOGITS.size))
+  temperature_B = np.full(DRAWS, temperature, np.float32)
+  temperature_B[0] = 0.0  # One greedy row.
+  tokens, logprobs = jax.jit(sampling.choose_tokens)(
+      jnp.asarray(rows), jax.random.key(1), jnp.asarray(temperature_B),
+      jnp.ones(DRAWS, jnp.float32), jnp.full(DRAWS, top_k, jnp.int32))
+  tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
+  assert tokens[0] == np.argmax(DRAW_LOGITS)
+  policy = np.asarray(jax.nn.log_softmax(DRAW_LOGITS / temperature))
+  np.testing.assert_allclose(logprobs[1:], policy[tokens[1:]], atol=1e-5)
+  kept = np.argsort(-DRAW_LOGITS)[:top_k] if top_k else np.arange(DRAW_LOGITS.size)
+  assert set(tokens[1:].tolist()) <= set(kept.tolist())
+  expected = np.exp(policy[kept]) / np.exp(policy[kept]).sum() * (DRAWS - 1)
+  observed = np.bincount(tokens[1:], minlength=DRAW_LOGITS.size)[kept]
+  rare = expected < 5  # Pooled into one bin, as the chi-square test needs.
+  if rare.any():
+    observed = np.append(observed[~rare], observed[rare].sum())
+    expected = np.append(expected[~rare], expected[rare].sum())
+  assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
 def test_batch_indices_cover_every_row_in_fixed_size_calls():
