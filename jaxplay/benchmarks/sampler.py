@@ -2,12 +2,14 @@
 best dtype, same model and batch.
 
 python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--new-tokens 128]
-    [--repeats 3] [--dtypes float32 bfloat16]
+    [--temperature 0] [--repeats 3] [--dtypes float32 bfloat16]
     [--peer-dtypes DTYPE ...]
 
 Both sides run the real Gemma 3 270M (the Q4_K_M GGUF, dequantised by each library to each of
-`--dtypes` for ours, `--peer-dtypes` for transformers: weights and compute in that dtype), greedy,
-on random prompts of the same length, with every row forced to the full length (no stop token), the
+`--dtypes` for ours, `--peer-dtypes` for transformers: weights and compute in that dtype), greedy
+or, with `--temperature` > 0, sampling from the whole vocabulary at that temperature (no top-k or
+top-p: self-play's setting), on random prompts of the same length, with every row forced to the
+full length (no stop token), the
 way a user of each would run it: a warm-up call first, then the median of `--repeats` rounds in
 which the calls alternate. Decode time is the time of a call generating `new_tokens` minus that of
 a call generating one token (the prefill), so the rate counts new_tokens - 1 decode steps per row.
@@ -37,28 +39,30 @@ from jaxplay import benchmarks
 from jaxplay.models import loading, sampling, transformer
 
 SECTION = "sampler: decode tokens per second vs transformers generate, each at its best dtype"
-HEADER = ("date", "model", "batch", "prompt", "new tokens", "ours tok/s by dtype",
+HEADER = ("date", "model", "batch", "prompt", "new tokens", "decoding", "ours tok/s by dtype",
           "transformers tok/s by dtype", "ours best / transformers best", "our compile s",
           "ours % of matmul peak", "matmul GFLOP/s", "memory GB/s", "ours % of roofline (bound)",
           "ours: logits GFLOP/s, share of a decode step", "machine")
 
 
-def ours_call(config, params, prompts, new_tokens):
+def ours_call(config, params, prompts, new_tokens, temperature=0.0):
   lengths = np.full(prompts.shape[0], prompts.shape[1], np.int32)
   stop = jnp.asarray([-1])
   return functools.partial(sampling.generate, config, params, prompts, lengths,
-                           jax.random.key(0), 0.0, 1.0, 0, stop, max_response_len=new_tokens)
+                           jax.random.key(0), temperature, 1.0, 0, stop,
+                           max_response_len=new_tokens)
 
 
-def transformers_call(model, prompts, new_tokens):
+def transformers_call(model, prompts, new_tokens, temperature=0.0):
   import torch
+  sampled = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
 
   def call():
     with torch.inference_mode():
       ids = torch.tensor(prompts, dtype=torch.long)
-      return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                            max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                            pad_token_id=0).numpy()
+      return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                            max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
+                            **(sampled if temperature > 0 else dict(do_sample=False))).numpy()
   return call
 
 
@@ -81,6 +85,8 @@ def main(argv=None) -> list[tuple]:
   parser.add_argument("--batches", nargs="+", type=int, default=(1, 8, 32))
   parser.add_argument("--prompt-len", type=int, default=256)
   parser.add_argument("--new-tokens", type=int, default=128)
+  parser.add_argument("--temperature", type=float, default=0.0,
+                      help="0 decodes greedily; above 0 samples the whole vocabulary at it")
   benchmarks.add_side_by_side_flags(parser)
   args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -104,9 +110,10 @@ def main(argv=None) -> list[tuple]:
     prompts = rng.integers(1000, 200_000, (batch, args.prompt_len)).astype(np.int32)
     calls = {}
     for dtype, (config, params) in ours.items():
-      calls["ours", dtype] = [ours_call(config, params, prompts, n) for n in (1, args.new_tokens)]
+      calls["ours", dtype] = [ours_call(config, params, prompts, n, args.temperature)
+                              for n in (1, args.new_tokens)]
     for dtype, model in theirs.items():
-      calls["transformers", dtype] = [transformers_call(model, prompts, n)
+      calls["transformers", dtype] = [transformers_call(model, prompts, n, args.temperature)
                                       for n in (1, args.new_tokens)]
     flat = [call for pair in calls.values() for call in pair]
     first, median = benchmarks.first_and_median_seconds(flat, args.repeats)
@@ -128,7 +135,8 @@ def main(argv=None) -> list[tuple]:
     logits_s = logits_seconds(*ours[best], batch, args.repeats)
     logits_cell = (f"{batch * benchmarks.unembed_flops(config) / logits_s / 1e9:,.0f}, "
                    f"{100 * logits_s * rates['ours'][best] / batch:.0f}%")
-    rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens,
+    decoding = f"temperature {args.temperature:g}" if args.temperature > 0 else "greedy"
+    rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens, decoding,
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",

@@ -4,6 +4,7 @@ import argparse
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from jaxplay import benchmarks
@@ -85,3 +86,26 @@ def test_side_by_side_rows_name_the_torch_threads_and_repeats(tmp_path, capsys):
   benchmarks.report("section", ("a", "b"), [(3, 4)], "")  # Printed only.
   assert output.read_text().splitlines()[-3:] == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
   assert capsys.readouterr().out.count("| a | b |") == 2
+
+
+def test_both_sides_sample_the_whole_vocabulary_at_a_temperature(tmp_path):
+  """--temperature 1: each side draws from all 97 tokens of a tiny near-uniform Gemma 3, not
+  transformers' default top 50 (some drawn tokens rank 60th or lower under the logits that drew
+  them), every row to the full length; at 0 both decode greedily alike."""
+  import torch
+  from jaxplay.models import loading
+  from tests.models import hf_reference as ref
+  hf_model = ref.make_model("gemma3", seed=0)
+  config, params = loading.load_hf(ref.save(hf_model, tmp_path))
+  prompts = np.random.default_rng(0).integers(1, config.vocab_size, (8, 5)).astype(np.int32)
+  ours = np.asarray(sampler.ours_call(config, params, prompts, 32, temperature=1.0)().tokens)
+  theirs = sampler.transformers_call(hf_model, prompts, 32, temperature=1.0)()[:, 5:]
+  for tokens in (ours, theirs):
+    assert tokens.shape == (8, 32)
+    with torch.no_grad():
+      logits = hf_model(torch.tensor(np.concatenate([prompts, tokens], 1))).logits[:, 4:-1]
+    ranks = (logits > logits.gather(-1, torch.tensor(tokens)[..., None])).sum(-1)
+    assert int(ranks.max()) >= 60  # Top 50, give or take the end token min_new_tokens bans.
+  greedy_ours = sampler.ours_call(config, params, prompts, 8)().tokens
+  greedy_theirs = sampler.transformers_call(hf_model, prompts, 8)()[:, 5:]
+  np.testing.assert_array_equal(greedy_ours, greedy_theirs)
