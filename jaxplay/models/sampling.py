@@ -85,7 +85,7 @@ def _draw(key, logits_BV, masses_BC):
   """Tokens [B] drawn from softmax(logits_BV), exactly, in two steps: a chunk with probability
   proportional to its mass, then a token of that chunk by its logits (P(chunk) P(token | chunk) =
   P(token)). That draws 2 sqrt(V) Gumbel variates a row instead of V: with Gemma's 262,144 tokens
-  the variates were most of a decode step."""
+  one draw over the whole vocabulary took up to ~40% of a decode step on a 2-core CPU."""
   chunk_key, token_key = jax.random.split(key)
   chunk_B = jax.random.categorical(chunk_key, masses_BC, axis=-1)
   within_BW = jnp.take_along_axis(_chunks(logits_BV), chunk_B[:, None, None], axis=1)[:, 0]
