@@ -48,20 +48,61 @@ def batch_indices(rows: int, batch_size: int) -> np.ndarray:
   return (np.arange(calls * batch_size) % rows).reshape(calls, batch_size)
 
 
-def _truncate(scaled_BV, top_k_B, top_p_B):
-  """Masks tokens outside top-k, then outside the top-p nucleus of what remains (as in HF)."""
-  vocab = scaled_BV.shape[-1]
-  sorted_BV = jnp.flip(jnp.sort(scaled_BV, axis=-1), axis=-1)
-  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
-  ranks = jnp.arange(vocab)
-  sorted_BV = jnp.where(ranks < k_B[:, None], sorted_BV, -jnp.inf)
-  probs = jax.nn.softmax(sorted_BV, axis=-1)
-  mass_before = jnp.cumsum(probs, axis=-1) - probs
+# Top-k/top-p look for their kept tokens among each row's largest logits first (`lax.top_k` of
+# these counts, in turn); the whole vocabulary is sorted only when some row's kept set may reach
+# beyond them. With Gemma's 262,144 tokens on a 2-core CPU the sort took 0.1-3.5 s a step (1-32
+# rows), top_k of 1,024 2-50 ms; Gemma 3 270M's 0.95 nucleus at temperature 0.6 held more than
+# 1,024 tokens at 1% of its steps (in 768, at most 2,102).
+TRUNCATION_CANDIDATES = (1024, 16384)
+
+
+def _walk(sorted_BK, k_B, top_p_B, log_total_B):
+  """(threshold [B], settled [B]) over a row's K largest logits sorted descending: the smallest
+  logit that top-k then top-p keep (HF's order), with log_total_B the log of the mass top-p
+  renormalises over; `settled` is False where the kept set may reach beyond these K."""
+  K = sorted_BK.shape[-1]
+  in_k = jnp.arange(K) < k_B[:, None]
+  probs = jnp.where(in_k, jnp.exp(sorted_BK - log_total_B[:, None]), 0.0)
+  mass_after = jnp.cumsum(probs, axis=-1)
   # top_p >= 1 keeps every token: float32 mass can reach 1 before the tail's last tokens.
-  keep = ((mass_before < top_p_B[:, None]) | (top_p_B[:, None] >= 1)) & (ranks < k_B[:, None])
+  keep = ((mass_after - probs < top_p_B[:, None]) | (top_p_B[:, None] >= 1)) & in_k
   n_keep = jnp.maximum(keep.sum(-1), 1)
-  threshold = jnp.take_along_axis(sorted_BV, (n_keep - 1)[:, None], axis=-1)
-  return jnp.where(scaled_BV >= threshold, scaled_BV, -jnp.inf)
+  threshold = jnp.take_along_axis(sorted_BK, (n_keep - 1)[:, None], axis=-1)[:, 0]
+  settled = (k_B <= K) | ((top_p_B < 1) & (mass_after[:, -1] >= top_p_B))
+  return threshold, settled
+
+
+def _threshold(scaled_BV, k_B, top_p_B, candidates: tuple[int, ...]):
+  """float32 [B]: the smallest logit top-k then top-p keep, found among each row's
+  `candidates[0]` largest logits, else among the next count's, else the whole sorted row."""
+  vocab = scaled_BV.shape[-1]
+  candidates = tuple(count for count in candidates if count < vocab)
+  if not candidates:
+    sorted_BV = jnp.flip(jnp.sort(scaled_BV, axis=-1), axis=-1)
+    in_k = jnp.arange(vocab) < k_B[:, None]
+    log_total = jax.nn.logsumexp(jnp.where(in_k, sorted_BV, -jnp.inf), axis=-1)
+    return _walk(sorted_BV, k_B, top_p_B, log_total)[0]
+  count = candidates[0]
+  top_BK = jax.lax.top_k(scaled_BV, count)[0]
+  log_total = jnp.where(k_B >= vocab, jax.nn.logsumexp(scaled_BV, axis=-1),
+                        jax.nn.logsumexp(jnp.where(jnp.arange(count) < k_B[:, None], top_BK,
+                                                   -jnp.inf), axis=-1))
+  known_total = (k_B <= count) | (k_B >= vocab)  # Else the top k's mass needs more logits.
+  threshold, settled = _walk(top_BK, k_B, top_p_B, log_total)
+  return jax.lax.cond(jnp.all(settled & known_total), lambda: threshold,
+                      lambda: _threshold(scaled_BV, k_B, top_p_B, candidates[1:]))
+
+
+def _truncate(scaled_BV, top_k_B, top_p_B, candidates=TRUNCATION_CANDIDATES):
+  """Masks tokens outside top-k, then outside the top-p nucleus of what remains (as in HF); ties
+  with the last kept token stay. Exact whatever the `candidates` (static counts, see above)."""
+  vocab = scaled_BV.shape[-1]
+  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
+  keep_all = (k_B >= vocab) & (top_p_B >= 1)
+  # Rows that keep everything ask for their top token alone, which settles among any candidates.
+  threshold = _threshold(scaled_BV, jnp.where(keep_all, 1, k_B), top_p_B, candidates)
+  threshold = jnp.where(keep_all, -jnp.inf, threshold)
+  return jnp.where(scaled_BV >= threshold[:, None], scaled_BV, -jnp.inf)
 
 
 def _chunk_width(vocab: int) -> int:
@@ -100,8 +141,8 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
   masses = _chunk_masses(scaled)  # One exp over the vocabulary serves the log-probs and the draw.
   needs_truncation = jnp.any(~greedy & ((top_k_B > 0) | (top_p_B < 1)))
 
-  def truncated(scaled, _):
-    filtered = _truncate(scaled, top_k_B, top_p_B)
+  def truncated(scaled, _):  # Greedy rows take the argmax: their settings must not force a sort.
+    filtered = _truncate(scaled, jnp.where(greedy, 0, top_k_B), jnp.where(greedy, 1.0, top_p_B))
     return filtered, _chunk_masses(filtered)
 
   filtered, filtered_masses = jax.lax.cond(needs_truncation, truncated, lambda *x: x, scaled,

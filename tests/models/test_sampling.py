@@ -184,14 +184,18 @@ TIED = np.array([0.0, 1.0, -1.0, 1.0, 2.0, -2.0, 1.0, -3.0])
     (TIED, 0, 0.3, 1),  # softmax: .43 for the 2, which alone crosses 0.3.
     (TIED, 0, 0.5, 4),  # .43, then a 1 (.16) crosses .5: its ties stay too.
 ])
-def test_truncation_keeps_exactly_the_top_k_and_nucleus_tokens(logits, top_k, top_p, size):
+@pytest.mark.parametrize("candidates", [(2,), (4,), (2, 4), sampling.TRUNCATION_CANDIDATES])
+def test_truncation_keeps_exactly_the_top_k_and_nucleus_tokens(logits, top_k, top_p, size,
+                                                              candidates):
   """`_truncate` on rows of crafted logits, each row with its own top_k and top_p, against a
-  plain-Python walk over the sorted tokens; the other rows of the batch are left untruncated."""
+  plain-Python walk over the sorted tokens; the other rows of the batch are left untruncated.
+  With 2 or 4 candidates some cases settle among the largest logits, others sort all 8; with
+  (2, 4) some settle among the 4 after the 2 failed them."""
   logits = np.asarray(logits, np.float32)
   rows = np.stack([logits, logits[::-1], logits])
   top_k_B, top_p_B = np.array([top_k, 0, top_k]), np.array([top_p, 1.0, top_p], np.float32)
   out = np.asarray(sampling._truncate(  # pylint: disable=protected-access
-      jnp.asarray(rows), jnp.asarray(top_k_B), jnp.asarray(top_p_B)))
+      jnp.asarray(rows), jnp.asarray(top_k_B), jnp.asarray(top_p_B), candidates))
   expected = _kept_reference(logits.tolist(), top_k, top_p)
   assert len(expected) == size
   for row in (0, 2):
@@ -208,6 +212,31 @@ def test_top_p_one_keeps_every_token_of_a_large_vocabulary():
       logits, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32))
   assert bool(jnp.isfinite(out[0]).all())
   assert 0 < int(jnp.isfinite(out[1]).sum()) < 50_000
+
+
+def test_truncation_sorts_the_vocabulary_only_for_rows_beyond_the_candidates():
+  """Among the 1,024 largest of 50,000 logits: a peaked row's nucleus and a top-50 row settle
+  there, a flat row's 0.95 nucleus and a top-2000 row do not; `_truncate` gives the full sort's
+  kept tokens whether a batch holds only the first kind or both, with the default counts too."""
+  key_flat, key_peaked = jax.random.split(jax.random.key(3))
+  flat = jax.random.normal(key_flat, (50_000,))
+  peaked = (jax.random.normal(key_peaked, (50_000,)) * 3).at[7].set(40.0)
+  rows = jnp.stack([peaked, flat, flat, flat])
+  top_k_B, top_p_B = jnp.array([0, 50, 0, 2000]), jnp.array([0.9, 1.0, 0.95, 1.0])
+  top_BK = jax.lax.top_k(rows, 1024)[0]
+  log_total = jnp.where(top_k_B > 0, jax.nn.logsumexp(top_BK[:, :50], axis=-1),
+                        jax.nn.logsumexp(rows, axis=-1))
+  _, settled = sampling._walk(  # pylint: disable=protected-access
+      top_BK, jnp.where(top_k_B > 0, top_k_B, 50_000), top_p_B, log_total)
+  assert settled.tolist() == [True, True, False, False]
+  for batch in (slice(0, 2), slice(0, 4)):
+    *fast, full = (np.isfinite(sampling._truncate(  # pylint: disable=protected-access
+        rows[batch], top_k_B[batch], top_p_B[batch], candidates))
+                   for candidates in ((1024,), sampling.TRUNCATION_CANDIDATES, ()))
+    for kept in fast:
+      np.testing.assert_array_equal(kept, full)
+  assert full[2].sum() > 1024
+  assert full[3].sum() == 2000 and full[0].sum() == 1
 
 
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
