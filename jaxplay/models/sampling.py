@@ -52,7 +52,7 @@ def batch_indices(rows: int, batch_size: int) -> np.ndarray:
 # these counts, in turn); the whole vocabulary is sorted only when some row's kept set may reach
 # beyond them. With Gemma's 262,144 tokens on a 2-core CPU the sort took 0.1-3.5 s a step (1-32
 # rows), top_k of 1,024 2-50 ms; Gemma 3 270M's 0.95 nucleus at temperature 0.6 held more than
-# 1,024 tokens at 1% of its steps (in 768, at most 2,102).
+# 1,024 tokens at 1% of its steps (of 1,024 steps; at most 2,102).
 TRUNCATION_CANDIDATES = (1024, 16384)
 
 
