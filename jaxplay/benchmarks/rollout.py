@@ -1,8 +1,8 @@
 """Turn-samples per second of a whole self-play collection: the compiled episode vs a host loop.
 
 python -m jaxplay.benchmarks.rollout [--games kuhn_poker tic_tac_toe simple_negotiation]
-    [--batch 32] [--response-len 32] [--examples 2] [--repeats 2] [--dtypes float32 bfloat16]
-    [--peer-dtypes DTYPE ...]
+    [--batch 32] [--response-len 32] [--examples 2] [--batch-halvings 1 ...] [--repeats 2]
+    [--dtypes float32 bfloat16] [--peer-dtypes DTYPE ...]
 
 Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, free text,
 temperature 1, self-play) with `--batch` games side by side: one compiled program renders every
@@ -15,7 +15,9 @@ decodes, finds the answer with Python string matching (`answers.parse_text`) and
 its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
 compared). Both sides stop a response only at the model's end-of-turn tokens or after
 `--response-len` tokens (no stop at the answer), so both generate alike; a turn-sample is one live
-game's turn. Ours runs at each of `--dtypes`, the host loop at each of `--peer-dtypes`; after a
+game's turn. Ours runs at each of `--dtypes` and each of `--batch-halvings` (`rollout.batch_halvings`:
+how far the model's batch may shrink as games end; one row each), the host loop (whose batch is
+always the live games) at each of `--peer-dtypes`; after a
 warm-up collection, the median of `--repeats` alternating rounds. Our compile time is reported
 apart; transformers gets as many threads as this process may use. The host loop's share of its time
 inside `generate` bounds what any orchestration can save it: the rest (prompt text, tokenising,
@@ -40,13 +42,14 @@ from jaxplay.run import configuration, experiment
 from jaxplay.text import answers, prompts
 
 SECTION = "episode: turn-samples per second of a self-play collection vs a host loop"
-HEADER = ("date", "model", "game", "batch", "response tokens", "examples",
+HEADER = ("date", "model", "game", "batch", "response tokens", "examples", "batch halvings",
           "ours turn-samples/s by dtype", "host loop turn-samples/s by dtype",
           "ours best / host loop best", "turn-samples per collection (ours, host)",
           "our compile s", "host loop's time in generate", "machine")
 
 
-def bench_config(game: str, batch: int, response_len: int, examples: int, dtype: str):
+def bench_config(game: str, batch: int, response_len: int, examples: int, dtype: str,
+                 batch_halvings: int = 1):
   """configs/spiral.py:local playing `game` alone in self-play, `batch` games a collection, the
   plain model (no LoRA) in `dtype`, responses stopped only at end-of-turn tokens."""
   config = spiral.get_config("local")
@@ -55,7 +58,7 @@ def bench_config(game: str, batch: int, response_len: int, examples: int, dtype:
   config.prompt.examples = examples
   config.rollout.update(seats="self_play", games_per_batch=batch, samples_per_step=batch,
                         max_response_len=response_len, stop_at_answer=False, temperature=1.0,
-                        top_p=1.0, top_k=0, max_prompt_len=0)
+                        top_p=1.0, top_k=0, max_prompt_len=0, batch_halvings=batch_halvings)
   config.rl.group_size = 1
   config.rl.estimator = "rae"
   return configuration.validate(config)
@@ -114,6 +117,8 @@ def main(argv=None) -> list[tuple]:
   parser.add_argument("--response-len", type=int, default=32)
   parser.add_argument("--examples", type=int, default=2,
                       help="worked examples per prompt (the local preset's 2)")
+  parser.add_argument("--batch-halvings", type=int, nargs="+", default=(1,),
+                      help="rollout.batch_halvings values to time ours at, one row each")
   benchmarks.add_side_by_side_flags(parser)
   parser.set_defaults(repeats=2)
   args = benchmarks.parse_side_by_side(parser, argv)
@@ -131,33 +136,37 @@ def main(argv=None) -> list[tuple]:
   rows = []
   for game in args.games:
     calls, generate_seconds = {}, {dtype: [] for dtype in args.peer_dtypes}
-    for dtype in args.dtypes:
-      config = bench_config(game, args.batch, args.response_len, args.examples, dtype)
-      calls["ours", dtype], exp, kit = ours_collection(config, args.batch)
+    for halvings in args.batch_halvings:
+      for dtype in args.dtypes:
+        config = bench_config(game, args.batch, args.response_len, args.examples, dtype, halvings)
+        calls["ours", dtype, halvings], exp, kit = ours_collection(config, args.batch)
     for dtype, model in theirs.items():
-      calls["host", dtype] = host_collection(exp, kit, model, hf_tokenizer, args.batch,
-                                             args.response_len, generate_seconds[dtype])
+      calls["host", dtype, None] = host_collection(exp, kit, model, hf_tokenizer, args.batch,
+                                                   args.response_len, generate_seconds[dtype])
     turns = {key: [] for key in calls}
     counted = {key: functools.partial(_counting, call, turns[key]) for key, call in calls.items()}
     first, median = benchmarks.first_and_median_seconds(list(counted.values()), args.repeats)
-    rates, compile_s, in_generate = {"ours": {}, "host": {}}, {}, {}
-    for index, (side, dtype) in enumerate(calls):
-      timed = turns[side, dtype][1:]  # The warm-up collection is not counted.
-      rates[side][dtype] = float(np.mean(timed)) / median[index]
-      if side == "ours":  # The warm-up call less a timed one: compilation.
-        compile_s[dtype] = first[index] - median[index]
+    rates, compile_s, in_generate = {}, {}, {}
+    for index, key in enumerate(calls):
+      timed = turns[key][1:]  # The warm-up collection is not counted.
+      rates[key] = float(np.mean(timed)) / median[index]
+      if key[0] == "ours":  # The warm-up call less a timed one: compilation.
+        compile_s[key] = first[index] - median[index]
       else:
-        in_generate[dtype] = 100 * float(np.mean(generate_seconds[dtype][1:])) / median[index]
-    best = lambda side: max(rates[side].values())
-    mean_turns = lambda side: np.mean([np.mean(turns[k][1:]) for k in calls if k[0] == side])
-    rows.append((today, "gemma3_270m", game, args.batch, args.response_len, args.examples,
-                 benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["host"]),
-                 f"{best('ours') / best('host'):.2f}",
-                 f"{mean_turns('ours'):.0f}, {mean_turns('host'):.0f}",
-                 benchmarks.by_dtype(compile_s),
-                 ", ".join(f"{dtype} {share:.0f}%" for dtype, share in in_generate.items()),
-                 benchmarks.torch_machine(args.repeats)))
-    print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
+        in_generate[key[1]] = 100 * float(np.mean(generate_seconds[key[1]][1:])) / median[index]
+    host = {key[1]: rate for key, rate in rates.items() if key[0] == "host"}
+    mean_turns = lambda keys: np.mean([np.mean(turns[key][1:]) for key in keys])
+    for halvings in args.batch_halvings:
+      ours = {dtype: rates["ours", dtype, halvings] for dtype in args.dtypes}
+      rows.append((today, "gemma3_270m", game, args.batch, args.response_len, args.examples,
+                   halvings, benchmarks.by_dtype(ours), benchmarks.by_dtype(host),
+                   f"{max(ours.values()) / max(host.values()):.2f}",
+                   f"{mean_turns([('ours', d, halvings) for d in args.dtypes]):.0f}, "
+                   f"{mean_turns([('host', d, None) for d in args.peer_dtypes]):.0f}",
+                   benchmarks.by_dtype({d: compile_s["ours", d, halvings] for d in args.dtypes}),
+                   ", ".join(f"{dtype} {share:.0f}%" for dtype, share in in_generate.items()),
+                   benchmarks.torch_machine(args.repeats)))
+      print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)
   benchmarks.report(SECTION, HEADER, rows, args.output)
   return rows
 

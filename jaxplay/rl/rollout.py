@@ -70,7 +70,7 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
             seats: jax.Array | None = None, self_play_games: int = 0,
             rows_sharding: jax.sharding.Sharding | None = None,
             opponent_members: jax.Array | None = None,
-            opponent_policy: Policy | None = None) -> Episodes:
+            opponent_policy: Policy | None = None, batch_halvings: int = 1) -> Episodes:
   """Plays `batch` games of `game` to the end (jit it with game/policy/... static).
 
   Self-play when neither `opponent_params` (a frozen learner copy) nor `opponent` is given;
@@ -84,6 +84,8 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
   Consecutive blocks of `group_size` games share their initial state and the learner's seat
   (GRPO/RLOO groups: each compares games that start alike).
   `rows_sharding` splits the games over devices (each plays its own); None leaves it to XLA.
+  The model runs on the live rows gathered into the smallest of batch, batch / 2, ...,
+  batch / 2**`batch_halvings` that holds them (each size compiles the policy once more).
   """
   if opponent_params is not None and opponent is not None and opponent_members is None:
     raise ValueError("Give either opponent_params (frozen copy) or opponent (fixed policy).")
@@ -107,7 +109,7 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
     prompt_tokens, prompt_lengths = jax.vmap(render_prompt)(phrase_ids)
     learner_turn = self_play_B | (states.current_player == learner_seat)
     act_with = lambda pi, p, rows, k: _act_on_rows(pi, p, prompt_tokens, prompt_lengths, states,
-                                                   rows, k)
+                                                   rows, k, batch_halvings)
     act = act_with(policy, params, learner_turn, policy_key)
     if opponent_members is not None:
       def member_act(act, index_and_params):
@@ -149,28 +151,31 @@ def rollout(game: api.Game, policy: Policy, render_prompt: RenderPrompt, params:
 
 
 def _act_on_rows(policy: Policy, params, prompt_tokens, prompt_lengths, states: api.State,
-                 rows_B: jax.Array, key: jax.Array) -> Act:
+                 rows_B: jax.Array, key: jax.Array, halvings: int) -> Act:
   """The policy's Act where `rows_B` (bool [B]) and the game goes on; other rows get no legal
   action (free text then stops them after one token). The model runs on as few rows as it can:
   none when no row plays (an all-padding Act: the turns of finished games, and a fixed opponent's
-  turns when every game seats the learner alike, cost nothing), the playing rows gathered into a
-  half batch when they fit in one (the learner's turns against a fixed opponent in half of the
-  games, the last turns of games that end at different times), else all B rows."""
+  turns when every game seats the learner alike, cost nothing), else the playing rows gathered
+  into the smallest of B, B // 2, ..., B // 2**halvings rows that holds them (the learner's turns
+  against a fixed opponent in half of the games, the last turns of games that end at different
+  times)."""
   legal = states.legal_action_mask & (rows_B & ~states.terminated)[:, None]
   playing = legal.any(-1)
   run = lambda rows: policy(params, prompt_tokens[rows], prompt_lengths[rows], legal[rows], key)
   every = lambda: run(slice(None))
   skip = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(every))
-  half = playing.shape[0] // 2
-  if not half:
-    return jax.lax.cond(playing.any(), every, skip)
+  batch = playing.shape[0]
+  sizes = sorted({batch >> k for k in range(1, halvings + 1)} - {0})  # Ascending, below B.
 
-  def gathered():
-    rows = jnp.argsort(~playing, stable=True)[:half]  # The playing rows first, in order.
-    return jax.tree.map(lambda empty, part: empty.at[rows].set(part), skip(), run(rows))
+  def gathered(size: int):
+    def act():
+      rows = jnp.argsort(~playing, stable=True)[:size]  # The playing rows first, in order.
+      return jax.tree.map(lambda empty, part: empty.at[rows].set(part), skip(), run(rows))
+    return act
 
-  branch = jnp.where(playing.any(), jnp.where(playing.sum() <= half, 1, 2), 0)
-  return jax.lax.switch(branch, (skip, gathered, every))
+  count = playing.sum()
+  branch = jnp.where(count > 0, 1 + (count > jnp.asarray(sizes, jnp.int32)).sum(), 0)
+  return jax.lax.switch(branch, (skip, *map(gathered, sizes), every))
 
 
 def join_games(stacked: Episodes) -> Episodes:

@@ -39,6 +39,8 @@ _RANGES = (
      "is greedy evaluation)."),
     ("rollout.top_p", lambda p: 0 < p <= 1, "must be in (0, 1] (1 = off)."),
     ("rollout.top_k", lambda k: k >= 0, "must be >= 0 (0 = off)."),
+    ("rollout.batch_halvings", lambda n: n >= 0,
+     "must be >= 0 (0 = the model always runs on all of a batch's games)."),
     ("rollout.max_prompt_len", lambda n: n >= 0,
      "must be >= 0 (0 = the longest prompt of the run's games, found at start-up)."),
     ("eval.temperature", lambda t: t >= 0, "must be >= 0 (0 = greedy)."),

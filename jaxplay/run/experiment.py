@@ -365,7 +365,8 @@ def play(exp: Experiment, kit: GameKit, params, key, batch: int, frozen_params=N
                          opponent=opponent, group_size=exp.config.rl.group_size,
                          self_play_games=self_play_games,
                          rows_sharding=rows_sharding, opponent_members=members,
-                         opponent_policy=member_policy)
+                         opponent_policy=member_policy,
+                         batch_halvings=exp.config.rollout.batch_halvings)
 
 
 def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False,

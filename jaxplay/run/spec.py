@@ -59,6 +59,7 @@ class RolloutSpec:
   top_k: int
   stop_at_answer: bool
   balance_games: bool = False
+  batch_halvings: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

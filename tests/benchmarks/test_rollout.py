@@ -78,5 +78,8 @@ def test_the_benchmark_config_is_the_local_preset_without_lora_or_an_answer_stop
   assert spec.games == ("tic_tac_toe",) and spec.model.lora_rank == 0
   assert spec.model.dtype == spec.model.param_dtype == "bfloat16"
   assert spec.rollout.games_per_batch == 32 and spec.rollout.max_response_len == 24
+  assert spec.rollout.batch_halvings == 1  # The training default: the model's batch halves once.
+  assert rollout_benchmark.bench_config("tic_tac_toe", 32, 24, 2, "float32",
+                                        3).rollout.batch_halvings == 3
   assert not spec.rollout.stop_at_answer and spec.rollout.max_prompt_len == 0
   assert spec.prompt.examples == 2 and spec.model.path == "gemma3_270m_package"

@@ -62,10 +62,12 @@ def test_fixed_opponent_only_learner_turns_are_samples():
   assert (active & ~learner).any() and episodes.final_state.terminated.all()
 
 
-def test_the_model_runs_only_for_the_learners_turns():
+@pytest.mark.parametrize("halvings", [0, 1, 2])
+def test_the_model_runs_only_for_the_learners_turns(halvings):
   """Against a fixed opponent the policy is asked only for the learner's live rows (others get
-  no legal action), a turn with no such row does not run the model at all, and when those rows
-  fit in half the batch the model runs on half the batch, each answer going back to its row."""
+  no legal action), a turn with no such row does not run the model at all, and the model runs on
+  the smallest of 64, 32, ..., 64 / 2**halvings rows that holds those rows, each answer going back
+  to its row."""
 
   def marking_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
     act = stand_ins.random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key)
@@ -75,11 +77,13 @@ def test_the_model_runs_only_for_the_learners_turns():
                         response_logprobs=act.response_logprobs.at[:, 0].set(rows))
 
   game = games.make("tic_tac_toe")
+  sizes = 64 >> np.arange(halvings + 1)  # Descending: 64, 32, ...
+  used = set()
   for seats in (np.arange(64) % 2, np.zeros(64)):  # Mixed seats, then the learner always X.
     episodes = jax.jit(lambda key, seats: rollout.rollout(
         game, marking_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 64,
-        opponent=opponents.uniform_random, seats=seats))(jax.random.key(5),
-                                                         jnp.asarray(seats, jnp.int32))
+        opponent=opponents.uniform_random, seats=seats, batch_halvings=halvings))(
+            jax.random.key(5), jnp.asarray(seats, jnp.int32))
     tokens = np.asarray(episodes.response_tokens)
     learner = np.asarray(episodes.learner)
     np.testing.assert_array_equal(tokens[..., 1] == 1, learner)
@@ -89,8 +93,11 @@ def test_the_model_runs_only_for_the_learners_turns():
     expected = live if seats.any() else live & (np.arange(game.max_turns) % 2 == 0)
     np.testing.assert_array_equal(ran, expected)
     batch = np.asarray(episodes.response_logprobs)[..., 0].max(-1)[ran]  # Rows it ran on.
-    np.testing.assert_array_equal(batch, np.where(learner.sum(-1)[ran] <= 32, 32, 64))
-    assert (batch == 32).any() and ((batch == 64).any() or seats.any())
+    playing = learner.sum(-1)[ran]
+    np.testing.assert_array_equal(
+        batch, [sizes[sizes >= count].min() for count in playing])
+    used.update(batch.tolist())
+  assert used == set(sizes.tolist())  # Every size served some turn.
 
 
 def test_a_mix_plays_the_first_games_in_self_play():

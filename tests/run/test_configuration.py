@@ -83,6 +83,7 @@ def test_unknown_config_argument():
     ("rollout.top_p", 0.0, r"config.rollout.top_p=0.0: must be in \(0, 1\] \(1 = off\)"),
     ("rollout.top_p", 1.5, r"config.rollout.top_p=1.5: must be in \(0, 1\]"),
     ("rollout.top_k", -1, r"config.rollout.top_k=-1: must be >= 0 \(0 = off\)"),
+    ("rollout.batch_halvings", -1, r"config.rollout.batch_halvings=-1: must be >= 0"),
     ("rollout.max_prompt_len", -1,
      r"config.rollout.max_prompt_len=-1: must be >= 0 \(0 = the longest prompt"),
     ("eval.temperature", -0.5, r"config.eval.temperature=-0.5: must be >= 0 \(0 = greedy\)"),
