@@ -69,8 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       top_k=0,  # 0 = off.
       stop_at_answer=False,  # End a response at the } closing its first \boxed{.
       # As games end the model runs on the live ones gathered into the smallest of
-      # games_per_batch, /2, ..., /2**batch_halvings rows that holds them (0 = always all rows);
-      # each size compiles the sampler once more.
+      # games_per_batch, /2, ..., /2**batch_halvings rows that holds them (0 = always all rows),
+      # in training and evaluation games alike; each size compiles the sampler once more.
       batch_halvings=1,
   ))
 

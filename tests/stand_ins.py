@@ -61,6 +61,16 @@ def random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
   return rollout.Act(action, tokens, jnp.zeros((batch, RESPONSE_LEN)), jnp.ones(batch, jnp.int32))
 
 
+def marking_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+  """random_policy's answers, marked: response token 1 is 1 where the row was asked (had a legal
+  action), token 2 is 1 on every row, and log-prob 0 holds the batch the policy ran on."""
+  act = random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key)
+  asked = legal_mask.any(-1).astype(jnp.int32)
+  rows = prompt_tokens.shape[0]
+  return act._replace(response_tokens=act.response_tokens.at[:, 1].set(asked).at[:, 2].set(1),
+                      response_logprobs=act.response_logprobs.at[:, 0].set(rows))
+
+
 def render_phrase_ids(phrase_ids):
   return phrase_ids.astype(jnp.int32), jnp.int32(phrase_ids.shape[0])
 

@@ -150,8 +150,8 @@ def main(argv=None) -> list[tuple]:
     for index, key in enumerate(calls):
       timed = turns[key][1:]  # The warm-up collection is not counted.
       rates[key] = float(np.mean(timed)) / median[index]
-      if key[0] == "ours":  # The warm-up call less a timed one: compilation.
-        compile_s[key] = first[index] - median[index]
+      if key[0] == "ours":  # The warm-up call less its turn-samples at the timed rate.
+        compile_s[key] = first[index] - turns[key][0] / rates[key]
       else:
         in_generate[key[1]] = 100 * float(np.mean(generate_seconds[key[1]][1:])) / median[index]
     host = {key[1]: rate for key, rate in rates.items() if key[0] == "host"}

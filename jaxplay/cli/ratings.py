@@ -73,10 +73,11 @@ def round_robin(exp, kit, players: dict, fixed: list[str], games_per_seat: int, 
   invalid = exp.config.eval.invalid_rewards
   fixed_fns = [opponents.get(kit.game.name, name) for name in fixed]
   vs_model = jax.jit(lambda a, b, k: matches.play_against(
-      kit.game, kit.eval_policy, render, a, None, k, games_per_seat, invalid, opponent_params=b))
+      kit.game, kit.eval_policy, render, a, None, k, games_per_seat, invalid, opponent_params=b,
+      batch_halvings=exp.config.rollout.batch_halvings))
   vs_fixed = jax.jit(lambda a, index, k: matches.play_against(
       kit.game, kit.eval_policy, render, a, matches.switch_opponent(fixed_fns, index), k,
-      games_per_seat, invalid))
+      games_per_seat, invalid, batch_halvings=exp.config.rollout.batch_halvings))
   pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, size)]
   for pair_index, (i, j) in enumerate(pairs):
     pair_key = jax.random.fold_in(key, pair_index)

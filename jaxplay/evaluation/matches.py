@@ -84,18 +84,20 @@ def play_against(game: api.Game, policy: rollout_lib.Policy,
                  render_prompt: rollout_lib.RenderPrompt, params: Any,
                  opponent: rollout_lib.Opponent | None, key: jax.Array, games_per_seat: int,
                  invalid_rewards: tuple[float, float] = api.EVAL_INVALID_REWARDS,
-                 opponent_params: Any = None) -> rollout_lib.Episodes:
+                 opponent_params: Any = None, batch_halvings: int = 1) -> rollout_lib.Episodes:
   """Plays the learner against `opponent` (a fixed opponent) or, when it is None, against the same
   policy with `opponent_params` (another checkpoint), `games_per_seat` games in each seat
   (traceable): the seats are played one after the other, so against a fixed opponent the model
-  runs only on the learner's turns."""
+  runs only on the learner's turns (on as few rows as `rollout.rollout`'s `batch_halvings`
+  allows)."""
   game = dataclasses.replace(game, invalid_rewards=tuple(invalid_rewards))
 
   def play_seat(seat_and_key):
     seat, seat_key = seat_and_key
     return rollout_lib.rollout(game, policy, render_prompt, params, seat_key, games_per_seat,
                                opponent=opponent, opponent_params=opponent_params,
-                               seats=jnp.full(games_per_seat, seat, jnp.int32))
+                               seats=jnp.full(games_per_seat, seat, jnp.int32),
+                               batch_halvings=batch_halvings)
 
   return rollout_lib.join_games(
       jax.lax.map(play_seat, (jnp.arange(2, dtype=jnp.int32), jax.random.split(key))))

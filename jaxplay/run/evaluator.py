@@ -68,7 +68,8 @@ class Evaluator:
           lambda params, key, index, kit, fns, count: matches.play_against(
               kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
               params, matches.switch_opponent(fns, index), key, count,
-              config.eval.invalid_rewards), kit=kit, fns=fns, count=games_per_seat))
+              config.eval.invalid_rewards, batch_halvings=config.rollout.batch_halvings),
+          kit=kit, fns=fns, count=games_per_seat))
       self._plays.append((kit.game, names, play))
     kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode.

@@ -12,7 +12,7 @@ from tests import stand_ins
 
 # Game, policies, renderer, opponent and games per seat are static.
 _play = jax.jit(matches.play_against, static_argnames=(
-    "game", "policy", "render_prompt", "opponent", "games_per_seat"))
+    "game", "policy", "render_prompt", "opponent", "games_per_seat", "batch_halvings"))
 
 
 def test_wilson_interval_hand_computed():
@@ -40,6 +40,24 @@ def test_random_learner_never_beats_minimax_and_seats_balance():
   assert stats["wins"] == 0 and stats["games"] == 128
   assert stats["wins"] + stats["draws"] + stats["losses"] == 128
   assert stats["losses"] > 64  # Minimax beats random play most of the time.
+
+
+def test_the_model_plays_on_fewer_rows_as_games_end():
+  """With batch_halvings, each learner turn runs the policy on the smallest of 32, 16, 8 rows
+  that holds its live games; with none, on all 32 (the seats' games one after the other)."""
+  game = games.make("tic_tac_toe")
+  for halvings, sizes in ((0, {32}), (2, {32, 16, 8})):
+    episodes = _play(game=game, policy=stand_ins.marking_policy,
+                     render_prompt=stand_ins.render_phrase_ids, params={"p_invalid": 0.2},
+                     opponent=opponents.uniform_random, key=jax.random.key(2), games_per_seat=32,
+                     batch_halvings=halvings)
+    learner = np.asarray(episodes.learner).reshape(game.max_turns, 2, 32)  # [T, seat, game]
+    ran_on = np.asarray(episodes.response_logprobs)[..., 0].reshape(game.max_turns, 2, 32)
+    played = learner.any(-1)
+    assert set(ran_on.max(-1)[played].tolist()) == sizes
+    np.testing.assert_array_equal(  # Each turn on the fewest rows that hold its games.
+        ran_on.max(-1)[played],
+        [min(s for s in sizes if s >= count) for count in learner.sum(-1)[played]])
 
 
 def test_invalid_answers_count_as_eval_losses():

@@ -69,19 +69,12 @@ def test_the_model_runs_only_for_the_learners_turns(halvings):
   the smallest of 64, 32, ..., 64 / 2**halvings rows that holds those rows, each answer going back
   to its row."""
 
-  def marking_policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
-    act = stand_ins.random_policy(params, prompt_tokens, prompt_lengths, legal_mask, key)
-    asked = legal_mask.any(-1).astype(jnp.int32)
-    rows = prompt_tokens.shape[0]  # The batch the model ran on.
-    return act._replace(response_tokens=act.response_tokens.at[:, 1].set(asked).at[:, 2].set(1),
-                        response_logprobs=act.response_logprobs.at[:, 0].set(rows))
-
   game = games.make("tic_tac_toe")
   sizes = 64 >> np.arange(halvings + 1)  # Descending: 64, 32, ...
   used = set()
   for seats in (np.arange(64) % 2, np.zeros(64)):  # Mixed seats, then the learner always X.
     episodes = jax.jit(lambda key, seats: rollout.rollout(
-        game, marking_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 64,
+        game, stand_ins.marking_policy, stand_ins.render_phrase_ids, {"p_invalid": 0.0}, key, 64,
         opponent=opponents.uniform_random, seats=seats, batch_halvings=halvings))(
             jax.random.key(5), jnp.asarray(seats, jnp.int32))
     tokens = np.asarray(episodes.response_tokens)
