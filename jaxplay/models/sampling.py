@@ -72,9 +72,10 @@ def _walk(sorted_BK, k_B, top_p_B, log_total_B):
   return threshold, settled
 
 
-def _threshold(scaled_BV, k_B, top_p_B, candidates: tuple[int, ...]):
+def _threshold(scaled_BV, k_B, top_p_B, log_total_B, candidates: tuple[int, ...]):
   """float32 [B]: the smallest logit top-k then top-p keep, found among each row's
-  `candidates[0]` largest logits, else among the next count's, else the whole sorted row."""
+  `candidates[0]` largest logits, else among the next count's, else the whole sorted row.
+  log_total_B: each whole row's logsumexp (the mass top-p renormalises over without top-k)."""
   vocab = scaled_BV.shape[-1]
   candidates = tuple(count for count in candidates if count < vocab)
   if not candidates:
@@ -84,23 +85,28 @@ def _threshold(scaled_BV, k_B, top_p_B, candidates: tuple[int, ...]):
     return _walk(sorted_BV, k_B, top_p_B, log_total)[0]
   count = candidates[0]
   top_BK = jax.lax.top_k(scaled_BV, count)[0]
-  log_total = jnp.where(k_B >= vocab, jax.nn.logsumexp(scaled_BV, axis=-1),
+  log_total = jnp.where(k_B >= vocab, log_total_B,
                         jax.nn.logsumexp(jnp.where(jnp.arange(count) < k_B[:, None], top_BK,
                                                    -jnp.inf), axis=-1))
   known_total = (k_B <= count) | (k_B >= vocab)  # Else the top k's mass needs more logits.
   threshold, settled = _walk(top_BK, k_B, top_p_B, log_total)
   return jax.lax.cond(jnp.all(settled & known_total), lambda: threshold,
-                      lambda: _threshold(scaled_BV, k_B, top_p_B, candidates[1:]))
+                      lambda: _threshold(scaled_BV, k_B, top_p_B, log_total_B, candidates[1:]))
 
 
-def _truncate(scaled_BV, top_k_B, top_p_B, candidates=TRUNCATION_CANDIDATES):
+def _truncate(scaled_BV, top_k_B, top_p_B, candidates=TRUNCATION_CANDIDATES, *,
+              log_total_B=None):
   """Masks tokens outside top-k, then outside the top-p nucleus of what remains (as in HF); ties
-  with the last kept token stay. Exact whatever the `candidates` (static counts, see above)."""
+  with the last kept token stay. Exact whatever the `candidates` (static counts, see above).
+  log_total_B: each row's logsumexp where the caller has it (else one more pass over [B, V])."""
   vocab = scaled_BV.shape[-1]
+  if log_total_B is None:
+    log_total_B = jax.nn.logsumexp(scaled_BV, axis=-1)
   k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
   keep_all = (k_B >= vocab) & (top_p_B >= 1)
   # Rows that keep everything ask for their top token alone, which settles among any candidates.
-  threshold = _threshold(scaled_BV, jnp.where(keep_all, 1, k_B), top_p_B, candidates)
+  threshold = _threshold(scaled_BV, jnp.where(keep_all, 1, k_B), top_p_B, log_total_B,
+                         candidates)
   threshold = jnp.where(keep_all, -jnp.inf, threshold)
   return jnp.where(scaled_BV >= threshold[:, None], scaled_BV, -jnp.inf)
 
@@ -138,11 +144,13 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
   """(tokens [B], policy log-probs [B]); temperature <= 0 is greedy, top_k <= 0 disables it."""
   greedy = temperature_B <= 0
   scaled = logits_BV / jnp.where(greedy, 1.0, temperature_B)[:, None]
-  masses = _chunk_masses(scaled)  # One exp over the vocabulary serves the log-probs and the draw.
+  masses = _chunk_masses(scaled)  # One exp over the vocabulary serves all: log-probs, top-p, draw.
+  log_total = jax.nn.logsumexp(masses, axis=-1)
   needs_truncation = jnp.any(~greedy & ((top_k_B > 0) | (top_p_B < 1)))
 
   def truncated(scaled, _):  # Greedy rows take the argmax: their settings must not force a sort.
-    filtered = _truncate(scaled, jnp.where(greedy, 0, top_k_B), jnp.where(greedy, 1.0, top_p_B))
+    filtered = _truncate(scaled, jnp.where(greedy, 0, top_k_B), jnp.where(greedy, 1.0, top_p_B),
+                         log_total_B=log_total)
     return filtered, _chunk_masses(filtered)
 
   filtered, filtered_masses = jax.lax.cond(needs_truncation, truncated, lambda *x: x, scaled,
@@ -152,7 +160,7 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
                        lambda: _draw(key, filtered, filtered_masses))
   tokens = jnp.where(greedy, best, drawn).astype(jnp.int32)
   chosen = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0]
-  return tokens, chosen - jax.nn.logsumexp(masses, axis=-1)
+  return tokens, chosen - log_total
 
 
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
