@@ -72,6 +72,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # games_per_batch, /2, ..., /2**batch_halvings rows that holds them (0 = always all rows),
       # in training and evaluation games alike; each size compiles the sampler once more.
       batch_halvings=1,
+      # True: training games' sampler computes its logits in int8 (the unembedding quantised per
+      # token, hidden states in two int8 parts): faster decoding of small batches on a CPU, logits
+      # close to but not the float model's (models/transformer.int8_logits). Evaluation stays float.
+      int8_logits=False,
   ))
 
   config.rl = ml_collections.ConfigDict(dict(

@@ -166,7 +166,7 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
            top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
            stop_rule: StopRule | None = None, prefix_L: jax.Array | None = None,
-           skip_B: jax.Array | None = None) -> Generation:
+           skip_B: jax.Array | None = None, int8_logits: bool = False) -> Generation:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
@@ -176,6 +176,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   as prompts that hold it, at a fraction of the prefill (few-shot examples, long instructions).
   `skip_B` (bool [B]) marks rows nobody needs an answer for (e.g. games already over): they end
   after their first token, so they never keep the decoding loop going.
+  `int8_logits` computes every token's logits with `transformer.int8_logits` (the unembedding
+  quantised once per call): faster at small batches, close to but not the float logits; the
+  tokens are drawn from, and the log-probs are those of, the quantised logits.
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -187,9 +190,14 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
   columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
   positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
+  if int8_logits:
+    table = transformer.int8_unembedding(config, params)
+    logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
+  else:
+    logits_of = lambda h_BD: transformer.unembed(config, params, h_BD[:, None])[:, 0]
   hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
                                     return_hidden=True)
-  logits = transformer.unembed(config, params, hidden[:, -1:])[:, 0]
+  logits = logits_of(hidden[:, -1])
   choose = lambda logits, step: choose_tokens(logits, jax.random.fold_in(key, step),
                                               temperature, top_p, top_k)
   first, first_logprob = choose(logits, 0)
@@ -215,8 +223,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     step, tokens, logprobs, cache, done, lengths, rule_carry = carry
     previous = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B, 1]
     positions = (offset + prompt_lengths_B + step - 1)[:, None]
-    logits, cache = transformer.apply(config, params, previous, positions, cache)
-    new, new_logprob = choose(logits[:, 0], step)
+    hidden, cache = transformer.apply(config, params, previous, positions, cache,
+                                      return_hidden=True)
+    new, new_logprob = choose(logits_of(hidden[:, 0]), step)
     active = ~done
     tokens = tokens.at[:, step].set(jnp.where(active, new, pad_id))
     logprobs = logprobs.at[:, step].set(jnp.where(active, new_logprob, 0.0))
@@ -242,5 +251,6 @@ def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch
                        positions=rows(cache.positions, 0)), L
 
 
-# `sample`, jitted: config, max_response_len and pad_id are static.
-generate = jax.jit(sample, static_argnums=0, static_argnames=("max_response_len", "pad_id"))
+# `sample`, jitted: config, max_response_len, pad_id and int8_logits are static.
+generate = jax.jit(sample, static_argnums=0,
+                   static_argnames=("max_response_len", "pad_id", "int8_logits"))

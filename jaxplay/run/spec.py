@@ -60,6 +60,7 @@ class RolloutSpec:
   stop_at_answer: bool
   balance_games: bool = False
   batch_halvings: int = 1
+  int8_logits: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

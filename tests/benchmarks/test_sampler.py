@@ -70,6 +70,13 @@ def test_the_peer_runs_our_dtypes_unless_told_its_own():
   assert args.dtypes == ["bfloat16"] and args.peer_dtypes == ("float32",)
 
 
+def test_int8_logits_add_a_run_of_each_dtype():
+  assert sampler.our_variants(("float32", "bfloat16"), False) == {
+      "float32": ("float32", False), "bfloat16": ("bfloat16", False)}
+  assert list(sampler.our_variants(("float32",), True).items()) == [
+      ("float32", ("float32", False)), ("float32 int8 logits", ("float32", True))]
+
+
 def test_rates_by_dtype_are_written_in_one_cell():
   assert benchmarks.by_dtype({"float32": 17.64, "bfloat16": 1234.5}) == (
       "float32 17.6, bfloat16 1,234.5")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from jaxplay.models import loading, sampling, transformer
+from jaxplay.models import configs, loading, sampling, transformer
 from tests.models import hf_reference as ref
 
 R = 12  # max_response_len
@@ -22,22 +22,30 @@ def model(tmp_path_factory):
   return hf_model, config, params, tokens, mask
 
 
-def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(-1,)):
+def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(-1,),
+              int8_logits=False):
   _, config, params, tokens, mask = model
   pad = width - tokens.shape[1]
   tokens = np.pad(tokens, ((0, 0), (pad, 0)))
   return sampling.generate(config, params, tokens, mask.sum(1), jax.random.key(key),
                            jnp.asarray(temperature), jnp.asarray(top_p), jnp.asarray(top_k),
-                           jnp.asarray(stop), max_response_len=R)
+                           jnp.asarray(stop), max_response_len=R, int8_logits=int8_logits)
+
+
+def _teacher_forced_hidden(model, samples):
+  """Final hidden states [B, R, D] that predicted each response token, from one uncached pass."""
+  _, config, params, tokens, mask = model
+  full = np.concatenate([tokens, np.asarray(samples.tokens)], axis=1)
+  positions = np.concatenate([ref.positions(mask), mask.sum(1)[:, None] + np.arange(R)], 1)
+  hidden, _ = transformer.apply(config, params, jnp.asarray(full), jnp.asarray(positions),
+                                return_hidden=True)
+  return hidden[:, tokens.shape[1] - 1:-1]
 
 
 def _teacher_forced_logits(model, samples):
   """Logits [B, R, V] that predicted each response token, from one uncached forward pass."""
-  _, config, params, tokens, mask = model
-  full = np.concatenate([tokens, np.asarray(samples.tokens)], axis=1)
-  positions = np.concatenate([ref.positions(mask), mask.sum(1)[:, None] + np.arange(R)], 1)
-  logits, _ = transformer.apply(config, params, jnp.asarray(full), jnp.asarray(positions))
-  return np.asarray(logits)[:, tokens.shape[1] - 1:-1]
+  _, config, params, _, _ = model
+  return np.asarray(transformer.unembed(config, params, _teacher_forced_hidden(model, samples)))
 
 
 def test_greedy_matches_transformers_generate(model):
@@ -237,6 +245,54 @@ def test_truncation_sorts_the_vocabulary_only_for_rows_beyond_the_candidates():
       np.testing.assert_array_equal(kept, full)
   assert full[2].sum() > 1024
   assert full[3].sum() == 2000 and full[0].sum() == 1
+
+
+@pytest.mark.parametrize("tied,softcap", [(True, None), (False, 5.0)])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_int8_logits_stay_within_the_rounding_of_their_two_parts(tied, softcap, rows):
+  """`transformer.int8_logits` against the float `unembed` on hidden states with an outlier
+  dimension (as real models have). The table holds each weight to half its row's scale; each logit
+  then differs by at most what the two roundings allow: |h|_1 * s_v / 2 for the table's, and
+  |w_v|_1 * max|h| / (2 * 127 * 254) for the remainder's (its scale is at most the first part's
+  / 254). Soft-capping only shrinks a difference. Without the remainder the error is larger."""
+  config = configs.tiny(tie_embeddings=tied, final_softcap=softcap)
+  params = transformer.init_params(config, jax.random.key(1))
+  h = jax.random.normal(jax.random.key(2), (rows, config.d_model)).at[:, 3].multiply(30.0)
+  table = transformer.int8_unembedding(config, params)
+  values, scales = np.asarray(table[0]), np.asarray(table[1], np.float64)
+  weights = np.asarray(params["embedding"] if tied else params["lm_head"].T, np.float64)
+  assert values.dtype == np.int8 and values.shape == weights.shape
+  assert (np.abs(values).max(1) == 127).all()
+  dequantised = values * scales[:, None]
+  assert (np.abs(dequantised - weights) <= scales[:, None] * (0.5 + 1e-4)).all()  # float32 division
+  got = np.asarray(transformer.int8_logits(config, table, h))
+  exact = np.asarray(transformer.unembed(config, params, h[:, None]))[:, 0]
+  h64 = np.asarray(h, np.float64)
+  bound = (np.abs(h64).sum(1)[:, None] * scales[None] / 2
+           + np.abs(dequantised).sum(1)[None] * np.abs(h64).max(1)[:, None] / (2 * 127 * 254))
+  error = np.abs(got - exact)
+  assert got.shape == exact.shape and (error <= bound + 1e-5 * (1 + np.abs(exact))).all()
+  one_part = np.asarray(h64 / (np.abs(h64).max(1, keepdims=True) / 127)).round() * (
+      np.abs(h64).max(1, keepdims=True) / 127)
+  one_part_error = np.abs(transformer._soft_cap(one_part @ dequantised.T, softcap) - exact)  # pylint: disable=protected-access
+  assert 0 < error.max() < one_part_error.max()
+
+
+def test_int8_logits_sample_from_and_report_the_int8_logits(model):
+  """With `int8_logits` the sampler's log-probs are those of `transformer.int8_logits` on the
+  states that predicted each token (teacher-forced), not those of the float logits."""
+  _, config, params, _, _ = model
+  samples = _generate(model, int8_logits=True)
+  hidden = _teacher_forced_hidden(model, samples)
+  B, _, D = hidden.shape
+  logits = transformer.int8_logits(config, transformer.int8_unembedding(config, params),
+                                   hidden.reshape(B * R, D)).reshape(B, R, -1)
+  tokens = np.asarray(samples.tokens)
+  chosen = lambda logits: np.take_along_axis(
+      np.asarray(jax.nn.log_softmax(logits, axis=-1)), tokens[..., None], -1)[..., 0]
+  np.testing.assert_allclose(samples.logprobs, chosen(logits), atol=2e-4)
+  float_logprobs = chosen(_teacher_forced_logits(model, samples))
+  assert np.abs(np.asarray(samples.logprobs) - float_logprobs).max() > 1e-3
 
 
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
