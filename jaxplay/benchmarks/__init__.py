@@ -52,6 +52,20 @@ def parse_side_by_side(parser: argparse.ArgumentParser, argv=None) -> argparse.N
   return args
 
 
+def add_int8_logits_flag(parser: argparse.ArgumentParser) -> None:
+  """--int8-logits: ours also runs each of --dtypes with int8 logits (`our_variants`)."""
+  parser.add_argument("--int8-logits", action="store_true",
+                      help="also time ours with int8 logits (rollout.int8_logits) at each dtype")
+
+
+def our_variants(dtypes, int8_logits: bool) -> dict[str, tuple[str, bool]]:
+  """{label: (dtype, int8 logits)}: each dtype with float logits, then with int8 ones if asked
+  ("<dtype> int8 logits"). The int8 runs approximate the model: "ours best" stays among the
+  float-logit ones."""
+  return {**{dtype: (dtype, False) for dtype in dtypes},
+          **({f"{dtype} int8 logits": (dtype, True) for dtype in dtypes} if int8_logits else {})}
+
+
 def by_dtype(values: dict[str, float]) -> str:
   """{dtype: figure} as one table cell."""
   return ", ".join(f"{dtype} {value:,.1f}" for dtype, value in values.items())

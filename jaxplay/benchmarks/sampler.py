@@ -56,12 +56,6 @@ def ours_call(config, params, prompts, new_tokens, temperature=0.0, int8_logits=
                            max_response_len=new_tokens, int8_logits=int8_logits)
 
 
-def our_variants(dtypes, int8_logits: bool) -> dict[str, tuple[str, bool]]:
-  """{label: (dtype, int8 logits)}: each dtype with float logits, then with int8 ones if asked."""
-  return {**{dtype: (dtype, False) for dtype in dtypes},
-          **({f"{dtype} int8 logits": (dtype, True) for dtype in dtypes} if int8_logits else {})}
-
-
 def transformers_call(model, prompts, new_tokens, temperature=0.0):
   import torch
   sampled = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
@@ -96,8 +90,7 @@ def main(argv=None) -> list[tuple]:
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="0 decodes greedily; above 0 samples the whole vocabulary at it")
-  parser.add_argument("--int8-logits", action="store_true",
-                      help="also time ours with int8 logits at each of --dtypes")
+  benchmarks.add_int8_logits_flag(parser)
   benchmarks.add_side_by_side_flags(parser)
   args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,7 +113,7 @@ def main(argv=None) -> list[tuple]:
     rng = np.random.default_rng(batch)
     prompts = rng.integers(1000, 200_000, (batch, args.prompt_len)).astype(np.int32)
     calls = {}
-    for label, (dtype, int8) in our_variants(args.dtypes, args.int8_logits).items():
+    for label, (dtype, int8) in benchmarks.our_variants(args.dtypes, args.int8_logits).items():
       calls["ours", label] = [ours_call(*ours[dtype], prompts, n, args.temperature, int8)
                               for n in (1, args.new_tokens)]
     for dtype, model in theirs.items():

@@ -71,9 +71,9 @@ def test_the_peer_runs_our_dtypes_unless_told_its_own():
 
 
 def test_int8_logits_add_a_run_of_each_dtype():
-  assert sampler.our_variants(("float32", "bfloat16"), False) == {
+  assert benchmarks.our_variants(("float32", "bfloat16"), False) == {
       "float32": ("float32", False), "bfloat16": ("bfloat16", False)}
-  assert list(sampler.our_variants(("float32",), True).items()) == [
+  assert list(benchmarks.our_variants(("float32",), True).items()) == [
       ("float32", ("float32", False)), ("float32 int8 logits", ("float32", True))]
 
 
