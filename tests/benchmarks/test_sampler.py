@@ -80,6 +80,7 @@ def test_int8_logits_add_a_run_of_each_dtype():
 def test_rates_by_dtype_are_written_in_one_cell():
   assert benchmarks.by_dtype({"float32": 17.64, "bfloat16": 1234.5}) == (
       "float32 17.6, bfloat16 1,234.5")
+  assert benchmarks.by_dtype({"float32": 1.436, "bfloat16": -2.5}) == "float32 1.44, bfloat16 -2.50"
 
 
 def test_side_by_side_rows_name_the_torch_threads_and_repeats(tmp_path, capsys):
