@@ -103,9 +103,10 @@ def check_layouts(results, prefix, logical_axes, rules, holders, meshes=MESHES):
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-  """LogicalLM train steps and transformer sampler calls, on one device and on each mesh."""
+  """LogicalLM train steps and transformer sampler calls (float and int8 logits), on one device
+  and on each mesh."""
   return run_worker(tmp_path_factory.mktemp("sharding") / "results.npz",
-                    "train:logical_lm,sampler")
+                    "train:logical_lm,sampler,int8_sampler")
 
 
 def test_train_step_matches_one_device(sharded):
@@ -123,6 +124,12 @@ def test_sampler_matches_one_device_from_train_layout(sharded):
   check_matches_reference(sharded, "samples")
   check_layouts(sharded, "sampler_params", transformer.param_axes(worker.transformer_config()),
                 sh.SAMPLER_RULES, holders=1)
+
+
+def test_int8_logits_sampler_matches_one_device_from_train_layout(sharded):
+  """`int8_logits` on every mesh: the table quantised from the sharded embedding and the int8 dot
+  over sharded rows give the single device's samples."""
+  check_matches_reference(sharded, "int8_samples")
 
 
 @pytest.mark.slow

@@ -272,9 +272,10 @@ def test_int8_logits_stay_within_the_rounding_of_their_two_parts(tied, softcap, 
            + np.abs(dequantised).sum(1)[None] * np.abs(h64).max(1)[:, None] / (2 * 127 * 254))
   error = np.abs(got - exact)
   assert got.shape == exact.shape and (error <= bound + 1e-5 * (1 + np.abs(exact))).all()
-  one_part = np.asarray(h64 / (np.abs(h64).max(1, keepdims=True) / 127)).round() * (
-      np.abs(h64).max(1, keepdims=True) / 127)
-  one_part_error = np.abs(transformer._soft_cap(one_part @ dequantised.T, softcap) - exact)  # pylint: disable=protected-access
+  h_scales = np.abs(h64).max(1, keepdims=True) / 127
+  one_part = (h64 / h_scales).round() * h_scales
+  capped = transformer._soft_cap(one_part @ dequantised.T, softcap)  # pylint: disable=protected-access
+  one_part_error = np.abs(capped - exact)
   assert 0 < error.max() < one_part_error.max()
 
 
