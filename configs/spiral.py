@@ -76,6 +76,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # token, hidden states in two int8 parts): faster decoding of small batches on a CPU, logits
       # close to but not the float model's (models/transformer.int8_logits). Evaluation stays float.
       int8_logits=False,
+      # True: training games' sampler runs every layer projection with int8 weights (one scale
+      # per output channel; small batches' activations in two int8 parts): faster decoding of
+      # small batches on a CPU, a model close to but not the float one
+      # (models/transformer.int8_weights). Evaluation stays float.
+      int8_weights=False,
   ))
 
   config.rl = ml_collections.ConfigDict(dict(

@@ -103,8 +103,8 @@ def check_layouts(results, prefix, logical_axes, rules, holders, meshes=MESHES):
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-  """LogicalLM train steps and transformer sampler calls (float and int8 logits), on one device
-  and on each mesh."""
+  """LogicalLM train steps and transformer sampler calls (float, and int8 logits and weights), on
+  one device and on each mesh."""
   return run_worker(tmp_path_factory.mktemp("sharding") / "results.npz",
                     "train:logical_lm,sampler,int8_sampler")
 
@@ -126,9 +126,9 @@ def test_sampler_matches_one_device_from_train_layout(sharded):
                 sh.SAMPLER_RULES, holders=1)
 
 
-def test_int8_logits_sampler_matches_one_device_from_train_layout(sharded):
-  """`int8_logits` on every mesh: the table quantised from the sharded embedding and the int8 dot
-  over sharded rows give the single device's samples."""
+def test_int8_sampler_matches_one_device_from_train_layout(sharded):
+  """`int8_logits` and `int8_weights` on every mesh: the tables quantised from sharded weights and
+  the int8 dots over sharded rows, heads and channels give the single device's samples."""
   check_matches_reference(sharded, "int8_samples")
 
 

@@ -52,18 +52,29 @@ def parse_side_by_side(parser: argparse.ArgumentParser, argv=None) -> argparse.N
   return args
 
 
-def add_int8_logits_flag(parser: argparse.ArgumentParser) -> None:
-  """--int8-logits: ours also runs each of --dtypes with int8 logits (`our_variants`)."""
+def add_int8_flags(parser: argparse.ArgumentParser) -> None:
+  """--int8-logits, --int8-weights: ours also runs each of --dtypes with them (`our_variants`)."""
   parser.add_argument("--int8-logits", action="store_true",
                       help="also time ours with int8 logits (rollout.int8_logits) at each dtype")
+  parser.add_argument("--int8-weights", action="store_true",
+                      help="also time ours with int8 layer weights (rollout.int8_weights) at each "
+                      "dtype (and with both, if --int8-logits too)")
 
 
-def our_variants(dtypes, int8_logits: bool) -> dict[str, tuple[str, bool]]:
-  """{label: (dtype, int8 logits)}: each dtype with float logits, then with int8 ones if asked
-  ("<dtype> int8 logits"). The int8 runs approximate the model: "ours best" stays among the
-  float-logit ones."""
-  return {**{dtype: (dtype, False) for dtype in dtypes},
-          **({f"{dtype} int8 logits": (dtype, True) for dtype in dtypes} if int8_logits else {})}
+def our_variants(dtypes, int8_logits: bool, int8_weights: bool = False
+                 ) -> dict[str, tuple[str, dict[str, bool]]]:
+  """{label: (dtype, int8 settings)}: each dtype in float, then, as asked, with int8 logits
+  ("<dtype> int8 logits"), int8 layer weights ("<dtype> int8 weights") and both ("<dtype> int8
+  weights, logits"); the settings are `sampling.sample`'s and `rollout`'s keywords. The int8 runs
+  approximate the model: "ours best" stays among the float ones."""
+  kinds = {"": {}}
+  if int8_logits:
+    kinds[" int8 logits"] = dict(int8_logits=True)
+  if int8_weights:
+    kinds[" int8 weights"] = dict(int8_weights=True)
+  if int8_logits and int8_weights:
+    kinds[" int8 weights, logits"] = dict(int8_logits=True, int8_weights=True)
+  return {dtype + kind: (dtype, settings) for kind, settings in kinds.items() for dtype in dtypes}
 
 
 def by_dtype(values: dict[str, float]) -> str:

@@ -2,7 +2,7 @@
 
 python -m jaxplay.benchmarks.rollout [--games kuhn_poker tic_tac_toe simple_negotiation]
     [--batch 32] [--response-len 32] [--examples 2] [--batch-halvings 1 ...] [--repeats 2]
-    [--dtypes float32 bfloat16] [--peer-dtypes DTYPE ...] [--int8-logits]
+    [--dtypes float32 bfloat16] [--peer-dtypes DTYPE ...] [--int8-logits] [--int8-weights]
 
 Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, free text,
 temperature 1, self-play) with `--batch` games side by side: one compiled program renders every
@@ -16,9 +16,9 @@ its own (our jitted single-game `step`, compiled before timing: the game logic i
 compared). Both sides stop a response only at the model's end-of-turn tokens or after
 `--response-len` tokens (no stop at the answer), so both generate alike; a turn-sample is one live
 game's turn. Ours runs at each of `--dtypes` and each of `--batch-halvings` (`rollout.batch_halvings`:
-how far the model's batch may shrink as games end; one row each), with `--int8-logits` each dtype
-with int8 logits too (`rollout.int8_logits`, in our cell; "ours best" stays among the float-logit
-runs), the host loop (whose batch is always the live games) at each of `--peer-dtypes`; after a
+how far the model's batch may shrink as games end; one row each), with `--int8-logits` /
+`--int8-weights` each dtype with int8 logits / layer weights / both too (`rollout.int8_logits`,
+`rollout.int8_weights`, in our cell; "ours best" stays among the float runs), the host loop (whose batch is always the live games) at each of `--peer-dtypes`; after a
 warm-up collection, the median of `--repeats` alternating rounds. Our compile time is reported
 apart; transformers gets as many threads as this process may use. The host loop's share of its time
 inside `generate` bounds what any orchestration can save it: the rest (prompt text, tokenising,
@@ -50,9 +50,10 @@ HEADER = ("date", "model", "game", "batch", "response tokens", "examples", "batc
 
 
 def bench_config(game: str, batch: int, response_len: int, examples: int, dtype: str,
-                 batch_halvings: int = 1, int8_logits: bool = False):
+                 batch_halvings: int = 1, **int8):
   """configs/spiral.py:local playing `game` alone in self-play, `batch` games a collection, the
-  plain model (no LoRA) in `dtype`, responses stopped only at end-of-turn tokens."""
+  plain model (no LoRA) in `dtype`, responses stopped only at end-of-turn tokens; `int8`:
+  rollout.int8_logits / int8_weights."""
   config = spiral.get_config("local")
   config.games = game
   config.model.update(dtype=dtype, param_dtype=dtype, lora_rank=0)
@@ -60,7 +61,7 @@ def bench_config(game: str, batch: int, response_len: int, examples: int, dtype:
   config.rollout.update(seats="self_play", games_per_batch=batch, samples_per_step=batch,
                         max_response_len=response_len, stop_at_answer=False, temperature=1.0,
                         top_p=1.0, top_k=0, max_prompt_len=0, batch_halvings=batch_halvings,
-                        int8_logits=int8_logits)
+                        **int8)
   config.rl.group_size = 1
   config.rl.estimator = "rae"
   return configuration.validate(config)
@@ -121,7 +122,7 @@ def main(argv=None) -> list[tuple]:
                       help="worked examples per prompt (the local preset's 2)")
   parser.add_argument("--batch-halvings", type=int, nargs="+", default=(1,),
                       help="rollout.batch_halvings values to time ours at, one row each")
-  benchmarks.add_int8_logits_flag(parser)
+  benchmarks.add_int8_flags(parser)
   benchmarks.add_side_by_side_flags(parser)
   parser.set_defaults(repeats=2)
   args = benchmarks.parse_side_by_side(parser, argv)
@@ -136,14 +137,14 @@ def main(argv=None) -> list[tuple]:
       directory, gguf_file=name, dtype=getattr(torch, dtype)).eval()
     for dtype in args.peer_dtypes}
   today = datetime.date.today().isoformat()
-  variants = benchmarks.our_variants(args.dtypes, args.int8_logits)
+  variants = benchmarks.our_variants(args.dtypes, args.int8_logits, args.int8_weights)
   rows = []
   for game in args.games:
     calls, generate_seconds = {}, {dtype: [] for dtype in args.peer_dtypes}
     for halvings in args.batch_halvings:
       for label, (dtype, int8) in variants.items():
         config = bench_config(game, args.batch, args.response_len, args.examples, dtype, halvings,
-                              int8)
+                              **int8)
         calls["ours", label, halvings], exp, kit = ours_collection(config, args.batch)
     for dtype, model in theirs.items():
       calls["host", dtype, None] = host_collection(exp, kit, model, hf_tokenizer, args.batch,

@@ -3,7 +3,7 @@ best dtype, same model and batch.
 
 python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--new-tokens 128]
     [--temperature 0] [--repeats 3] [--dtypes float32 bfloat16]
-    [--peer-dtypes DTYPE ...] [--int8-logits]
+    [--peer-dtypes DTYPE ...] [--int8-logits] [--int8-weights]
 
 Both sides run the real Gemma 3 270M (the Q4_K_M GGUF, dequantised by each library to each of
 `--dtypes` for ours, `--peer-dtypes` for transformers: weights and compute in that dtype), greedy
@@ -22,9 +22,10 @@ cache) at the measured memory bandwidth, whichever takes longer; the row names t
 (memory at small batch, matmul at large). The logits column times our decode step's largest dot
 alone (`logits_seconds`: [batch, d_model] hidden states by the [vocabulary, d_model] embedding,
 at our best dtype): its FLOP rate, and its share of a decode step at our best rate.
-With `--int8-logits` ours also runs each of `--dtypes` with int8 logits (`sampling.sample`'s
-`int8_logits`, labelled "<dtype> int8 logits" in our cell). They approximate the model, so "our
-best" (the ratio, the roofline and the logits columns) stays among the float-logit runs.
+With `--int8-logits` / `--int8-weights` ours also runs each of `--dtypes` with int8 logits / int8
+layer weights / both (`sampling.sample`'s `int8_logits`, `int8_weights`; labelled "<dtype> int8
+logits" and so on in our cell, `benchmarks.our_variants`). They approximate the model, so "our
+best" (the ratio, the roofline and the logits columns) stays among the float runs.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ HEADER = ("date", "model", "batch", "prompt", "new tokens", "decoding", "ours to
           "ours: logits GFLOP/s, share of a decode step", "machine")
 
 
-def ours_call(config, params, prompts, new_tokens, temperature=0.0, int8_logits=False):
+def ours_call(config, params, prompts, new_tokens, temperature=0.0, **int8):
+  """Our sampler on `prompts`, `new_tokens` a row; `int8`: `sampling.sample`'s int8 keywords."""
   lengths = np.full(prompts.shape[0], prompts.shape[1], np.int32)
   stop = jnp.asarray([-1])
   return functools.partial(sampling.generate, config, params, prompts, lengths,
                            jax.random.key(0), temperature, 1.0, 0, stop,
-                           max_response_len=new_tokens, int8_logits=int8_logits)
+                           max_response_len=new_tokens, **int8)
 
 
 def transformers_call(model, prompts, new_tokens, temperature=0.0):
@@ -90,7 +92,7 @@ def main(argv=None) -> list[tuple]:
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="0 decodes greedily; above 0 samples the whole vocabulary at it")
-  benchmarks.add_int8_logits_flag(parser)
+  benchmarks.add_int8_flags(parser)
   benchmarks.add_side_by_side_flags(parser)
   args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,8 +115,9 @@ def main(argv=None) -> list[tuple]:
     rng = np.random.default_rng(batch)
     prompts = rng.integers(1000, 200_000, (batch, args.prompt_len)).astype(np.int32)
     calls = {}
-    for label, (dtype, int8) in benchmarks.our_variants(args.dtypes, args.int8_logits).items():
-      calls["ours", label] = [ours_call(*ours[dtype], prompts, n, args.temperature, int8)
+    for label, (dtype, int8) in benchmarks.our_variants(args.dtypes, args.int8_logits,
+                                                        args.int8_weights).items():
+      calls["ours", label] = [ours_call(*ours[dtype], prompts, n, args.temperature, **int8)
                               for n in (1, args.new_tokens)]
     for dtype, model in theirs.items():
       calls["transformers", dtype] = [transformers_call(model, prompts, n, args.temperature)
@@ -127,7 +130,7 @@ def main(argv=None) -> list[tuple]:
       rates[side][dtype] = decode_rate(batch, args.new_tokens, one, full)
       if side == "ours":
         compile_s[dtype] = sum(first[2 * index:2 * index + 2]) - one - full
-    best = max(ours, key=rates["ours"].get)  # Float logits only: see the module docstring.
+    best = max(ours, key=rates["ours"].get)  # Float runs only: see the module docstring.
     ratio = rates["ours"][best] / max(rates["transformers"].values())
     config = ours[best][0]
     context = args.prompt_len + args.new_tokens / 2

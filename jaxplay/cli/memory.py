@@ -11,8 +11,8 @@ and cross-checked against XLA's argument sizes; activations and temporaries are 
 the temporaries are an estimate of the accelerator's, while params/optimizer/cache are exact.
 
 The sampler program takes params in the train layout and reshards them to the sampler layout inside
-(as the rollout does), so its temporaries hold that copy (when the layouts differ), the KV cache and
-the activations. During a rollout the optimizer state stays resident; the sampling peak counts it.
+(as the rollout does), so its temporaries hold that copy (when the layouts differ), the int8
+copies `rollout.int8_logits` / `int8_weights` make, the KV cache and the activations. During a rollout the optimizer state stays resident; the sampling peak counts it.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class TrainPlan:
 class SamplerPlan:
   params: int  # Train layout, the program's argument.
   sampler_params: int  # The resharded copy (0 when the layouts agree).
+  int8_copies: int  # The unembedding / layer weights the sampler quantises (0 when neither).
   kv_cache: int
   inputs: int  # Prompts, lengths, key.
   resident_state: int  # Optimizer state and the rest of the train state (the population's
@@ -110,8 +111,8 @@ class SamplerPlan:
 
   @property
   def activations(self) -> int:
-    """XLA temporaries beyond the resharded params and the cache."""
-    return self.xla.temp - self.sampler_params - self.kv_cache
+    """XLA temporaries beyond the resharded params, the int8 copies and the cache."""
+    return self.xla.temp - self.sampler_params - self.int8_copies - self.kv_cache
 
   @property
   def peak(self) -> int:
@@ -211,8 +212,26 @@ def sampler_fn(exp: experiment.Experiment, serve_shardings):
   def run(params, prompts, lengths, key):
     return sampling.sample(exp.model, sharding_lib.reshard(params, serve_shardings), prompts,
                            lengths, key, rollout.temperature, rollout.top_p, rollout.top_k, (0,),
-                           max_response_len=exp.max_response_len)
+                           max_response_len=exp.max_response_len,
+                           int8_logits=rollout.int8_logits, int8_weights=rollout.int8_weights)
   return run
+
+
+def int8_copy_bytes(exp: experiment.Experiment, serve_shapes) -> int:
+  """Per-device bytes of what the sampler quantises (`rollout.int8_logits`: the unembedding;
+  `rollout.int8_weights`: every layer projection): one byte per weight of its source's sampler
+  shard, and the float32 scales (one per output channel) whole."""
+  rollout, model = exp.config.rollout, exp.model
+  sources = []  # (weight, product of its input dims)
+  if rollout.int8_weights:
+    for name, (module, inputs) in transformer.PROJECTIONS.items():
+      weight = serve_shapes["layers"][module][name]
+      sources.append((weight, math.prod(weight.shape[1:1 + inputs])))
+  if rollout.int8_logits:
+    sources.append((serve_shapes["embedding" if model.tie_embeddings else "lm_head"],
+                    model.d_model))
+  return sum(leaf_bytes(weight) // weight.dtype.itemsize + 4 * weight.size // inputs
+             for weight, inputs in sources)
 
 
 def sampler_inputs(exp: experiment.Experiment, mesh, batch: int):
@@ -244,9 +263,10 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
   cache = jax.eval_shape(lambda: transformer.init_cache(
       exp.model, batch, exp.config.rollout.max_prompt_len + exp.max_response_len))
   cache = with_shardings(cache, sharding_lib.cache_shardings(cache, mesh, placement.sampler_rules))
+  serve_shapes = with_shardings(shapes, serve)
   return SamplerPlan(params=tree_bytes(params),
-                     sampler_params=0 if same_layout else tree_bytes(with_shardings(shapes, serve)),
-                     kv_cache=tree_bytes(cache), inputs=tree_bytes(inputs),
+                     sampler_params=0 if same_layout else tree_bytes(serve_shapes),
+                     int8_copies=int8_copy_bytes(exp, serve_shapes), kv_cache=tree_bytes(cache), inputs=tree_bytes(inputs),
                      resident_state=resident_state, xla=XlaStats.of(compiled))
 
 
@@ -293,10 +313,11 @@ def report(config, mesh, train: TrainPlan, sampler: SamplerPlan, budget_gib: flo
       "sampling",
       f"  params (train layout)     {gib(sampler.params)}",
       f"  params (sampler layout)   {gib(sampler.sampler_params)}   (resharded copy)",
+      f"  int8 copies               {gib(sampler.int8_copies)}   (rollout.int8_logits/weights)",
       f"  KV cache                  {gib(sampler.kv_cache)}",
       f"  arguments (cross-check)   {gib(sampler.analytic_arguments)} {gib(sampler.xla.argument)}",
       f"  temporaries (all)                       {gib(sampler.xla.temp)}",
-      f"  activations (temp - copy - cache)       {gib(sampler.activations)}",
+      f"  activations (temp - copies - cache)     {gib(sampler.activations)}",
       f"  resident train state      {gib(sampler.resident_state)}   (optimizer etc.)",
       f"  peak                                    {gib(sampler.peak)}  {fits(sampler.peak)}",
       f"overall peak {gib(max(train.peak, sampler.peak))} vs budget {budget_gib:g} GiB: "

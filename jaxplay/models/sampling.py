@@ -166,7 +166,8 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
            top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
            stop_rule: StopRule | None = None, prefix_L: jax.Array | None = None,
-           skip_B: jax.Array | None = None, int8_logits: bool = False) -> Generation:
+           skip_B: jax.Array | None = None, int8_logits: bool = False,
+           int8_weights: bool = False) -> Generation:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
@@ -179,6 +180,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   `int8_logits` computes every token's logits with `transformer.int8_logits` (the unembedding
   quantised once per call): faster at small batches, close to but not the float logits; the
   tokens are drawn from, and the log-probs are those of, the quantised logits.
+  `int8_weights` runs every layer projection with `transformer.int8_weights` (quantised once per
+  call, before the prefill): faster decoding of small batches, a model close to but not the float
+  one; its tokens and log-probs, as above.
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -187,6 +191,8 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
                                row(top_k, jnp.int32))
   stop_tokens = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
   prompt_lengths_B = jnp.asarray(prompt_lengths_B, jnp.int32)
+  if int8_weights:
+    params = transformer.int8_weights(params)
   cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
   columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
   positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
@@ -251,6 +257,6 @@ def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch
                        positions=rows(cache.positions, 0)), L
 
 
-# `sample`, jitted: config, max_response_len, pad_id and int8_logits are static.
+# `sample`, jitted: config, max_response_len, pad_id, int8_logits and int8_weights are static.
 generate = jax.jit(sample, static_argnums=0,
-                   static_argnames=("max_response_len", "pad_id", "int8_logits"))
+                   static_argnames=("max_response_len", "pad_id", "int8_logits", "int8_weights"))

@@ -81,6 +81,10 @@ def _param(module, name, init, shape, axes, dtype):
 
 
 LORA_SUFFIXES = ("_lora_a", "_lora_b")
+# Each layer projection: (its module, the number of its weight's input dims after `layers`).
+# Attention's output projection reads heads x head_dim.
+PROJECTIONS = {"q": ("attn", 1), "k": ("attn", 1), "v": ("attn", 1), "o": ("attn", 2),
+               "gate": ("mlp", 1), "up": ("mlp", 1), "down": ("mlp", 1)}
 
 
 def lora_a_init(key, shape, dtype=jnp.float32):
@@ -118,11 +122,16 @@ def _project(module, name: str, x, w, spec: str, in_axes: tuple[str, ...],
   scale * (x A) B with A [in dims..., r] and B [r, out dims...] (never merged into w)."""
   cfg = module.config
   dt = cfg.jnp_dtype
-  y = einsum_with_plain_grads(spec, x, w.astype(dt))
+  n_in = len(in_axes)
+  if w.dtype == jnp.int8:  # Stored by `int8_weights`, with its scale per output channel.
+    scale = _param(module, f"{name}_scale", nn.initializers.ones, w.shape[n_in:], out_axes,
+                   jnp.float32)
+    y = _int8_project(spec, x, w, scale, n_in).astype(dt)
+  else:
+    y = einsum_with_plain_grads(spec, x, w.astype(dt))
   if cfg.lora_rank == 0 or name not in cfg.lora_targets:
     return y
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
-  n_in = len(in_axes)
   in_letters, out_letters = w_spec[:n_in], w_spec[n_in:]
   r = cfg.lora_rank
   a = _param(module, f"{name}_lora_a", lora_a_init, (*w.shape[:n_in], r), (*in_axes, None),
@@ -302,34 +311,74 @@ def unembed(config: ModelConfig, params, h_BTD):
   return Decoder(config).apply({"params": params}, h_BTD, method=Decoder.unembed)
 
 
-def _int8_rows(x_ND):
-  """(int8 [N, D], float32 [N] scales): each row over its largest |value| / 127, rounded."""
-  x = x_ND.astype(jnp.float32)
-  scales = jnp.max(jnp.abs(x), axis=-1) / 127
-  return jnp.round(x / jnp.where(scales > 0, scales, 1.0)[:, None]).astype(jnp.int8), scales
+# Projections of at most this many rows (a decode step's batch) take `_int8_project`'s int8 x int8
+# dot; more rows (prefills, large batches) dequantise the weight inside a float dot. On a 2-core
+# CPU, Gemma 3 270M's layer projections: the int8 dot 3.4x / 2.3x faster than float32 at 1 / 8
+# rows, the dequantising dot faster at 16 and 32 rows (BENCHMARKS.md, sampler).
+INT8_DOT_MAX_ROWS = 8
+
+
+def _int8(x, axes):
+  """(int8 values, float32 scales keeping `axes` as size 1): x over its largest |value| / 127
+  along `axes`, rounded."""
+  x = x.astype(jnp.float32)
+  scales = jnp.max(jnp.abs(x), axis=axes, keepdims=True) / 127
+  return jnp.round(x / jnp.where(scales > 0, scales, 1.0)).astype(jnp.int8), scales
+
+
+def _int8_dot(x_ND, w_int8, w_in_axis: int = 0):
+  """float32 [N, O]: x @ w with w int8 [D, O] (w_in_axis 0) or [O, D] (1). Each row of x is written as two int8 rows (its quantised
+  values, then the quantised remainder) and both go through one int8 x int8 dot with int32 sums:
+  the remainder makes the activations' rounding negligible, and two rows sidestep XLA's one-row
+  int8 dot (~10x slower than its two-row one on this CPU)."""
+  N = x_ND.shape[0]
+  high, high_scales = _int8(x_ND, -1)
+  low, low_scales = _int8(x_ND - high.astype(jnp.float32) * high_scales, -1)
+  parts = jnp.concatenate([high, low])  # [2N, D]
+  sums = jax.lax.dot_general(parts, w_int8, (((1,), (w_in_axis,)), ((), ())),
+                             preferred_element_type=jnp.int32).astype(jnp.float32)  # [2N, O]
+  return sums[:N] * high_scales + sums[N:] * low_scales
+
+
+def _int8_project(spec: str, x, w_int8, scale, n_in: int):
+  """x @ (w_int8 * scale) by the einsum `spec`, w's first n_in dims contracted, float32."""
+  rows = math.prod(x.shape[:-n_in])
+  if rows > INT8_DOT_MAX_ROWS:
+    return jnp.einsum(spec, x.astype(jnp.float32), w_int8.astype(jnp.float32)) * scale
+  d_in = math.prod(w_int8.shape[:n_in])
+  y = _int8_dot(x.reshape(rows, d_in), w_int8.reshape(d_in, -1)) * scale.reshape(-1)
+  return y.reshape(*x.shape[:-n_in], *w_int8.shape[n_in:])
+
+
+def int8_weights(params):
+  """`params` with every layer projection (q, k, v, o, gate, up, down) stored as int8 with one
+  float32 scale per output channel (`<name>_scale` [L, out dims...]: the channel's largest
+  |weight| / 127); embeddings, norms and LoRA factors stay as they are. `apply` takes the result
+  (the projections see the int8 dtype): at most INT8_DOT_MAX_ROWS rows through `_int8_dot`, more
+  through a float dot of the dequantised weight."""
+  layers = {name: dict(module) for name, module in params["layers"].items()}
+  for target, (module_name, n_in) in PROJECTIONS.items():
+    module = layers[module_name]
+    w = module[target]
+    values, scales = _int8(w, tuple(range(1, 1 + n_in)))  # Over input dims, per layer.
+    module[target] = values
+    module[f"{target}_scale"] = scales.reshape(w.shape[:1] + w.shape[1 + n_in:])
+  return {**params, "layers": layers}
 
 
 def int8_unembedding(config: ModelConfig, params) -> tuple[jax.Array, jax.Array]:
   """The unembedding for `int8_logits`: (int8 [V, D], float32 [V]), one scale per token's row."""
-  return _int8_rows(params["embedding"] if config.tie_embeddings else params["lm_head"].T)
+  values, scales = _int8(params["embedding"] if config.tie_embeddings else params["lm_head"].T, -1)
+  return values, scales[:, 0]
 
 
 def int8_logits(config: ModelConfig, table, h_BD) -> jax.Array:
-  """float32 [B, V] logits from `int8_unembedding`'s table, soft-capped as `unembed`'s. Each row
-  of h is written as two int8 rows (its quantised values, then the quantised remainder), both go
-  through one int8 x int8 dot with int32 sums, and the sums are rescaled. The remainder makes the
-  activations' rounding negligible; what differs from `unembed` is the table's rounding (for Gemma
-  3 270M within 3% of the largest |logit|). On a 2-core CPU the dot is 1.6-2.7x faster than
-  float32's for 1-8 rows, even at 16, slower at 32 (BENCHMARKS.md)."""
+  """float32 [B, V] logits from `int8_unembedding`'s table through `_int8_dot`, soft-capped as
+  `unembed`'s. What differs from `unembed` is the table's rounding (for Gemma 3 270M within 3% of
+  the largest |logit|). On a 2-core CPU the dot is 1.6-2.7x faster than float32's for 1-8 rows,
+  even at 16, slower at 32 (BENCHMARKS.md)."""
   values_VD, scales_V = table
-  B = h_BD.shape[0]
-  h = h_BD.astype(jnp.float32)
-  high_BD, high_scales_B = _int8_rows(h)
-  low_BD, low_scales_B = _int8_rows(h - high_BD.astype(jnp.float32) * high_scales_B[:, None])
-  sums = jnp.einsum("bd,vd->bv", jnp.concatenate([high_BD, low_BD]), values_VD,
-                    preferred_element_type=jnp.int32).astype(jnp.float32)  # [2B, V]
-  logits = (sums[:B] * high_scales_B[:, None] + sums[B:] * low_scales_B[:, None]) * scales_V
-  return _soft_cap(logits, config.final_softcap)
+  return _soft_cap(_int8_dot(h_BD, values_VD, w_in_axis=1) * scales_V, config.final_softcap)
 
 
 def _init_boxed(config: ModelConfig, key):
@@ -362,10 +411,6 @@ def is_adapter(path) -> bool:
   return str(getattr(path[-1], "key", path[-1])).endswith(LORA_SUFFIXES)
 
 
-def _module_of(target: str) -> str:
-  return "attn" if target in ("q", "k", "v", "o") else "mlp"
-
-
 def with_adapters(config: ModelConfig, params, key: jax.Array):
   """`params` (a checkpoint's, without adapters) plus fresh LoRA factors for `config`'s targets:
   A ~ N(0, 1/in) per layer, B = 0, so the model starts exactly at `params`."""
@@ -388,7 +433,7 @@ def merge_adapters(config: ModelConfig, params) -> tuple[ModelConfig, dict]:
   adapter leaves): the same function as a plain model, e.g. for export."""
   layers = {name: dict(module) for name, module in params["layers"].items()}
   for target in config.lora_targets:
-    module = layers[_module_of(target)]
+    module = layers[PROJECTIONS[target][0]]
     w, a, b = (module[target], module.pop(f"{target}_lora_a"), module.pop(f"{target}_lora_b"))
     rank = a.shape[-1]
     delta = jnp.einsum("lir,lro->lio", a.reshape(a.shape[0], -1, rank).astype(jnp.float32),

@@ -24,12 +24,12 @@ def text_policy(model: ModelConfig, parse: answers.ParseTable, stop_tokens: tupl
                 max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
                 top_k: int = 0, stop_at_answer: bool = False,
                 prompt_prefix: jax.Array | None = None,
-                int8_logits: bool = False) -> rollout.Policy:
+                int8_logits: bool = False, int8_weights: bool = False) -> rollout.Policy:
   """Samples a response and parses its last \\boxed{} answer; `stop_at_answer` ends responses at
   the `}` closing their first \\boxed{ (answers.answer_stop_rule). `prompt_prefix` (int32 [L]) are
   tokens every prompt starts with (prompts.PromptTable.prefix): the sampler prefills them once per
-  call and the rest of each prompt after them, with the same samples. `int8_logits`: see
-  `sampling.sample`."""
+  call and the rest of each prompt after them, with the same samples. `int8_logits`,
+  `int8_weights`: see `sampling.sample`."""
   stop_rule = answers.answer_stop_rule(parse) if stop_at_answer else None
   shared = 0 if prompt_prefix is None else prompt_prefix.shape[0]
 
@@ -40,7 +40,7 @@ def text_policy(model: ModelConfig, parse: answers.ParseTable, stop_tokens: tupl
                           temperature, top_p, top_k, jnp.asarray(stop_tokens, jnp.int32),
                           max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule,
                           prefix_L=prompt_prefix, skip_B=~legal_mask.any(-1),
-                          int8_logits=int8_logits)
+                          int8_logits=int8_logits, int8_weights=int8_weights)
     actions, answer, answer_length = jax.vmap(answers.read_tokens, in_axes=(None, 0, 0))(
         parse, out.tokens, out.lengths)
     return rollout.Act(actions, out.tokens, out.logprobs, out.lengths, answer, answer_length)

@@ -307,13 +307,14 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     eval_policy = make(config.eval.temperature)
   else:
     parse = answers.parse_table(game.actions, byte_table, getattr(game, "max_answer_bytes", 0))
-    make = lambda t, p=1.0, int8=False: policies.text_policy(
+    make = lambda t, p=1.0, **int8: policies.text_policy(
         model, parse, exp.chat.stop_ids, exp.max_response_len, pad_id, t, p,
-        config.rollout.top_k, config.rollout.stop_at_answer, table.prefix, int8)
+        config.rollout.top_k, config.rollout.stop_at_answer, table.prefix, **int8)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   train_policy = (make(config.rollout.temperature) if scoring is not None
                   else make(config.rollout.temperature, config.rollout.top_p,
-                            config.rollout.int8_logits))
+                            int8_logits=config.rollout.int8_logits,
+                            int8_weights=config.rollout.int8_weights))
   return GameKit(game, style, table, train_policy, eval_policy, scoring)
 
 

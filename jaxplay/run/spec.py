@@ -61,6 +61,7 @@ class RolloutSpec:
   balance_games: bool = False
   batch_halvings: int = 1
   int8_logits: bool = False
+  int8_weights: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

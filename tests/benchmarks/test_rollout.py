@@ -81,8 +81,9 @@ def test_the_benchmark_config_is_the_local_preset_without_lora_or_an_answer_stop
   assert spec.rollout.batch_halvings == 1  # The training default: the model's batch halves once.
   assert rollout_benchmark.bench_config("tic_tac_toe", 32, 24, 2, "float32",
                                         3).rollout.batch_halvings == 3
-  assert not spec.rollout.int8_logits
-  assert rollout_benchmark.bench_config("tic_tac_toe", 32, 24, 2, "float32", 1,
-                                        True).rollout.int8_logits
+  assert not spec.rollout.int8_logits and not spec.rollout.int8_weights
+  int8 = rollout_benchmark.bench_config("tic_tac_toe", 32, 24, 2, "float32", 1, int8_logits=True,
+                                        int8_weights=True).rollout
+  assert int8.int8_logits and int8.int8_weights
   assert not spec.rollout.stop_at_answer and spec.rollout.max_prompt_len == 0
   assert spec.prompt.examples == 2 and spec.model.path == "gemma3_270m_package"

@@ -70,11 +70,18 @@ def test_the_peer_runs_our_dtypes_unless_told_its_own():
   assert args.dtypes == ["bfloat16"] and args.peer_dtypes == ("float32",)
 
 
-def test_int8_logits_add_a_run_of_each_dtype():
+def test_int8_flags_add_runs_of_each_dtype():
   assert benchmarks.our_variants(("float32", "bfloat16"), False) == {
-      "float32": ("float32", False), "bfloat16": ("bfloat16", False)}
+      "float32": ("float32", {}), "bfloat16": ("bfloat16", {})}
   assert list(benchmarks.our_variants(("float32",), True).items()) == [
-      ("float32", ("float32", False)), ("float32 int8 logits", ("float32", True))]
+      ("float32", ("float32", {})), ("float32 int8 logits", ("float32", dict(int8_logits=True)))]
+  assert list(benchmarks.our_variants(("float32",), False, True)) == [
+      "float32", "float32 int8 weights"]
+  both = benchmarks.our_variants(("float32", "bfloat16"), True, True)
+  assert list(both)[-2:] == ["float32 int8 weights, logits", "bfloat16 int8 weights, logits"]
+  assert both["bfloat16 int8 weights, logits"] == (
+      "bfloat16", dict(int8_logits=True, int8_weights=True))
+  assert len(both) == 8
 
 
 def test_rates_by_dtype_are_written_in_one_cell():

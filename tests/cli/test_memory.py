@@ -130,6 +130,22 @@ def test_kv_cache_bytes_match_hand_count(plans):
   assert sampler.activations > 0
 
 
+def test_int8_copies_match_hand_count():
+  """rollout.int8_logits / int8_weights: the sampler's int8 copies, one byte per weight and a
+  float32 scale per output channel, are in its plan and within XLA's temporaries."""
+  config = tiny_config()
+  config.rollout.update(int8_logits=True, int8_weights=True)
+  spec = tiny_spec(config)
+  train, sampler = memory.plan(spec, one_device_mesh())
+  m = experiment.model_config(spec)
+  E, F, H, K, D = m.d_model, m.mlp_dim, m.num_heads, m.num_kv_heads, m.head_dim
+  weights = m.num_layers * (2 * E * H * D + 2 * E * K * D + 3 * E * F)
+  channels = m.num_layers * (H * D + 2 * K * D + E + 2 * F + E)
+  assert sampler.int8_copies == weights + 4 * channels + m.vocab_size * (E + 4)
+  assert sampler.xla.temp >= sampler.int8_copies + sampler.kv_cache and sampler.activations > 0
+  assert "int8 copies" in memory.report(spec, one_device_mesh(), train, sampler, 16.0, 8)
+
+
 def real_state_and_batch(exp, optimizer):
   params = memory.transformer.init_params(exp.model, jax.random.key(0))
   state = memory.train_step.init_state(params, optimizer, 3, num_roles=2, seed=0)

@@ -22,14 +22,13 @@ def model(tmp_path_factory):
   return hf_model, config, params, tokens, mask
 
 
-def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(-1,),
-              int8_logits=False):
+def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(-1,), **int8):
   _, config, params, tokens, mask = model
   pad = width - tokens.shape[1]
   tokens = np.pad(tokens, ((0, 0), (pad, 0)))
   return sampling.generate(config, params, tokens, mask.sum(1), jax.random.key(key),
                            jnp.asarray(temperature), jnp.asarray(top_p), jnp.asarray(top_k),
-                           jnp.asarray(stop), max_response_len=R, int8_logits=int8_logits)
+                           jnp.asarray(stop), max_response_len=R, **int8)
 
 
 def _teacher_forced_hidden(model, samples):
@@ -292,6 +291,75 @@ def test_int8_logits_sample_from_and_report_the_int8_logits(model):
   chosen = lambda logits: np.take_along_axis(
       np.asarray(jax.nn.log_softmax(logits, axis=-1)), tokens[..., None], -1)[..., 0]
   np.testing.assert_allclose(samples.logprobs, chosen(logits), atol=2e-4)
+  float_logprobs = chosen(_teacher_forced_logits(model, samples))
+  assert np.abs(np.asarray(samples.logprobs) - float_logprobs).max() > 1e-3
+
+
+def _dequantised(params, quantised):
+  """`int8_weights`' tree with each projection back in float32 (values * scales), the scales out."""
+  layers = {name: dict(module) for name, module in quantised["layers"].items()}
+  for target, (module, n_in) in transformer.PROJECTIONS.items():
+    module = layers[module]
+    scales = module.pop(f"{target}_scale")
+    scales = scales.reshape(scales.shape[:1] + (1,) * n_in + scales.shape[1:])
+    module[target] = module[target].astype(jnp.float32) * scales
+  return {**params, "layers": layers}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_int8_weights_are_the_dequantised_model_up_to_the_activations_rounding(lora):
+  """`transformer.int8_weights`: every projection int8 with each output channel's largest |value|
+  127 and each weight within half its channel's scale; nothing else changes (LoRA factors
+  included). Applied, the int8 tree computes the model whose weights are the dequantised ones: a
+  prefill (more than INT8_DOT_MAX_ROWS rows, the dequantising dot) to float32 rounding, a decode
+  step (the int8 x int8 dot) to the activations' two-part rounding, far closer than the float
+  model it approximates."""
+  config = configs.tiny(lora_rank=4 if lora else 0, lora_targets=("q", "down") if lora else ())
+  params = transformer.init_params(config, jax.random.key(1))
+  if lora:  # Nonzero B, so the adapters take part.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 0.05 if str(path[-1].key).endswith("_lora_b") else x, params)
+  quantised = transformer.int8_weights(params)
+  for target, (module, n_in) in transformer.PROJECTIONS.items():
+    values = np.asarray(quantised["layers"][module][target])
+    weights = np.asarray(params["layers"][module][target], np.float64)
+    scales = np.asarray(quantised["layers"][module][f"{target}_scale"], np.float64)
+    scales = scales.reshape(scales.shape[:1] + (1,) * n_in + scales.shape[1:])
+    assert values.dtype == np.int8 and values.shape == weights.shape
+    assert (np.abs(values).max(axis=tuple(range(1, 1 + n_in))) == 127).all()
+    assert (np.abs(values * scales - weights) <= scales * (0.5 + 1e-4)).all()
+  dequantised = _dequantised(params, quantised)
+  same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), params, dequantised)
+  changed = {f"{m}/{t}" for t, (m, _) in transformer.PROJECTIONS.items()
+             if not same["layers"][m][t]}
+  assert changed == {"attn/q", "attn/k", "attn/v", "attn/o", "mlp/gate", "mlp/up", "mlp/down"}
+  assert sum(not leaf for leaf in jax.tree.leaves(same)) == len(changed)
+
+  rows = transformer.INT8_DOT_MAX_ROWS
+  tokens = jax.random.randint(jax.random.key(2), (2, rows), 0, config.vocab_size)
+  positions = jnp.broadcast_to(jnp.arange(rows), (2, rows))
+  logits = lambda p, t, pos: np.asarray(transformer.apply(config, p, t, pos)[0])
+  exact = logits(dequantised, tokens, positions)  # 2 x 8 rows: the dequantising dot.
+  np.testing.assert_allclose(logits(quantised, tokens, positions), exact, atol=2e-5, rtol=1e-5)
+  float_error = np.abs(logits(params, tokens, positions) - exact).max()
+  assert float_error > 1e-3
+  step = lambda p: np.asarray(transformer.apply(  # 2 rows of one token: the int8 x int8 dot.
+      config, p, tokens[:, :1], positions[:, :1])[0])
+  int8_dot_error = np.abs(step(quantised) - step(dequantised)).max()
+  assert 0 < int8_dot_error < float_error / 10
+
+
+def test_int8_weights_sample_from_and_report_the_int8_model(model):
+  """With `int8_weights` the sampler's log-probs are those of the int8 model teacher-forced (to
+  the decode steps' activation rounding), not those of the float model."""
+  _, config, params, tokens, mask = model
+  samples = _generate(model, int8_weights=True)
+  quantised = (model[0], config, transformer.int8_weights(params), tokens, mask)
+  chosen = lambda logits: np.take_along_axis(
+      np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(samples.tokens)[..., None],
+      -1)[..., 0]
+  np.testing.assert_allclose(samples.logprobs, chosen(_teacher_forced_logits(quantised, samples)),
+                             atol=2e-4)
   float_logprobs = chosen(_teacher_forced_logits(model, samples))
   assert np.abs(np.asarray(samples.logprobs) - float_logprobs).max() > 1e-3
 

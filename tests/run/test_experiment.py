@@ -124,19 +124,22 @@ def test_shared_rules_move_the_paragraph_from_every_observation_to_the_prompt_st
 
 
 def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monkeypatch):
-  """rollout.temperature/top_p/top_k/int8_logits make the training policy, eval.temperature/top_p
-  the evaluation policy (with rollout.top_k: eval has none, and float logits); the sampler applies
+  """rollout.temperature/top_p/top_k/int8_logits/int8_weights make the training policy,
+  eval.temperature/top_p the evaluation policy (with rollout.top_k: eval has none, and the float
+  model); the sampler applies
   them (tests/models/test_sampling.py). rollout.top_p once never reached the training policy."""
   exp, _ = text_run
   made = []
   monkeypatch.setattr(experiment.policies, "text_policy",
-                      lambda *args: made.append((*args[5:8], args[10])) or "policy")
-  config = exp.config.replace(rollout=dict(temperature=0.9, top_p=0.8, top_k=40, int8_logits=True),
+                      lambda *args, **int8: made.append((*args[5:8], int8)) or "policy")
+  config = exp.config.replace(rollout=dict(temperature=0.9, top_p=0.8, top_k=40, int8_logits=True,
+                                           int8_weights=True),
                               eval=dict(temperature=0.6, top_p=0.95))
   exp = dataclasses.replace(exp, config=config)
   byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
   kit = experiment.game_kit(exp, exp.kits[0].game, byte_table, None)
-  assert made == [(0.6, 0.95, 40, False), (0.9, 0.8, 40, True)]
+  assert made == [(0.6, 0.95, 40, {}),
+                  (0.9, 0.8, 40, dict(int8_logits=True, int8_weights=True))]
   assert kit.train_policy == kit.eval_policy == "policy"
 
 
