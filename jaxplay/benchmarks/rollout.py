@@ -15,10 +15,11 @@ decodes, finds the answer with Python string matching (`answers.parse_text`) and
 its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
 compared). Both sides stop a response only at the model's end-of-turn tokens or after
 `--response-len` tokens (no stop at the answer), so both generate alike; a turn-sample is one live
-game's turn. Ours runs at each of `--dtypes` and each of `--batch-halvings` (`rollout.batch_halvings`:
-how far the model's batch may shrink as games end; one row each), with `--int8-logits` /
-`--int8-weights` each dtype with int8 logits / layer weights / both too (`rollout.int8_logits`,
-`rollout.int8_weights`, in our cell; "ours best" stays among the float runs), the host loop (whose batch is always the live games) at each of `--peer-dtypes`; after a
+game's turn. Ours runs at each of `--dtypes` and each of `--batch-halvings`
+(`rollout.batch_halvings`: how far the model's batch may shrink as games end; one row each), with
+`--int8-logits` / `--int8-weights` each dtype with int8 logits / layer weights / both too
+(`rollout.int8_logits`, `rollout.int8_weights`, in our cell; "ours best" stays among the float
+runs), the host loop (whose batch is always the live games) at each of `--peer-dtypes`; after a
 warm-up collection, the median of `--repeats` alternating rounds. Our compile time is reported
 apart; transformers gets as many threads as this process may use. The host loop's share of its time
 inside `generate` bounds what any orchestration can save it: the rest (prompt text, tokenising,

@@ -12,7 +12,8 @@ the temporaries are an estimate of the accelerator's, while params/optimizer/cac
 
 The sampler program takes params in the train layout and reshards them to the sampler layout inside
 (as the rollout does), so its temporaries hold that copy (when the layouts differ), the int8
-copies `rollout.int8_logits` / `int8_weights` make, the KV cache and the activations. During a rollout the optimizer state stays resident; the sampling peak counts it.
+copies `rollout.int8_logits` / `int8_weights` make, the KV cache and the activations. During a
+rollout the optimizer state stays resident; the sampling peak counts it.
 """
 
 from __future__ import annotations
@@ -266,7 +267,8 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
   serve_shapes = with_shardings(shapes, serve)
   return SamplerPlan(params=tree_bytes(params),
                      sampler_params=0 if same_layout else tree_bytes(serve_shapes),
-                     int8_copies=int8_copy_bytes(exp, serve_shapes), kv_cache=tree_bytes(cache), inputs=tree_bytes(inputs),
+                     int8_copies=int8_copy_bytes(exp, serve_shapes), kv_cache=tree_bytes(cache),
+                     inputs=tree_bytes(inputs),
                      resident_state=resident_state, xla=XlaStats.of(compiled))
 
 

@@ -327,10 +327,11 @@ def _int8(x, axes):
 
 
 def _int8_dot(x_ND, w_int8, w_in_axis: int = 0):
-  """float32 [N, O]: x @ w with w int8 [D, O] (w_in_axis 0) or [O, D] (1). Each row of x is written as two int8 rows (its quantised
-  values, then the quantised remainder) and both go through one int8 x int8 dot with int32 sums:
-  the remainder makes the activations' rounding negligible, and two rows sidestep XLA's one-row
-  int8 dot (~10x slower than its two-row one on this CPU)."""
+  """float32 [N, O]: x @ w with w int8 [D, O] (w_in_axis 0) or [O, D] (1). Each row of x is
+  written as two int8 rows (its quantised values, then the quantised remainder) and both go
+  through one int8 x int8 dot with int32 sums: the remainder makes the activations' rounding
+  negligible, and two rows sidestep XLA's one-row int8 dot (~10x slower than its two-row one on
+  this CPU)."""
   N = x_ND.shape[0]
   high, high_scales = _int8(x_ND, -1)
   low, low_scales = _int8(x_ND - high.astype(jnp.float32) * high_scales, -1)
@@ -368,7 +369,8 @@ def int8_weights(params):
 
 def int8_unembedding(config: ModelConfig, params) -> tuple[jax.Array, jax.Array]:
   """The unembedding for `int8_logits`: (int8 [V, D], float32 [V]), one scale per token's row."""
-  values, scales = _int8(params["embedding"] if config.tie_embeddings else params["lm_head"].T, -1)
+  weights_VD = params["embedding"] if config.tie_embeddings else params["lm_head"].T
+  values, scales = _int8(weights_VD, -1)
   return values, scales[:, 0]
 
 
