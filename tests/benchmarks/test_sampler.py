@@ -61,11 +61,13 @@ def test_first_call_is_timed_apart_and_the_rest_alternate():
   assert median[0] < first[0] and median[1] < first[1]
 
 
-def test_the_peer_runs_our_dtypes_unless_told_its_own():
+def test_the_peer_runs_every_dtype_unless_told_its_own():
   parser = argparse.ArgumentParser()
   benchmarks.add_side_by_side_flags(parser)
   args = benchmarks.parse_side_by_side(parser, [])
   assert args.dtypes == args.peer_dtypes == ("float32", "bfloat16")
+  args = benchmarks.parse_side_by_side(parser, ["--dtypes", "float32"])
+  assert args.dtypes == ["float32"] and args.peer_dtypes == ("float32", "bfloat16")
   args = benchmarks.parse_side_by_side(parser, ["--dtypes", "bfloat16", "--peer-dtypes", "float32"])
   assert args.dtypes == ["bfloat16"] and args.peer_dtypes == ("float32",)
 
