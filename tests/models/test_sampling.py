@@ -295,14 +295,19 @@ def test_int8_logits_sample_from_and_report_the_int8_logits(model):
   assert np.abs(np.asarray(samples.logprobs) - float_logprobs).max() > 1e-3
 
 
+def _channel_scales(quantised, module: str, target: str, n_in: int):
+  """A projection's scales [L, out dims...] as [L, 1 per input dim, out dims...], to broadcast."""
+  scales = quantised["layers"][module][f"{target}_scale"]
+  return scales.reshape(scales.shape[:1] + (1,) * n_in + scales.shape[1:])
+
+
 def _dequantised(params, quantised):
   """`int8_weights`' tree with each projection back in float32 (values * scales), the scales out."""
   layers = {name: dict(module) for name, module in quantised["layers"].items()}
   for target, (module, n_in) in transformer.PROJECTIONS.items():
-    module = layers[module]
-    scales = module.pop(f"{target}_scale")
-    scales = scales.reshape(scales.shape[:1] + (1,) * n_in + scales.shape[1:])
-    module[target] = module[target].astype(jnp.float32) * scales
+    scales = _channel_scales(quantised, module, target, n_in)
+    del layers[module][f"{target}_scale"]
+    layers[module][target] = layers[module][target].astype(jnp.float32) * scales
   return {**params, "layers": layers}
 
 
@@ -323,8 +328,7 @@ def test_int8_weights_are_the_dequantised_model_up_to_the_activations_rounding(l
   for target, (module, n_in) in transformer.PROJECTIONS.items():
     values = np.asarray(quantised["layers"][module][target])
     weights = np.asarray(params["layers"][module][target], np.float64)
-    scales = np.asarray(quantised["layers"][module][f"{target}_scale"], np.float64)
-    scales = scales.reshape(scales.shape[:1] + (1,) * n_in + scales.shape[1:])
+    scales = np.asarray(_channel_scales(quantised, module, target, n_in), np.float64)
     assert values.dtype == np.int8 and values.shape == weights.shape
     assert (np.abs(values).max(axis=tuple(range(1, 1 + n_in))) == 127).all()
     assert (np.abs(values * scales - weights) <= scales * (0.5 + 1e-4)).all()
