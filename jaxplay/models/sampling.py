@@ -183,6 +183,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   `int8_weights` runs every layer projection with `transformer.int8_weights` (quantised once per
   call, before the prefill): faster decoding of small batches, a model close to but not the float
   one; its tokens and log-probs, as above.
+  A bfloat16 model samples with its params and cache held as uint16 bits (`transformer.as_bits`,
+  `init_cache(as_bits=True)`): the same values, read and written without XLA's CPU backend
+  widening them to float32.
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -191,16 +194,17 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
                                row(top_k, jnp.int32))
   stop_tokens = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
   prompt_lengths_B = jnp.asarray(prompt_lengths_B, jnp.int32)
+  table = transformer.int8_unembedding(config, params) if int8_logits else None
   if int8_weights:
     params = transformer.int8_weights(params)
-  cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
-  columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
-  positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
+  params = transformer.as_bits(params)
   if int8_logits:
-    table = transformer.int8_unembedding(config, params)
     logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
   else:
     logits_of = lambda h_BD: transformer.unembed(config, params, h_BD[:, None])[:, 0]
+  cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
+  columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
+  positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
   hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
                                     return_hidden=True)
   logits = logits_of(hidden[:, -1])
@@ -247,9 +251,9 @@ def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch
                   slots: int) -> tuple[transformer.KVCache, int]:
   """(cache of `batch` rows with the prefix's L slots filled, L): room for `slots` more slots."""
   if prefix_L is None or prefix_L.shape[0] == 0:
-    return transformer.init_cache(config, batch, slots), 0
+    return transformer.init_cache(config, batch, slots, as_bits=True), 0
   L = prefix_L.shape[0]
-  cache = transformer.init_cache(config, 1, L + slots)
+  cache = transformer.init_cache(config, 1, L + slots, as_bits=True)
   _, cache = transformer.apply(config, params, prefix_L[None].astype(jnp.int32),
                                jnp.arange(L, dtype=jnp.int32)[None], cache, return_hidden=True)
   rows = lambda x, axis: jnp.repeat(x, batch, axis=axis)

@@ -33,9 +33,14 @@ class KVCache:
   index: jax.Array  # int32 [], next slot to write (shared by all rows).
 
 
-def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
+def init_cache(config: ModelConfig, batch: int, max_len: int, as_bits: bool = False) -> KVCache:
+  """An empty cache in the compute dtype. `as_bits` holds a bfloat16 cache as its uint16 bits:
+  XLA's CPU backend widens a bfloat16 write's whole operand to float32 and back (every layer's
+  cache rewritten at every write, half a decode step at 700 slots), a uint16 write it does in
+  place. Not differentiable: for sampling, not for caches a gradient flows through."""
   shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
-  return KVCache(k=jnp.zeros(shape, config.jnp_dtype), v=jnp.zeros(shape, config.jnp_dtype),
+  dtype = jnp.uint16 if as_bits and config.jnp_dtype == jnp.bfloat16 else config.jnp_dtype
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                  positions=jnp.full((batch, max_len), -1, jnp.int32),
                  index=jnp.zeros((), jnp.int32))
 
@@ -77,7 +82,19 @@ def _soft_cap(x, cap: float | None):
 
 
 def _param(module, name, init, shape, axes, dtype):
-  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+  """The param, a uint16 one (`as_bits`) read as the bfloat16 whose bits it holds."""
+  value = module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+  return jax.lax.bitcast_convert_type(value, jnp.bfloat16) if value.dtype == jnp.uint16 else value
+
+
+def as_bits(params):
+  """`params` with each bfloat16 array held as its uint16 bits, which `apply` reads back as
+  bfloat16: the same model, for sampling (not differentiable). XLA's CPU backend widens a
+  bfloat16 array to float32 to slice it (the stacked layers' weights at each layer, embedding
+  rows), so each decode step would read float32 weights; uint16 slices it reads as they are."""
+  bits = lambda x: (jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype == jnp.bfloat16
+                    else x)
+  return jax.tree.map(bits, params)
 
 
 LORA_SUFFIXES = ("_lora_a", "_lora_b")
@@ -99,18 +116,25 @@ def einsum_with_plain_grads(spec: str, x, w):
   einsums written out (dx = einsum('<y>,<w>-><x>'), dw = einsum('<x>,<y>-><w>')). Same values as
   autodiff's, but XLA's CPU backend lays these dots out without the transposed copies of the
   activation gradients that autodiff's dot_generals cost it (BENCHMARKS.md, train step)."""
-  return jnp.einsum(spec, x, w)
+  return dot(spec, x, w)
+
+
+def dot(spec: str, x, w):
+  """jnp.einsum(spec, x, w) summed in float32 and returned in x's dtype: the same values as a
+  bfloat16 einsum's, but XLA's CPU backend runs bfloat16 inputs with a float32 output through
+  its fast bfloat16 kernels (~2x float32 where the CPU has them), a bfloat16 output not."""
+  return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(x.dtype)
 
 
 def _einsum_fwd(spec, x, w):
-  return jnp.einsum(spec, x, w), (x, w)
+  return dot(spec, x, w), (x, w)
 
 
 def _einsum_bwd(spec, residuals, dy):
   x, w = residuals
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
-  return (jnp.einsum(f"{y_spec},{w_spec}->{x_spec}", dy, w).astype(x.dtype),
-          jnp.einsum(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
+  return (dot(f"{y_spec},{w_spec}->{x_spec}", dy, w).astype(x.dtype),
+          dot(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
 
 
 einsum_with_plain_grads.defvjp(_einsum_fwd, _einsum_bwd)
@@ -138,8 +162,8 @@ def _project(module, name: str, x, w, spec: str, in_axes: tuple[str, ...],
              cfg.jnp_param_dtype)
   b = _param(module, f"{name}_lora_b", nn.initializers.zeros, (r, *w.shape[n_in:]),
              (None, *out_axes), cfg.jnp_param_dtype)
-  low = jnp.einsum(f"{x_spec},{in_letters}r->{x_spec[:-n_in]}r", x, a.astype(dt))
-  delta = jnp.einsum(f"{x_spec[:-n_in]}r,r{out_letters}->{y_spec}", low, b.astype(dt))
+  low = dot(f"{x_spec},{in_letters}r->{x_spec[:-n_in]}r", x, a.astype(dt))
+  delta = dot(f"{x_spec[:-n_in]}r,r{out_letters}->{y_spec}", low, b.astype(dt))
   return y + (cfg.lora_scale * delta).astype(y.dtype)
 
 
@@ -156,6 +180,23 @@ class RMSNorm(nn.Module):
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
     scale = w.astype(jnp.float32) + (1.0 if cfg.norm_plus_one else 0.0)
     return (y * scale).astype(x.dtype)
+
+
+def _write_cache(cache_LBSKD, new_BTKD, layer, index):
+  """The cache with `new` at [layer, :, index:index + T] (a uint16 cache holds `new`'s bits)."""
+  if cache_LBSKD.dtype == jnp.uint16:
+    new = jax.lax.bitcast_convert_type(new_BTKD.astype(jnp.bfloat16), jnp.uint16)
+  else:
+    new = new_BTKD.astype(cache_LBSKD.dtype)
+  return jax.lax.dynamic_update_slice(cache_LBSKD, new[None], (layer, 0, index, 0, 0))
+
+
+def _read_cache(cache_LBSKD, layer, dtype):
+  """Layer `layer` of the cache [B, S, K, D] in `dtype`."""
+  layer_cache = cache_LBSKD[layer]
+  if layer_cache.dtype == jnp.uint16:
+    layer_cache = jax.lax.bitcast_convert_type(layer_cache, jnp.bfloat16)
+  return layer_cache.astype(dtype)
 
 
 class Attention(nn.Module):
@@ -184,12 +225,10 @@ class Attention(nn.Module):
     k = apply_rope(k, positions_BT, inv_freq)
 
     if kv is not None:  # Write this call's keys/values, then attend over the whole cache.
-      k_all = jax.lax.dynamic_update_slice(kv[0], k[None].astype(kv[0].dtype),
-                                           (layer, 0, index, 0, 0))
-      v_all = jax.lax.dynamic_update_slice(kv[1], v[None].astype(kv[1].dtype),
-                                           (layer, 0, index, 0, 0))
+      k_all = _write_cache(kv[0], k, layer, index)
+      v_all = _write_cache(kv[1], v, layer, index)
       kv = (k_all, v_all)
-      k, v = k_all[layer].astype(dt), v_all[layer].astype(dt)
+      k, v = _read_cache(k_all, layer, dt), _read_cache(v_all, layer, dt)
 
     B, T = x_BTD.shape[:2]
     q = q.reshape(B, T, K, H // K, D)  # Query head h reads kv head h // (H // K).
@@ -202,7 +241,7 @@ class Attention(nn.Module):
       visible &= ~is_local | (q_pos - k_pos < cfg.sliding_window)
     scores = jnp.where(visible[:, None, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, D)
+    out = dot("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, D)
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
 
 
@@ -342,10 +381,11 @@ def _int8_dot(x_ND, w_int8, w_in_axis: int = 0):
 
 
 def _int8_project(spec: str, x, w_int8, scale, n_in: int):
-  """x @ (w_int8 * scale) by the einsum `spec`, w's first n_in dims contracted, float32."""
+  """x @ (w_int8 * scale) by the einsum `spec`, w's first n_in dims contracted, float32. Above
+  INT8_DOT_MAX_ROWS rows the weight is dequantised to x's dtype (int8 is exact in bfloat16)."""
   rows = math.prod(x.shape[:-n_in])
   if rows > INT8_DOT_MAX_ROWS:
-    return jnp.einsum(spec, x.astype(jnp.float32), w_int8.astype(jnp.float32)) * scale
+    return jnp.einsum(spec, x, w_int8.astype(x.dtype), preferred_element_type=jnp.float32) * scale
   d_in = math.prod(w_int8.shape[:n_in])
   y = _int8_dot(x.reshape(rows, d_in), w_int8.reshape(d_in, -1)) * scale.reshape(-1)
   return y.reshape(*x.shape[:-n_in], *w_int8.shape[n_in:])

@@ -252,6 +252,23 @@ def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, dtype):
                                rtol=1e-6 if dtype == "float32" else 1e-2, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_projection_dots_round_a_float32_sum_to_their_dtype(dtype):
+  """`transformer.dot` (which takes XLA's fast bfloat16 kernels on CPU) returns the input dtype,
+  within one of its units in the last place of the exact sum: summed in float32, then rounded."""
+  spec = "bte,ehd->bthd"
+  x = jax.random.normal(jax.random.key(0), (2, 16, 640), dtype)
+  w = jax.random.normal(jax.random.key(1), (640, 4, 64), dtype)
+  exact = jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32), precision="highest")
+  ours = transformer.dot(spec, x, w)
+  assert ours.dtype == dtype
+  ulp = 2.0 ** (-7 if dtype == "bfloat16" else -23)
+  error = np.abs(np.asarray(ours, np.float32) - exact) / np.maximum(np.abs(exact), 1e-3)
+  assert error.max() <= ulp * (1 if dtype == "bfloat16" else 64)
+  rounded = np.asarray(exact.astype(dtype), np.float32)
+  assert np.mean(np.asarray(ours, np.float32) == rounded) > 0.99  # Not a bfloat16 running sum.
+
+
 def test_bfloat16_compute_stays_close(qwen3_dir):
   tokens, mask = ref.left_padded_batch([10, 4], 10, 97)
   positions = jnp.asarray(ref.positions(mask))

@@ -1,5 +1,7 @@
 """Logits parity with transformers (PyTorch, CPU, float32) on tiny random Qwen3, Llama, Gemma 3."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,3 +63,35 @@ def test_cached_decoding_matches_full_forward(checkpoint):
   diff = np.abs(np.concatenate(steps, axis=1) - expected)[mask > 0]
   assert diff.max() <= TOL, diff.max()
   assert int(cache.index) == 12
+
+
+def test_bfloat16_held_as_bits_is_the_same_model(checkpoint):
+  """`as_bits` params and an `as_bits` cache (uint16 bits of bfloat16) give exactly the logits of
+  the bfloat16 params and cache, prefill and decode steps alike; float32 leaves are left as is."""
+  _, _, config, params = checkpoint
+  config = dataclasses.replace(config, dtype="bfloat16", param_dtype="bfloat16")
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  bits = transformer.as_bits(params)
+  assert {x.dtype for x in jax.tree.leaves(bits)} == {jnp.dtype(jnp.uint16)}
+  assert transformer.as_bits({"w": jnp.ones(2)})["w"].dtype == jnp.float32
+  tokens, mask = ref.left_padded_batch([12, 8], 12, config.vocab_size, seed=1)
+  positions = ref.positions(mask)
+  apply = jax.jit(transformer.apply, static_argnums=0)
+
+  def decode(params, as_bits):
+    cache = transformer.init_cache(config, 2, 16, as_bits=as_bits)
+    assert cache.k.dtype == (jnp.uint16 if as_bits else jnp.bfloat16)
+    logits, cache = apply(config, params, jnp.asarray(tokens[:, :5]),
+                          jnp.asarray(positions[:, :5]), cache)
+    steps = [np.asarray(logits)]
+    for t in range(5, 12):
+      logits, cache = apply(config, params, jnp.asarray(tokens[:, t:t + 1]),
+                            jnp.asarray(positions[:, t:t + 1]), cache)
+      steps.append(np.asarray(logits))
+    return np.concatenate(steps, axis=1)[mask > 0]
+
+  reference = decode(params, as_bits=False)
+  np.testing.assert_array_equal(decode(bits, as_bits=True), reference)
+  float32_logits, _ = transformer.apply(checkpoint[2], checkpoint[3], jnp.asarray(tokens),
+                                        jnp.asarray(positions))
+  assert np.abs(reference - np.asarray(float32_logits)[mask > 0]).max() > 0  # Really bfloat16.

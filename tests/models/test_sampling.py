@@ -1,5 +1,7 @@
 """The compiled sampler against transformers generate and a teacher-forced forward pass."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -366,6 +368,21 @@ def test_int8_weights_sample_from_and_report_the_int8_model(model):
                              atol=2e-4)
   float_logprobs = chosen(_teacher_forced_logits(model, samples))
   assert np.abs(np.asarray(samples.logprobs) - float_logprobs).max() > 1e-3
+
+
+def test_bfloat16_samples_report_the_bfloat16_model(model):
+  """A bfloat16 model samples through `as_bits` params and cache: its log-probs are the bfloat16
+  model's teacher-forced ones, not the float32 model's."""
+  hf_model, config, params, tokens, mask = model
+  half = (hf_model, dataclasses.replace(config, dtype="bfloat16", param_dtype="bfloat16"),
+          jax.tree.map(lambda x: x.astype(jnp.bfloat16), params), tokens, mask)
+  samples = _generate(half)
+  chosen = lambda logits: np.take_along_axis(
+      np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(samples.tokens)[..., None],
+      -1)[..., 0]
+  half_error = np.abs(samples.logprobs - chosen(_teacher_forced_logits(half, samples))).max()
+  float_error = np.abs(samples.logprobs - chosen(_teacher_forced_logits(model, samples))).max()
+  assert half_error < 1e-4 < 1e-3 < float_error  # Measured 4.8e-7 and 0.013.
 
 
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
