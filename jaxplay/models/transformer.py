@@ -81,10 +81,18 @@ def _soft_cap(x, cap: float | None):
   return x if cap is None else jnp.tanh(x / cap) * cap
 
 
+def _stored_param(module, name, init, shape, axes, dtype):
+  """The param as stored: a uint16 one (`as_bits`) holds a bfloat16's bits (`_as_float`)."""
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _as_float(x):
+  """x, or the bfloat16 whose bits a uint16 x holds."""
+  return jax.lax.bitcast_convert_type(x, jnp.bfloat16) if x.dtype == jnp.uint16 else x
+
+
 def _param(module, name, init, shape, axes, dtype):
-  """The param, a uint16 one (`as_bits`) read as the bfloat16 whose bits it holds."""
-  value = module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
-  return jax.lax.bitcast_convert_type(value, jnp.bfloat16) if value.dtype == jnp.uint16 else value
+  return _as_float(_stored_param(module, name, init, shape, axes, dtype))
 
 
 def as_bits(params):
@@ -290,8 +298,10 @@ class Decoder(nn.Module):
   def setup(self):
     cfg = self.config
     pdt = cfg.jnp_param_dtype
-    self.embedding = _param(self, "embedding", nn.initializers.normal(1.0),
-                            (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pdt)
+    # As stored: rows are gathered from uint16 bits before they are read as bfloat16 (XLA's CPU
+    # backend widens a bfloat16 table to float32 to gather from it).
+    self.stored_embedding = _stored_param(self, "embedding", nn.initializers.normal(1.0),
+                                          (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pdt)
     block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
     self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                           in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
@@ -304,9 +314,9 @@ class Decoder(nn.Module):
 
   def __call__(self, tokens_BT, positions_BT, cache=None, return_hidden=False):
     cfg = self.config
-    x = jnp.take(self.embedding, tokens_BT, axis=0)
+    x = _as_float(jnp.take(self.stored_embedding, tokens_BT, axis=0))
     if cfg.scale_embeddings:  # The scale is rounded to the parameter dtype, as in Gemma.
-      x = x * jnp.asarray(math.sqrt(cfg.d_model), self.embedding.dtype)
+      x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)
     x = x.astype(cfg.jnp_dtype)
     positions_BT = jnp.where(positions_BT < 0, -1, positions_BT).astype(jnp.int32)
     if cache is None:
@@ -326,8 +336,8 @@ class Decoder(nn.Module):
     """Final hidden states -> float32 logits [B, T, V] (with final soft-capping if configured)."""
     cfg = self.config
     if cfg.tie_embeddings:
-      logits = jnp.einsum("btd,vd->btv", h_BTD, self.embedding.astype(cfg.jnp_dtype),
-                          preferred_element_type=jnp.float32)
+      embedding = _as_float(self.stored_embedding).astype(cfg.jnp_dtype)
+      logits = jnp.einsum("btd,vd->btv", h_BTD, embedding, preferred_element_type=jnp.float32)
     else:
       logits = jnp.einsum("btd,dv->btv", h_BTD, self.lm_head.astype(cfg.jnp_dtype),
                           preferred_element_type=jnp.float32)
