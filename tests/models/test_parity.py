@@ -45,22 +45,27 @@ def test_logits_left_padded_batch(checkpoint):
   assert diff.max() <= TOL, diff.max()
 
 
+def _prefill_then_decode(config, params, cache, tokens, positions):
+  """(logits [B, T, V], cache): 5 tokens prefilled into `cache`, then the rest fed one by one."""
+  apply = jax.jit(transformer.apply, static_argnums=0)
+  logits, cache = apply(config, params, jnp.asarray(tokens[:, :5]),
+                        jnp.asarray(positions[:, :5]), cache)
+  steps = [np.asarray(logits)]
+  for t in range(5, tokens.shape[1]):
+    logits, cache = apply(config, params, jnp.asarray(tokens[:, t:t + 1]),
+                          jnp.asarray(positions[:, t:t + 1]), cache)
+    steps.append(np.asarray(logits))
+  return np.concatenate(steps, axis=1), cache
+
+
 def test_cached_decoding_matches_full_forward(checkpoint):
   """Prefill 5 tokens into the cache, then feed the rest one by one: logits equal transformers'."""
   _, model, config, params = checkpoint
   tokens, mask = ref.left_padded_batch([12, 8], 12, config.vocab_size, seed=1)
   expected = ref.logits(model, tokens, mask)
-  positions = ref.positions(mask)
-  cache = transformer.init_cache(config, 2, 16)
-  apply = jax.jit(transformer.apply, static_argnums=0)
-  logits, cache = apply(config, params, jnp.asarray(tokens[:, :5]),
-                        jnp.asarray(positions[:, :5]), cache)
-  steps = [np.asarray(logits)]
-  for t in range(5, 12):
-    logits, cache = apply(config, params, jnp.asarray(tokens[:, t:t + 1]),
-                          jnp.asarray(positions[:, t:t + 1]), cache)
-    steps.append(np.asarray(logits))
-  diff = np.abs(np.concatenate(steps, axis=1) - expected)[mask > 0]
+  logits, cache = _prefill_then_decode(config, params, transformer.init_cache(config, 2, 16),
+                                       tokens, ref.positions(mask))
+  diff = np.abs(logits - expected)[mask > 0]
   assert diff.max() <= TOL, diff.max()
   assert int(cache.index) == 12
 
@@ -76,19 +81,11 @@ def test_bfloat16_held_as_bits_is_the_same_model(checkpoint):
   assert transformer.as_bits({"w": jnp.ones(2)})["w"].dtype == jnp.float32
   tokens, mask = ref.left_padded_batch([12, 8], 12, config.vocab_size, seed=1)
   positions = ref.positions(mask)
-  apply = jax.jit(transformer.apply, static_argnums=0)
 
   def decode(params, as_bits):
     cache = transformer.init_cache(config, 2, 16, as_bits=as_bits)
     assert cache.k.dtype == (jnp.uint16 if as_bits else jnp.bfloat16)
-    logits, cache = apply(config, params, jnp.asarray(tokens[:, :5]),
-                          jnp.asarray(positions[:, :5]), cache)
-    steps = [np.asarray(logits)]
-    for t in range(5, 12):
-      logits, cache = apply(config, params, jnp.asarray(tokens[:, t:t + 1]),
-                            jnp.asarray(positions[:, t:t + 1]), cache)
-      steps.append(np.asarray(logits))
-    return np.concatenate(steps, axis=1)[mask > 0]
+    return _prefill_then_decode(config, params, cache, tokens, positions)[0][mask > 0]
 
   reference = decode(params, as_bits=False)
   np.testing.assert_array_equal(decode(bits, as_bits=True), reference)
