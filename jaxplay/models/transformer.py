@@ -201,10 +201,7 @@ def _write_cache(cache_LBSKD, new_BTKD, layer, index):
 
 def _read_cache(cache_LBSKD, layer, dtype):
   """Layer `layer` of the cache [B, S, K, D] in `dtype`."""
-  layer_cache = cache_LBSKD[layer]
-  if layer_cache.dtype == jnp.uint16:
-    layer_cache = jax.lax.bitcast_convert_type(layer_cache, jnp.bfloat16)
-  return layer_cache.astype(dtype)
+  return _as_float(cache_LBSKD[layer]).astype(dtype)
 
 
 class Attention(nn.Module):
