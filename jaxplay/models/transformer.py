@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -118,29 +119,33 @@ def lora_a_init(key, shape, dtype=jnp.float32):
   return jax.random.normal(key, shape, dtype) * fan_in ** -0.5
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def einsum_with_plain_grads(spec: str, x, w):
-  """jnp.einsum(spec, x, w) for a projection spec '<x>,<w>-><y>', differentiated by the two
-  einsums written out (dx = einsum('<y>,<w>-><x>'), dw = einsum('<x>,<y>-><w>')). Same values as
-  autodiff's, but XLA's CPU backend lays these dots out without the transposed copies of the
-  activation gradients that autodiff's dot_generals cost it (BENCHMARKS.md, train step)."""
-  return dot(spec, x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def einsum_with_plain_grads(spec: str, x, w, out_dtype=None):
+  """`dot(spec, x, w, out_dtype)` for a projection spec '<x>,<w>-><y>', differentiated by the two
+  dots written out in x's dtype (dx = dot('<y>,<w>-><x>'), dw = dot('<x>,<y>-><w>'), the output's
+  cotangent cast to x's dtype first). Same values as autodiff's, but XLA's CPU backend lays these
+  dots out without the transposed copies of the activation gradients that autodiff's dot_generals
+  cost it (BENCHMARKS.md, train step), and a float32 output of bfloat16 inputs (the logits) is
+  still differentiated by bfloat16 dots."""
+  return dot(spec, x, w, out_dtype)
 
 
-def dot(spec: str, x, w):
-  """jnp.einsum(spec, x, w) summed in float32 and returned in x's dtype: the same values as a
-  bfloat16 einsum's, but XLA's CPU backend runs bfloat16 inputs with a float32 output through
-  its fast bfloat16 kernels (~2x float32 where the CPU has them), a bfloat16 output not."""
-  return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+def dot(spec: str, x, w, out_dtype=None):
+  """jnp.einsum(spec, x, w) summed in float32 and returned in `out_dtype` (default x's dtype): the
+  same values as a bfloat16 einsum's, but XLA's CPU backend runs bfloat16 inputs with a float32
+  output through its fast bfloat16 kernels (~2x float32 where the CPU has them), a bfloat16
+  output not."""
+  return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
 
-def _einsum_fwd(spec, x, w):
-  return dot(spec, x, w), (x, w)
+def _einsum_fwd(spec, x, w, out_dtype):
+  return dot(spec, x, w, out_dtype), (x, w)
 
 
-def _einsum_bwd(spec, residuals, dy):
+def _einsum_bwd(spec, out_dtype, residuals, dy):
   x, w = residuals
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
+  dy = dy.astype(x.dtype)
   return (dot(f"{y_spec},{w_spec}->{x_spec}", dy, w).astype(x.dtype),
           dot(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
 
@@ -268,13 +273,56 @@ class Mlp(nn.Module):
     return _project(self, "down", act * up, w_down, "btf,fe->bte", ("mlp",), ("embed",))
 
 
+class _Bits(NamedTuple):
+  """A bfloat16 array held as its uint16 bits."""
+
+  bits: jax.Array
+
+
+def _residuals_as_bits(vjp_fn):
+  """A vjp function's pytree with each bfloat16 residual held as `_Bits`."""
+  return jax.tree.map(lambda x: (_Bits(jax.lax.bitcast_convert_type(x, jnp.uint16))
+                                 if x.dtype == jnp.bfloat16 else x), vjp_fn)
+
+
+def _residuals_from_bits(held):
+  return jax.tree.map(lambda x: (jax.lax.bitcast_convert_type(x.bits, jnp.bfloat16)
+                                 if isinstance(x, _Bits) else x),
+                      held, is_leaf=lambda x: isinstance(x, _Bits))
+
+
+def _layer(block, *args):
+  return block.layer(*args)
+
+
+def _layer_fwd(block, *args):
+  outputs, vjp_fn = nn.vjp(_layer, block, *args)
+  return outputs, _residuals_as_bits(vjp_fn)
+
+
+def _layer_bwd(held, doutputs):
+  return _residuals_from_bits(held)(doutputs)
+
+
 class Block(nn.Module):
-  """One pre-norm layer (with Gemma's post-norms when configured); scanned over layers."""
+  """One pre-norm layer (with Gemma's post-norms when configured); scanned over layers.
+
+  In bfloat16 its backward pass reads the residuals the forward pass saved for it as uint16
+  bits: `nn.scan` stacks each layer's residuals, and XLA's CPU backend widens a bfloat16 stack to
+  float32 over its whole length to write or slice one layer's (a ~5 ms copy per residual, layer
+  and micro-batch in Gemma 3 270M's train step); uint16 ones it writes in place. Same values.
+  """
 
   config: ModelConfig
 
-  @nn.compact
   def __call__(self, carry, layer_inputs, positions_BT, key_positions_BS, index):
+    args = (carry, layer_inputs, positions_BT, key_positions_BS, index)
+    if self.config.jnp_dtype != jnp.bfloat16 or self.config.remat:
+      return self.layer(*args)
+    return nn.custom_vjp(_layer, _layer_fwd, _layer_bwd)(self, *args)
+
+  @nn.compact
+  def layer(self, carry, layer_inputs, positions_BT, key_positions_BS, index):
     cfg = self.config
     x, kv = carry
     layer, is_local = layer_inputs
@@ -334,10 +382,10 @@ class Decoder(nn.Module):
     cfg = self.config
     if cfg.tie_embeddings:
       embedding = _as_float(self.stored_embedding).astype(cfg.jnp_dtype)
-      logits = jnp.einsum("btd,vd->btv", h_BTD, embedding, preferred_element_type=jnp.float32)
+      logits = einsum_with_plain_grads("btd,vd->btv", h_BTD, embedding, jnp.float32)
     else:
-      logits = jnp.einsum("btd,dv->btv", h_BTD, self.lm_head.astype(cfg.jnp_dtype),
-                          preferred_element_type=jnp.float32)
+      logits = einsum_with_plain_grads("btd,dv->btv", h_BTD, self.lm_head.astype(cfg.jnp_dtype),
+                                       jnp.float32)
     return _soft_cap(logits, cfg.final_softcap)
 
 

@@ -215,37 +215,64 @@ def test_logical_axis_names():
   assert 265e6 < count < 270e6  # Gemma 3 270M: 268,098,176 parameters.
 
 
-def test_remat_gives_the_same_gradients():
-  config = configs.tiny()
-  params = transformer.init_params(config, jax.random.key(0))
+def _log_softmax_grad(config, params):
+  """A jitted grad(params) of the mean log-softmax of a fixed [2, 8] token batch under `config`."""
   tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, config.vocab_size)
   positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
 
-  def loss(p, cfg):
-    logits, _ = transformer.apply(cfg, p, tokens, positions)
+  def loss(p):
+    logits, _ = transformer.apply(config, p, tokens, positions)
     return jax.nn.log_softmax(logits).mean()
+  return jax.jit(jax.grad(loss))
 
-  grad = jax.jit(jax.grad(loss), static_argnums=1)
-  plain = grad(params, config)
-  remat = grad(params, configs.tiny(remat=True))
+
+def test_remat_gives_the_same_gradients():
+  config = configs.tiny()
+  params = transformer.init_params(config, jax.random.key(0))
+  plain = _log_softmax_grad(config, params)(params)
+  remat = _log_softmax_grad(configs.tiny(remat=True), params)(params)
   for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_bfloat16_layers_hold_their_residuals_as_bits(monkeypatch):
+  """A bfloat16 model's backward pass reads each layer's residuals from uint16 stacks (no stack of
+  the layers' residuals is widened to float32, as XLA's CPU backend widens a bfloat16 one to write
+  or slice it), with exactly the gradients of residuals held as bfloat16."""
+  config = configs.tiny(num_layers=5, dtype="bfloat16")  # 5: a leading dim no other array has.
+  params = transformer.init_params(config, jax.random.key(0))
+  grad = _log_softmax_grad(config, params)
+  hlo = grad.lower(params).compile().as_text()
+  assert not re.findall(r"= f32\[5,[^\]]*\]\S* convert\(", hlo)
+  assert "= u16[5," in hlo
+  held_as_bits = grad(params)
+  monkeypatch.setattr(transformer, "_residuals_as_bits", lambda vjp_fn: vjp_fn)
+  monkeypatch.setattr(transformer, "_residuals_from_bits", lambda held: held)
+  held_as_bfloat16 = _log_softmax_grad(config, params)(params)
+  for a, b in zip(jax.tree.leaves(held_as_bits), jax.tree.leaves(held_as_bfloat16)):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("spec, x_shape, w_shape", [
-    ("bte,ef->btf", (2, 3, 4), (4, 5)),  # MLP gate / up
-    ("btf,fe->bte", (2, 3, 5), (5, 4)),  # MLP down
-    ("bte,ehd->bthd", (2, 3, 4), (4, 2, 3)),  # attention q / k / v
-    ("bthd,hde->bte", (2, 3, 2, 3), (2, 3, 4)),  # attention o
+@pytest.mark.parametrize("spec, x_shape, w_shape, out_dtype", [
+    ("bte,ef->btf", (2, 3, 4), (4, 5), None),  # MLP gate / up
+    ("btf,fe->bte", (2, 3, 5), (5, 4), None),  # MLP down
+    ("bte,ehd->bthd", (2, 3, 4), (4, 2, 3), None),  # attention q / k / v
+    ("bthd,hde->bte", (2, 3, 2, 3), (2, 3, 4), None),  # attention o
+    ("btd,vd->btv", (2, 3, 4), (6, 4), "float32"),  # the logits of a tied embedding
 ])
-def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, dtype):
+def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, out_dtype, dtype):
   x = jax.random.normal(jax.random.key(0), x_shape, dtype)
   w = jax.random.normal(jax.random.key(1), w_shape, dtype)
-  probe = jax.random.normal(jax.random.key(2), jnp.einsum(spec, x, w).shape, dtype)
+  einsum = lambda spec, x, w: jnp.einsum(spec, x, w, preferred_element_type=out_dtype)
+  # The output's cotangent: values of x's dtype (ours rounds a float32 one to it).
+  probe = jax.random.normal(jax.random.key(2), einsum(spec, x, w).shape, dtype)
+  probe = probe.astype(out_dtype or dtype)
   loss = lambda f: lambda x, w: jnp.sum(f(spec, x, w) * probe).astype(jnp.float32)
-  ours = jax.grad(loss(transformer.einsum_with_plain_grads), argnums=(0, 1))(x, w)
-  autodiff = jax.grad(loss(jnp.einsum), argnums=(0, 1))(x, w)
+  plain_grads = lambda spec, x, w: transformer.einsum_with_plain_grads(spec, x, w, out_dtype)
+  assert plain_grads(spec, x, w).dtype == (out_dtype or dtype)
+  ours = jax.grad(loss(plain_grads), argnums=(0, 1))(x, w)
+  autodiff = jax.grad(loss(einsum), argnums=(0, 1))(x, w)
   for a, b in zip(ours, autodiff):
     assert a.dtype == b.dtype == dtype
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
