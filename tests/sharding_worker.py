@@ -92,22 +92,23 @@ def logical_lm():
   return forward, nn.unbox(jax.jit(_init_logical_lm)()), logical_lm_axes()
 
 
-def transformer_config():
+def transformer_config(dtype: str = "float32"):
   """The decoder's tiny preset with head counts that split over 8 devices."""
-  return configs.tiny(num_heads=8, num_kv_heads=8, tie_embeddings=False)
+  return configs.tiny(num_heads=8, num_kv_heads=8, tie_embeddings=False, dtype=dtype)
 
 
 @functools.lru_cache
-def transformer_lm():
+def transformer_lm(dtype: str = "float32"):
   """The decoder, its lm_head scaled up so that logits are neither flat nor one-hot."""
-  cfg = transformer_config()
+  cfg = transformer_config(dtype)
   params = transformer.init_params(cfg, jax.random.key(0))
   params["lm_head"] = params["lm_head"] * 20
   forward = lambda p, t, pos: transformer.apply(cfg, p, t, pos)[0]
   return forward, params, transformer.param_axes(cfg)
 
 
-MODELS = {"logical_lm": logical_lm, "transformer": transformer_lm}
+MODELS = {"logical_lm": logical_lm, "transformer": transformer_lm,
+          "transformer_bfloat16": functools.partial(transformer_lm, "bfloat16")}
 
 
 def spec_text(spec, ndim) -> str:
@@ -147,10 +148,11 @@ TOLERANCES = {"metrics": (1e-4, 1e-5), "params": (1e-4, 5e-5), "ref_params": (1e
               "opt_state": (1e-3, 1e-6), "samples": (1e-5, 1e-5), "int8_samples": (2e-4, 2e-4)}
 
 
-def assert_close(got, want, label=""):
-  """Every result in `want` (as saved by run_train/run_sampler) matches `got`."""
+def assert_close(got, want, label="", scale=1.0):
+  """Every result in `want` (as saved by run_train/run_sampler) matches `got`, within `scale`
+  times TOLERANCES."""
   for key, value in want.items():
-    rtol, atol = TOLERANCES[key.split("/")[0].rstrip("0123456789")]
+    rtol, atol = (scale * t for t in TOLERANCES[key.split("/")[0].rstrip("0123456789")])
     if value.dtype.kind == "f":
       np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=f"{label} {key}")
     else:
