@@ -117,7 +117,33 @@ class _Truncated(Exception):
 
 class _GgufReader(gguf.GGUFReader):
   """gguf's reader, refusing a file too short for its tensors before it maps them (gguf 0.19
-  then fails in a reshape that does not say so)."""
+  then fails in a reshape that does not say so), and holding each metadata array in one part.
+
+  gguf makes a numpy view of every array item: ~12 s for Gemma 3's 262,144-token vocabulary (its
+  strings, scores and types), most of a model's loading time. Here a numeric array's items are
+  one array and a string array's are its raw bytes (each item: a uint64 length, then UTF-8), so an
+  array field's `contents()` is not item by item; the loader reads scalars and strings only.
+  """
+
+  def _get_field_parts(self, orig_offs, raw_type):
+    if raw_type != gguf.GGUFValueType.ARRAY:
+      return super()._get_field_parts(orig_offs, raw_type)
+    raw_item_type = self._get(orig_offs, np.uint32)
+    length = self._get(orig_offs + 4, np.uint64)
+    offs = orig_offs + 12
+    item_type = gguf.GGUFValueType(int(raw_item_type[0]))
+    item_dtype = self.gguf_scalar_to_np.get(item_type)
+    if item_dtype is not None:
+      items = self._get(offs, item_dtype, int(length[0]))
+    elif item_type == gguf.GGUFValueType.STRING:
+      end, order = offs, "<" if self.byte_order == "I" else ">"
+      for _ in range(int(length[0])):
+        end += 8 + struct.unpack_from(order + "Q", self.data, end)[0]
+      items = self.data[offs:end]
+    else:  # Arrays of arrays: gguf's own way.
+      return super()._get_field_parts(orig_offs, raw_type)
+    return 12 + int(items.nbytes), [raw_item_type, length, items], [2], [
+        gguf.GGUFValueType.ARRAY, item_type]
 
   def _build_tensors(self, start_offs, fields):
     need = start_offs
@@ -145,7 +171,7 @@ def read_gguf(path: pathlib.Path) -> gguf.GGUFReader:
   except _Truncated as error:
     fail(path, f"truncated: the file has {path.stat().st_size} bytes, its tensors need "
           f"{error.args[0]}.")
-  except (ValueError, IndexError, KeyError) as error:
+  except (ValueError, IndexError, KeyError, struct.error) as error:
     fail(path, f"unreadable GGUF header, truncated or corrupt ({type(error).__name__}: {error}).")
 
 

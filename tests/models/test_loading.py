@@ -98,6 +98,51 @@ def test_truncated_gguf_says_how_many_bytes_are_missing(qwen3_gguf, tmp_path):
       f"{cut}: unreadable GGUF header, truncated or corrupt (")
 
 
+def test_gguf_reader_holds_what_ggufs_own_reads(tmp_path):
+  """Our reader (arrays in one part each) gives gguf's own reader's fields, items and tensors."""
+  path = tmp_path / "arrays.gguf"
+  writer = gguf.GGUFWriter(str(path), "qwen3")
+  writer.add_array("test.strings", ["a", "", "äöü ▁x", "<0x0A>"])
+  writer.add_array("test.floats", [1.5, -2.0, 3.25])
+  writer.add_array("test.ints", [7, -1, 2**20])
+  writer.add_array("test.empty", [])
+  writer.add_array("test.nested", [[1, 2], [3]])
+  writer.add_uint32("test.scalar", 5)
+  writer.add_tensor("token_embd.weight", np.arange(8, dtype=np.float32).reshape(4, 2))
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  ours, theirs = weight_files.read_gguf(path), gguf.GGUFReader(str(path))
+
+  def items(field):  # Ours: one part; strings as [length uint64, UTF-8] per item.
+    part = field.parts[field.data[0]]
+    if field.types[1] != gguf.GGUFValueType.STRING:
+      return part.tolist()
+    data, strings, offset = bytes(part), [], 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      strings.append(data[offset + 8:offset + 8 + length].decode())
+      offset += 8 + length
+    return strings
+
+  assert list(ours.fields) == list(theirs.fields)
+  for name, field in theirs.fields.items():
+    assert ours.fields[name].types == field.types, name
+    flat = field.types[0] == gguf.GGUFValueType.ARRAY and field.types[1:2] != [
+        gguf.GGUFValueType.ARRAY]
+    got = items(ours.fields[name]) if flat and field.data else ours.fields[name].contents()
+    assert got == field.contents(), name
+  assert items(ours.fields["test.strings"]) == ["a", "", "äöü ▁x", "<0x0A>"]
+  assert [(t.name, t.data.tolist()) for t in ours.tensors] == [
+      (t.name, t.data.tolist()) for t in theirs.tensors]
+  cut = tmp_path / "cut.gguf"
+  data = path.read_bytes()
+  cut.write_bytes(data[:data.index("äöü".encode()) + 2])  # Inside the string array's items.
+  assert _model_file_error(cut).startswith(
+      f"{cut}: unreadable GGUF header, truncated or corrupt (")
+
+
 def test_gguf_of_another_architecture(tmp_path):
   path = tmp_path / "mamba.gguf"
   writer = gguf.GGUFWriter(str(path), "mamba")
