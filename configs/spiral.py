@@ -30,6 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       lora_rank=0,
       lora_alpha=16.0,
       lora_targets="q,k,v,o,gate,up,down",
+      # A .gguf model's tokenizer is kept here as transformers' tokenizer files, so later starts
+      # read it in seconds instead of converting the GGUF's vocabulary again ('' = off).
+      tokenizer_cache="~/.cache/jaxplay/tokenizers",
   ))
 
   config.games = "kuhn_poker,tic_tac_toe,simple_negotiation"  # Comma-separated registry names.

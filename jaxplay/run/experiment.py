@@ -255,7 +255,7 @@ def load_model_and_tokenizer(config: spec_lib.RunSpec, key: jax.Array,
   if config.model.lora_rank:  # Fresh adapters beside the checkpoint's weights.
     model = dataclasses.replace(model, **lora_fields(config))
     params = transformer.with_adapters(model, params, key)
-  return model, params, tokenizers.load_tokenizer(path)
+  return model, params, tokenizers.load_tokenizer(path, config.model.tokenizer_cache)
 
 
 def build(config: spec_lib.RunSpec, tokenizer, model: model_configs.ModelConfig

@@ -37,6 +37,7 @@ class ModelSpec:
   lora_rank: int
   lora_alpha: float
   lora_targets: Names
+  tokenizer_cache: str = ""  # Default: run records from before the option load.
 
 
 @dataclasses.dataclass(frozen=True)

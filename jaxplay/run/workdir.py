@@ -29,7 +29,7 @@ RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "wa
 # not what it computes (train.steps also sets a cosine schedule's length: see `resumable_changes`).
 RESUMABLE_FIELDS = ("train.steps", "train.eval_every", "train.checkpoint_every",
                     "train.keep_checkpoints", "train.compilation_cache", "train.wandb_project",
-                    "train.wandb_mode")
+                    "train.wandb_mode", "model.tokenizer_cache")
 
 
 class WorkdirError(errors.UserError):

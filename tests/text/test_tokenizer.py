@@ -1,7 +1,10 @@
 """Tokenizer loading, special tokens, chat formats and byte tables against transformers and GGUF."""
 
+import os
+
 import numpy as np
 import pytest
+import transformers
 
 from jaxplay.text import tokenizer as tokenizers
 from tests import fixtures_text
@@ -40,6 +43,45 @@ def test_load_hf_directory(tmp_path):
   sample = "Observation: <think> \\boxed{Offer: 3 Wood -> 2 Gold}<|im_end|> Ünï"
   assert loaded(sample)["input_ids"] == original(sample)["input_ids"]
   assert tokenizers.special_tokens(loaded) == tokenizers.special_tokens(original)
+
+
+@pytest.mark.parametrize("model", ["smollm2", pytest.param("gemma", marks=pytest.mark.slow)])
+def test_gguf_tokenizer_cache_reads_back_the_same_tokenizer(model, tmp_path, monkeypatch):
+  """The first load converts the GGUF and saves the tokenizer in the cache; the second reads the
+  saved files (not the GGUF), and both tokenize, decode and name tokens alike."""
+  path = (fixtures_text.gemma_gguf_path if model == "gemma" else fixtures_text.smollm2_gguf_path)()
+  sources = []
+  from_pretrained = transformers.AutoTokenizer.from_pretrained
+  monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                      lambda source, **kwargs: sources.append((source, kwargs.get("gguf_file")))
+                      or from_pretrained(source, **kwargs))
+  converted = tokenizers.load_tokenizer(path, str(tmp_path))
+  folder = tokenizers.gguf_tokenizer_dir(path, str(tmp_path))
+  assert os.listdir(tmp_path) == [os.path.basename(folder)]  # No partial folder left.
+  cached = tokenizers.load_tokenizer(path, str(tmp_path))
+  assert sources == [(os.path.dirname(path), os.path.basename(path)), (folder, None)]
+  assert cached.name_or_path == converted.name_or_path == path
+  assert type(cached) is type(converted) and cached.is_fast
+  assert cached.get_vocab() == converted.get_vocab()
+  assert tokenizers.special_tokens(cached) == tokenizers.special_tokens(converted)
+  assert cached.chat_template == converted.chat_template
+  for sample in ["Observation: <think> \\boxed{Offer: 3 Wood -> 2 Gold} Ünï  \n\n x",
+                 "<start_of_turn>user\n[0] [1]<end_of_turn>", "<|im_start|>assistant\n\t{}"]:
+    for special in (True, False):
+      ids = converted(sample, add_special_tokens=special)["input_ids"]
+      assert cached(sample, add_special_tokens=special)["input_ids"] == ids
+      assert tokenizers.decode(cached, ids) == tokenizers.decode(converted, ids)
+  for a, b in zip(tokenizers.byte_table(cached), tokenizers.byte_table(converted)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_gguf_tokenizer_cache_that_cannot_be_written_is_skipped(tmp_path, capsys):
+  blocked = tmp_path / "a_file"
+  blocked.write_text("not a folder")
+  tokenizer = tokenizers.load_tokenizer(fixtures_text.smollm2_gguf_path(), str(blocked / "cache"))
+  assert tokenizer("a")["input_ids"]
+  assert capsys.readouterr().err.startswith(f"tokenizer cache {blocked / 'cache'}: not written (")
+  assert blocked.read_text() == "not a folder"
 
 
 def test_auto_format_is_the_models_chat_template():
