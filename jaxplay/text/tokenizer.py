@@ -39,15 +39,15 @@ def load_tokenizer(path: str, cache: str = "") -> Tokenizer:
   transformers builds a GGUF file's tokenizer from its metadata (~16 s for Gemma 3's 262,144
   tokens). With `cache` (a folder; '' = off) the result is also saved there in transformers' own
   tokenizer files (`gguf_tokenizer_dir` names its folder), which later loads read (~3 s). A cache
-  that cannot be written is reported on stderr and skipped.
+  that cannot be written, or a saved tokenizer that cannot be read (then converted and saved
+  again), is reported on stderr.
   """
   path = os.path.expanduser(path)
   options = dict(trust_remote_code=False, local_files_only=True)
   if path.endswith(".gguf"):
     saved = gguf_tokenizer_dir(path, cache) if cache else None
-    if saved and os.path.isdir(saved):
-      tokenizer = transformers.AutoTokenizer.from_pretrained(saved, **options)
-    else:
+    tokenizer = _read_saved_tokenizer(saved, options) if saved else None
+    if tokenizer is None:
       directory, name = os.path.split(os.path.abspath(path))
       tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name, **options)
       if saved:
@@ -72,6 +72,20 @@ def gguf_tokenizer_dir(path: str, cache: str) -> str:
   name = os.path.basename(real).removesuffix(".gguf")
   return os.path.join(os.path.expanduser(cache),
                       f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+
+
+def _read_saved_tokenizer(folder: str, options: dict) -> Tokenizer | None:
+  """The tokenizer saved in `folder`, or None when there is none or it does not load (the folder
+  is then removed, for the caller to save it again)."""
+  if not os.path.isdir(folder):
+    return None
+  try:
+    return transformers.AutoTokenizer.from_pretrained(folder, **options)
+  except (OSError, ValueError) as error:
+    print(f"tokenizer cache {folder}: unreadable, converting again ({error})".splitlines()[0],
+          file=sys.stderr, flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def _save_tokenizer(tokenizer: Tokenizer, folder: str) -> None:

@@ -84,6 +84,22 @@ def test_gguf_tokenizer_cache_that_cannot_be_written_is_skipped(tmp_path, capsys
   assert blocked.read_text() == "not a folder"
 
 
+def test_gguf_tokenizer_cache_that_cannot_be_read_is_converted_again(tmp_path, capsys):
+  path = fixtures_text.smollm2_gguf_path()
+  folder = tokenizers.gguf_tokenizer_dir(path, str(tmp_path))
+  os.makedirs(folder)
+  with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+    f.write("{not json")
+  with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+    f.write("{}")
+  tokenizer = tokenizers.load_tokenizer(path, str(tmp_path))
+  assert capsys.readouterr().err.startswith(
+      f"tokenizer cache {folder}: unreadable, converting again (")
+  saved = tokenizers.load_tokenizer(path, str(tmp_path))  # Saved again, readable.
+  assert capsys.readouterr().err == ""
+  assert saved.get_vocab() == tokenizer.get_vocab()
+
+
 def test_auto_format_is_the_models_chat_template():
   tokenizer = TOKENIZERS["smollm2"]()
   chat = tokenizers.chat_format(tokenizer, "auto")
