@@ -146,7 +146,7 @@ def _einsum_bwd(spec, out_dtype, residuals, dy):
   x, w = residuals
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
   dy = dy.astype(x.dtype)
-  return (dot(f"{y_spec},{w_spec}->{x_spec}", dy, w).astype(x.dtype),
+  return (dot(f"{y_spec},{w_spec}->{x_spec}", dy, w),
           dot(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
 
 
