@@ -171,8 +171,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=16,
       checkpoint_every=16,
       keep_checkpoints=3,
-      # Compiled programs are kept here across runs, so a second start of a config compiles
-      # nothing ('' = off; jaxplay.main only).
+      # Compiled programs are kept here across runs, and the run's large traced ones in its
+      # folder `programs`, so a second start of a config traces and compiles neither ('' = off;
+      # jaxplay.main only).
       compilation_cache="~/.cache/jaxplay/xla",
       # Weights & Biases project to log to ("" = off; needs `pip install 'jaxplay[wandb]'`).
       wandb_project="",

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxplay import errors
 from jaxplay.cli import plot, report
-from jaxplay.run import configuration, train
+from jaxplay.run import configuration, programs, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -73,9 +73,11 @@ CACHE_MAX_BYTES = 8 * 2**30  # JAX evicts the least recently used programs beyon
 
 
 def use_compilation_cache(path: str) -> None:
-  """Keeps every compiled program (even quick ones) in `path` ('' = off) for later starts."""
+  """Keeps every compiled program (even quick ones) in `path` ('' = off) for later starts, and
+  the traced ones in its folder `programs` (jaxplay/run/programs.py)."""
   if not path:
     return
+  programs.save_in(os.path.join(os.path.expanduser(path), "programs"))
   jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)

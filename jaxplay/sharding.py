@@ -282,16 +282,17 @@ def init_sharded(init_fn, params, shardings):
   return jax.jit(init_fn, out_shardings=out_shardings)(params)
 
 
-def shard_step(step, state_shardings, batch_shardings, donate: bool = True):
+def shard_step(step, state_shardings, batch_shardings, donate: bool = True, jit=jax.jit):
   """Re-jits `step(state, batch) -> (state, metrics)` with fixed layouts; metrics replicated.
 
   The state keeps its layout across steps (out = in), so it can be donated; `step` may itself be
-  jitted (the inner jit is inlined).
+  jitted (the inner jit is inlined). `jit` takes jax.jit's layout and donation arguments (e.g. a
+  run's saved programs, `functools.partial(ProgramCache.jit, name=...)`).
   """
   mesh = jax.tree.leaves(state_shardings)[0].mesh
-  return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
-                 donate_argnums=0 if donate else ())
+  return jit(step, in_shardings=(state_shardings, batch_shardings),
+             out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+             donate_argnums=0 if donate else ())
 
 
 def process_rows(batch_size: int, mesh: Mesh, rules: Rules) -> np.ndarray:

