@@ -22,6 +22,7 @@ processes trace as before).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -109,7 +110,7 @@ class _SavedJit:
       try:
         exported = export.export(jitted)(*args)
         loaded = _write(path, exported)
-      except (NotSavable, ValueError, TypeError, NotImplementedError) as error:
+      except (NotSavable, ValueError, TypeError, NotImplementedError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"saved programs: {self._name} is traced at each start ({reason})",
               file=sys.stderr, flush=True)
@@ -164,7 +165,7 @@ def _read(path: str) -> tuple[export.Exported, Any] | None:
   try:
     with open(path, "rb") as file:
       blob = file.read()
-  except FileNotFoundError:
+  except OSError:  # None saved (or no folder to read: `_write` reports it).
     return None
   try:
     header, _, serialized = blob.partition(b"\n")
@@ -175,18 +176,24 @@ def _read(path: str) -> tuple[export.Exported, Any] | None:
   except Exception as error:  # Whatever a damaged or foreign file raises: save it again.
     print(f"saved programs: {path}: unreadable, tracing again ({error})".splitlines()[0],
           file=sys.stderr, flush=True)
-    os.unlink(path)
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(path)
     return None
-  os.utime(path)  # Recently used: kept by `_evict`.
+  with contextlib.suppress(OSError):  # Another run may have removed it meanwhile.
+    os.utime(path)  # Recently used: kept by `_evict`.
   return exported, out_tree
 
 
 def _evict(folder: str) -> None:
   """Removes all but the `MAX_SAVED` most recently used programs in `folder`."""
-  paths = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(SUFFIX)]
-  paths.sort(key=lambda path: os.stat(path).st_mtime_ns, reverse=True)
-  for stale in paths[MAX_SAVED:]:
-    os.unlink(stale)
+  used = {}
+  for name in os.listdir(folder):
+    with contextlib.suppress(FileNotFoundError):  # Runs sharing the folder evict it too.
+      if name.endswith(SUFFIX):
+        used[name] = os.stat(os.path.join(folder, name)).st_mtime_ns
+  for stale in sorted(used, key=used.get, reverse=True)[MAX_SAVED:]:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(os.path.join(folder, stale))
 
 
 # --- What a program's tracing depends on beyond its inputs. ---

@@ -2,6 +2,7 @@
 same results, and tells apart what it must; a run started twice traces its large programs once."""
 
 import collections
+import dataclasses
 import os
 
 import jax
@@ -12,7 +13,7 @@ import pytest
 from flax import struct
 
 from jaxplay.rl import train_step
-from jaxplay.run import metrics, programs, train
+from jaxplay.run import configuration, experiment, metrics, programs, train
 from tests import stand_ins
 from tests.run import test_train
 
@@ -104,6 +105,18 @@ def test_an_unreadable_program_is_traced_and_saved_again(folder, capsys):
   assert line.startswith(f"saved programs: {path}: unreadable, tracing again (")
   programs.ProgramCache("run").jit(_counting(traces), "step")(_pair(), 2.0)
   assert len(traces) == 2  # Saved again, whole.
+
+
+def test_a_folder_that_cannot_be_written_leaves_the_program_a_plain_jit(tmp_path, capsys):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  programs.save_in(str(blocker / "programs"))
+  try:
+    got = programs.ProgramCache("run").jit(_counting([]), "step")(_pair(), 2.0)
+  finally:
+    programs.save_in("")
+  _assert_same(got, jax.jit(_counting([]))(_pair(), 2.0))
+  assert capsys.readouterr().err.startswith("saved programs: step is traced at each start (")
 
 
 def test_a_program_whose_outputs_cannot_be_named_is_traced_at_each_start(folder, capsys):
@@ -203,3 +216,20 @@ def test_runs_of_every_kind_start_again_from_saved_programs(folder, tmp_path, ki
   assert not any(traced[1][name] for name in SAVED + ("step",)), traced[1]
   assert rows[0] == rows[1]
 
+
+
+def test_a_changed_model_file_or_config_is_another_run(tmp_path):
+  """The run's context changes with its config and with its model files' size or time."""
+  model = tmp_path / "model"
+  model.mkdir()
+  (model / "weights.safetensors").write_bytes(b"1234")
+  config = configuration.validate(stand_ins.tiny_kuhn_config())
+  context = lambda spec: experiment.program_cache(
+      dataclasses.replace(spec, model=dataclasses.replace(spec.model, path=str(model))),
+      experiment.model_config(spec)).key("collect", "inputs")
+  before = context(config)
+  assert before == context(config)
+  assert context(dataclasses.replace(config, seed=config.seed + 1)) != before
+  (model / "weights.safetensors").write_bytes(b"12345")
+  assert context(config) != before
+  assert str(model / "weights.safetensors") in programs.path_identity(str(model))
