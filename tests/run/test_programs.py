@@ -133,10 +133,16 @@ def test_a_program_whose_outputs_cannot_be_named_is_traced_at_each_start(folder,
 
 
 def test_only_the_most_recently_used_programs_are_kept(folder, monkeypatch):
+  """Reading a program counts as using it: of a (saved first, read again), b and c, b goes."""
   monkeypatch.setattr(programs, "MAX_SAVED", 2)
-  for name in ("a", "b", "c"):
+  for seconds, name in enumerate(("a", "b"), start=1):
     programs.ProgramCache("run").jit(_counting([]), name)(_pair(), 2.0)
-  assert sorted(p.name[0] for p in folder.iterdir()) == ["b", "c"]
+    [path] = folder.glob(f"{name}-*")
+    os.utime(path, (seconds, seconds))  # Saved long ago, a before b.
+  traces = []
+  programs.ProgramCache("run").jit(_counting(traces), "a")(_pair(), 2.0)
+  programs.ProgramCache("run").jit(_counting([]), "c")(_pair(), 2.0)
+  assert not traces and sorted(p.name[0] for p in folder.iterdir()) == ["a", "c"]
 
 
 def test_tree_structures_read_back_from_json():
