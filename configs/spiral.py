@@ -47,9 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       instruction="",  # The line after the observation; "" = SPIRAL's "Please reason step by step..."
       examples=0,  # Worked examples (another state's prompt and a \boxed{} answer) shown first.
       # Games (comma-separated) whose rules paragraph is shown once, first in the prompt (before
-      # the examples), instead of inside every observation: the sampler and the train step then
-      # compute it once per call, with the rest of the prompt start every row shares.
-      # "" = none: SPIRAL's layout.
+      # the examples), instead of inside every observation after "You are Player N". Either way
+      # the sampler and the train step run it once per call (in the prompt start every row
+      # shares, or in each seat's). "" = none: SPIRAL's layout.
       shared_rules="",
   ))
 
@@ -224,11 +224,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Two worked examples: the base model then answers in \boxed{} ~70% of the time at T 1.0 (none
     # without them; BENCHMARKS.md "Step-0 valid answers"); responses end at the answer.
     config.prompt.examples = 2
-    # TicTacToe's rules once, first, instead of in every observation: the sampler and the train
-    # step compute them once per call (its rows after the shared start: 127 tokens, not 179).
-    # Kuhn Poker keeps SPIRAL's layout: with its rules shown once, the untrained model already
-    # answers legally 99% of the time and wins 0.44 against random, which leaves nothing a
-    # 12-step run can show (BENCHMARKS.md runs Z2 and AA).
+    # TicTacToe's rules once, first, instead of in every observation (the layout of its learning
+    # runs in BENCHMARKS.md). Kuhn Poker keeps SPIRAL's layout, its rules after "You are Player
+    # N" (in each seat's shared start, `Game.intro`, so run once per call too): with its
+    # rules shown once, the untrained model already answers legally 99% of the time and wins 0.44
+    # against random, which leaves nothing a 12-step run can show (BENCHMARKS.md runs Z2 and AA).
     config.prompt.shared_rules = "tic_tac_toe"
     # One Kuhn round (SPIRAL's 5 take 15 turns a game, several times this budget on a 2-core CPU)
     # with SPIRAL's rules paragraph and payoff, +1/-1 to the winner. The untrained model forfeits

@@ -118,6 +118,13 @@ class Game(abc.ABC):
     player = state.current_player if player is None else jnp.asarray(player, jnp.int32)
     return self._render(state, player)
 
+  def intro(self, player: int) -> str:
+    """The text every observation of `player` starts with, whatever the state: a phrase, and
+    render's first slot in every state ("" = none, the default). Prompts put it in the start the
+    player's rows share (prompts.PromptTable.starts), run once per call instead of in each row."""
+    del player
+    return ""
+
   def phrase_text(self, phrase_ids) -> str:
     """Concatenated text of a phrase-id sequence."""
     return "".join(self.phrases[int(i)] for i in phrase_ids)

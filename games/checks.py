@@ -89,7 +89,8 @@ def check_invalid_actions(game: api.Game, batch: int = 256, seed: int = 2) -> No
 
 
 def check_render(game: api.Game, batch: int = 64, seed: int = 3) -> None:
-  """Phrase ids are in range and spell the plain-Python reference text, for both players."""
+  """Phrase ids are in range and spell the plain-Python reference text, for both players; a
+  game's intro (`Game.intro`) is the first phrase of every observation."""
   assert game.phrases[api.PAD_PHRASE] == "", f"{game.name}: phrase 0 must be ''"
   assert len(set(game.phrases)) == len(game.phrases), f"{game.name}: duplicate phrases"
   states = _flatten_batch(opponents.random_playouts(game, jax.random.key(seed), batch))
@@ -98,6 +99,10 @@ def check_render(game: api.Game, batch: int = 64, seed: int = 3) -> None:
     ids = np.asarray(render(states, player))
     assert ids.shape[-1] == game.max_observation_phrases, game.name
     assert ((ids >= 0) & (ids < len(game.phrases))).all(), f"{game.name}: phrase id out of range"
+    if game.intro(player):  # The intro is a phrase and starts every observation.
+      assert game.intro(player) in game.phrases, f"{game.name}: intro({player}) is no phrase"
+      first = game.phrases.index(game.intro(player))
+      assert (ids[:, 0] == first).all(), f"{game.name}: render's first slot is not intro({player})"
     host_states = jax.device_get(states)
     for i in range(ids.shape[0]):
       state = jax.tree.map(lambda x: x[i], host_states)

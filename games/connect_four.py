@@ -159,14 +159,17 @@ class ConnectFour(api.WithRules):
     action_ids = jnp.arange(self.columns)
     move_ids = jnp.where(action_ids == jnp.argmax(legal), ids["[0]"], ids[", [0]"]) + action_ids
     move_ids = jnp.where(legal, move_ids, api.PAD_PHRASE)
-    head = jnp.stack([ids[self.phrases[1]] + player])
+    head = jnp.stack([ids[self.intro(0)] + player])
     tail = jnp.stack([jnp.where(state.terminated, ids[_GAME_OVER], ids[_LEGAL])])
     return jnp.concatenate([head, cell_ids.reshape(-1), tail, move_ids]).astype(jnp.int32)
+
+  def intro(self, player: int) -> str:
+    return _intro(player, self.rows, self.columns, self.rules)
 
   def render_text(self, state: api.State, player: int) -> str:
     cells = np.asarray(state.data.cells)
     board = "".join("".join(f" {'.XO'[c + 1]}" for c in row) + "\n" for row in cells)
-    text = _intro(player, self.rows, self.columns, self.rules) + board
+    text = self.intro(player) + board
     if state.terminated:
       return text + _GAME_OVER
     legal = ", ".join(f"[{a}]" for a, ok in zip(self.actions, state.legal_action_mask) if ok)

@@ -133,7 +133,7 @@ class KuhnPoker(api.WithRules):
     """Whether the returns are the chip totals (else their sign: +1 to the winner)."""
     return self.payoff == "chips" or (self.payoff == "" and self.rounds == 1)
 
-  def _intro(self, player: int) -> str:
+  def intro(self, player: int) -> str:
     return _intro(player, self.rounds, self.rules)
 
   @property
@@ -156,7 +156,7 @@ class KuhnPoker(api.WithRules):
                *(_round_text(r + 1, self.rounds) for r in range(self.rounds)),
                *(_chips_text(c) for c in range(-2 * self.rounds, 2 * self.rounds + 1)))
     moves = tuple(_move_text(p, a) for p in range(2) for a in range(4))
-    return ("", self._intro(0), self._intro(1), *multi,
+    return ("", self.intro(0), self.intro(1), *multi,
             *(f"Your card: {c}\n" for c in CARDS), _HISTORY, _NONE, *moves,
             *(", " + m for m in moves), _LEGAL, _GAME_OVER,
             *(f"[{a}]" for a in ACTIONS), *(f", [{a}]" for a in ACTIONS))
@@ -207,7 +207,7 @@ class KuhnPoker(api.WithRules):
   def _render(self, state: api.State, player: jax.Array) -> jax.Array:
     ids = {p: i for i, p in enumerate(self.phrases)}
     data = state.data
-    parts = [ids[self._intro(0)] + player]
+    parts = [ids[self.intro(0)] + player]
     if self.rounds > 1:
       results = ids[_result_text(1, 0)] + 6 * jnp.arange(self.rounds) + data.results
       parts += [jnp.where(jnp.arange(self.rounds) < data.rounds_done, results, api.PAD_PHRASE),
@@ -228,7 +228,7 @@ class KuhnPoker(api.WithRules):
 
   def render_text(self, state: api.State, player: int) -> str:
     data = state.data
-    text = self._intro(player)
+    text = self.intro(player)
     rounds_done = int(data.rounds_done)
     if self.rounds > 1:
       text += "".join(_result_text(r + 1, int(data.results[r])) for r in range(rounds_done))

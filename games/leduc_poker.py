@@ -177,15 +177,18 @@ class LeducPoker(api.Game):
     legal_ids = jnp.where(jnp.arange(num_actions) == jnp.argmax(legal), ids["[fold]"],
                           ids[", [fold]"])
     legal_ids = jnp.where(legal, legal_ids + jnp.arange(num_actions), api.PAD_PHRASE)
-    parts = [ids[_intro(0)] + player, ids["Your card: J\n"] + data.cards[player] // 2, public_id,
-             chips_id, ids[_ROUND_1], moves[0], round_2,
+    parts = [ids[self.intro(0)] + player, ids["Your card: J\n"] + data.cards[player] // 2,
+             public_id, chips_id, ids[_ROUND_1], moves[0], round_2,
              jnp.where(state.terminated, ids[_GAME_OVER], ids[_LEGAL]), legal_ids]
     return jnp.concatenate([jnp.atleast_1d(p) for p in parts]).astype(jnp.int32)
+
+  def intro(self, player: int) -> str:
+    return _intro(player)
 
   def render_text(self, state: api.State, player: int) -> str:
     data = state.data
     cards, contributions = np.asarray(data.cards), np.asarray(data.contributions)
-    text = _intro(player) + f"Your card: {RANKS[cards[player] // 2]}\n"
+    text = self.intro(player) + f"Your card: {RANKS[cards[player] // 2]}\n"
     text += f"Public card: {RANKS[cards[2] // 2]}\n" if int(data.round) == 1 else _HIDDEN
     text += _chips_text(int(contributions[player]), int(contributions[1 - player]))
     for r, header in enumerate((_ROUND_1, _ROUND_2)[:int(data.round) + 1]):

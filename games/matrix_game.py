@@ -576,6 +576,9 @@ class MatrixGame(api.Game):
     parts.append(jnp.where(legal, move_ids, api.PAD_PHRASE))
     return jnp.concatenate([jnp.atleast_1d(p) for p in parts]).astype(jnp.int32)
 
+  def intro(self, player: int) -> str:
+    return _intro(player, self.rounds, self.hidden_rounds, self.sequential, self.parallel)
+
   def render_text(self, state: api.State, player: int) -> str:
     data, names = state.data, self.move_names
     payoffs = np.asarray(data.payoffs)  # [rounds, parallel, n, m, 2]
@@ -583,7 +586,7 @@ class MatrixGame(api.Game):
     other = 1 - player
     rounds_done = int(data.rounds_done)
     labelled = lambda t: _game_text(t) if self.parallel > 1 else ""
-    text = _intro(player, self.rounds, self.hidden_rounds, self.sequential, self.parallel)
+    text = self.intro(player)
     seen_as = lambda i, j: ((i, j) if player == 0 else (j, i))  # (own move, other's move)
     lines = sorted((seen_as(i, j), (i, j)) for i in range(n) for j in range(m))
     for t, table in enumerate(payoffs[min(rounds_done, self.rounds - 1)]):

@@ -110,13 +110,16 @@ class Nim(api.Game):
     move_ids = jnp.where(action_ids == jnp.argmax(legal), ids[f"[{self.actions[0]}]"],
                          ids[f", [{self.actions[0]}]"]) + action_ids
     move_ids = jnp.where(legal, move_ids, api.PAD_PHRASE)
-    head = [ids[_intro(0, self.piles)] + player, pile_ids,
+    head = [ids[self.intro(0)] + player, pile_ids,
             jnp.where(state.terminated, ids[_GAME_OVER], ids[_LEGAL])]
     return jnp.concatenate([*(jnp.atleast_1d(h) for h in head), move_ids]).astype(jnp.int32)
 
+  def intro(self, player: int) -> str:
+    return _intro(player, self.piles)
+
   def render_text(self, state: api.State, player: int) -> str:
     sizes = np.asarray(state.data.sizes)
-    text = _intro(player, self.piles) + "".join(_pile_text(p, s) for p, s in enumerate(sizes))
+    text = self.intro(player) + "".join(_pile_text(p, s) for p, s in enumerate(sizes))
     if state.terminated:
       return text + _GAME_OVER
     legal = ", ".join(f"[{a}]" for a, ok in zip(self.actions, state.legal_action_mask) if ok)

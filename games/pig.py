@@ -122,7 +122,7 @@ class Pig(api.WithRules):
     """The largest score or turn total: a roll is legal only below win_score, and adds <= 6."""
     return self.win_score - 1 + FACES
 
-  def _intro(self, player: int) -> str:
+  def intro(self, player: int) -> str:
     return _intro(player, self.win_score, self.horizon, self.rules)
 
   @property
@@ -141,7 +141,7 @@ class Pig(api.WithRules):
   def phrases(self) -> tuple[str, ...]:
     points = range(self.max_points + 1)
     codes = range(STOPPED + self.max_points + 1)
-    return ("", self._intro(0), self._intro(1),
+    return ("", self.intro(0), self.intro(1),
             *(_score_text(mine, s) for mine in (True, False) for s in points),
             _last_move_text(True, NO_MOVE),
             *(_last_move_text(mine, c) for mine in (True, False) for c in codes),
@@ -206,7 +206,7 @@ class Pig(api.WithRules):
     move_ids = jnp.where(action_ids == jnp.argmax(legal), ids[f"[{ACTIONS[0]}]"],
                          ids[f", [{ACTIONS[0]}]"]) + action_ids
     move_ids = jnp.where(legal, move_ids, api.PAD_PHRASE)
-    head = jnp.stack([ids[self._intro(0)] + player, *score_ids, last_id, total_id, moves_id,
+    head = jnp.stack([ids[self.intro(0)] + player, *score_ids, last_id, total_id, moves_id,
                       header])
     return jnp.concatenate([head, move_ids]).astype(jnp.int32)
 
@@ -214,7 +214,7 @@ class Pig(api.WithRules):
     data = state.data
     scores = np.asarray(data.scores)
     last_move = int(data.last_move)
-    text = (self._intro(player) + _score_text(True, int(scores[player]))
+    text = (self.intro(player) + _score_text(True, int(scores[player]))
             + _score_text(False, int(scores[1 - player]))
             + _last_move_text(int(data.last_player) == player, last_move)
             + _turn_total_text(int(state.current_player) == player, int(data.turn_total))

@@ -162,7 +162,7 @@ class SimpleNegotiation(api.Game):
     number = lambda n: ids["0"] + n
     pick = lambda cond, phrase_id: jnp.where(cond, phrase_id, api.PAD_PHRASE)
     goods = data.goods[player]
-    head = [ids[_intro(0)] + player, number(goods[0]), ids[_wood_value(0)] + player,
+    head = [ids[self.intro(0)] + player, number(goods[0]), ids[_wood_value(0)] + player,
             number(goods[1]), ids[_gold_value(0)] + player,
             number(goods @ jnp.asarray(VALUES)[player]), ids[_START_VALUE]]
     played = data.history != NO_ACTION
@@ -197,10 +197,13 @@ class SimpleNegotiation(api.Game):
       listed = listed | shown
     return jnp.stack(head + history + standing + tail + moves).astype(jnp.int32)
 
+  def intro(self, player: int) -> str:
+    return _intro(player)
+
   def render_text(self, state: api.State, player: int) -> str:
     goods = np.asarray(state.data.goods)[player]
     values = VALUES[player]
-    text = _intro(player) + f"{goods[0]}  Value: {values[0]}\n\t+ [Gold]  Qty: {goods[1]}"
+    text = self.intro(player) + f"{goods[0]}  Value: {values[0]}\n\t+ [Gold]  Qty: {goods[1]}"
     text += f"  Value: {values[1]}\nYour inventory value: {int(goods @ values)}"
     text += f" (it was {START_GOODS * values.sum()} at the start).\nHistory:"
     played = [int(a) for a in state.data.history if a != NO_ACTION]

@@ -103,6 +103,9 @@ class TeamZeroOne(api.Game):
     moves = jnp.where(state.legal_action_mask, 5 + self.agents + jnp.arange(2), api.PAD_PHRASE)
     return jnp.concatenate([jnp.stack([team, agent, header]), moves]).astype(jnp.int32)
 
+  def intro(self, player: int) -> str:
+    return self.phrases[1 + player]
+
   def render_text(self, state, player) -> str:
     text = self.phrases[1 + player] + self.phrases[3 + int(self._agent(state))]
     if state.terminated:

@@ -98,12 +98,15 @@ class TicTacToe(api.WithRules):
     first_legal = jnp.argmax(legal)
     moves = jnp.where(jnp.arange(9) == first_legal, ids["[0]"], ids[", [0]"]) + jnp.arange(9)
     moves = jnp.where(legal, moves, api.PAD_PHRASE)
-    head = jnp.stack([ids[_intro(0, self.rules)] + player, *grid, ids[_AVAILABLE]])
+    head = jnp.stack([ids[self.intro(0)] + player, *grid, ids[_AVAILABLE]])
     return jnp.concatenate([head, moves]).astype(jnp.int32)
+
+  def intro(self, player: int) -> str:
+    return _intro(player, self.rules)
 
   def render_text(self, state: api.State, player: int) -> str:
     cells = np.asarray(state.data.cells)
     shown = [str(c) if cells[c] == EMPTY else MARKS[cells[c]] for c in range(9)]
     rows = ["|".join(f" {s} " for s in shown[r * 3:r * 3 + 3]) for r in range(3)]
     moves = ", ".join(f"[{c}]" for c in range(9) if state.legal_action_mask[c])
-    return _intro(player, self.rules) + _ROW_SEPARATOR.join(rows) + _AVAILABLE + moves
+    return self.intro(player) + _ROW_SEPARATOR.join(rows) + _AVAILABLE + moves

@@ -3,7 +3,7 @@
 `sample` is a pure function of arrays with static shapes (the model config and max_response_len are
 its only static arguments), so it can be jitted alone (`generate`) or called inside a `lax.scan`.
 Prompts come left-padded to a common width P; the cache holds P + max_response_len slots (plus a
-shared prefix's, see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k
+shared prefixes', see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k
 are per-row arrays, so changing them does not recompile.
 
 Returned log-probs are those of the policy distribution softmax(logits / temperature) over the
@@ -165,16 +165,17 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 
 def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temperature,
            top_p, top_k, stop_tokens, *, max_response_len: int, pad_id: int = 0,
-           stop_rule: StopRule | None = None, prefix_L: jax.Array | None = None,
-           skip_B: jax.Array | None = None, int8_logits: bool = False,
-           int8_weights: bool = False) -> Generation:
+           stop_rule: StopRule | None = None, prefixes_NL: jax.Array | None = None,
+           prefix_index_B: jax.Array | None = None, skip_B: jax.Array | None = None,
+           int8_logits: bool = False, int8_weights: bool = False) -> Generation:
   """Samples up to max_response_len tokens after left-padded prompts (each length >= 1).
 
   temperature, top_p, top_k: scalars or [B] arrays; stop_tokens: int [N] ids (a row ends at its
   first stop token, which is kept; pass e.g. [-1] for none); `stop_rule` ends rows too.
-  `prefix_L` (int32 [L]) is a prompt start shared by every row, left out of `prompt_BP`: it is
-  prefilled once (batch 1) and its cache slots copied to every row, which gives the same samples
-  as prompts that hold it, at a fraction of the prefill (few-shot examples, long instructions).
+  `prefixes_NL` (int32 [N, L]) are prompt starts shared by many rows, left out of `prompt_BP`:
+  row b continues prefix `prefix_index_B[b]` (default 0). They are prefilled once (batch N) and
+  their cache slots copied to their rows, which gives the same samples as prompts that hold them,
+  at a fraction of the prefill (few-shot examples, long instructions, each seat's rules).
   `skip_B` (bool [B]) marks rows nobody needs an answer for (e.g. games already over): they end
   after their first token, so they never keep the decoding loop going.
   `int8_logits` computes every token's logits with `transformer.int8_logits` (the unembedding
@@ -202,7 +203,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
   else:
     logits_of = lambda h_BD: transformer.unembed(config, params, h_BD[:, None])[:, 0]
-  cache, offset = _prefix_cache(config, params, prefix_L, B, P + R)
+  cache, offset = _prefix_cache(config, params, prefixes_NL, prefix_index_B, B, P + R)
   columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
   positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
   hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
@@ -247,18 +248,21 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   return Generation(tokens=tokens, logprobs=logprobs, lengths=lengths)
 
 
-def _prefix_cache(config: ModelConfig, params, prefix_L: jax.Array | None, batch: int,
+def _prefix_cache(config: ModelConfig, params, prefixes_NL: jax.Array | None,
+                  prefix_index_B: jax.Array | None, batch: int,
                   slots: int) -> tuple[transformer.KVCache, int]:
-  """(cache of `batch` rows with the prefix's L slots filled, L): room for `slots` more slots."""
-  if prefix_L is None or prefix_L.shape[0] == 0:
+  """(cache of `batch` rows with their prefix's L slots filled, L): room for `slots` more."""
+  if prefixes_NL is None or prefixes_NL.shape[1] == 0:
     return transformer.init_cache(config, batch, slots, as_bits=True), 0
-  L = prefix_L.shape[0]
-  cache = transformer.init_cache(config, 1, L + slots, as_bits=True)
-  _, cache = transformer.apply(config, params, prefix_L[None].astype(jnp.int32),
-                               jnp.arange(L, dtype=jnp.int32)[None], cache, return_hidden=True)
-  rows = lambda x, axis: jnp.repeat(x, batch, axis=axis)
-  return cache.replace(k=rows(cache.k, 1), v=rows(cache.v, 1),
-                       positions=rows(cache.positions, 0)), L
+  N, L = prefixes_NL.shape
+  cache = transformer.init_cache(config, N, L + slots, as_bits=True)
+  positions_NL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (N, L))
+  _, cache = transformer.apply(config, params, prefixes_NL.astype(jnp.int32), positions_NL, cache,
+                               return_hidden=True)
+  index_B = (jnp.zeros((batch,), jnp.int32) if prefix_index_B is None
+             else jnp.asarray(prefix_index_B, jnp.int32))
+  return cache.replace(k=cache.k[:, index_B], v=cache.v[:, index_B],
+                       positions=cache.positions[index_B]), L
 
 
 # `sample`, jitted: config, max_response_len, pad_id, int8_logits and int8_weights are static.

@@ -23,29 +23,70 @@ from jaxplay.text import answers
 def text_policy(model: ModelConfig, parse: answers.ParseTable, stop_tokens: tuple[int, ...],
                 max_response_len: int, pad_id: int, temperature: float, top_p: float = 1.0,
                 top_k: int = 0, stop_at_answer: bool = False,
-                prompt_prefix: jax.Array | None = None,
+                prompt_prefix: jax.Array | None = None, prompt_starts: jax.Array | None = None,
                 int8_logits: bool = False, int8_weights: bool = False) -> rollout.Policy:
   """Samples a response and parses its last \\boxed{} answer; `stop_at_answer` ends responses at
   the `}` closing their first \\boxed{ (answers.answer_stop_rule). `prompt_prefix` (int32 [L]) are
-  tokens every prompt starts with (prompts.PromptTable.prefix): the sampler prefills them once per
-  call and the rest of each prompt after them, with the same samples. `int8_logits`,
-  `int8_weights`: see `sampling.sample`."""
+  tokens every prompt starts with, `prompt_starts` (int32 [N, S], each beginning with the prefix)
+  the starts of each seat's prompts (prompts.PromptTable.prefix and .starts): the sampler prefills
+  the prefix or the starts once per call, whichever runs fewer tokens for the call's rows, and the
+  rest of each prompt after them, with the same samples. `int8_logits`, `int8_weights`: see
+  `sampling.sample`."""
   stop_rule = answers.answer_stop_rule(parse) if stop_at_answer else None
-  shared = 0 if prompt_prefix is None else prompt_prefix.shape[0]
 
   def policy(params, prompt_tokens, prompt_lengths, legal_mask, key):
+    batch, width = prompt_tokens.shape
+    starts = shared_starts(prompt_prefix, prompt_starts, batch, width)
+    shared = 0 if starts is None else starts.shape[1]
+    index = None
+    if starts is not None and starts.shape[0] > 1:
+      index = continued_start(prompt_tokens, width - prompt_lengths, starts)
     # The parse decides legality (illegal answers are the game's business); rows without a
     # legal action (games already over) are not decoded beyond one token.
     out = sampling.sample(model, params, prompt_tokens[:, shared:], prompt_lengths - shared, key,
                           temperature, top_p, top_k, jnp.asarray(stop_tokens, jnp.int32),
                           max_response_len=max_response_len, pad_id=pad_id, stop_rule=stop_rule,
-                          prefix_L=prompt_prefix, skip_B=~legal_mask.any(-1),
+                          prefixes_NL=starts, prefix_index_B=index, skip_B=~legal_mask.any(-1),
                           int8_logits=int8_logits, int8_weights=int8_weights)
     actions, answer, answer_length = jax.vmap(answers.read_tokens, in_axes=(None, 0, 0))(
         parse, out.tokens, out.lengths)
     return rollout.Act(actions, out.tokens, out.logprobs, out.lengths, answer, answer_length)
 
   return policy
+
+
+def shared_starts(prefix_L: jax.Array | None, starts_NS: jax.Array | None, rows: int,
+                  width: int) -> jax.Array | None:
+  """The starts a call on `rows` prompts `width` tokens wide runs once: the seats' starts when
+  running them (N x S tokens) and the rows after them (rows x (width - S)) is fewer tokens than
+  the prefix and the rows after it, else the prefix ([1, L]); None without either."""
+  if starts_NS is None or starts_NS.shape[0] == 1:
+    return None if prefix_L is None else prefix_L[None]
+  if prefix_L is None:
+    return starts_NS
+  (count, start), prefix = starts_NS.shape, prefix_L.shape[0]
+  if count * start + rows * (width - start) < prefix + rows * (width - prefix):
+    return starts_NS
+  return prefix_L[None]
+
+
+def continued_start(tokens_BT: jax.Array, first_B: jax.Array, starts_NS: jax.Array,
+                    start_lengths_N: jax.Array | None = None,
+                    allowed_BN: jax.Array | None = None) -> jax.Array:
+  """int32 [B]: which start each row's tokens begin with at column first_B (starts left-aligned
+  in starts_NS, `start_lengths_N` tokens long, default all S), among the `allowed_BN` ones; 0
+  where none does (a game whose observations break `Game.intro`'s contract, which
+  prompts.prompt_table and games/checks.py rule out)."""
+  starts_NS = jnp.asarray(starts_NS)
+  count, width = starts_NS.shape
+  columns = jnp.minimum(first_B[:, None] + jnp.arange(width), tokens_BT.shape[1] - 1)
+  seen_BS = jnp.take_along_axis(tokens_BT, columns, axis=1)
+  lengths = jnp.full((count,), width) if start_lengths_N is None else jnp.asarray(start_lengths_N)
+  in_start_NS = jnp.arange(width) < lengths[:, None]
+  match_BN = jnp.all((seen_BS[:, None] == starts_NS[None]) | ~in_start_NS[None], axis=-1)
+  if allowed_BN is not None:
+    match_BN = match_BN & allowed_BN
+  return jnp.argmax(match_BN, axis=-1).astype(jnp.int32)
 
 
 def answer_log_likelihoods(model: ModelConfig, params, prompt_tokens_BP, prompt_lengths_B,
@@ -140,19 +181,31 @@ def scoring_log_probs_fn(model: ModelConfig, scorings: answers.ScoringTable, pro
   return log_probs_fn
 
 
-def prefix_kv_fn(model: ModelConfig, prefixes: tuple[jax.Array, ...]):
-  """`params -> (k, v)`, each [layers, kinds, S, kv_heads, head_dim]: the keys and values of each
-  game kind's shared prompt start (prompts.PromptTable.prefix), S the longest of them.
+def _start_entries(starts: tuple[jax.Array, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Every game kind's starts ([N_k, L_k] each) stacked: (tokens int32 [E, S], left-aligned, S the
+  longest; lengths [E]; the kind of each [E])."""
+  starts = [np.atleast_2d(np.asarray(s, np.int32)) for s in starts]
+  tokens = np.zeros((sum(s.shape[0] for s in starts), max(s.shape[1] for s in starts)), np.int32)
+  lengths, kinds, row = [], [], 0
+  for kind, part in enumerate(starts):
+    tokens[row:row + part.shape[0], :part.shape[1]] = part
+    lengths += [part.shape[1]] * part.shape[0]
+    kinds += [kind] * part.shape[0]
+    row += part.shape[0]
+  return tokens, np.asarray(lengths, np.int32), np.asarray(kinds, np.int32)
+
+
+def prefix_kv_fn(model: ModelConfig, starts: tuple[jax.Array, ...]):
+  """`params -> (k, v)`, each [layers, E, S, kv_heads, head_dim]: the keys and values of every
+  game kind's shared prompt starts (prompts.PromptTable.starts, [N_k, L_k] each; a 1-D prefix is
+  one start), E of them in kind order, S the longest.
 
   The train step computes them once per update and differentiates through them once
-  (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(prefix_lengths=...)` reads
-  them instead of running every row's prefix again.
+  (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(starts=...)` reads
+  them instead of running every row's start again.
   """
-  lengths = [int(p.shape[0]) for p in prefixes]
-  tokens = np.zeros((len(prefixes), max(lengths)), np.int32)
-  for i, prefix in enumerate(prefixes):
-    tokens[i, :lengths[i]] = np.asarray(prefix)
-  positions = _prefix_positions(np.asarray(lengths), tokens.shape[1])
+  tokens, lengths, _ = _start_entries(starts)
+  positions = _prefix_positions(lengths, tokens.shape[1])
 
   def prefix_kv(params):
     cache = transformer.init_cache(model, *tokens.shape)
@@ -171,7 +224,7 @@ def _prefix_positions(lengths_B, slots: int) -> jax.Array:
 
 def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0,
                           prompt_widths: tuple[int, ...] = (),
-                          prefix_lengths: tuple[int, ...] = ()):
+                          starts: tuple[jax.Array, ...] = ()):
   """train_step log_probs_fn for free text: log-probs and entropies of the response tokens only.
 
   Rows hold tokens [b, P + R] (prompt first, left-padded). Logits are computed only where a
@@ -179,27 +232,28 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
   elsewhere), which spares the full-vocabulary projection of every prompt position.
   `prompt_widths[kind]` (each <= P) is the widest prompt of each game kind (rows.kind): the
   forward pass then skips the padding columns left of the widest prompt among the rows.
-  With `prefix_lengths[kind]` (the kinds' shared prompt starts, `prefix_kv_fn`), the function
-  takes a third argument, the prefixes' (k, v), and runs only each row's tokens after its prefix;
-  the log-probs are those of the whole row.
+  With `starts[kind]` (each kind's shared prompt starts, [N_k, L_k], `prefix_kv_fn`), the function
+  takes a third argument, the starts' (k, v), and runs only each row's tokens after the start it
+  begins with; the log-probs are those of the whole row.
   """
-  if prefix_lengths and len(prefix_lengths) != len(prompt_widths):
-    raise ValueError("prefix_lengths needs one prompt width per game kind.")
-  shared = np.asarray(prefix_lengths or [0] * max(len(prompt_widths), 1), np.int32)
+  if starts and len(starts) != len(prompt_widths):
+    raise ValueError("starts needs one prompt width per game kind.")
+  shared = np.asarray([np.atleast_2d(s).shape[1] for s in starts]
+                      or [0] * max(len(prompt_widths), 1), np.int32)
   own_widths = [w - int(shared[k]) for k, w in enumerate(prompt_widths)]
-  widths = sorted({min(w, prompt_len) for w in own_widths}
-                  | (set() if prefix_lengths else {prompt_len}))
+  widths = sorted({min(w, prompt_len) for w in own_widths} | (set() if starts else {prompt_len}))
   rank_of_kind = jnp.asarray([widths.index(min(w, prompt_len)) for w in own_widths] or [0],
                              jnp.int32)
+  entry_tokens, entry_lengths, entry_kinds = _start_entries(starts) if starts else (None,) * 3
 
-  def at_width(width, params, tokens, positions, kind, prefix_kv):
+  def at_width(width, params, tokens, positions, kind, entry, prefix_kv):
     start = prompt_len - width
     tokens, positions = tokens[:, start:], positions[:, start:]
     cache = None
-    if prefix_kv is not None:  # The prefix's slots come from prefix_kv, the rest is run here.
+    if prefix_kv is not None:  # The start's slots come from prefix_kv, the rest is run here.
       shared_b = jnp.asarray(shared)[kind]
       positions = jnp.where(positions >= shared_b[:, None], positions, -1)
-      room = lambda x: jnp.pad(x[:, kind], ((0, 0), (0, 0), (0, tokens.shape[1]), (0, 0), (0, 0)))
+      room = lambda x: jnp.pad(x[:, entry], ((0, 0), (0, 0), (0, tokens.shape[1]), (0, 0), (0, 0)))
       slots = prefix_kv[0].shape[2]
       cache = transformer.KVCache(
           k=room(prefix_kv[0]), v=room(prefix_kv[1]),
@@ -212,9 +266,13 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
     return pad(log_probs), pad(entropy)
 
   def log_probs_fn(params, rows, prefix_kv=None):
-    if prefix_lengths and prefix_kv is None:
-      raise ValueError("this log_probs_fn reads the prefixes' keys and values: pass prefix_kv.")
-    args = (params, rows.tokens, rows.positions, rows.kind, prefix_kv)
+    if starts and prefix_kv is None:
+      raise ValueError("this log_probs_fn reads the starts' keys and values: pass prefix_kv.")
+    entry = None
+    if starts:
+      entry = continued_start(rows.tokens, jnp.argmax(rows.positions >= 0, axis=1), entry_tokens,
+                              entry_lengths, jnp.asarray(entry_kinds)[None] == rows.kind[:, None])
+    args = (params, rows.tokens, rows.positions, rows.kind, entry, prefix_kv)
     branches = [functools.partial(at_width, w) for w in widths]
     if len(branches) == 1:
       return branches[0](*args)

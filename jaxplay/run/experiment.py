@@ -329,7 +329,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
     parse = answers.parse_table(game.actions, byte_table, getattr(game, "max_answer_bytes", 0))
     make = lambda t, p=1.0, **int8: policies.text_policy(
         model, parse, exp.chat.stop_ids, exp.max_response_len, pad_id, t, p,
-        config.rollout.top_k, config.rollout.stop_at_answer, table.prefix, **int8)
+        config.rollout.top_k, config.rollout.stop_at_answer, table.prefix, table.starts, **int8)
     eval_policy = make(config.eval.temperature, config.eval.top_p)
   train_policy = (make(config.rollout.temperature) if scoring is not None
                   else make(config.rollout.temperature, config.rollout.top_p,
@@ -554,15 +554,18 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   optimizer = build_optimizer(config)
   forward = lambda params, tokens, positions: transformer.apply(exp.model, params, tokens,
                                                                 positions)[0]
-  # Every kind's prompts start with its prefix (chat prefix, worked examples, header): the update
-  # runs each prefix once and each row only after it.
-  prefixes = tuple(kit.prompts.prefix for kit in exp.kits)
-  shared_fn = (policies.prefix_kv_fn(exp.model, prefixes)
-               if any(p.shape[0] for p in prefixes) else None)
+  # Every kind's prompts start with its prefix (chat prefix, worked examples, header) and each
+  # seat's with its intro too: the update runs each kind's prefix or seats' starts (whichever
+  # runs fewer tokens for its expected rows in an update) once, and each row only after it.
+  rows = max(batch_size // (config.rl.num_minibatches * len(exp.kits)), 1)
+  starts = tuple(policies.shared_starts(kit.prompts.prefix, kit.prompts.starts, rows,
+                                        kit.prompts.max_prompt_len) for kit in exp.kits)
+  shared_fn = (policies.prefix_kv_fn(exp.model, starts)
+               if any(s.shape[1] for s in starts) else None)
   log_probs_fn = policies.response_log_probs_fn(
       exp.model, config.rollout.max_prompt_len, max(config.rollout.temperature, 1e-6),
       tuple(kit.prompts.max_prompt_len for kit in exp.kits),
-      prefix_lengths=tuple(int(p.shape[0]) for p in prefixes) if shared_fn else ())
+      starts=starts if shared_fn else ())
   if exp.scoring:
     scorings = jax.tree.map(lambda *t: jnp.stack(t), *[kit.scoring for kit in exp.kits])
     log_probs_fn = policies.scoring_log_probs_fn(exp.model, scorings,

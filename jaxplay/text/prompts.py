@@ -5,6 +5,10 @@ instruction + chat suffix` (SPIRAL's template inside the model's chat format; a 
 the header, zero-sum or general-sum, the instruction line, the worked examples and a rules
 paragraph shown once, none by default). The fixed parts and every game phrase are tokenised once,
 each alone; `render_tokens` gathers and packs them into `max_prompt_len` tokens.
+
+Every prompt of a seat starts alike: the fixed part before the observation, then the game's intro
+for that seat (`Game.intro`: rules, roles). `PromptTable.starts` holds these starts, which the
+sampler and the train step run once per call, and each row only after them.
 """
 
 from __future__ import annotations
@@ -134,6 +138,9 @@ class PromptTable:
   phrase_tokens: jax.Array  # int32 [num_phrases, max_phrase_len]
   phrase_lengths: jax.Array  # int32 [num_phrases]
   prefix: jax.Array  # int32 [prefix_len]: chat prefix + rules + examples + header
+  # int32 [N, start_len]: the prompt starts rows share, the prefix then each seat's intro (N =
+  # players) when every seat has one and all are one length in tokens, else the prefix (N = 1).
+  starts: jax.Array
   suffix: jax.Array  # int32 [suffix_len]: "\n" + instruction + chat suffix
   max_prompt_len: int = struct.field(pytree_node=False)
   pad_id: int = struct.field(pytree_node=False)
@@ -157,7 +164,8 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
   phrase_tokens, phrase_lengths = answers.padded([encode(p) for p in game.phrases])
   before, after = prompt_text(chat, "\x00", style).split("\x00")
   prefix, suffix = encode(before), encode(after)
-  bound = len(prefix) + len(suffix) + _observation_bound(game, phrase_lengths, bound_games)
+  slot_lengths, firsts = _slots_seen(game, jnp.asarray(phrase_lengths), bound_games)
+  bound = len(prefix) + len(suffix) + int(slot_lengths.sum())
   if max_prompt_len is None:
     max_prompt_len = bound
   if bound > max_prompt_len:
@@ -168,23 +176,47 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
   if fit:
     max_prompt_len = min(max_prompt_len, -(-bound // 8) * 8)
   return PromptTable(jnp.asarray(phrase_tokens), jnp.asarray(phrase_lengths),
-                     jnp.asarray(prefix, jnp.int32), jnp.asarray(suffix, jnp.int32),
+                     jnp.asarray(prefix, jnp.int32),
+                     jnp.asarray(_starts(game, prefix, phrase_tokens, phrase_lengths, firsts)),
+                     jnp.asarray(suffix, jnp.int32),
                      max_prompt_len=max_prompt_len, pad_id=tokenizers.pad_id(tokenizer, chat),
                      left_pad=left_pad)
 
 
-def _observation_bound(game: api.Game, phrase_lengths: np.ndarray, num_games: int) -> int:
-  """Sum over observation slots of the longest phrase (in tokens) seen in that slot."""
+def _slots_seen(game: api.Game, phrase_lengths: jax.Array, num_games: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Over random playouts of `num_games` games (every turn, both players): (int [slots], the
+  longest phrase in tokens seen in each observation slot; int [players, states], the first
+  slot's phrase ids)."""
   states = opponents.random_playouts(game, jax.random.key(0), num_games)
-  return int(_slot_max_lengths(game, states, jnp.asarray(phrase_lengths)).sum())
+  longest, firsts = _slot_lengths_and_firsts(game, states, phrase_lengths)
+  return np.asarray(longest), np.asarray(firsts)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _slot_max_lengths(game: api.Game, states: api.State, phrase_lengths: jax.Array) -> jax.Array:
-  """int32 [slots]: longest phrase in each slot over all states ([turns, batch]) and players."""
+def _slot_lengths_and_firsts(game: api.Game, states: api.State, phrase_lengths: jax.Array):
   render = jax.vmap(jax.vmap(game.render, in_axes=(0, None)), in_axes=(0, None))
-  ids = jnp.stack([render(states, p) for p in range(game.num_players)])
-  return phrase_lengths[ids].reshape(-1, ids.shape[-1]).max(0)
+  ids = jnp.stack([render(states, p) for p in range(game.num_players)])  # [players, T, B, slots]
+  longest = phrase_lengths[ids].reshape(-1, ids.shape[-1]).max(0)
+  return longest, ids[..., 0].reshape(game.num_players, -1)
+
+
+def _starts(game: api.Game, prefix: list[int], phrase_tokens: np.ndarray,
+            phrase_lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+  """PromptTable.starts. Raises ValueError when a seat's observations seen (`firsts`: their first
+  phrase ids, int [players, states]) do not all start with the game's intro for it."""
+  intros = [game.intro(p) for p in range(game.num_players)]
+  if not all(intros):
+    return np.asarray([prefix], np.int32)
+  ids = [game.phrases.index(intro) for intro in intros]
+  for player, first in enumerate(ids):
+    if (firsts[player] != first).any():
+      raise ValueError(f"{game.name}: an observation of player {player} does not start with "
+                       f"intro({player}) (Game.intro: render's first slot in every state).")
+  if len({int(phrase_lengths[i]) for i in ids}) > 1:
+    return np.asarray([prefix], np.int32)
+  return np.asarray([prefix + list(phrase_tokens[i, :phrase_lengths[i]]) for i in ids], np.int32)
+
 
 
 def render_tokens(table: PromptTable, phrase_ids: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -124,7 +124,7 @@ def test_usable_inside_scan(model):
 
 
 def test_shared_prefix_gives_the_samples_of_the_whole_prompt(model):
-  """Rows that share their first tokens sample the same with them prefilled once (prefix_L)."""
+  """Rows that share their first tokens sample the same with them prefilled once (prefixes_NL)."""
   _, config, params, tokens, mask = model
   prefix = np.asarray(tokens[0, :3])  # Row 0's first 3 tokens start every row below.
   lengths = np.asarray(mask.sum(1))
@@ -137,10 +137,32 @@ def test_shared_prefix_gives_the_samples_of_the_whole_prompt(model):
   run = lambda *args, **kw: sampling.generate(config, params, *args, jax.random.key(6), 1.0,
                                               0.9, 0, jnp.asarray([-1]), max_response_len=R, **kw)
   expected = run(jnp.asarray(whole), jnp.asarray(lengths + 3))
-  shared = run(jnp.asarray(rest), jnp.asarray(lengths), prefix_L=jnp.asarray(prefix))
+  shared = run(jnp.asarray(rest), jnp.asarray(lengths), prefixes_NL=jnp.asarray(prefix)[None])
   np.testing.assert_array_equal(shared.tokens, expected.tokens)
   np.testing.assert_array_equal(shared.lengths, expected.lengths)
   np.testing.assert_allclose(shared.logprobs, expected.logprobs, atol=1e-5)
+
+
+def test_rows_continuing_different_prefixes_give_the_samples_of_their_whole_prompts(model):
+  """Two prefixes prefilled once each (prefixes_NL), rows 0 and 2 continuing the second, row 1
+  the first: the samples of prompts that hold each row's own prefix."""
+  _, config, params, tokens, mask = model
+  prefixes = np.asarray([[5, 9, 2, 7], [3, 3, 8, 1]], tokens.dtype)
+  index = np.asarray([1, 0, 1])
+  lengths = np.asarray(mask.sum(1))
+  whole = np.zeros((3, tokens.shape[1] + 4), tokens.dtype)
+  for row, length in enumerate(lengths):
+    whole[row, -length - 4:] = np.concatenate([prefixes[index[row]], tokens[row, -length:]])
+  run = lambda *args, **kw: sampling.generate(config, params, *args, jax.random.key(6), 1.0,
+                                              1.0, 0, jnp.asarray([-1]), max_response_len=R, **kw)
+  expected = run(jnp.asarray(whole), jnp.asarray(lengths + 4))
+  shared = run(jnp.asarray(tokens), jnp.asarray(lengths), prefixes_NL=jnp.asarray(prefixes),
+               prefix_index_B=jnp.asarray(index))
+  np.testing.assert_array_equal(shared.tokens, expected.tokens)
+  np.testing.assert_allclose(shared.logprobs, expected.logprobs, atol=1e-5)
+  swapped = run(jnp.asarray(tokens), jnp.asarray(lengths), prefixes_NL=jnp.asarray(prefixes),
+                prefix_index_B=jnp.asarray(1 - index))
+  assert not np.allclose(swapped.logprobs, expected.logprobs, atol=1e-3)
 
 
 def test_skipped_rows_end_after_one_token(model):

@@ -232,15 +232,55 @@ def test_response_log_probs_skip_the_padding_of_narrow_game_kinds():
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [2, 6])
+def test_text_policy_sharing_the_seats_starts_samples_as_the_whole_prompts(batch):
+  """Prompts that begin with a prefix and then one of two seats' intros: the policy given the
+  prefix and the starts samples what it samples from the whole prompts, both when the call is
+  large enough to prefill each seat's start once (6 rows) and when it prefills the prefix (2)."""
+  rng = np.random.default_rng(5)
+  prefix = list(rng.integers(1, 64, 3))
+  starts = np.asarray([prefix + [7, 8], prefix + [9, 10]], np.int32)
+  width = 11
+  tokens = np.zeros((batch, width), np.int32)
+  lengths = rng.integers(6, width + 1, batch)
+  for row, length in enumerate(lengths):
+    tokens[row, width - length:] = list(starts[row % 2]) + list(rng.integers(1, 64, length - 5))
+  byte_table = (np.stack([np.arange(32, 96), np.full(64, 32)], 1).astype(np.uint8),
+                np.full(64, 2, np.int32))
+  make = lambda **shared: jax.jit(policies.text_policy(
+      MODEL, answers.parse_table(("a", "b"), byte_table), (-1,), 4, 0, 1.0, **shared))
+  args = (SOFT_PARAMS, jnp.asarray(tokens), jnp.asarray(lengths), jnp.ones((batch, 2), bool),
+          jax.random.key(8))
+  expected = make()(*args)
+  got = make(prompt_prefix=jnp.asarray(prefix), prompt_starts=jnp.asarray(starts))(*args)
+  np.testing.assert_array_equal(got.response_tokens, expected.response_tokens)
+  np.testing.assert_allclose(got.response_logprobs, expected.response_logprobs, atol=1e-5)
+  chosen = policies.shared_starts(jnp.asarray(prefix), jnp.asarray(starts), batch, width)
+  assert chosen.shape == ((2, 5) if batch == 6 else (1, 3))
+
+
+def test_continued_start_finds_each_rows_start_among_its_kinds():
+  starts = jnp.asarray([[4, 5, 6], [4, 5, 7], [4, 5, 0]])  # The third is 2 tokens long.
+  tokens = jnp.asarray([[0, 4, 5, 7, 1], [4, 5, 6, 2, 2], [0, 0, 4, 5, 9]])
+  first = jnp.asarray([1, 0, 2])
+  lengths = jnp.asarray([3, 3, 2])
+  np.testing.assert_array_equal(policies.continued_start(tokens, first, starts, lengths), [1, 0, 2])
+  allowed = jnp.asarray([[True, True, False], [False, True, True], [True, True, True]])
+  np.testing.assert_array_equal(
+      policies.continued_start(tokens, first, starts, lengths, allowed), [1, 2, 2])
+
+
 def _prefixed_rows(prompt_len=8, response_len=3):
-  """Rows of two game kinds whose prompts start with their kind's prefix (3 and 2 tokens),
-  left-padded to prompt_len, then a response: (prefixes, prompt widths, rows)."""
+  """Rows of two game kinds whose prompts begin with one of their kind's starts (kind 0: two
+  seats' starts of 3 tokens, the first 2 alike; kind 1: one of 2 tokens), left-padded to
+  prompt_len, then a response: (starts, prompt widths, rows)."""
   rng = np.random.default_rng(3)
-  prefixes = (rng.integers(1, 64, 3), rng.integers(1, 64, 2))
+  common = list(rng.integers(1, 64, 2))
+  prefixes = (np.asarray([common + [5], common + [6]]), rng.integers(1, 64, (1, 2)))
   widths = (8, 6)
   rows, positions, kinds = [], [], []
-  for kind, own in ((0, 3), (1, 4), (0, 5), (1, 1)):
-    prompt = list(prefixes[kind]) + list(rng.integers(1, 64, own))
+  for kind, seat, own in ((0, 1, 3), (1, 0, 4), (0, 0, 5), (1, 0, 1)):
+    prompt = list(prefixes[kind][seat]) + list(rng.integers(1, 64, own))
     pad = prompt_len - len(prompt)
     rows.append([0] * pad + prompt + list(rng.integers(1, 64, response_len)))
     positions.append(np.arange(prompt_len + response_len) - pad)
@@ -250,14 +290,15 @@ def _prefixed_rows(prompt_len=8, response_len=3):
   return tuple(jnp.asarray(p, jnp.int32) for p in prefixes), widths, rows
 
 
-def test_response_log_probs_from_the_prefixes_keys_and_values_equal_the_whole_rows():
-  """Running each kind's prefix once and each row after it gives the whole rows' log-probs, for
-  rows of both kinds together and of the narrower kind alone."""
+def test_response_log_probs_from_the_starts_keys_and_values_equal_the_whole_rows():
+  """Running each start once and each row after the start it begins with gives the whole rows'
+  log-probs, for rows of both kinds (and both seats' starts) together and of the narrower kind
+  alone."""
   prompt_len = 8
   prefixes, widths, rows = _prefixed_rows(prompt_len)
   whole_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7)
   shared_fn = policies.response_log_probs_fn(MODEL, prompt_len, 0.7, widths,
-                                             prefix_lengths=(3, 2))
+                                             starts=prefixes)
   prefix_kv = policies.prefix_kv_fn(MODEL, prefixes)(PARAMS)
   for subset in ([0, 1, 2, 3], [1, 3]):
     some = jax.tree.map(lambda x: x[jnp.asarray(subset)], rows)
@@ -295,7 +336,7 @@ def test_a_train_step_through_the_shared_prefix_makes_the_same_update():
                              policies.response_log_probs_fn(MODEL, prompt_len, 0.7))
   shared = ts.make_train_step(
       config, None, optimizer,
-      policies.response_log_probs_fn(MODEL, prompt_len, 0.7, widths, prefix_lengths=(3, 2)),
+      policies.response_log_probs_fn(MODEL, prompt_len, 0.7, widths, starts=prefixes),
       shared_fn=policies.prefix_kv_fn(MODEL, prefixes))
   results = [step(ts.init_state(jax.tree.map(jnp.copy, SOFT_PARAMS), optimizer, 2, 1, seed=0),
                   batch) for step in (whole, shared)]

@@ -9,8 +9,9 @@ import pytest
 
 import games
 from configs import kuhn_nash
-from games import exploitability
+from games import exploitability, opponents
 from jaxplay.evaluation import matches, ratings
+from jaxplay.rl import policies
 from jaxplay.run import checkpoints, configuration, evaluator, experiment, store
 from jaxplay.text import answers, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -121,6 +122,31 @@ def test_shared_rules_move_the_paragraph_from_every_observation_to_the_prompt_st
   start = tokenizers.decode(exp.tokenizer, np.asarray(kit.prompts.prefix))
   assert start.count(full.rules_text) == 1
   assert start.index(full.rules_text) < start.index(prompts.PROMPT_PREFIX)
+
+
+def test_kuhn_poker_policies_share_each_seats_start_and_sample_as_from_the_common_prefix(
+    text_run, monkeypatch):
+  """Kuhn Poker's seats' prompts share their start up to the end of "You are Player N" and the
+  rules (`Game.intro`): its policies, run on prompts of both seats, prefill each seat's start once
+  and sample what a kit sharing only the common prefix samples."""
+  exp, params = text_run
+  [kit] = [k for k in exp.kits if k.game.name == "kuhn_poker"]
+  byte_table = tokenizers.byte_table(exp.tokenizer, exp.model.vocab_size)
+  monkeypatch.setattr(prompts, "_starts", lambda game, prefix, *_: np.asarray([prefix]))
+  prefix_only = experiment.game_kit(exp, kit.game, byte_table, None)
+  states = opponents.random_playouts(kit.game, jax.random.key(4), 8)
+  states = jax.tree.map(lambda x: x[:2].reshape((16,) + x.shape[2:]), states)  # Turns 1 and 2.
+  assert set(np.asarray(states.current_player[~states.terminated]).tolist()) == {0, 1}
+  tokens, lengths = jax.vmap(experiment.render_fn(kit))(jax.vmap(kit.game.render)(states))
+  width = tokens.shape[1]
+  assert kit.prompts.starts.shape[0] == 2 and prefix_only.prompts.starts.shape[0] == 1
+  assert policies.shared_starts(kit.prompts.prefix, kit.prompts.starts, 16, width).shape[0] == 2
+  for policy, reference in ((kit.train_policy, prefix_only.train_policy),
+                            (kit.eval_policy, prefix_only.eval_policy)):
+    args = (params, tokens, lengths, states.legal_action_mask, jax.random.key(5))
+    got, expected = jax.jit(policy)(*args), jax.jit(reference)(*args)
+    np.testing.assert_array_equal(got.response_tokens, expected.response_tokens)
+    np.testing.assert_allclose(got.response_logprobs, expected.response_logprobs, atol=1e-5)
 
 
 def test_rollout_and_eval_sampling_settings_reach_their_policies(text_run, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import games
-from games import opponents
+from games import opponents, team_zero_one
 from jaxplay.rl import rollout
 from jaxplay.text import answers, prompts
 from jaxplay.text import tokenizer as tokenizers
@@ -78,6 +78,37 @@ def test_render_decodes_to_reference_prompt(setup, name, options):
     assert (lengths <= table.max_prompt_len).all()
     padding = np.arange(table.max_prompt_len) < table.max_prompt_len - lengths[:, None]
     assert (tokens[padding] == table.pad_id).all()
+    # Every prompt of the player begins with its seat's start (the prefix alone: one start).
+    start = np.asarray(table.starts[player % table.starts.shape[0]])
+    columns = (table.max_prompt_len - lengths)[:, None] + np.arange(start.size)
+    assert (np.take_along_axis(tokens, columns, axis=1) == start).all()
+  assert table.starts.shape[0] in (1, game.num_players)
+  np.testing.assert_array_equal(table.starts[:, :table.prefix.shape[0]],
+                                np.broadcast_to(table.prefix, (table.starts.shape[0],
+                                                               table.prefix.shape[0])))
+
+
+@pytest.mark.parametrize("name", SPIRAL_GAMES)
+def test_each_seats_start_is_the_prefix_then_its_intro(name):
+  game, tokenizer, chat, table = _setup("gemma", name)
+  assert table.starts.shape[0] == 2
+  for player in (0, 1):
+    text = tokenizers.decode(tokenizer, np.asarray(table.starts[player]),
+                             skip_special_tokens=False)
+    assert text == prompts.prompt_text(chat, "\x00").split("\x00")[0] + game.intro(player)
+
+
+def test_a_game_whose_observations_do_not_start_with_its_intro_is_refused():
+  @dataclasses.dataclass(frozen=True)
+  class WrongIntro(team_zero_one.TeamZeroOne):
+    def intro(self, player):  # Its render starts with the team line, not the agent line.
+      return self.phrases[3 + player]
+
+  tokenizer = fixtures_text.bpe_tokenizer()
+  with pytest.raises(ValueError, match=r"team_zero_one: an observation of player 0 does not "
+                                       r"start with intro\(0\)"):
+    prompts.prompt_table(WrongIntro(), tokenizer, tokenizers.chat_format(tokenizer, "chatml"),
+                         bound_games=64)
 
 
 def test_right_padding_and_completion_format():
