@@ -208,9 +208,14 @@ def run_sampler(mesh=None, int8=False) -> dict[str, np.ndarray]:
   _, params, axes = transformer_lm()
   prefix = "int8_samples" if int8 else "samples"
 
+  # Two prompt starts prefilled once each, the rows continuing them in turn (each seat's start).
+  starts = np.random.default_rng(1).integers(1, 200, size=(2, 3)).astype(np.int32)
+
   def sample(params, prompts, lengths, key, temperature):
     return sampling.sample(cfg, params, prompts, lengths, key, temperature, 1.0, 0, STOP_TOKENS,
-                           max_response_len=RESPONSE_LEN, int8_logits=int8, int8_weights=int8)
+                           max_response_len=RESPONSE_LEN, prefixes_NL=jnp.asarray(starts),
+                           prefix_index_B=jnp.arange(prompts.shape[0]) % 2, int8_logits=int8,
+                           int8_weights=int8)
   args = sampler_inputs()
   if mesh is None:
     return flatten(prefix, jax.jit(sample)(params, *args))

@@ -557,7 +557,7 @@ def build_train_step(exp: Experiment, layout: sharding.Layout | None = None):
   # Every kind's prompts start with its prefix (chat prefix, worked examples, header) and each
   # seat's with its intro too: the update runs each kind's prefix or seats' starts (whichever
   # runs fewer tokens for its expected rows in an update) once, and each row only after it.
-  rows = max(batch_size // (config.rl.num_minibatches * len(exp.kits)), 1)
+  rows = max(batch_size // (config.rl.num_minibatches * max(len(exp.kits), 1)), 1)
   starts = tuple(policies.shared_starts(kit.prompts.prefix, kit.prompts.starts, rows,
                                         kit.prompts.max_prompt_len) for kit in exp.kits)
   shared_fn = (policies.prefix_kv_fn(exp.model, starts)
