@@ -202,16 +202,24 @@ def prefix_kv_fn(model: ModelConfig, starts: tuple[jax.Array, ...]):
 
   The train step computes them once per update and differentiates through them once
   (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(starts=...)` reads
-  them instead of running every row's start again.
+  them instead of running every row's start again. Each kind's starts run at their own length
+  (the slots after it are zeros, which the rows' positions mask).
   """
-  tokens, lengths, _ = _start_entries(starts)
-  positions = _prefix_positions(lengths, tokens.shape[1])
+  kinds = [np.atleast_2d(np.asarray(s, np.int32)) for s in starts]
+  slots = max(k.shape[1] for k in kinds)
+
+  def kind_kv(params, tokens):
+    count, length = tokens.shape
+    cache = transformer.init_cache(model, count, slots)
+    if length:
+      _, cache = transformer.apply(model, params, jnp.asarray(tokens),
+                                   jnp.broadcast_to(jnp.arange(length), tokens.shape), cache,
+                                   return_hidden=True)
+    return cache.k, cache.v
 
   def prefix_kv(params):
-    cache = transformer.init_cache(model, *tokens.shape)
-    _, cache = transformer.apply(model, params, jnp.asarray(tokens), positions, cache,
-                                 return_hidden=True)
-    return cache.k, cache.v
+    k, v = zip(*(kind_kv(params, tokens) for tokens in kinds))
+    return jnp.concatenate(k, axis=1), jnp.concatenate(v, axis=1)
 
   return prefix_kv
 
