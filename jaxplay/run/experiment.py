@@ -318,7 +318,7 @@ def game_kit(exp: Experiment, game: games.Game, byte_table: tuple[np.ndarray, np
   try:
     table = prompts.prompt_table(game, exp.tokenizer, exp.chat,
                                  config.rollout.max_prompt_len or None, fit=True, style=style)
-  except ValueError as error:
+  except prompts.PromptTooLong as error:
     raise configuration.ConfigError(
         f"config.rollout.max_prompt_len={config.rollout.max_prompt_len}: {error} ({game.name} is "
         f"in config.{listed_in}.)") from None

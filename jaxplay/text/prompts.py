@@ -45,6 +45,10 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 PROMPT_SUFFIX = "\n" + INSTRUCTION
 
 
+class PromptTooLong(ValueError):
+  """A game's prompts take more tokens than the max_prompt_len asked for."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptStyle:
   """What surrounds the observation: the header before it, the line after it, and worked examples
@@ -156,9 +160,9 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
   The longest prompt is bounded by the fixed parts plus, for each observation slot, the longest
   phrase seen in that slot over random playouts of `bound_games` games (every turn, both players);
   taking each slot's maximum independently makes the bound cover far more than the states seen.
-  `max_prompt_len=None` takes that bound; a smaller one is a ValueError. `fit=True` renders at
-  the bound rounded up to 8 tokens instead of `max_prompt_len` (a short game's prompts then cost
-  less in every forward pass; `pad_prompts` widens them to a common width).
+  `max_prompt_len=None` takes that bound; a smaller one is a PromptTooLong error. `fit=True`
+  renders at the bound rounded up to 8 tokens instead of `max_prompt_len` (a short game's prompts
+  then cost less in every forward pass; `pad_prompts` widens them to a common width).
   """
   encode = lambda text: tokenizers.encode(tokenizer, text)
   phrase_tokens, phrase_lengths = answers.padded([encode(p) for p in game.phrases])
@@ -169,7 +173,7 @@ def prompt_table(game: api.Game, tokenizer: tokenizers.Tokenizer,
   if max_prompt_len is None:
     max_prompt_len = bound
   if bound > max_prompt_len:
-    raise ValueError(
+    raise PromptTooLong(
         f"{game.name} prompts take up to {bound} tokens with model "
         f"{tokenizers.model_name(tokenizer)!r} and chat format {chat.name!r}, more than "
         f"max_prompt_len={max_prompt_len}; set max_prompt_len to at least {bound}.")
