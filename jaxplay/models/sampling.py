@@ -2,9 +2,9 @@
 
 `sample` is a pure function of arrays with static shapes (the model config and max_response_len are
 its only static arguments), so it can be jitted alone (`generate`) or called inside a `lax.scan`.
-Prompts come left-padded to a common width P; the cache holds P + max_response_len slots (plus a
-shared prefixes', see `sample`) and is a loop carry updated in place. Temperature, top-p and top-k
-are per-row arrays, so changing them does not recompile.
+Prompts come left-padded to a common width P; the cache holds P + max_response_len slots a row
+(shared prompt starts are held once, see `sample`) and is a loop carry updated in place.
+Temperature, top-p and top-k are per-row arrays, so changing them does not recompile.
 
 Returned log-probs are those of the policy distribution softmax(logits / temperature) over the
 full vocabulary (top-k/top-p only restrict which tokens can be drawn), which is what PPO's
@@ -155,10 +155,12 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 
   filtered, filtered_masses = jax.lax.cond(needs_truncation, truncated, lambda *x: x, scaled,
                                            masses)
-  best = jnp.argmax(logits_BV, axis=-1)
+  # Each pass over [B, V] counts (an argmax over 32 rows of Gemma's vocabulary: ~18 ms a step).
+  best = jax.lax.cond(jnp.any(greedy), lambda: jnp.argmax(logits_BV, axis=-1).astype(jnp.int32),
+                      lambda: jnp.zeros(greedy.shape, jnp.int32))
   drawn = jax.lax.cond(jnp.all(greedy), lambda: best,
-                       lambda: _draw(key, filtered, filtered_masses))
-  tokens = jnp.where(greedy, best, drawn).astype(jnp.int32)
+                       lambda: _draw(key, filtered, filtered_masses).astype(jnp.int32))
+  tokens = jnp.where(greedy, best, drawn)
   chosen = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0]
   return tokens, chosen - log_total
 
@@ -174,8 +176,9 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   first stop token, which is kept; pass e.g. [-1] for none); `stop_rule` ends rows too.
   `prefixes_NL` (int32 [N, L]) are prompt starts shared by many rows, left out of `prompt_BP`:
   row b continues prefix `prefix_index_B[b]` (default 0). They are prefilled once (batch N) and
-  their cache slots copied to their rows, which gives the same samples as prompts that hold them,
-  at a fraction of the prefill (few-shot examples, long instructions, each seat's rules).
+  their keys and values held once (`transformer.SharedKV`), not copied to every row, which gives
+  the same samples as prompts that hold them at a fraction of the prefill and of each decode
+  step's attention (few-shot examples, long instructions, each seat's rules).
   `skip_B` (bool [B]) marks rows nobody needs an answer for (e.g. games already over): they end
   after their first token, so they never keep the decoding loop going.
   `int8_logits` computes every token's logits with `transformer.int8_logits` (the unembedding
@@ -203,11 +206,12 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
   else:
     logits_of = lambda h_BD: transformer.unembed(config, params, h_BD[:, None])[:, 0]
-  cache, offset = _prefix_cache(config, params, prefixes_NL, prefix_index_B, B, P + R)
+  shared, offset = _shared_starts(config, params, prefixes_NL, prefix_index_B, B)
+  cache = transformer.init_cache(config, B, P + R, as_bits=True)
   columns_BP = jnp.arange(P)[None, :] - (P - prompt_lengths_B)[:, None]
   positions_BP = jnp.where(columns_BP >= 0, offset + columns_BP, -1)  # -1 on padding
   hidden, cache = transformer.apply(config, params, prompt_BP, positions_BP, cache,
-                                    return_hidden=True)
+                                    return_hidden=True, shared=shared)
   logits = logits_of(hidden[:, -1])
   choose = lambda logits, step: choose_tokens(logits, jax.random.fold_in(key, step),
                                               temperature, top_p, top_k)
@@ -235,7 +239,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     previous = jax.lax.dynamic_index_in_dim(tokens, step - 1, axis=1)  # [B, 1]
     positions = (offset + prompt_lengths_B + step - 1)[:, None]
     hidden, cache = transformer.apply(config, params, previous, positions, cache,
-                                      return_hidden=True)
+                                      return_hidden=True, shared=shared)
     new, new_logprob = choose(logits_of(hidden[:, 0]), step)
     active = ~done
     tokens = tokens.at[:, step].set(jnp.where(active, new, pad_id))
@@ -248,21 +252,20 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   return Generation(tokens=tokens, logprobs=logprobs, lengths=lengths)
 
 
-def _prefix_cache(config: ModelConfig, params, prefixes_NL: jax.Array | None,
-                  prefix_index_B: jax.Array | None, batch: int,
-                  slots: int) -> tuple[transformer.KVCache, int]:
-  """(cache of `batch` rows with their prefix's L slots filled, L): room for `slots` more."""
+def _shared_starts(config: ModelConfig, params, prefixes_NL: jax.Array | None,
+                   prefix_index_B: jax.Array | None, batch: int
+                   ) -> tuple[transformer.SharedKV | None, int]:
+  """(the prefixes' keys and values for `batch` rows, their length L), or (None, 0)."""
   if prefixes_NL is None or prefixes_NL.shape[1] == 0:
-    return transformer.init_cache(config, batch, slots, as_bits=True), 0
+    return None, 0
   N, L = prefixes_NL.shape
-  cache = transformer.init_cache(config, N, L + slots, as_bits=True)
+  cache = transformer.init_cache(config, N, L, as_bits=True)
   positions_NL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (N, L))
   _, cache = transformer.apply(config, params, prefixes_NL.astype(jnp.int32), positions_NL, cache,
                                return_hidden=True)
-  index_B = (jnp.zeros((batch,), jnp.int32) if prefix_index_B is None
+  start_B = (jnp.zeros((batch,), jnp.int32) if prefix_index_B is None
              else jnp.asarray(prefix_index_B, jnp.int32))
-  return cache.replace(k=cache.k[:, index_B], v=cache.v[:, index_B],
-                       positions=cache.positions[index_B]), L
+  return transformer.SharedKV(k=cache.k, v=cache.v, positions=cache.positions, start=start_B), L
 
 
 # `sample`, jitted: config, max_response_len, pad_id, int8_logits and int8_weights are static.

@@ -34,6 +34,20 @@ class KVCache:
   index: jax.Array  # int32 [], next slot to write (shared by all rows).
 
 
+@struct.dataclass
+class SharedKV:
+  """Keys and values of N prompt starts that many rows continue, held once rather than in every
+  row's cache: row b attends to start `start[b]`'s slots before its own. A decode step (one
+  token a row) attends to them in one matmul for all rows (every row's query against the N
+  starts' keys, the starts of others masked) instead of a matrix-vector product a row over its
+  own copy; a call of several tokens a row reads a per-row copy (its queries make a matmul)."""
+
+  k: jax.Array  # [L, N, P, K, D]
+  v: jax.Array  # [L, N, P, K, D]
+  positions: jax.Array  # int32 [N, P], position held by each slot, -1 if empty.
+  start: jax.Array  # int32 [B]: the start each row continues.
+
+
 def init_cache(config: ModelConfig, batch: int, max_len: int, as_bits: bool = False) -> KVCache:
   """An empty cache in the compute dtype. `as_bits` holds a bfloat16 cache as its uint16 bits:
   XLA's CPU backend widens a bfloat16 write's whole operand to float32 and back (every layer's
@@ -213,8 +227,10 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, key_positions_BS, kv, layer, is_local, index):
-    """Returns (output [B, T, D], updated kv); kv is None or (k, v) of all layers [L, B, S, K, D]."""
+  def __call__(self, x_BTD, positions_BT, key_positions_BS, kv, layer, is_local, index,
+               shared=None):
+    """Returns (output [B, T, D], updated kv); kv is None or (k, v) of all layers [L, B, S, K, D];
+    shared is None or (this layer's SharedKV k and v [N, P, K, D], its positions, its start)."""
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = nn.initializers.normal(0.02)
@@ -241,17 +257,46 @@ class Attention(nn.Module):
       k, v = _read_cache(k_all, layer, dt), _read_cache(v_all, layer, dt)
 
     B, T = x_BTD.shape[:2]
+    if shared is not None and T > 1:  # Many queries a row: attend to a per-row copy of its start.
+      shared_k, shared_v, shared_positions_NP, start_B = shared
+      k = jnp.concatenate([_as_float(shared_k[start_B]).astype(dt), k], axis=1)
+      v = jnp.concatenate([_as_float(shared_v[start_B]).astype(dt), v], axis=1)
+      key_positions_BS = jnp.concatenate([shared_positions_NP[start_B], key_positions_BS], axis=1)
+      shared = None
     q = q.reshape(B, T, K, H // K, D)  # Query head h reads kv head h // (H // K).
     scale = (cfg.query_scale or D) ** -0.5
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
-    scores = _soft_cap(scores, cfg.attn_softcap)
-    q_pos, k_pos = positions_BT[:, :, None], key_positions_BS[:, None, :]
-    visible = (k_pos >= 0) & (k_pos <= q_pos)
-    if cfg.sliding_window:
-      visible &= ~is_local | (q_pos - k_pos < cfg.sliding_window)
-    scores = jnp.where(visible[:, None, None], scores, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = dot("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, D)
+
+    def masked_scores(spec, k, visible):
+      scores = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * scale
+      return jnp.where(visible, _soft_cap(scores, cfg.attn_softcap), _NEG)
+
+    def visible(q_pos, k_pos):  # Broadcast over each other's axes.
+      seen = (k_pos >= 0) & (k_pos <= q_pos)
+      if cfg.sliding_window:
+        seen &= ~is_local | (q_pos - k_pos < cfg.sliding_window)
+      return seen
+
+    own_visible = visible(positions_BT[:, :, None], key_positions_BS[:, None, :])  # [B, T, S]
+    scores = masked_scores("btkgd,bskd->bkgts", k, own_visible[:, None, None])
+    if shared is None:
+      probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+      out = dot("bkgts,bskd->btkgd", probs, v)
+    else:  # One query a row: one softmax over [the N starts' slots (others' masked), its own].
+      shared_k, shared_v, shared_positions_NP, start_B = shared
+      N, P = shared_positions_NP.shape
+      own_start = jnp.arange(N)[None, :] == start_B[:, None]  # [B, N]
+      shared_visible = (visible(positions_BT[:, :, None, None], shared_positions_NP[None, None])
+                        & own_start[:, None, :, None])  # [B, T, N, P]
+      shared_scores = masked_scores("btkgd,npkd->bkgtnp", _as_float(shared_k).astype(dt),
+                                    shared_visible[:, None, None])
+      probs = jax.nn.softmax(jnp.concatenate(
+          [shared_scores.reshape(*scores.shape[:-1], N * P), scores], axis=-1), axis=-1).astype(dt)
+      out = (jnp.einsum("bkgtm,mkd->btkgd", probs[..., :N * P],
+                        _as_float(shared_v).astype(dt).reshape(N * P, K, D),
+                        preferred_element_type=jnp.float32)
+             + jnp.einsum("bkgts,bskd->btkgd", probs[..., N * P:], v,
+                          preferred_element_type=jnp.float32)).astype(dt)
+    out = out.reshape(B, T, H, D)
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
 
 
@@ -315,19 +360,22 @@ class Block(nn.Module):
 
   config: ModelConfig
 
-  def __call__(self, carry, layer_inputs, positions_BT, key_positions_BS, index):
-    args = (carry, layer_inputs, positions_BT, key_positions_BS, index)
+  def __call__(self, carry, layer_inputs, positions_BT, key_positions_BS, index, shared_rows):
+    args = (carry, layer_inputs, positions_BT, key_positions_BS, index, shared_rows)
     if self.config.jnp_dtype != jnp.bfloat16 or self.config.remat:
       return self.layer(*args)
     return nn.custom_vjp(_layer, _layer_fwd, _layer_bwd)(self, *args)
 
   @nn.compact
-  def layer(self, carry, layer_inputs, positions_BT, key_positions_BS, index):
+  def layer(self, carry, layer_inputs, positions_BT, key_positions_BS, index, shared_rows):
+    """shared_rows: None, or SharedKV's (positions, start); layer_inputs then holds this layer's
+    shared k and v after its index and is_local."""
     cfg = self.config
     x, kv = carry
-    layer, is_local = layer_inputs
+    layer, is_local, *shared_kv = layer_inputs
+    shared = None if shared_rows is None else (*shared_kv, *shared_rows)
     h, kv = Attention(cfg, name="attn")(RMSNorm(cfg, name="attn_norm")(x), positions_BT,
-                                        key_positions_BS, kv, layer, is_local, index)
+                                        key_positions_BS, kv, layer, is_local, index, shared)
     if cfg.sandwich_norm:
       h = RMSNorm(cfg, name="post_attn_norm")(h)
     x = x + h
@@ -349,7 +397,7 @@ class Decoder(nn.Module):
                                           (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pdt)
     block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
     self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                           length=cfg.num_layers,
                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     self.final_norm = RMSNorm(cfg)
@@ -357,7 +405,7 @@ class Decoder(nn.Module):
       self.lm_head = _param(self, "lm_head", nn.initializers.normal(0.02),
                             (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pdt)
 
-  def __call__(self, tokens_BT, positions_BT, cache=None, return_hidden=False):
+  def __call__(self, tokens_BT, positions_BT, cache=None, return_hidden=False, shared=None):
     cfg = self.config
     x = _as_float(jnp.take(self.stored_embedding, tokens_BT, axis=0))
     if cfg.scale_embeddings:  # The scale is rounded to the parameter dtype, as in Gemma.
@@ -370,7 +418,12 @@ class Decoder(nn.Module):
       kv, index = (cache.k, cache.v), cache.index
       key_positions = jax.lax.dynamic_update_slice(cache.positions, positions_BT, (0, index))
     layer_inputs = (jnp.arange(cfg.num_layers), jnp.asarray(cfg.is_local))
-    (x, kv), _ = self.layers((x, kv), layer_inputs, positions_BT, key_positions, index)
+    shared_rows = None
+    if shared is not None:
+      layer_inputs += (shared.k, shared.v)
+      shared_rows = (shared.positions, jnp.asarray(shared.start, jnp.int32))
+    (x, kv), _ = self.layers((x, kv), layer_inputs, positions_BT, key_positions, index,
+                             shared_rows)
     h = self.final_norm(x)
     if cache is not None:
       cache = KVCache(k=kv[0], v=kv[1], positions=key_positions,
@@ -390,15 +443,16 @@ class Decoder(nn.Module):
 
 
 def apply(config: ModelConfig, params, tokens_BT, positions_BT, cache=None,
-          return_hidden=False):
+          return_hidden=False, shared: SharedKV | None = None):
   """(params, tokens [B, T], positions [B, T], cache | None) -> (logits [B, T, V] f32, cache).
 
   With a cache, the T new tokens are written at slots [cache.index, cache.index + T) and attend to
-  every earlier slot of their row; without one, the tokens attend among themselves.
-  `return_hidden=True` returns the final-normed hidden states [B, T, D] instead of logits.
+  every earlier slot of their row; without one, the tokens attend among themselves. With
+  `shared`, they attend to their start's slots too (before their own; the start's positions come
+  first). `return_hidden=True` returns the final-normed hidden states [B, T, D] instead of logits.
   """
   return Decoder(config).apply({"params": params}, tokens_BT, positions_BT, cache,
-                               return_hidden)
+                               return_hidden, shared)
 
 
 def unembed(config: ModelConfig, params, h_BTD):

@@ -45,15 +45,15 @@ def test_logits_left_padded_batch(checkpoint):
   assert diff.max() <= TOL, diff.max()
 
 
-def _prefill_then_decode(config, params, cache, tokens, positions):
+def _prefill_then_decode(config, params, cache, tokens, positions, shared=None):
   """(logits [B, T, V], cache): 5 tokens prefilled into `cache`, then the rest fed one by one."""
   apply = jax.jit(transformer.apply, static_argnums=0)
   logits, cache = apply(config, params, jnp.asarray(tokens[:, :5]),
-                        jnp.asarray(positions[:, :5]), cache)
+                        jnp.asarray(positions[:, :5]), cache, shared=shared)
   steps = [np.asarray(logits)]
   for t in range(5, tokens.shape[1]):
     logits, cache = apply(config, params, jnp.asarray(tokens[:, t:t + 1]),
-                          jnp.asarray(positions[:, t:t + 1]), cache)
+                          jnp.asarray(positions[:, t:t + 1]), cache, shared=shared)
     steps.append(np.asarray(logits))
   return np.concatenate(steps, axis=1), cache
 
@@ -68,6 +68,39 @@ def test_cached_decoding_matches_full_forward(checkpoint):
   diff = np.abs(logits - expected)[mask > 0]
   assert diff.max() <= TOL, diff.max()
   assert int(cache.index) == 12
+
+
+def test_shared_starts_give_the_logits_of_whole_prompts(checkpoint):
+  """Two prompt starts held once (SharedKV; the second a token shorter, its last slot empty),
+  rows 0 and 2 continuing the second and row 1 the first, prefilled then decoded one token at a
+  time: transformers' logits of the whole prompts (start, then the row's own tokens)."""
+  _, model, config, params = checkpoint
+  starts = np.asarray([[5, 9, 2, 7], [3, 8, 1, 0]])
+  start_positions = np.asarray([[0, 1, 2, 3], [0, 1, 2, -1]])
+  start_of_row = np.asarray([1, 0, 1])
+  own, own_mask = ref.left_padded_batch([8, 6, 3], 8, config.vocab_size, seed=2)
+  start_lengths = (start_positions >= 0).sum(1)[start_of_row]
+  whole = np.zeros((3, 12), own.dtype)
+  whole_mask = np.zeros_like(whole)
+  for row, length in enumerate(own_mask.sum(1)):
+    prompt = np.concatenate([starts[start_of_row[row], :start_lengths[row]], own[row, -length:]])
+    whole[row, -len(prompt):], whole_mask[row, -len(prompt):] = prompt, 1
+  expected = ref.logits(model, whole, whole_mask)[:, -8:]
+
+  _, start_cache = transformer.apply(config, params, jnp.asarray(starts),
+                                     jnp.asarray(start_positions),
+                                     transformer.init_cache(config, 2, 4))
+  shared = transformer.SharedKV(k=start_cache.k, v=start_cache.v,
+                                positions=start_cache.positions, start=jnp.asarray(start_of_row))
+  own_positions = np.where(own_mask > 0, start_lengths[:, None] + ref.positions(own_mask), -1)
+  logits, _ = _prefill_then_decode(config, params, transformer.init_cache(config, 3, 8), own,
+                                   own_positions, shared=shared)
+  diff = np.abs(logits - expected)[own_mask > 0]
+  assert diff.max() <= TOL, diff.max()
+  swapped = shared.replace(start=jnp.asarray(1 - start_of_row))
+  logits, _ = _prefill_then_decode(config, params, transformer.init_cache(config, 3, 8), own,
+                                   own_positions, shared=swapped)
+  assert np.abs(logits - expected)[own_mask > 0].max() > 1e-2  # Each row reads its own start.
 
 
 def test_bfloat16_held_as_bits_is_the_same_model(checkpoint):
