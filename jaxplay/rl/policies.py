@@ -202,8 +202,8 @@ def prefix_kv_fn(model: ModelConfig, starts: tuple[jax.Array, ...]):
 
   The train step computes them once per update and differentiates through them once
   (`train_step.make_train_step(shared_fn=...)`); `response_log_probs_fn(starts=...)` reads
-  them instead of running every row's start again. Each kind's starts run at their own length
-  (the slots after it are zeros, which the rows' positions mask).
+  them instead of running every row's start again (as `transformer.SharedKV`). Each kind's starts
+  run at their own length (the slots after it are zeros, which that reader marks empty).
   """
   kinds = [np.atleast_2d(np.asarray(s, np.int32)) for s in starts]
   slots = max(k.shape[1] for k in kinds)
@@ -222,12 +222,6 @@ def prefix_kv_fn(model: ModelConfig, starts: tuple[jax.Array, ...]):
     return jnp.concatenate(k, axis=1), jnp.concatenate(v, axis=1)
 
   return prefix_kv
-
-
-def _prefix_positions(lengths_B, slots: int) -> jax.Array:
-  """int32 [B, slots]: 0, 1, ... over each row's prefix, -1 (empty) after it."""
-  columns = jnp.arange(slots)[None, :]
-  return jnp.where(columns < jnp.asarray(lengths_B)[:, None], columns, -1).astype(jnp.int32)
 
 
 def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: float = 1.0,
@@ -253,21 +247,20 @@ def response_log_probs_fn(model: ModelConfig, prompt_len: int, temperature: floa
   rank_of_kind = jnp.asarray([widths.index(min(w, prompt_len)) for w in own_widths] or [0],
                              jnp.int32)
   entry_tokens, entry_lengths, entry_kinds = _start_entries(starts) if starts else (None,) * 3
+  if starts:  # int32 [E, S]: the slots each start fills, -1 after it.
+    columns = np.arange(entry_tokens.shape[1])[None, :]
+    entry_positions = np.where(columns < entry_lengths[:, None], columns, -1).astype(np.int32)
 
   def at_width(width, params, tokens, positions, kind, entry, prefix_kv):
     start = prompt_len - width
     tokens, positions = tokens[:, start:], positions[:, start:]
-    cache = None
-    if prefix_kv is not None:  # The start's slots come from prefix_kv, the rest is run here.
-      shared_b = jnp.asarray(shared)[kind]
-      positions = jnp.where(positions >= shared_b[:, None], positions, -1)
-      room = lambda x: jnp.pad(x[:, entry], ((0, 0), (0, 0), (0, tokens.shape[1]), (0, 0), (0, 0)))
-      slots = prefix_kv[0].shape[2]
-      cache = transformer.KVCache(
-          k=room(prefix_kv[0]), v=room(prefix_kv[1]),
-          positions=_prefix_positions(shared_b, slots + tokens.shape[1]),
-          index=jnp.asarray(slots, jnp.int32))
-    hidden, _ = transformer.apply(model, params, tokens, positions, cache, return_hidden=True)
+    start_kv = None
+    if prefix_kv is not None:  # The start's keys and values come from prefix_kv, the rest runs.
+      positions = jnp.where(positions >= jnp.asarray(shared)[kind][:, None], positions, -1)
+      start_kv = transformer.SharedKV(k=prefix_kv[0], v=prefix_kv[1],
+                                      positions=jnp.asarray(entry_positions), start=entry)
+    hidden, _ = transformer.apply(model, params, tokens, positions, return_hidden=True,
+                                  shared=start_kv)
     logits = transformer.unembed(model, params, hidden[:, width - 1:-1])
     log_probs, entropy = losses.log_probs_and_entropy(logits, tokens[:, width:], temperature)
     pad = lambda x: jnp.pad(x, ((0, 0), (prompt_len - 1, 0)))
