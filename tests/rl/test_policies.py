@@ -310,6 +310,22 @@ def test_response_log_probs_from_the_starts_keys_and_values_equal_the_whole_rows
     shared_fn(PARAMS, rows)
 
 
+def test_bfloat16_gradient_through_the_starts_is_the_whole_rows_up_to_rounding():
+  """In bfloat16 (its layers' own backward pass, residuals held as bits) the gradient taken
+  through the starts' keys and values is the whole rows' gradient up to bfloat16 rounding."""
+  model = configs.tiny(vocab_size=64, dtype="bfloat16")
+  prefixes, widths, rows = _prefixed_rows(8)
+  whole_fn = policies.response_log_probs_fn(model, 8, 0.7)
+  shared_fn = policies.response_log_probs_fn(model, 8, 0.7, widths, starts=prefixes)
+  kv_fn = policies.prefix_kv_fn(model, prefixes)
+  total = lambda fn, params, *kv: fn(params, rows, *kv)[0].sum()
+  whole = jax.jit(jax.grad(functools.partial(total, whole_fn)))(SOFT_PARAMS)
+  shared = jax.jit(jax.grad(lambda p: total(shared_fn, p, kv_fn(p))))(SOFT_PARAMS)
+  norm = lambda tree: float(optax.global_norm(tree))
+  assert norm(whole) > 1.0
+  assert norm(jax.tree.map(jnp.subtract, shared, whole)) < 1e-2 * norm(whole)
+
+
 def test_a_train_step_through_the_shared_prefix_makes_the_same_update():
   """The prefixes' gradient, taken once per update through their keys and values, sums to the
   gradient of running every whole row (SGD with lr 1: the update is the gradient)."""
