@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxplay import compiling
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # (logical axis, mesh axis or axes or None), in order of precedence (flax's convention).
@@ -282,12 +284,13 @@ def init_sharded(init_fn, params, shardings):
   return jax.jit(init_fn, out_shardings=out_shardings)(params)
 
 
-def shard_step(step, state_shardings, batch_shardings, donate: bool = True, jit=jax.jit):
+def shard_step(step, state_shardings, batch_shardings, donate: bool = True, jit=compiling.jit):
   """Re-jits `step(state, batch) -> (state, metrics)` with fixed layouts; metrics replicated.
 
   The state keeps its layout across steps (out = in), so it can be donated; `step` may itself be
   jitted (the inner jit is inlined). `jit` takes jax.jit's layout and donation arguments (e.g. a
-  run's saved programs, `functools.partial(ProgramCache.jit, name=...)`).
+  run's saved programs, `functools.partial(ProgramCache.jit, name=...)`) and compiles the step
+  as the outermost program (`compiling.jit` by default).
   """
   mesh = jax.tree.leaves(state_shardings)[0].mesh
   return jit(step, in_shardings=(state_shardings, batch_shardings),

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = (
     ("games",),
     ("jaxplay.errors",),
-    ("jaxplay.sharding",),
+    ("jaxplay.sharding", "jaxplay.compiling"),
     ("jaxplay.models",),
     ("jaxplay.text",),
     ("jaxplay.rl",),

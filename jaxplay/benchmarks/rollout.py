@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from configs import spiral
-from jaxplay import benchmarks
+from jaxplay import benchmarks, compiling
 from jaxplay.models import loading
 from jaxplay.run import configuration, experiment
 from jaxplay.text import answers, prompts
@@ -73,7 +73,8 @@ def ours_collection(config, batch: int):
   model, params, tokenizer = experiment.load_model_and_tokenizer(config, jax.random.key(0))
   exp = experiment.build(config, tokenizer, model)
   [kit] = exp.kits
-  play = jax.jit(lambda params, key: experiment.play(exp, kit, params, key, batch).active.sum())
+  play = compiling.jit(
+      lambda params, key: experiment.play(exp, kit, params, key, batch).active.sum())
   keys = iter(jax.random.split(jax.random.key(1), 1000))
   return lambda: int(play(params, next(keys))), exp, kit
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplay import benchmarks
+from jaxplay import benchmarks, compiling
 from jaxplay.models import loading, sampling, transformer
 
 SECTION = "sampler: decode tokens per second vs transformers generate, each at its best dtype"
@@ -75,7 +75,7 @@ def logits_seconds(config, params, batch: int, repeats: int) -> float:
   """Median seconds of our decode step's logits for `batch` rows: the jitted
   `transformer.unembed` of [batch, 1, d_model] hidden states in the config's dtype."""
   hidden = jnp.ones((batch, 1, config.d_model), config.jnp_dtype)
-  logits = jax.jit(functools.partial(transformer.unembed, config))
+  logits = compiling.jit(functools.partial(transformer.unembed, config))
   [seconds] = benchmarks.median_seconds([lambda: logits(params, hidden)], repeats)
   return seconds
 

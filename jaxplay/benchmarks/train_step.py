@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplay import benchmarks
+from jaxplay import benchmarks, compiling
 from jaxplay.benchmarks import profiles
 from jaxplay.models import loading
 from jaxplay.models.configs import ModelConfig
@@ -100,7 +100,7 @@ def old_log_probs(config: ModelConfig, params, tokens: np.ndarray, shape: Shape)
   what a sampler records; computed a micro-batch at a time."""
   rows = lambda t: train_step.Rows(t, jnp.broadcast_to(jnp.arange(shape.seq_len), t.shape),
                                    jnp.zeros(t.shape[0], jnp.int32))
-  log_probs = jax.jit(lambda p, t: _log_probs_fn(config, shape)(p, rows(t))[0])
+  log_probs = compiling.jit(lambda p, t: _log_probs_fn(config, shape)(p, rows(t))[0])
   chunks = [np.asarray(log_probs(params, tokens[i:i + shape.micro_batch]))
             for i in range(0, shape.rows, shape.micro_batch)]
   return np.pad(np.concatenate(chunks), ((0, 0), (1, 0)))

@@ -24,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from games import exploitability
-from jaxplay import benchmarks
+from jaxplay import benchmarks, compiling
 from jaxplay.evaluation import matches
 from jaxplay.run import configuration, experiment, store
 from jaxplay.run import spec as spec_lib
@@ -51,8 +51,8 @@ def measure(config, learning_rates: list[float]):
   spec = kuhn_scoring_config(config, learning_rates[0])
   exp, state, _, layout = store.setup(spec)
   params = state.params
-  table = jax.jit(functools.partial(matches.kuhn_policy_table, exp.model, exp.kits[0],
-                                    spec.eval.temperature))
+  table = compiling.jit(functools.partial(matches.kuhn_policy_table, exp.model, exp.kits[0],
+                                          spec.eval.temperature))
   batch, _ = experiment.make_collect(exp, layout)(params, None, jax.random.key(spec.seed))
   before = np.asarray(table(params))
   after = []

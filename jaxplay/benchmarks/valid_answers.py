@@ -24,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from games import opponents
-from jaxplay import benchmarks
+from jaxplay import benchmarks, compiling
 from jaxplay.evaluation import matches, statistics
 from jaxplay.run import configuration, experiment
 from jaxplay.text import answers, prompts
@@ -56,7 +56,7 @@ def measure(exp: experiment.Experiment, params, count: int, batch: int, key: jax
   for kit, kit_key in zip(exp.kits, jax.random.split(key, len(exp.kits))):
     state_key, sample_key = jax.random.split(kit_key)
     states = live_states(kit.game, state_key, count)
-    act = jax.jit(functools.partial(_answers, kit, batch))(params, states, sample_key)
+    act = compiling.jit(functools.partial(_answers, kit, batch))(params, states, sample_key)
     actions = np.asarray(act.action)
     if kit.game.free_answer:  # A task: the verdict of its reader (readable = valid).
       actions = np.asarray(jax.vmap(kit.game.read_answer)(states, act.answer, act.answer_length))

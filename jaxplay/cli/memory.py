@@ -31,6 +31,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
+from jaxplay import compiling
 from jaxplay import sharding as sharding_lib
 from jaxplay.models import sampling, transformer
 from jaxplay.rl import advantages, train_step
@@ -257,7 +258,7 @@ def plan_sampler(exp: experiment.Experiment, mesh, batch: int, resident_state: i
   placement = layout(exp, mesh)
   serve, train = placement.params(axes, sampler=True), placement.params(axes)
   params, *inputs = sampler_inputs(exp, mesh, batch)
-  compiled = jax.jit(sampler_fn(exp, serve)).lower(params, *inputs).compile()
+  compiled = compiling.jit(sampler_fn(exp, serve)).lower(params, *inputs).compile()
   shapes = transformer.param_shapes(exp.model)
   same_layout = all(a.is_equivalent_to(b, len(x.shape)) for a, b, x in zip(
       jax.tree.leaves(train), jax.tree.leaves(serve), jax.tree.leaves(shapes)))

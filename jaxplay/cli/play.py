@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from games import api, opponents, task
-from jaxplay import errors
+from jaxplay import compiling, errors
 from jaxplay.run import experiment, store
 from jaxplay.text import answers, prompts
 
@@ -43,7 +43,7 @@ def find_kit(exp: experiment.Experiment, game_name: str) -> experiment.GameKit:
 def model_player(exp: experiment.Experiment, kit: experiment.GameKit, params,
                  out: TextIO) -> Player:
   """The checkpoint's eval policy on one game; prints its response and parsed action."""
-  act = jax.jit(lambda params, tokens, length, legal, key: kit.eval_policy(
+  act = compiling.jit(lambda params, tokens, length, legal, key: kit.eval_policy(
       params, tokens[None], length[None], legal[None], key))
   render = jax.jit(functools.partial(prompts.render_tokens, kit.prompts))
 

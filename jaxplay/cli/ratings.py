@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
 from games import opponents
-from jaxplay import errors
+from jaxplay import compiling, errors
 from jaxplay.evaluation import matches, ratings
 from jaxplay.rl import population
 from jaxplay.run import checkpoints, experiment, store
@@ -72,10 +72,10 @@ def round_robin(exp, kit, players: dict, fixed: list[str], games_per_seat: int, 
   render = functools.partial(prompts.render_tokens, kit.prompts)
   invalid = exp.config.eval.invalid_rewards
   fixed_fns = [opponents.get(kit.game.name, name) for name in fixed]
-  vs_model = jax.jit(lambda a, b, k: matches.play_against(
+  vs_model = compiling.jit(lambda a, b, k: matches.play_against(
       kit.game, kit.eval_policy, render, a, None, k, games_per_seat, invalid, opponent_params=b,
       batch_halvings=exp.config.rollout.batch_halvings))
-  vs_fixed = jax.jit(lambda a, index, k: matches.play_against(
+  vs_fixed = compiling.jit(lambda a, index, k: matches.play_against(
       kit.game, kit.eval_policy, render, a, matches.switch_opponent(fixed_fns, index), k,
       games_per_seat, invalid, batch_halvings=exp.config.rollout.batch_halvings))
   pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, size)]

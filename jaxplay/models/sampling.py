@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxplay import compiling
 from jaxplay.models import transformer
 from jaxplay.models.configs import ModelConfig
 
@@ -269,5 +270,6 @@ def _shared_starts(config: ModelConfig, params, prefixes_NL: jax.Array | None,
 
 
 # `sample`, jitted: config, max_response_len, pad_id, int8_logits and int8_weights are static.
-generate = jax.jit(sample, static_argnums=0,
-                   static_argnames=("max_response_len", "pad_id", "int8_logits", "int8_weights"))
+generate = compiling.jit(
+    sample, static_argnums=0,
+    static_argnames=("max_response_len", "pad_id", "int8_logits", "int8_weights"))

@@ -16,7 +16,7 @@ import optax
 
 import games
 from games import opponents
-from jaxplay import sharding
+from jaxplay import compiling, sharding
 from jaxplay.evaluation import matches
 from jaxplay.models import configs as model_configs
 from jaxplay.models import loading, transformer
@@ -154,8 +154,8 @@ def make_pool_update(exp: Experiment, pool: population.Pool):
     if counter_params is None:
       return pool
     return population.add_counter(pool, train_step.select(counter_params, trained), step)
-  return jax.jit(update, static_argnums=6, donate_argnums=0,
-                 out_shardings=jax.tree.map(lambda x: x.sharding, pool))
+  return compiling.jit(update, static_argnums=6, donate_argnums=0,
+                       out_shardings=jax.tree.map(lambda x: x.sharding, pool))
 
 
 def make_counter_restart(exp: Experiment, state: train_step.TrainState):
@@ -168,8 +168,8 @@ def make_counter_restart(exp: Experiment, state: train_step.TrainState):
     params = train_step.merge(jax.tree.map(jnp.copy, start), counter.params, trained)
     return counter.replace(params=params, opt_state=optimizer.init(
         train_step.select(params, trained)), baselines=jnp.zeros_like(counter.baselines))
-  return jax.jit(restart, donate_argnums=0,
-                 out_shardings=jax.tree.map(lambda x: x.sharding, state.counter))
+  return compiling.jit(restart, donate_argnums=0,
+                       out_shardings=jax.tree.map(lambda x: x.sharding, state.counter))
 
 
 def with_counter_update(step_fn, best_response_update=None):

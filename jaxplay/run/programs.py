@@ -1,6 +1,6 @@
 """Traced programs kept across starts, so a second start of a run traces nothing it traced before.
 
-`ProgramCache.jit(fn, name, ...)` is `jax.jit(fn, ...)`, except that, once `save_in` names a
+`ProgramCache.jit(fn, name, ...)` is `compiling.jit(fn, ...)`, except that, once `save_in` names a
 folder (main.py does, under train.compilation_cache), the first call with each input signature
 loads the program `jax.export` saved there at an earlier start, or traces, exports and saves it;
 every call runs the exported program. With XLA's persistent compilation cache beside it, a
@@ -15,7 +15,7 @@ options. A file is `<name>-<sha256 prefix>.jaxprogram`: a JSON line holding the 
 structure, then the serialized `jax.export.Exported`. The newest `MAX_SAVED` files are kept.
 
 A program that cannot be exported (an effect or custom call `jax.export` refuses, an output
-type it cannot name) is reported in one stderr line and traced at each start with `jax.jit`;
+type it cannot name) is reported in one stderr line and traced at each start with `compiling.jit`;
 an unreadable file is reported, removed and saved again. Single-process runs only (several
 processes trace as before).
 """
@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 import jax
 from jax import export
+
+from jaxplay import compiling
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes", "transformers", "tokenizers")
 
@@ -60,14 +62,14 @@ def save_in(folder: str) -> None:
 
 class ProgramCache:
   """The saved programs of a run described by `context` (a string that changes whenever
-  anything its traced programs close over does; None = never saved: `jit` is `jax.jit`)."""
+  anything its traced programs close over does; None = never saved: `jit` is `compiling.jit`)."""
 
   def __init__(self, context: str | None):
     self._context = context
 
   def jit(self, fn: Callable, name: str, *, in_shardings=None, out_shardings=None,
           donate_argnums: int | tuple[int, ...] = ()) -> Callable:
-    """`jax.jit(fn, in_shardings, out_shardings, donate_argnums)`, its programs saved under
+    """`compiling.jit(fn, in_shardings, out_shardings, donate_argnums)`, its programs saved under
     `name` (unique among the run's programs that close over different values) while `save_in`
     names a folder."""
     options = {"donate_argnums": donate_argnums}
@@ -76,7 +78,7 @@ class ProgramCache:
     if out_shardings is not None:
       options["out_shardings"] = out_shardings
     if self._context is None or not _folder or jax.process_count() > 1:
-      return jax.jit(fn, **options)
+      return compiling.jit(fn, **options)
     return _SavedJit(self, fn, name, options)
 
   def path(self, name: str, key: str) -> str:
@@ -106,7 +108,7 @@ class _SavedJit:
     path = self._cache.path(self._name, self._cache.key(self._name, signature))
     loaded = _read(path)
     if loaded is None:
-      jitted = jax.jit(self._fn, **self._options)
+      jitted = compiling.jit(self._fn, **self._options)
       try:
         exported = export.export(jitted)(*args)
         loaded = _write(path, exported)
@@ -120,7 +122,7 @@ class _SavedJit:
     def call(*args):
       return jax.tree.unflatten(out_tree, exported.call(*jax.tree.leaves(args)))
     call.__name__ = f"saved_{self._name}"  # In JAX's logs and profiles.
-    return jax.jit(call, **self._options)
+    return compiling.jit(call, **self._options)
 
 
 def _write(path: str, exported: export.Exported) -> tuple[export.Exported, Any]:

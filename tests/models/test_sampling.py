@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from jaxplay import compiling
 from jaxplay.models import configs, loading, sampling, transformer
 from tests.models import hf_reference as ref
 
@@ -33,13 +34,18 @@ def _generate(model, key=0, width=7, temperature=1.0, top_p=1.0, top_k=0, stop=(
                            jnp.asarray(stop), max_response_len=R, **int8)
 
 
+# Compiled as the train step's pass is (a bfloat16 model's numerics depend on the options).
+_compiled_apply = compiling.jit(transformer.apply, static_argnums=0,
+                                static_argnames="return_hidden")
+
+
 def _teacher_forced_hidden(model, samples):
   """Final hidden states [B, R, D] that predicted each response token, from one uncached pass."""
   _, config, params, tokens, mask = model
   full = np.concatenate([tokens, np.asarray(samples.tokens)], axis=1)
   positions = np.concatenate([ref.positions(mask), mask.sum(1)[:, None] + np.arange(R)], 1)
-  hidden, _ = transformer.apply(config, params, jnp.asarray(full), jnp.asarray(positions),
-                                return_hidden=True)
+  hidden, _ = _compiled_apply(config, params, jnp.asarray(full), jnp.asarray(positions),
+                              return_hidden=True)
   return hidden[:, tokens.shape[1] - 1:-1]
 
 
