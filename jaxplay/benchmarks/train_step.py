@@ -116,8 +116,10 @@ class OurStep:
         loss=losses.LossConfig(clip_eps=CLIP_EPS, max_response_len=shape.response_len),
         num_epochs=1, num_microbatches=shape.rows // shape.micro_batch)
     optimizer = train_step.make_optimizer(shape.learning_rate, max_grad_norm=MAX_GRAD_NORM)
-    self.step = train_step.make_train_step(step_config, None, optimizer,
-                                           _log_probs_fn(config, shape))
+    # Re-jitted as the outermost program, with the run's compiler options (`shard_step`'s).
+    self.step = compiling.jit(train_step.make_train_step(step_config, None, optimizer,
+                                                         _log_probs_fn(config, shape)),
+                              donate_argnums=0)
     n = shape.rows
     columns = np.arange(shape.seq_len)
     self.batch = train_step.Batch(

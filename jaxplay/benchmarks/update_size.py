@@ -60,6 +60,7 @@ def measure(config, learning_rates: list[float]):
     exp_lr = experiment.build(kuhn_scoring_config(config, learning_rate), exp.tokenizer,
                               exp.model)
     step, optimizer = experiment.build_train_step(exp_lr, layout)
+    step = compiling.jit(step, donate_argnums=0)  # Outermost, with the run's options.
     start = experiment.init_state(exp_lr, jax.tree.map(jnp.copy, params), optimizer)
     updated, metrics = step(start, batch)
     after.append((learning_rate, np.asarray(table(updated.params)), jax.device_get(metrics)))
