@@ -266,7 +266,7 @@ class Attention(nn.Module):
     q = q.reshape(B, T, K, H // K, D)  # Query head h reads kv head h // (H // K).
     scale = (cfg.query_scale or D) ** -0.5
 
-    def masked_scores(spec, k, visible):
+    def masked_scores(spec, q, k, visible):
       scores = jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * scale
       return jnp.where(visible, _soft_cap(scores, cfg.attn_softcap), _NEG)
 
@@ -277,17 +277,28 @@ class Attention(nn.Module):
       return seen
 
     own_visible = visible(positions_BT[:, :, None], key_positions_BS[:, None, :])  # [B, T, S]
-    scores = masked_scores("btkgd,bskd->bkgts", k, own_visible[:, None, None])
-    if shared is None:
+
+    def attend(q, k, v, visible_BTS):  # Each query's softmax over its visible keys.
+      scores = masked_scores("btkgd,bskd->bktgs", q, k, visible_BTS[:, None, :, None])
       probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-      out = dot("bkgts,bskd->btkgd", probs, v)
+      # v first: XLA's CPU backend then reads the probabilities without transposing them.
+      return dot("bskd,bktgs->btkgd", v, probs)
+
+    if shared is None and kv is not None and T > 1 and jax.default_backend() == "cpu":
+      # A prompt's prefill on a CPU, row by row: a row's scores stay in the CPU's caches (the
+      # same values; BENCHMARKS.md, episode: Simple Negotiation's collection 1.29x).
+      row = lambda x: x[:, None]
+      out = jax.lax.map(lambda xs: attend(*xs)[0], (row(q), row(k), row(v), row(own_visible)))
+    elif shared is None:
+      out = attend(q, k, v, own_visible)
     else:  # One query a row: one softmax over [the N starts' slots (others' masked), its own].
+      scores = masked_scores("btkgd,bskd->bkgts", q, k, own_visible[:, None, None])
       shared_k, shared_v, shared_positions_NP, start_B = shared
       N, P = shared_positions_NP.shape
       own_start = jnp.arange(N)[None, :] == start_B[:, None]  # [B, N]
       shared_visible = (visible(positions_BT[:, :, None, None], shared_positions_NP[None, None])
                         & own_start[:, None, :, None])  # [B, T, N, P]
-      shared_scores = masked_scores("btkgd,npkd->bkgtnp", _as_float(shared_k).astype(dt),
+      shared_scores = masked_scores("btkgd,npkd->bkgtnp", q, _as_float(shared_k).astype(dt),
                                     shared_visible[:, None, None])
       probs = jax.nn.softmax(jnp.concatenate(
           [shared_scores.reshape(*scores.shape[:-1], N * P), scores], axis=-1), axis=-1).astype(dt)
