@@ -106,6 +106,32 @@ def test_padding_does_not_change_rows(model):
   np.testing.assert_allclose(narrow.logprobs, wide.logprobs, atol=1e-5)
 
 
+def _sample_in_passes(model, chunk: int, monkeypatch, width: int = 13):
+  """`_generate`'s rows at key 5, top-p 0.9, their prompts prefilled in passes of `chunk` columns
+  (traced afresh, so the patched constant is read)."""
+  monkeypatch.setattr(sampling, "PREFILL_CHUNK", chunk)
+  _, config, params, tokens, mask = model
+  tokens = np.pad(tokens, ((0, 0), (width - tokens.shape[1], 0)))
+  run = compiling.jit(lambda params, tokens, lengths: sampling.sample(
+      config, params, tokens, lengths, jax.random.key(5), 1.0, 0.9, 0, jnp.asarray([-1]),
+      max_response_len=R))
+  return run(params, tokens, mask.sum(1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_prefill_passes_give_the_samples_of_one_pass(model, monkeypatch, dtype):
+  """Prompts 13 wide prefilled in passes of 3 columns (5 passes over 15 columns; the longest
+  row's 7 tokens fill the last 2, so 3 passes of padding are left out): one pass's samples."""
+  hf_model, config, params, tokens, mask = model
+  model = (hf_model, dataclasses.replace(config, dtype=dtype, param_dtype=dtype),
+           jax.tree.map(lambda x: x.astype(dtype), params), tokens, mask)
+  one_pass = _sample_in_passes(model, 128, monkeypatch)
+  passes = _sample_in_passes(model, 3, monkeypatch)
+  np.testing.assert_array_equal(passes.tokens, one_pass.tokens)
+  np.testing.assert_array_equal(passes.lengths, one_pass.lengths)
+  np.testing.assert_allclose(passes.logprobs, one_pass.logprobs, atol=1e-5)
+
+
 def test_changing_sampling_arrays_does_not_recompile(model):
   _generate(model, temperature=1.0, top_p=1.0, top_k=0)
   size = sampling.generate._cache_size()
