@@ -305,7 +305,7 @@ class Attention(nn.Module):
       out = (jnp.einsum("bkgtm,mkd->btkgd", probs[..., :N * P],
                         _as_float(shared_v).astype(dt).reshape(N * P, K, D),
                         preferred_element_type=jnp.float32)
-             + jnp.einsum("bkgts,bskd->btkgd", probs[..., N * P:], v,
+             + jnp.einsum("bskd,bkgts->btkgd", v, probs[..., N * P:],  # v first, as in attend.
                           preferred_element_type=jnp.float32)).astype(dt)
     out = out.reshape(B, T, H, D)
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
