@@ -302,10 +302,10 @@ class Attention(nn.Module):
                                     shared_visible[:, None, None])
       probs = jax.nn.softmax(jnp.concatenate(
           [shared_scores.reshape(*scores.shape[:-1], N * P), scores], axis=-1), axis=-1).astype(dt)
-      out = (jnp.einsum("bkgtm,mkd->btkgd", probs[..., :N * P],
-                        _as_float(shared_v).astype(dt).reshape(N * P, K, D),
-                        preferred_element_type=jnp.float32)
-             + jnp.einsum("bskd,bkgts->btkgd", v, probs[..., N * P:],  # v first, as in attend.
+      # Values first, as in `attend`: no transposed copy of them or of the probabilities.
+      out = (jnp.einsum("mkd,bkgtm->btkgd", _as_float(shared_v).astype(dt).reshape(N * P, K, D),
+                        probs[..., :N * P], preferred_element_type=jnp.float32)
+             + jnp.einsum("bskd,bkgts->btkgd", v, probs[..., N * P:],
                           preferred_element_type=jnp.float32)).astype(dt)
     out = out.reshape(B, T, H, D)
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
