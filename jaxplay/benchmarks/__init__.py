@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxplay.models import transformer
 from jaxplay.models.configs import DTYPES, ModelConfig
 
 BENCHMARKS_MD = pathlib.Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
@@ -87,11 +88,13 @@ def by_dtype(values: dict[str, float]) -> str:
                    for dtype, value in values.items())
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a jitted float32 [n, n] @ [n, n] matmul: the machine's practical peak."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
+def matmul_flops_per_second(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of a jitted [n, n] @ [n, n] matmul in `dtype` as the model runs its dots
+  (`transformer.dot`: bfloat16 inputs summed in float32): the machine's practical peak for that
+  dtype (a CPU with bfloat16 dot kernels runs bfloat16 several times float32's rate)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  matmul = jax.jit(lambda a, b: transformer.dot("ij,jk->ik", a, b))
   [seconds] = median_seconds([lambda: matmul(a, b)], repeats)
   return 2 * n ** 3 / seconds
 

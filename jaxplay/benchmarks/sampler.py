@@ -16,10 +16,11 @@ a call generating one token (the prefill), so the rate counts new_tokens - 1 dec
 The ratio is ours at our best dtype over transformers at its best dtype, per batch. Our compile
 time (first call less a timed one) is reported apart. PyTorch gets as many threads as this process
 may use. The matmul share compares our best decode FLOP/s (matmul FLOPs per token, attention over
-the live context included) with a measured large float32 matmul. The roofline is the rate of a
-decode step that runs at that matmul peak or reads its bytes (every weight, and each row's KV
-cache) at the measured memory bandwidth, whichever takes longer; the row names the bound that binds
-(memory at small batch, matmul at large). The logits column times our decode step's largest dot
+the live context included) with a measured large matmul in that dtype, run as `transformer.dot`
+runs it (the "matmul GFLOP/s" cell names the dtype). The roofline is the rate of a decode step that
+runs at that matmul peak or reads its bytes (every weight, and each row's KV cache) at the measured
+memory bandwidth, whichever takes longer; the row names the bound that binds (memory at small
+batch, matmul at large). The logits column times our decode step's largest dot
 alone (`logits_seconds`: [batch, d_model] hidden states by the [vocabulary, d_model] embedding,
 at our best dtype): its FLOP rate, and its share of a decode step at our best rate.
 With `--int8-logits` / `--int8-weights` ours also runs each of `--dtypes` with int8 logits / int8
@@ -107,7 +108,7 @@ def main(argv=None) -> list[tuple]:
   theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
       directory, gguf_file=name, dtype=getattr(torch, dtype)).eval()
     for dtype in args.peer_dtypes}
-  peak = benchmarks.matmul_flops_per_second()
+  peaks = {dtype: benchmarks.matmul_flops_per_second(dtype) for dtype in args.dtypes}
   bandwidth = benchmarks.memory_bytes_per_second()
   today = datetime.date.today().isoformat()
   rows = []
@@ -132,7 +133,7 @@ def main(argv=None) -> list[tuple]:
         compile_s[dtype] = sum(first[2 * index:2 * index + 2]) - one - full
     best = max(ours, key=rates["ours"].get)  # Float runs only: see the module docstring.
     ratio = rates["ours"][best] / max(rates["transformers"].values())
-    config = ours[best][0]
+    config, peak = ours[best][0], peaks[best]
     context = args.prompt_len + args.new_tokens / 2
     flops = benchmarks.layer_flops_per_token(config, context) + benchmarks.unembed_flops(config)
     weight_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(ours[best][1]))
@@ -147,7 +148,7 @@ def main(argv=None) -> list[tuple]:
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",
-                 f"{peak / 1e9:,.0f}", f"{bandwidth / 1e9:,.1f}",
+                 f"{best} {peak / 1e9:,.0f}", f"{bandwidth / 1e9:,.1f}",
                  f"{100 * rates['ours'][best] / roofline:.0f}% ({bound})", logits_cell,
                  benchmarks.torch_machine(args.repeats)))
     print(benchmarks.markdown_table(HEADER, rows[-1:])[-1], flush=True)

@@ -4,6 +4,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,6 +24,22 @@ def test_the_roofline_is_the_slower_of_the_matmul_peak_and_the_memory_reads():
   assert benchmarks.roofline_rate(1, 1e9, 2e9, 100e9, 20e9) == (pytest.approx(10.0), "memory")
   # 64 rows: 0.64 s of matmuls against the same 0.1 s of reads: the matmul peak binds.
   assert benchmarks.roofline_rate(64, 1e9, 2e9, 100e9, 20e9) == (pytest.approx(100.0), "matmul")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_matmul_peak_is_timed_in_the_dtype_asked(dtype, monkeypatch):
+  """The peak that a bfloat16 rate is compared with is a bfloat16 matmul's (run as the model's
+  `transformer.dot`), not float32's."""
+  timed = []
+
+  def one_second_each(calls, repeats):
+    timed.extend(call() for call in calls)
+    return [1.0] * len(calls)
+
+  monkeypatch.setattr(benchmarks, "median_seconds", one_second_each)
+  assert benchmarks.matmul_flops_per_second(dtype, n=8) == 2 * 8 ** 3
+  [out] = timed
+  assert out.shape == (8, 8) and out.dtype == jnp.dtype(dtype)
 
 
 def test_a_decode_step_reads_every_weight_once_and_each_rows_cache():
