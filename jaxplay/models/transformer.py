@@ -289,8 +289,13 @@ class Attention(nn.Module):
       # same values; BENCHMARKS.md, episode: Simple Negotiation's collection 1.29x).
       row = lambda x: x[:, None]
       out = jax.lax.map(lambda xs: attend(*xs)[0], (row(q), row(k), row(v), row(own_visible)))
-    elif shared is None:
+    elif shared is None and T > 1:
       out = attend(q, k, v, own_visible)
+    elif shared is None:  # One query a row (a decode step).
+      # Scores as [B, K, G, T, S]: XLA's CPU backend then reads the keys as they are (as
+      # `attend`'s [B, K, T, G, S] it copied each layer's keys transposed every step).
+      scores = masked_scores("btkgd,bskd->bkgts", q, k, own_visible[:, None, None])
+      out = dot("bskd,bkgts->btkgd", v, jax.nn.softmax(scores, axis=-1).astype(dt))
     else:  # One query a row: one softmax over [the N starts' slots (others' masked), its own].
       scores = masked_scores("btkgd,bskd->bkgts", q, k, own_visible[:, None, None])
       shared_k, shared_v, shared_positions_NP, start_B = shared
