@@ -1,6 +1,7 @@
 """The compiled sampler against transformers generate and a teacher-forced forward pass."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -437,6 +438,26 @@ def test_bfloat16_samples_report_the_bfloat16_model(model):
   half_error = np.abs(samples.logprobs - chosen(_teacher_forced_logits(half, samples))).max()
   float_error = np.abs(samples.logprobs - chosen(_teacher_forced_logits(model, samples))).max()
   assert half_error < 1e-4 < 1e-3 < float_error  # Measured 4.8e-7 and 0.013.
+
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_a_decode_step_reads_the_cached_keys_untransposed(num_kv_heads):
+  """No decode step copies a layer's cached keys transposed ([B, K, D, S] from [B, S, K, D]):
+  XLA's CPU backend did at every step when the scores were laid out [B, K, T, G, S]
+  (BENCHMARKS.md, sampler, stop 56). Head dim 48 and 5 + 4 slots: shapes no other array has."""
+  config = configs.tiny(dtype="bfloat16", param_dtype="bfloat16", head_dim=48,
+                        num_kv_heads=num_kv_heads)
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16),
+                        transformer.init_params(config, jax.random.key(0)))
+  rows, width, new_tokens = 3, 5, 4
+  hlo = sampling.generate.lower(
+      config, params, np.ones((rows, width), np.int32), np.full(rows, width), jax.random.key(0),
+      jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(0), jnp.asarray([-1]),
+      max_response_len=new_tokens).compile().as_text()
+  slots = width + new_tokens
+  assert f"u16[2,3,{slots},{num_kv_heads},48]" in hlo  # The cache: [layers, rows, slots, K, D].
+  assert not re.findall(rf"= bf16\[3,({num_kv_heads},)?48,{slots}\]", hlo)
 
 
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
