@@ -291,27 +291,28 @@ class Attention(nn.Module):
       out = jax.lax.map(lambda xs: attend(*xs)[0], (row(q), row(k), row(v), row(own_visible)))
     elif shared is None and T > 1:
       out = attend(q, k, v, own_visible)
-    elif shared is None:  # One query a row (a decode step).
+    else:  # One query a row (a decode step).
       # Scores as [B, K, G, T, S]: XLA's CPU backend then reads the keys as they are (as
       # `attend`'s [B, K, T, G, S] it copied each layer's keys transposed every step).
       scores = masked_scores("btkgd,bskd->bkgts", q, k, own_visible[:, None, None])
-      out = dot("bskd,bkgts->btkgd", v, jax.nn.softmax(scores, axis=-1).astype(dt))
-    else:  # One query a row: one softmax over [the N starts' slots (others' masked), its own].
-      scores = masked_scores("btkgd,bskd->bkgts", q, k, own_visible[:, None, None])
-      shared_k, shared_v, shared_positions_NP, start_B = shared
-      N, P = shared_positions_NP.shape
-      own_start = jnp.arange(N)[None, :] == start_B[:, None]  # [B, N]
-      shared_visible = (visible(positions_BT[:, :, None, None], shared_positions_NP[None, None])
-                        & own_start[:, None, :, None])  # [B, T, N, P]
-      shared_scores = masked_scores("btkgd,npkd->bkgtnp", q, _as_float(shared_k).astype(dt),
-                                    shared_visible[:, None, None])
-      probs = jax.nn.softmax(jnp.concatenate(
-          [shared_scores.reshape(*scores.shape[:-1], N * P), scores], axis=-1), axis=-1).astype(dt)
-      # Values first, as in `attend`: no transposed copy of them or of the probabilities.
-      out = (jnp.einsum("mkd,bkgtm->btkgd", _as_float(shared_v).astype(dt).reshape(N * P, K, D),
-                        probs[..., :N * P], preferred_element_type=jnp.float32)
-             + jnp.einsum("bskd,bkgts->btkgd", v, probs[..., N * P:],
-                          preferred_element_type=jnp.float32)).astype(dt)
+      if shared is None:
+        out = dot("bskd,bkgts->btkgd", v, jax.nn.softmax(scores, axis=-1).astype(dt))
+      else:  # One softmax over [the N starts' slots (others' masked), its own].
+        shared_k, shared_v, shared_positions_NP, start_B = shared
+        N, P = shared_positions_NP.shape
+        own_start = jnp.arange(N)[None, :] == start_B[:, None]  # [B, N]
+        shared_visible = (visible(positions_BT[:, :, None, None], shared_positions_NP[None, None])
+                          & own_start[:, None, :, None])  # [B, T, N, P]
+        shared_scores = masked_scores("btkgd,npkd->bkgtnp", q, _as_float(shared_k).astype(dt),
+                                      shared_visible[:, None, None])
+        probs = jax.nn.softmax(jnp.concatenate(
+            [shared_scores.reshape(*scores.shape[:-1], N * P), scores], axis=-1), axis=-1)
+        probs = probs.astype(dt)
+        # Values first, as in `attend`: no transposed copy of them or of the probabilities.
+        out = (jnp.einsum("mkd,bkgtm->btkgd", _as_float(shared_v).astype(dt).reshape(N * P, K, D),
+                          probs[..., :N * P], preferred_element_type=jnp.float32)
+               + jnp.einsum("bskd,bkgts->btkgd", v, probs[..., N * P:],
+                            preferred_element_type=jnp.float32)).astype(dt)
     out = out.reshape(B, T, H, D)
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
 
