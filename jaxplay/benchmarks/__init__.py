@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxplay.models import transformer
+from jaxplay.models import loading, transformer, weight_files
+from jaxplay.text import tokenizer
 from jaxplay.models.configs import DTYPES, ModelConfig
 
 BENCHMARKS_MD = pathlib.Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
@@ -34,8 +35,11 @@ def machine() -> str:
 
 
 def add_side_by_side_flags(parser: argparse.ArgumentParser) -> None:
-  """--repeats, --dtypes, --peer-dtypes and --output, shared by the benchmarks against another
-  library; `parse_side_by_side` reads them."""
+  """--model, --repeats, --dtypes, --peer-dtypes and --output, shared by the benchmarks against
+  another library; `parse_side_by_side` reads them."""
+  parser.add_argument("--model", default="",
+                      help="a .gguf file or an HF checkpoint directory that both sides load "
+                      "(default: the offline Gemma 3 270M GGUF package)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES),
                       default=("float32", "bfloat16"), help="our dtypes (each timed)")
@@ -50,10 +54,53 @@ def add_side_by_side_flags(parser: argparse.ArgumentParser) -> None:
 def parse_side_by_side(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
   """The parsed flags, --peer-dtypes defaulting to every dtype (float32, bfloat16): the episode's
   host loop once ran 2.0x faster in bfloat16 where the sampler's rows had float32 ahead
-  (BENCHMARKS.md), so the peer's best is timed, not assumed."""
+  (BENCHMARKS.md), so the peer's best is timed, not assumed. A --model that is neither a .gguf
+  file nor an HF checkpoint directory is a one-line error naming the flag."""
   args = parser.parse_args(argv)
   args.peer_dtypes = tuple(args.peer_dtypes or ("float32", "bfloat16"))
+  if args.model:
+    try:
+      loading.check(args.model)
+    except weight_files.ModelFileError as error:
+      parser.error(f"--model: {error}")
   return args
+
+
+def model_path(flag: str) -> str:
+  """The file or folder the benchmarks load for --model `flag` ('' = the offline Gemma 3 270M)."""
+  return flag or loading.gemma3_270m_default()
+
+
+def model_name(flag: str) -> str:
+  """A row's model cell: gemma3_270m for the default --model, else the file or folder's name."""
+  return os.path.basename(os.path.normpath(flag)) if flag else "gemma3_270m"
+
+
+def load_tokenizer(path: str):
+  """The tokenizer of `path` (a .gguf file or an HF folder), a GGUF's conversion cached where
+  configs/spiral.py caches it."""
+  from configs import spiral  # pylint: disable=import-outside-toplevel
+  return tokenizer.load_tokenizer(path, spiral.get_config("local").model.tokenizer_cache)
+
+
+def torch_device() -> str:
+  """Where the other library runs: 'cuda' when JAX runs on a GPU and PyTorch sees one, so both
+  sides share the kind of device, else 'cpu'."""
+  import torch  # pylint: disable=import-outside-toplevel
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def load_peer(path: str, dtype: str):
+  """The transformers model of `path` (a .gguf file or an HF checkpoint directory), weights in
+  `dtype`, in eval mode on `torch_device()`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  gguf = {}
+  if path.endswith(".gguf"):
+    path, gguf["gguf_file"] = os.path.split(os.path.abspath(path))
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      path, dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False, **gguf)
+  return model.eval().to(torch_device())
 
 
 def add_int8_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,10 +135,13 @@ def by_dtype(values: dict[str, float]) -> str:
                    for dtype, value in values.items())
 
 
-def matmul_flops_per_second(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+def matmul_flops_per_second(dtype: str = "float32", n: int | None = None,
+                            repeats: int = 5) -> float:
   """FLOP/s of a jitted [n, n] @ [n, n] matmul in `dtype` as the model runs its dots
   (`transformer.dot`: bfloat16 inputs summed in float32): the machine's practical peak for that
-  dtype (a CPU with bfloat16 dot kernels runs bfloat16 several times float32's rate)."""
+  dtype (a CPU with bfloat16 dot kernels runs bfloat16 several times float32's rate). n defaults
+  to 2048 on a CPU and 8192 on an accelerator, where a smaller matmul times its launch."""
+  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   matmul = jax.jit(lambda a, b: transformer.dot("ij,jk->ik", a, b))
@@ -173,10 +223,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 
 
 def torch_machine(repeats: int | None = None) -> str:
-  """`machine()` with the PyTorch version and threads, and the repeats if given: a side-by-side
-  row's machine cell."""
+  """`machine()` with the PyTorch version and where it ran (its threads, or its GPU), and the
+  repeats if given: a side-by-side row's machine cell."""
   import torch  # pylint: disable=import-outside-toplevel
-  cell = f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+  where = (f"{torch.get_num_threads()} threads" if torch_device() == "cpu"
+           else torch.cuda.get_device_name())
+  cell = f"{machine()}, torch {torch.__version__} ({where})"
   return cell if repeats is None else f"{cell}, {repeats} repeats"
 
 

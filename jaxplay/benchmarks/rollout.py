@@ -1,16 +1,18 @@
 """Turn-samples per second of a whole self-play collection: the compiled episode vs a host loop.
 
 python -m jaxplay.benchmarks.rollout [--games kuhn_poker tic_tac_toe simple_negotiation]
-    [--batch 32] [--response-len 32] [--examples 2] [--batch-halvings 1 ...] [--repeats 2]
-    [--dtypes float32 bfloat16] [--peer-dtypes DTYPE ...] [--int8-logits] [--int8-weights]
+    [--batch 32] [--response-len 32] [--examples 2] [--batch-halvings 1 ...] [--model PATH]
+    [--repeats 2] [--dtypes float32 bfloat16] [--peer-dtypes DTYPE ...] [--int8-logits]
+    [--int8-weights]
 
-Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, free text,
-temperature 1, self-play) with `--batch` games side by side: one compiled program renders every
+Ours is the training rollout of `configs/spiral.py:local` (Gemma 3 270M from its GGUF, or the
+model of `--model`: a .gguf file or an HF checkpoint directory; free text, temperature 1,
+self-play) with `--batch` games side by side: one compiled program renders every
 live game's prompt, samples the responses with the KV cache, parses `\\boxed{}` and steps the
 games, turn after turn, until every game has ended (`experiment.play`). The host loop is how SPIRAL
 and TextArena collect: a Python loop over turns that writes each live game's prompt as text (the
 same prompt: `prompts.reference_prompt`), tokenises the batch with the model's transformers
-tokenizer, samples with transformers `generate` (the same GGUF, temperature 1, no top-k/top-p),
+tokenizer, samples with transformers `generate` (the same model, temperature 1, no top-k/top-p),
 decodes, finds the answer with Python string matching (`answers.parse_text`) and steps each game on
 its own (our jitted single-game `step`, compiled before timing: the game logic is not what is
 compared). Both sides stop a response only at the model's end-of-turn tokens or after
@@ -21,7 +23,8 @@ game's turn. Ours runs at each of `--dtypes` and each of `--batch-halvings`
 (`rollout.int8_logits`, `rollout.int8_weights`, in our cell; "ours best" stays among the float
 runs), the host loop (whose batch is always the live games) at each of `--peer-dtypes`; after a
 warm-up collection, the median of `--repeats` alternating rounds. Our compile time is reported
-apart; transformers gets as many threads as this process may use. The host loop's share of its time
+apart; transformers runs where ours does (`benchmarks.torch_device`: on the GPU when JAX has one)
+with as many threads as this process may use. The host loop's share of its time
 inside `generate` bounds what any orchestration can save it: the rest (prompt text, tokenising,
 parsing, game steps) is all a compiled episode removes beyond a faster model.
 """
@@ -39,7 +42,6 @@ import numpy as np
 
 from configs import spiral
 from jaxplay import benchmarks, compiling
-from jaxplay.models import loading
 from jaxplay.run import configuration, experiment
 from jaxplay.text import answers, prompts
 
@@ -51,13 +53,15 @@ HEADER = ("date", "model", "game", "batch", "response tokens", "examples", "batc
 
 
 def bench_config(game: str, batch: int, response_len: int, examples: int, dtype: str,
-                 batch_halvings: int = 1, **int8):
+                 batch_halvings: int = 1, model: str = "", **int8):
   """configs/spiral.py:local playing `game` alone in self-play, `batch` games a collection, the
-  plain model (no LoRA) in `dtype`, responses stopped only at end-of-turn tokens; `int8`:
-  rollout.int8_logits / int8_weights."""
+  plain model (no LoRA; its path `model`, or the preset's) in `dtype`, responses stopped only at
+  end-of-turn tokens; `int8`: rollout.int8_logits / int8_weights."""
   config = spiral.get_config("local")
   config.games = game
   config.model.update(dtype=dtype, param_dtype=dtype, lora_rank=0)
+  if model:
+    config.model.path = model
   config.prompt.examples = examples
   config.rollout.update(seats="self_play", games_per_batch=batch, samples_per_step=batch,
                         max_response_len=response_len, stop_at_answer=False, temperature=1.0,
@@ -98,6 +102,7 @@ def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, 
                                         style) for i in live]
       encoded = hf_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
       start = time.perf_counter()
+      encoded = {name: ids.to(model.device) for name, ids in encoded.items()}
       with torch.inference_mode():
         output = model.generate(**encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                                 max_new_tokens=response_len, eos_token_id=list(chat.stop_ids),
@@ -130,14 +135,11 @@ def main(argv=None) -> list[tuple]:
   args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import torch
-  import transformers
 
   torch.set_num_threads(len(os.sched_getaffinity(0)))
-  directory, name = os.path.split(loading.gemma3_270m_default())
-  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
-  theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
-      directory, gguf_file=name, dtype=getattr(torch, dtype)).eval()
-    for dtype in args.peer_dtypes}
+  path = benchmarks.model_path(args.model)
+  hf_tokenizer = benchmarks.load_tokenizer(path)
+  theirs = {dtype: benchmarks.load_peer(path, dtype) for dtype in args.peer_dtypes}
   today = datetime.date.today().isoformat()
   variants = benchmarks.our_variants(args.dtypes, args.int8_logits, args.int8_weights)
   rows = []
@@ -146,7 +148,7 @@ def main(argv=None) -> list[tuple]:
     for halvings in args.batch_halvings:
       for label, (dtype, int8) in variants.items():
         config = bench_config(game, args.batch, args.response_len, args.examples, dtype, halvings,
-                              **int8)
+                              args.model, **int8)
         calls["ours", label, halvings], exp, kit = ours_collection(config, args.batch)
     for dtype, model in theirs.items():
       calls["host", dtype, None] = host_collection(exp, kit, model, hf_tokenizer, args.batch,
@@ -166,8 +168,8 @@ def main(argv=None) -> list[tuple]:
     mean_turns = lambda keys: np.mean([np.mean(turns[key][1:]) for key in keys])
     for halvings in args.batch_halvings:
       ours = {label: rates["ours", label, halvings] for label in variants}
-      rows.append((today, "gemma3_270m", game, args.batch, args.response_len, args.examples,
-                   halvings, benchmarks.by_dtype(ours), benchmarks.by_dtype(host),
+      rows.append((today, benchmarks.model_name(args.model), game, args.batch,
+                   args.response_len, args.examples, halvings, benchmarks.by_dtype(ours), benchmarks.by_dtype(host),
                    f"{max(ours[dtype] for dtype in args.dtypes) / max(host.values()):.2f}",
                    f"{mean_turns([('ours', label, halvings) for label in variants]):.0f}, "
                    f"{mean_turns([('host', d, None) for d in args.peer_dtypes]):.0f}",

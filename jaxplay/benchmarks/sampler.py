@@ -2,11 +2,12 @@
 best dtype, same model and batch.
 
 python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--new-tokens 128]
-    [--temperature 0] [--repeats 3] [--dtypes float32 bfloat16]
+    [--temperature 0] [--model PATH] [--repeats 3] [--dtypes float32 bfloat16]
     [--peer-dtypes DTYPE ...] [--int8-logits] [--int8-weights]
 
-Both sides run the real Gemma 3 270M (the Q4_K_M GGUF, dequantised by each library to each of
-`--dtypes` for ours, `--peer-dtypes` for transformers: weights and compute in that dtype), greedy
+Both sides run the same model, `--model` (a .gguf file or an HF checkpoint directory; by default
+the real Gemma 3 270M, its Q4_K_M GGUF), dequantised by each library to each of `--dtypes` for
+ours, `--peer-dtypes` for transformers (weights and compute in that dtype), greedy
 or, with `--temperature` > 0, sampling from the whole vocabulary at that temperature (no top-k or
 top-p: self-play's setting), on random prompts of the same length, with every row forced to the
 full length (no stop token), the
@@ -14,7 +15,8 @@ way a user of each would run it: a warm-up call first, then the median of `--rep
 which the calls alternate. Decode time is the time of a call generating `new_tokens` minus that of
 a call generating one token (the prefill), so the rate counts new_tokens - 1 decode steps per row.
 The ratio is ours at our best dtype over transformers at its best dtype, per batch. Our compile
-time (first call less a timed one) is reported apart. PyTorch gets as many threads as this process
+time (first call less a timed one) is reported apart. PyTorch runs where ours does
+(`benchmarks.torch_device`: on the GPU when JAX has one) with as many threads as this process
 may use. The matmul share compares our best decode FLOP/s (matmul FLOPs per token, attention over
 the live context included) with a measured large matmul in that dtype, run as `transformer.dot`
 runs it (the "matmul GFLOP/s" cell names the dtype). The roofline is the rate of a decode step that
@@ -62,13 +64,14 @@ def ours_call(config, params, prompts, new_tokens, temperature=0.0, **int8):
 def transformers_call(model, prompts, new_tokens, temperature=0.0):
   import torch
   sampled = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+  options = sampled if temperature > 0 else dict(do_sample=False)
 
   def call():
     with torch.inference_mode():
-      ids = torch.tensor(prompts, dtype=torch.long)
+      ids = torch.tensor(prompts, dtype=torch.long, device=model.device)
       return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                             max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
-                            **(sampled if temperature > 0 else dict(do_sample=False))).numpy()
+                            **options).cpu().numpy()
   return call
 
 
@@ -98,16 +101,11 @@ def main(argv=None) -> list[tuple]:
   args = benchmarks.parse_side_by_side(parser, argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import torch
-  import transformers
 
-  threads = len(os.sched_getaffinity(0))
-  torch.set_num_threads(threads)
-  path = loading.gemma3_270m_default()
-  directory, name = os.path.split(path)
-  ours = {dtype: loading.load_gguf(path, dtype=dtype, param_dtype=dtype) for dtype in args.dtypes}
-  theirs = {dtype: transformers.AutoModelForCausalLM.from_pretrained(
-      directory, gguf_file=name, dtype=getattr(torch, dtype)).eval()
-    for dtype in args.peer_dtypes}
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  path = benchmarks.model_path(args.model)
+  ours = {dtype: loading.load(path, dtype=dtype, param_dtype=dtype) for dtype in args.dtypes}
+  theirs = {dtype: benchmarks.load_peer(path, dtype) for dtype in args.peer_dtypes}
   peaks = {dtype: benchmarks.matmul_flops_per_second(dtype) for dtype in args.dtypes}
   bandwidth = benchmarks.memory_bytes_per_second()
   today = datetime.date.today().isoformat()
@@ -144,7 +142,8 @@ def main(argv=None) -> list[tuple]:
     logits_cell = (f"{batch * benchmarks.unembed_flops(config) / logits_s / 1e9:,.0f}, "
                    f"{100 * logits_s * rates['ours'][best] / batch:.0f}%")
     decoding = f"temperature {args.temperature:g}" if args.temperature > 0 else "greedy"
-    rows.append((today, "gemma3_270m", batch, args.prompt_len, args.new_tokens, decoding,
+    rows.append((today, benchmarks.model_name(args.model), batch, args.prompt_len,
+                 args.new_tokens, decoding,
                  benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["transformers"]),
                  f"{ratio:.2f}", benchmarks.by_dtype(compile_s),
                  f"{100 * rates['ours'][best] * flops / peak:.1f}%",

@@ -2,11 +2,12 @@
 its best dtype, same model, rows and micro-batching.
 
 python -m jaxplay.benchmarks.train_step [--rows 16] [--micro-batch 4] [--prompt-len 232]
-    [--response-len 24] [--repeats 3] [--dtypes float32 bfloat16]
+    [--response-len 24] [--model PATH] [--repeats 3] [--dtypes float32 bfloat16]
     [--peer-dtypes DTYPE ...] [--profile]
 
-Both sides train every parameter of the real Gemma 3 270M (the Q4_K_M GGUF, dequantised to float32
-by each library; parameters, gradients and Adam moments stay float32) on the same `--rows` random
+Both sides train every parameter of the same model, `--model` (a .gguf file or an HF checkpoint
+directory; by default the real Gemma 3 270M, its Q4_K_M GGUF), loaded in float32 by each library
+(parameters, gradients and Adam moments stay float32), on the same `--rows` random
 token rows of prompt + response, with the same update: the PPO clipped loss (clip 0.2) on the
 response tokens under Dr. GRPO's aggregation, advantages +-1, old log-probs from the model itself
 (ratio 1, as in a first epoch), gradients accumulated over micro-batches of `--micro-batch` rows,
@@ -15,7 +16,8 @@ with the free-text policy's log-probs (logits only where a response token is pre
 the transformers model with `logits_to_keep` (the same saving, as TRL does it) and torch's fused
 AdamW. `--dtypes` (ours) and `--peer-dtypes` (PyTorch's) are compute dtypes: bfloat16 is ours with
 bfloat16 compute and theirs under `torch.autocast` (mixed precision, the way a PyTorch user trains
-in bfloat16). Timing: a warm-up step first (our compile time is reported apart), then the median of
+in bfloat16). PyTorch runs where ours does (`benchmarks.torch_device`: on the GPU when JAX has
+one). Timing: a warm-up step first (our compile time is reported apart), then the median of
 `--repeats` alternating rounds. Tokens/s counts every row token run forward and backward. The share
 of the matmul peak counts 3x the forward matmul FLOPs (layers at all positions, logits at the
 response positions) against a measured large matmul at our best dtype, run as `transformer.dot`
@@ -23,9 +25,9 @@ runs it (a CPU's bfloat16 kernels can run several times its float32 rate). The g
 the two warm-up steps (same initial weights) are reported side by side: they agree when both sides
 compute the same update.
 
-With `--profile`, one warm step of each side at each dtype is traced by its library's profiler
-instead of timed; its rows (their own section) give the shares of the step's op time spent in
-matmuls, in layout changes (copies and transposes) and in the rest (`profiles`).
+With `--profile` (on a CPU), one warm step of each side at each dtype is traced by its library's
+profiler instead of timed; its rows (their own section) give the shares of the step's op time
+spent in matmuls, in layout changes (copies and transposes) and in the rest (`profiles`).
 """
 
 from __future__ import annotations
@@ -150,9 +152,10 @@ def torch_step(model, tokens, old, advantages_N, shape: Shape, dtype: str):
   import torch
 
   p, r, micro = shape.prompt_len, shape.response_len, shape.micro_batch
-  tokens = torch.tensor(tokens, dtype=torch.long)
-  old = torch.tensor(old[:, p:])
-  advantages_N = torch.tensor(advantages_N)[:, None]
+  device = model.device
+  tokens = torch.tensor(tokens, dtype=torch.long, device=device)
+  old = torch.tensor(old[:, p:], device=device)
+  advantages_N = torch.tensor(advantages_N, device=device)[:, None]
   weight = 1.0 / (r * shape.rows)  # Dr. GRPO: token sum / (max response length * sequences).
   params = [x for x in model.parameters() if x.requires_grad]
   optimizer = torch.optim.AdamW(params, lr=shape.learning_rate, betas=(0.9, 0.95), eps=1e-8,
@@ -162,7 +165,7 @@ def torch_step(model, tokens, old, advantages_N, shape: Shape, dtype: str):
   def call():
     for start in range(0, shape.rows, micro):
       rows = slice(start, start + micro)
-      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
         logits = model(input_ids=tokens[rows], logits_to_keep=r + 1).logits[:, :-1]
       log_probs = torch.log_softmax(logits.float(), -1).gather(
           -1, tokens[rows, p:, None])[..., 0]
@@ -191,17 +194,16 @@ def main(argv=None) -> tuple:
     shape = Shape(args.rows, args.micro_batch, args.prompt_len, args.response_len)
   except ValueError as e:
     parser.error(str(e))
+  if args.profile and jax.default_backend() != "cpu":
+    parser.error(f"--profile reads CPU op times only; JAX runs on {jax.default_backend()} here.")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import torch
   import transformers
 
-  threads = len(os.sched_getaffinity(0))
-  torch.set_num_threads(threads)
-  path = loading.gemma3_270m_default()
-  directory, name = os.path.split(path)
-  config, params = loading.load_gguf(path, dtype="float32", param_dtype="float32")
-  model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name,
-                                                            dtype=torch.float32)
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  path = benchmarks.model_path(args.model)
+  config, params = loading.load(path, dtype="float32", param_dtype="float32")
+  model = benchmarks.load_peer(path, "float32")
   tokens, advantages_N = random_rows(shape, config.vocab_size)
   old = old_log_probs(config, params, tokens, shape)
   calls = {("ours", dtype): OurStep(dataclasses.replace(config, dtype=dtype), params, tokens,
@@ -210,7 +212,7 @@ def main(argv=None) -> tuple:
   calls.update({("PyTorch", dtype): torch_step(model, tokens, old, advantages_N, shape, dtype)
                 for dtype in args.peer_dtypes})
   if args.profile:
-    return profile_rows(calls, shape, args.output)
+    return profile_rows(calls, shape, args.output, benchmarks.model_name(args.model))
   norms = {}
 
   def first_norm(key, call):
@@ -233,28 +235,28 @@ def main(argv=None) -> tuple:
   peak_share = train_flops(config, shape) * rates["ours"][best] / row_tokens / peak
   norm_cell = (f"{norms['ours', 'float32']:.4g} / {norms['PyTorch', 'float32']:.4g}"
                if "float32" in args.dtypes and "float32" in args.peer_dtypes else "-")
-  row = (datetime.date.today().isoformat(), "gemma3_270m",
+  row = (datetime.date.today().isoformat(), benchmarks.model_name(args.model),
          f"{shape.rows} x ({shape.prompt_len} + {shape.response_len})", shape.micro_batch,
          benchmarks.by_dtype(rates["ours"]), benchmarks.by_dtype(rates["PyTorch"]),
          f"{rates['ours'][best] / max(rates['PyTorch'].values()):.2f}",
          benchmarks.by_dtype(compile_s),
          f"{100 * peak_share:.1f}%", norm_cell,
-         f"{benchmarks.machine()}, torch {torch.__version__} ({threads} threads), "
-         f"transformers {transformers.__version__}, {args.repeats} repeats, {best} matmul peak "
-         f"{peak / 1e9:,.0f} GFLOP/s")
+         f"{benchmarks.torch_machine()}, transformers {transformers.__version__}, "
+         f"{args.repeats} repeats, {best} matmul peak {peak / 1e9:,.0f} GFLOP/s")
   benchmarks.report(SECTION, HEADER, [row], args.output)
   return row
 
 
-def profile_rows(calls: dict, shape: Shape, output: str) -> list[tuple]:
+def profile_rows(calls: dict, shape: Shape, output: str, model: str = "gemma3_270m"
+                 ) -> list[tuple]:
   """One warm-up step of each call (ours: OurStep, PyTorch: `torch_step`'s), then one traced by
-  its library's profiler; a row each, reported to `output`."""
+  its library's profiler; a row each (`model` its model cell), reported to `output`."""
   rows = []
   for (side, dtype), call in calls.items():
     call()
     shares, backward = (profiles.xla_shares(call, call.hlo_text()) if side == "ours" else
                         profiles.torch_shares(call))
-    rows.append((datetime.date.today().isoformat(), "gemma3_270m",
+    rows.append((datetime.date.today().isoformat(), model,
                  f"{shape.rows} x ({shape.prompt_len} + {shape.response_len})", side, dtype,
                  *(f"{100 * shares[kind]:.0f}" for kind in profiles.KINDS), f"{100 * backward:.0f}",
                  benchmarks.torch_machine()))

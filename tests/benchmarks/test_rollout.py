@@ -14,6 +14,8 @@ BATCH = 4
 class _ScriptedModel:
   """`generate` answers every prompt with `answer` (the host loop's stand-in for transformers)."""
 
+  device = torch.device("cpu")
+
   def __init__(self, answer: str):
     self.answer, self.prompts = answer, []
 
