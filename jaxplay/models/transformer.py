@@ -161,7 +161,22 @@ def _einsum_bwd(spec, out_dtype, residuals, dy):
   x_spec, w_spec, y_spec = spec.replace("->", ",").split(",")
   dy = dy.astype(x.dtype)
   return (dot(f"{y_spec},{w_spec}->{x_spec}", dy, w),
-          dot(f"{x_spec},{y_spec}->{w_spec}", x, dy).astype(w.dtype))
+          _weight_grad(x_spec, w_spec, y_spec, x, dy).astype(w.dtype))
+
+
+def _weight_grad(x_spec: str, w_spec: str, y_spec: str, x, dy):
+  """The weight's gradient, x and dy summed over their shared (token) axes. XLA's CPU backend
+  copies one of the two transposed for the dot, and x, the input the forward pass saved, is
+  sliced out of the layers' stacked residuals, which makes its transposed copy slow
+  (BENCHMARKS.md, train step). So where dy is the narrower (fewer features a token than x: the
+  down, o, k and v projections), the dot computes the gradient as [out, in] from dy transposed
+  and the result is transposed to the weight's layout."""
+  w_out = "".join(c for c in w_spec if c in y_spec)
+  w_in = "".join(c for c in w_spec if c not in y_spec)
+  if math.prod(dy.shape[y_spec.index(c)] for c in w_out) >= math.prod(
+      x.shape[x_spec.index(c)] for c in w_in):
+    return dot(f"{x_spec},{y_spec}->{w_spec}", x, dy)
+  return jnp.einsum(f"{w_out}{w_in}->{w_spec}", dot(f"{y_spec},{x_spec}->{w_out}{w_in}", dy, x))
 
 
 einsum_with_plain_grads.defvjp(_einsum_fwd, _einsum_bwd)

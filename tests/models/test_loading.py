@@ -324,6 +324,21 @@ def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, out_dtype, d
                                rtol=1e-6 if dtype == "float32" else 1e-2, atol=1e-6)
 
 
+def test_the_down_projections_gradient_reads_its_saved_input_untransposed():
+  """The backward pass never copies the down projection's saved input [B, T, F] transposed
+  ([F, B * T]): XLA's CPU backend copies a residual sliced out of the layers' stack slowly, so its
+  weight gradient transposes the narrower output gradient instead (`transformer._weight_grad`;
+  BENCHMARKS.md, train step, stop 57). mlp_dim 176 and 3 x 7 tokens: shapes no other array has."""
+  config = configs.tiny(dtype="bfloat16", mlp_dim=176)
+  params = transformer.init_params(config, jax.random.key(0))
+  tokens = np.ones((3, 7), np.int32)
+  loss = lambda p: jnp.sum(transformer.apply(config, p, tokens, np.broadcast_to(np.arange(7),
+                                                                              (3, 7)))[0])
+  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  assert "bf16[2,176,64]" in hlo or "f32[2,176,64]" in hlo  # The stacked down weights' gradient.
+  assert not re.findall(r"= bf16\[176,(21|3,7)\]", hlo)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_projection_dots_round_a_float32_sum_to_their_dtype(dtype):
   """`transformer.dot` (which takes XLA's fast bfloat16 kernels on CPU) returns the input dtype,
