@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxplay.models import loading, transformer, weight_files
-from jaxplay.text import tokenizer
 from jaxplay.models.configs import DTYPES, ModelConfig
+from jaxplay.text import tokenizer
 
 BENCHMARKS_MD = pathlib.Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 

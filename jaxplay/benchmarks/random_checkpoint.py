@@ -1,6 +1,6 @@
 """An HF checkpoint of random weights in a model preset's shapes, with a real tokenizer: the model
 the benchmarks load (`--model DIR`) where the real weights cannot go, such as a device machine
-reached by copying a 64 MiB working tree (`jaxplay/benchmarks/on_device.sh`).
+reached by copying a 64 MiB working tree (`jaxplay/benchmarks/on_gpu.sh`).
 
 python -m jaxplay.benchmarks.random_checkpoint --out DIR [--preset gemma3_270m]
     [--tokenizer PATH] [--seed 0]

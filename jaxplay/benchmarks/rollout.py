@@ -101,8 +101,8 @@ def host_collection(exp: experiment.Experiment, kit: experiment.GameKit, model, 
       texts = [prompts.reference_prompt(game, chat, states[i], int(states[i].current_player),
                                         style) for i in live]
       encoded = hf_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-      start = time.perf_counter()
       encoded = {name: ids.to(model.device) for name, ids in encoded.items()}
+      start = time.perf_counter()
       with torch.inference_mode():
         output = model.generate(**encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                                 max_new_tokens=response_len, eos_token_id=list(chat.stop_ids),
@@ -169,7 +169,8 @@ def main(argv=None) -> list[tuple]:
     for halvings in args.batch_halvings:
       ours = {label: rates["ours", label, halvings] for label in variants}
       rows.append((today, benchmarks.model_name(args.model), game, args.batch,
-                   args.response_len, args.examples, halvings, benchmarks.by_dtype(ours), benchmarks.by_dtype(host),
+                   args.response_len, args.examples, halvings, benchmarks.by_dtype(ours),
+                   benchmarks.by_dtype(host),
                    f"{max(ours[dtype] for dtype in args.dtypes) / max(host.values()):.2f}",
                    f"{mean_turns([('ours', label, halvings) for label in variants]):.0f}, "
                    f"{mean_turns([('host', d, None) for d in args.peer_dtypes]):.0f}",

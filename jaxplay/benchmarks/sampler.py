@@ -6,8 +6,8 @@ python -m jaxplay.benchmarks.sampler [--batches 1 8 32] [--prompt-len 256] [--ne
     [--peer-dtypes DTYPE ...] [--int8-logits] [--int8-weights]
 
 Both sides run the same model, `--model` (a .gguf file or an HF checkpoint directory; by default
-the real Gemma 3 270M, its Q4_K_M GGUF), dequantised by each library to each of `--dtypes` for
-ours, `--peer-dtypes` for transformers (weights and compute in that dtype), greedy
+the real Gemma 3 270M, its Q4_K_M GGUF), loaded by each library in each of `--dtypes` for ours,
+`--peer-dtypes` for transformers (weights and compute in that dtype), greedy
 or, with `--temperature` > 0, sampling from the whole vocabulary at that temperature (no top-k or
 top-p: self-play's setting), on random prompts of the same length, with every row forced to the
 full length (no stop token), the
