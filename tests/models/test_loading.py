@@ -305,6 +305,9 @@ def test_bfloat16_layers_hold_their_residuals_as_bits(monkeypatch):
     ("bte,ehd->bthd", (2, 3, 4), (4, 2, 3), None),  # attention q / k / v
     ("bthd,hde->bte", (2, 3, 2, 3), (2, 3, 4), None),  # attention o
     ("btd,vd->btv", (2, 3, 4), (6, 4), "float32"),  # the logits of a tied embedding
+    ("bte,er->btr", (2, 3, 4), (4, 2), None),  # a LoRA A
+    ("bthd,hdr->btr", (2, 3, 2, 3), (2, 3, 2), None),  # the o projection's LoRA A
+    ("btr,rhd->bthd", (2, 3, 2), (2, 2, 3), None),  # a LoRA B
 ])
 def test_projection_gradients_are_autodiffs(spec, x_shape, w_shape, out_dtype, dtype):
   x = jax.random.normal(jax.random.key(0), x_shape, dtype)
