@@ -169,8 +169,8 @@ def _weight_grad(x_spec: str, w_spec: str, y_spec: str, x, dy):
   copies one of the two transposed for the dot, and x, the input the forward pass saved, is
   sliced out of the layers' stacked residuals, which makes its transposed copy slow
   (BENCHMARKS.md, train step). So where dy is the narrower (fewer features a token than x: the
-  down, o, k and v projections), the dot computes the gradient as [out, in] from dy transposed
-  and the result is transposed to the weight's layout."""
+  down, o, k and v projections and every LoRA A), the dot computes the gradient as [out, in]
+  from dy transposed and the result is transposed to the weight's layout."""
   w_out = "".join(c for c in w_spec if c in y_spec)
   w_in = "".join(c for c in w_spec if c not in y_spec)
   if math.prod(dy.shape[y_spec.index(c)] for c in w_out) >= math.prod(
@@ -185,9 +185,9 @@ einsum_with_plain_grads.defvjp(_einsum_fwd, _einsum_bwd)
 def _project(module, name: str, x, w, spec: str, in_axes: tuple[str, ...],
              out_axes: tuple[str, ...]):
   """x @ w by the einsum `spec` ('<x>,<w>-><out>'), plus the LoRA path when `name` is a target:
-  scale * (x A) B with A [in dims..., r] and B [r, out dims...] (never merged into w). Every dot
-  here is differentiated by `einsum_with_plain_grads` (for A and B too: a LoRA train step of
-  Gemma 3 270M ran 16% faster than with autodiff's gradients; BENCHMARKS.md, train step)."""
+  scale * (x A) B with A [in dims..., r] and B [r, out dims...] (never merged into w). Every
+  float dot here is differentiated by `einsum_with_plain_grads` (A and B's too: a LoRA train step
+  of Gemma 3 270M ran 16% faster than with autodiff's gradients; BENCHMARKS.md, train step)."""
   cfg = module.config
   dt = cfg.jnp_dtype
   n_in = len(in_axes)
