@@ -23,7 +23,7 @@ runs it (the "matmul GFLOP/s" cell names the dtype). The roofline is the rate of
 runs at that matmul peak or reads its bytes (every weight, and each row's KV cache) at the measured
 memory bandwidth, whichever takes longer; the row names the bound that binds (memory at small
 batch, matmul at large). The logits column times our decode step's largest dot
-alone (`logits_seconds`: [batch, d_model] hidden states by the [vocabulary, d_model] embedding,
+alone (`logits_seconds`: the [vocabulary, d_model] embedding by [batch, d_model] hidden states,
 at our best dtype): its FLOP rate, and its share of a decode step at our best rate.
 With `--int8-logits` / `--int8-weights` ours also runs each of `--dtypes` with int8 logits / int8
 layer weights / both (`sampling.sample`'s `int8_logits`, `int8_weights`; labelled "<dtype> int8
@@ -77,9 +77,10 @@ def transformers_call(model, prompts, new_tokens, temperature=0.0):
 
 def logits_seconds(config, params, batch: int, repeats: int) -> float:
   """Median seconds of our decode step's logits for `batch` rows: the jitted
-  `transformer.unembed` of [batch, 1, d_model] hidden states in the config's dtype."""
-  hidden = jnp.ones((batch, 1, config.d_model), config.jnp_dtype)
-  logits = compiling.jit(functools.partial(transformer.unembed, config))
+  `transformer.logits_vocab_major` of [batch, d_model] hidden states in the config's dtype, as
+  the sampler computes them."""
+  hidden = jnp.ones((batch, config.d_model), config.jnp_dtype)
+  logits = compiling.jit(functools.partial(transformer.logits_vocab_major, config))
   [seconds] = benchmarks.median_seconds([lambda: logits(params, hidden)], repeats)
   return seconds
 

@@ -98,21 +98,22 @@ def _threshold(scaled_BV, k_B, top_p_B, log_total_B, candidates: tuple[int, ...]
                       lambda: _threshold(scaled_BV, k_B, top_p_B, log_total_B, candidates[1:]))
 
 
-def _truncate(scaled_BV, top_k_B, top_p_B, candidates=TRUNCATION_CANDIDATES, *,
+def _truncate(scaled_VB, top_k_B, top_p_B, candidates=TRUNCATION_CANDIDATES, *,
               log_total_B=None):
-  """Masks tokens outside top-k, then outside the top-p nucleus of what remains (as in HF); ties
-  with the last kept token stay. Exact whatever the `candidates` (static counts, see above).
-  log_total_B: each row's logsumexp where the caller has it (else one more pass over [B, V])."""
-  vocab = scaled_BV.shape[-1]
+  """Masks each row's (column's) tokens outside top-k, then outside the top-p nucleus of what
+  remains (as in HF); ties with the last kept token stay. Exact whatever the `candidates` (static
+  counts, see above). log_total_B: each row's logsumexp where the caller has it (else one more
+  pass over [V, B])."""
+  vocab = scaled_VB.shape[0]
   if log_total_B is None:
-    log_total_B = jax.nn.logsumexp(scaled_BV, axis=-1)
+    log_total_B = jax.nn.logsumexp(scaled_VB, axis=0)
   k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
   keep_all = (k_B >= vocab) & (top_p_B >= 1)
   # Rows that keep everything ask for their top token alone, which settles among any candidates.
-  threshold = _threshold(scaled_BV, jnp.where(keep_all, 1, k_B), top_p_B, log_total_B,
+  threshold = _threshold(scaled_VB.T, jnp.where(keep_all, 1, k_B), top_p_B, log_total_B,
                          candidates)
   threshold = jnp.where(keep_all, -jnp.inf, threshold)
-  return jnp.where(scaled_BV >= threshold[:, None], scaled_BV, -jnp.inf)
+  return jnp.where(scaled_VB >= threshold, scaled_VB, -jnp.inf)
 
 
 def _chunk_width(vocab: int) -> int:
@@ -120,34 +121,36 @@ def _chunk_width(vocab: int) -> int:
   return 1 << math.ceil(math.log2(math.isqrt(max(vocab - 1, 0)) + 1))
 
 
-def _chunks(x_BV):
-  """[B, V] -> [B, C, W] with W = _chunk_width(V), the last chunk padded with -inf."""
-  B, V = x_BV.shape
+def _chunks(x_VB):
+  """[V, B] -> [C, W, B] with W = _chunk_width(V), the last chunk padded with -inf."""
+  V, B = x_VB.shape
   width = _chunk_width(V)
-  return jnp.pad(x_BV, ((0, 0), (0, -V % width)), constant_values=-jnp.inf).reshape(B, -1, width)
+  return jnp.pad(x_VB, ((0, -V % width), (0, 0)), constant_values=-jnp.inf).reshape(-1, width, B)
 
 
-def _chunk_masses(x_BV):
+def _chunk_masses(x_VB):
   """float32 [B, C]: the log of each chunk's unnormalised mass, logsumexp over its tokens."""
-  return jax.nn.logsumexp(_chunks(x_BV), axis=-1)
+  return jax.nn.logsumexp(_chunks(x_VB), axis=1).T
 
 
-def _draw(key, logits_BV, masses_BC):
-  """Tokens [B] drawn from softmax(logits_BV), exactly, in two steps: a chunk with probability
-  proportional to its mass, then a token of that chunk by its logits (P(chunk) P(token | chunk) =
-  P(token)). That draws 2 sqrt(V) Gumbel variates a row instead of V: with Gemma's 262,144 tokens
-  one draw over the whole vocabulary took up to ~40% of a decode step on a 2-core CPU."""
+def _draw(key, logits_VB, masses_BC):
+  """Tokens [B] drawn from softmax over each column of logits_VB, exactly, in two steps: a chunk
+  with probability proportional to its mass, then a token of that chunk by its logits (P(chunk)
+  P(token | chunk) = P(token)). That draws 2 sqrt(V) Gumbel variates a row instead of V: with
+  Gemma's 262,144 tokens one draw over the whole vocabulary took up to ~40% of a decode step on a
+  2-core CPU."""
   chunk_key, token_key = jax.random.split(key)
   chunk_B = jax.random.categorical(chunk_key, masses_BC, axis=-1)
-  within_BW = jnp.take_along_axis(_chunks(logits_BV), chunk_B[:, None, None], axis=1)[:, 0]
+  within_BW = _chunks(logits_VB)[chunk_B, :, jnp.arange(logits_VB.shape[1])]
   token_B = jax.random.categorical(token_key, within_BW, axis=-1)
-  return chunk_B * _chunk_width(logits_BV.shape[-1]) + token_B
+  return chunk_B * _chunk_width(logits_VB.shape[0]) + token_B
 
 
-def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
-  """(tokens [B], policy log-probs [B]); temperature <= 0 is greedy, top_k <= 0 disables it."""
+def choose_tokens(logits_VB, key, temperature_B, top_p_B, top_k_B):
+  """(tokens [B], policy log-probs [B]) from vocabulary-major logits [V, B]
+  (`transformer.logits_vocab_major`); temperature <= 0 is greedy, top_k <= 0 disables it."""
   greedy = temperature_B <= 0
-  scaled = logits_BV / jnp.where(greedy, 1.0, temperature_B)[:, None]
+  scaled = logits_VB / jnp.where(greedy, 1.0, temperature_B)
   masses = _chunk_masses(scaled)  # One exp over the vocabulary serves all: log-probs, top-p, draw.
   log_total = jax.nn.logsumexp(masses, axis=-1)
   needs_truncation = jnp.any(~greedy & ((top_k_B > 0) | (top_p_B < 1)))
@@ -159,13 +162,13 @@ def choose_tokens(logits_BV, key, temperature_B, top_p_B, top_k_B):
 
   filtered, filtered_masses = jax.lax.cond(needs_truncation, truncated, lambda *x: x, scaled,
                                            masses)
-  # Each pass over [B, V] counts (an argmax over 32 rows of Gemma's vocabulary: ~18 ms a step).
-  best = jax.lax.cond(jnp.any(greedy), lambda: jnp.argmax(logits_BV, axis=-1).astype(jnp.int32),
+  # Each pass over [V, B] counts (an argmax over 32 rows of Gemma's vocabulary: ~18 ms a step).
+  best = jax.lax.cond(jnp.any(greedy), lambda: jnp.argmax(logits_VB, axis=0).astype(jnp.int32),
                       lambda: jnp.zeros(greedy.shape, jnp.int32))
   drawn = jax.lax.cond(jnp.all(greedy), lambda: best,
                        lambda: _draw(key, filtered, filtered_masses).astype(jnp.int32))
   tokens = jnp.where(greedy, best, drawn)
-  chosen = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0]
+  chosen = scaled[tokens, jnp.arange(tokens.shape[0])]
   return tokens, chosen - log_total
 
 
@@ -202,14 +205,15 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
                                row(top_k, jnp.int32))
   stop_tokens = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
   prompt_lengths_B = jnp.asarray(prompt_lengths_B, jnp.int32)
-  table = transformer.int8_unembedding(config, params) if int8_logits else None
+  if int8_logits:
+    table = transformer.int8_unembedding(config, params)
+    logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
+  else:  # The float table, not `as_bits`' (see `transformer.logits_vocab_major`).
+    float_params = params
+    logits_of = lambda h_BD: transformer.logits_vocab_major(config, float_params, h_BD)
   if int8_weights:
     params = transformer.int8_weights(params)
   params = transformer.as_bits(params)
-  if int8_logits:
-    logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
-  else:
-    logits_of = lambda h_BD: transformer.unembed(config, params, h_BD[:, None])[:, 0]
   shared, offset = _shared_starts(config, params, prefixes_NL, prefix_index_B, B)
   last_hidden_BD, cache = _prefill(config, params, prompt_BP, prompt_lengths_B, offset, shared,
                                    R, pad_id)

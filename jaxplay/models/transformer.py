@@ -494,6 +494,22 @@ def unembed(config: ModelConfig, params, h_BTD):
   return Decoder(config).apply({"params": params}, h_BTD, method=Decoder.unembed)
 
 
+def logits_vocab_major(config: ModelConfig, params, h_BD) -> jax.Array:
+  """float32 logits [V, B] of final hidden states [B, D], `unembed`'s values transposed (the
+  sampler's layout). With the table's rows first XLA's CPU backend runs the dot about twice as
+  fast for 2-32 rows, and a one-row dot would widen the whole table to float32, so a single row
+  is computed beside a zero row. `params` should hold the table in its float dtype: `as_bits`'
+  uint16 is read back through a copy of the table (BENCHMARKS.md, sampler)."""
+  rows = h_BD.shape[0]
+  h_BD = jnp.pad(h_BD, ((0, 1), (0, 0))) if rows == 1 else h_BD
+  if config.tie_embeddings:
+    weights, spec = _as_float(params["embedding"]), "vd,bd->vb"
+  else:
+    weights, spec = _as_float(params["lm_head"]), "dv,bd->vb"
+  logits = dot(spec, weights.astype(config.jnp_dtype), h_BD.astype(config.jnp_dtype), jnp.float32)
+  return _soft_cap(logits[:, :rows], config.final_softcap)
+
+
 # Projections of at most this many rows (a decode step's batch) take `_int8_project`'s int8 x int8
 # dot; more rows (prefills, large batches) dequantise the weight inside a float dot. On a 2-core
 # CPU, Gemma 3 270M's layer projections: the int8 dot 3.4x / 2.3x faster than float32 at 1 / 8
@@ -559,12 +575,13 @@ def int8_unembedding(config: ModelConfig, params) -> tuple[jax.Array, jax.Array]
 
 
 def int8_logits(config: ModelConfig, table, h_BD) -> jax.Array:
-  """float32 [B, V] logits from `int8_unembedding`'s table through `_int8_dot`, soft-capped as
-  `unembed`'s. What differs from `unembed` is the table's rounding (for Gemma 3 270M within 3% of
-  the largest |logit|). On a 2-core CPU the dot is 1.6-2.7x faster than float32's for 1-8 rows,
-  even at 16, slower at 32 (BENCHMARKS.md)."""
+  """float32 [V, B] logits (`logits_vocab_major`'s layout) from `int8_unembedding`'s table through
+  `_int8_dot`, soft-capped as `unembed`'s. What differs from `unembed` is the table's rounding
+  (for Gemma 3 270M within 3% of the largest |logit|). On a 2-core CPU the dot is 1.6-2.7x faster
+  than float32's for 1-8 rows, even at 16, slower at 32 (BENCHMARKS.md)."""
   values_VD, scales_V = table
-  return _soft_cap(_int8_dot(h_BD, values_VD, w_in_axis=1) * scales_V, config.final_softcap)
+  logits = _int8_dot(h_BD, values_VD, w_in_axis=1) * scales_V
+  return _soft_cap(logits.T, config.final_softcap)
 
 
 def _init_boxed(config: ModelConfig, key):

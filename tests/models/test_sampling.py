@@ -259,7 +259,7 @@ def test_truncation_keeps_exactly_the_top_k_and_nucleus_tokens(logits, top_k, to
   rows = np.stack([logits, logits[::-1], logits])
   top_k_B, top_p_B = np.array([top_k, 0, top_k]), np.array([top_p, 1.0, top_p], np.float32)
   out = np.asarray(sampling._truncate(  # pylint: disable=protected-access
-      jnp.asarray(rows), jnp.asarray(top_k_B), jnp.asarray(top_p_B), candidates))
+      jnp.asarray(rows.T), jnp.asarray(top_k_B), jnp.asarray(top_p_B), candidates)).T
   expected = _kept_reference(logits.tolist(), top_k, top_p)
   assert len(expected) == size
   for row in (0, 2):
@@ -273,7 +273,7 @@ def test_top_p_one_keeps_every_token_of_a_large_vocabulary():
   (else a row's kept set would depend on whether another row needs truncation)."""
   logits = jax.random.normal(jax.random.key(0), (2, 50_000)).at[:, 0].set(20.0)  # A peak.
   out = sampling._truncate(  # pylint: disable=protected-access
-      logits, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32))
+      logits.T, jnp.array([0, 0]), jnp.array([1.0, 0.9], jnp.float32)).T
   assert bool(jnp.isfinite(out[0]).all())
   assert 0 < int(jnp.isfinite(out[1]).sum()) < 50_000
 
@@ -295,12 +295,29 @@ def test_truncation_sorts_the_vocabulary_only_for_rows_beyond_the_candidates():
   assert settled.tolist() == [True, True, False, False]
   for batch in (slice(0, 2), slice(0, 4)):
     *fast, full = (np.isfinite(sampling._truncate(  # pylint: disable=protected-access
-        rows[batch], top_k_B[batch], top_p_B[batch], candidates))
+        rows[batch].T, top_k_B[batch], top_p_B[batch], candidates).T)
                    for candidates in ((1024,), sampling.TRUNCATION_CANDIDATES, ()))
     for kept in fast:
       np.testing.assert_array_equal(kept, full)
   assert full[2].sum() > 1024
   assert full[3].sum() == 2000 and full[0].sum() == 1
+
+
+@pytest.mark.parametrize("tied,softcap", [(True, None), (False, 5.0)])
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vocab_major_logits_are_unembeds_transposed(tied, softcap, rows, dtype):
+  """`transformer.logits_vocab_major` (the sampler's [V, B] logits; one row is padded to two)
+  gives `unembed`'s logits transposed, from the float params and from `as_bits`' uint16 ones."""
+  config = configs.tiny(tie_embeddings=tied, final_softcap=softcap, dtype=dtype,
+                        param_dtype=dtype)
+  params = transformer.init_params(config, jax.random.key(1))
+  h = jax.random.normal(jax.random.key(2), (rows, config.d_model)).astype(config.jnp_dtype)
+  expected = np.asarray(transformer.unembed(config, params, h[:, None]))[:, 0].T
+  for given in (params, transformer.as_bits(params)):
+    got = jax.jit(transformer.logits_vocab_major, static_argnums=0)(config, given, h)
+    assert got.dtype == jnp.float32 and got.shape == (config.vocab_size, rows)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("tied,softcap", [(True, None), (False, 5.0)])
@@ -321,7 +338,7 @@ def test_int8_logits_stay_within_the_rounding_of_their_two_parts(tied, softcap, 
   assert (np.abs(values).max(1) == 127).all()
   dequantised = values * scales[:, None]
   assert (np.abs(dequantised - weights) <= scales[:, None] * (0.5 + 1e-4)).all()  # float32 division
-  got = np.asarray(transformer.int8_logits(config, table, h))
+  got = np.asarray(transformer.int8_logits(config, table, h)).T
   exact = np.asarray(transformer.unembed(config, params, h[:, None]))[:, 0]
   h64 = np.asarray(h, np.float64)
   bound = (np.abs(h64).sum(1)[:, None] * scales[None] / 2
@@ -343,7 +360,7 @@ def test_int8_logits_sample_from_and_report_the_int8_logits(model):
   hidden = _teacher_forced_hidden(model, samples)
   B, _, D = hidden.shape
   logits = transformer.int8_logits(config, transformer.int8_unembedding(config, params),
-                                   hidden.reshape(B * R, D)).reshape(B, R, -1)
+                                   hidden.reshape(B * R, D)).T.reshape(B, R, -1)
   tokens = np.asarray(samples.tokens)
   chosen = lambda logits: np.take_along_axis(
       np.asarray(jax.nn.log_softmax(logits, axis=-1)), tokens[..., None], -1)[..., 0]
@@ -474,7 +491,7 @@ def test_drawn_tokens_follow_the_policy_distribution(temperature, top_k):
   temperature_B = np.full(DRAWS, temperature, np.float32)
   temperature_B[0] = 0.0  # One greedy row.
   tokens, logprobs = jax.jit(sampling.choose_tokens)(
-      jnp.asarray(rows), jax.random.key(1), jnp.asarray(temperature_B),
+      jnp.asarray(rows.T), jax.random.key(1), jnp.asarray(temperature_B),
       jnp.ones(DRAWS, jnp.float32), jnp.full(DRAWS, top_k, jnp.int32))
   tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
   assert tokens[0] == np.argmax(DRAW_LOGITS)
