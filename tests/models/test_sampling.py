@@ -477,6 +477,18 @@ def test_a_decode_step_reads_the_cached_keys_untransposed(num_kv_heads):
   assert not re.findall(rf"= bf16\[3,({num_kv_heads},)?48,{slots}\]", hlo)
 
 
+def test_one_columns_chunk_masses_are_its_column_of_a_batchs():
+  """`_chunk_masses` of a single column (its own reduction, see there) equals that column's masses
+  in a batch of several, and each chunk's logsumexp by hand (300 tokens: chunks of 32)."""
+  logits_VB = jax.random.normal(jax.random.key(5), (300, 3)) * 4
+  batch = np.asarray(sampling._chunk_masses(logits_VB))  # pylint: disable=protected-access
+  one = np.asarray(sampling._chunk_masses(logits_VB[:, 1:2]))  # pylint: disable=protected-access
+  np.testing.assert_allclose(one, batch[1:2], rtol=1e-6)
+  column = np.asarray(logits_VB[:, 1], np.float64)
+  by_hand = [np.log(np.exp(column[i:i + 32]).sum()) for i in range(0, 300, 32)]
+  np.testing.assert_allclose(one[0], by_hand, rtol=1e-5)
+
+
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
 DRAW_LOGITS = np.random.default_rng(0).normal(size=300).astype(np.float32)
 DRAWS = 40_000
