@@ -199,7 +199,8 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
   one; its tokens and log-probs, as above.
   A bfloat16 model samples with its params and cache held as uint16 bits (`transformer.as_bits`,
   `init_cache(as_bits=True)`): the same values, read and written without XLA's CPU backend
-  widening them to float32.
+  widening them to float32; the logits alone read the float table, vocabulary-major
+  (`transformer.logits_vocab_major`, `choose_tokens`).
   """
   B, P = prompt_BP.shape
   R = max_response_len
@@ -216,7 +217,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     logits_of = lambda h_BD: transformer.logits_vocab_major(config, float_params, h_BD)
   if int8_weights:
     params = transformer.int8_weights(params)
-  params = transformer.as_bits(params)
+  params = transformer.as_bits(transformer.projections_in_compute_dtype(config, params))
   shared, offset = _shared_starts(config, params, prefixes_NL, prefix_index_B, B)
   last_hidden_BD, cache = _prefill(config, params, prompt_BP, prompt_lengths_B, offset, shared,
                                    R, pad_id)

@@ -110,6 +110,22 @@ def _param(module, name, init, shape, axes, dtype):
   return _as_float(_stored_param(module, name, init, shape, axes, dtype))
 
 
+def projections_in_compute_dtype(config: ModelConfig, params):
+  """`params` with each layer projection and LoRA factor cast to the compute dtype: `_project`
+  casts them so before every dot, so this is the same model, whose weights a sampler then reads
+  at the compute dtype's width (float32 params computing in bfloat16 read half the bytes a decode
+  step). Norm scales, embeddings and int8 weights stay as they are (read in float32 or rounded in
+  the param dtype)."""
+  def cast(path, x):
+    name = str(getattr(path[-1], "key", path[-1]))
+    in_layers = str(getattr(path[0], "key", path[0])) == "layers"
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    if in_layers and floating and (name in PROJECTIONS or name.endswith(LORA_SUFFIXES)):
+      return x.astype(config.jnp_dtype)
+    return x
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def as_bits(params):
   """`params` with each bfloat16 array held as its uint16 bits, which `apply` reads back as
   bfloat16: the same model, for sampling (not differentiable). XLA's CPU backend widens a

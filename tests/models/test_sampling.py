@@ -489,6 +489,34 @@ def test_one_columns_chunk_masses_are_its_column_of_a_batchs():
   np.testing.assert_allclose(one[0], by_hand, rtol=1e-5)
 
 
+def test_projections_in_the_compute_dtype_are_the_same_model():
+  """float32 params computing in bfloat16 (the full recipe's mix), LoRA on two targets: the cast
+  params hold the projections and LoRA factors in bfloat16 and the rest in float32, and give the
+  same hidden states, bit for bit, and the same samples."""
+  config = configs.tiny(dtype="bfloat16", param_dtype="float32", lora_rank=4,
+                        lora_targets=("q", "down"))
+  params = transformer.with_adapters(config, transformer.init_params(
+      dataclasses.replace(config, lora_rank=0), jax.random.key(1)), jax.random.key(2))
+  params["layers"]["mlp"]["down_lora_b"] += 0.01  # B starts at 0: make the adapters count.
+  cast = transformer.projections_in_compute_dtype(config, params)
+  dtypes = {"/".join(str(getattr(k, "key", k)) for k in path): leaf.dtype
+            for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+  bf16 = {name for name, dtype in dtypes.items() if dtype == jnp.bfloat16}
+  assert bf16 == {f"layers/{module}/{name}" for name, (module, _) in transformer.PROJECTIONS.items()
+                  } | {f"layers/{m}/{t}{s}" for m, t in (("attn", "q"), ("mlp", "down"))
+                       for s in transformer.LORA_SUFFIXES}
+  tokens = jax.random.randint(jax.random.key(3), (2, 9), 1, config.vocab_size)
+  positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
+  hidden = [np.asarray(_compiled_apply(config, p, tokens, positions, return_hidden=True)[0])
+            for p in (params, cast)]
+  np.testing.assert_array_equal(hidden[0], hidden[1])
+  samples = [sampling.generate(config, p, tokens, jnp.full((2,), 9), jax.random.key(4),
+                               jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(0),
+                               jnp.asarray([-1]), max_response_len=6) for p in (params, cast)]
+  np.testing.assert_array_equal(samples[0].tokens, samples[1].tokens)
+  np.testing.assert_array_equal(samples[0].logprobs, samples[1].logprobs)
+
+
 # 300 tokens: chunks of 32 (the last one padded), unequal in mass and in shape.
 DRAW_LOGITS = np.random.default_rng(0).normal(size=300).astype(np.float32)
 DRAWS = 40_000
