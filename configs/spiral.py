@@ -3,7 +3,7 @@
 `--config=configs/spiral.py` is the paper's recipe (Qwen3-4B-Base, 400 steps, 128 turn-samples per
 step); `--config=configs/spiral.py:local` is the offline preset: Gemma 3 270M from its PyPI package
 on Kuhn Poker and TicTacToe against the random opponent, LoRA adapters trained, sized to show
-learning on a 2-core CPU in ~6-8 minutes and ~9 GB (README "Results").
+learning on a 2-core CPU in ~7 minutes and ~9 GB (README "Results").
 """
 
 import ml_collections
@@ -216,8 +216,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules={}))
 
   if arg == "local":
-    # bfloat16 compute on float32 params (the recipe's mix): the same evaluations as float32
-    # compute in 7:21 against 11:01 on a 2-core CPU (BENCHMARKS.md, sampler, stop 58).
+    # bfloat16 compute on float32 params (the recipe's mix): both seeds learn as with float32
+    # compute, in 7:21 against 11:01 on a 2-core CPU (BENCHMARKS.md, "bfloat16 compute").
     config.model.update(preset="gemma3_270m", path="gemma3_270m_package", dtype="bfloat16",
                         remat=False, chat_format="completion")
     # Kuhn Poker and TicTacToe: Simple Negotiation's ten turns of ~1,500-token prompts cost

@@ -477,7 +477,7 @@ def test_a_decode_step_reads_the_cached_keys_untransposed(num_kv_heads):
   assert not re.findall(rf"= bf16\[3,({num_kv_heads},)?48,{slots}\]", hlo)
 
 
-def test_one_columns_chunk_masses_are_its_column_of_a_batchs():
+def test_a_single_columns_chunk_masses_equal_its_masses_in_a_batch():
   """`_chunk_masses` of a single column (its own reduction, see there) equals that column's masses
   in a batch of several, and each chunk's logsumexp by hand (300 tokens: chunks of 32)."""
   logits_VB = jax.random.normal(jax.random.key(5), (300, 3)) * 4
@@ -502,9 +502,11 @@ def test_projections_in_the_compute_dtype_are_the_same_model():
   dtypes = {"/".join(str(getattr(k, "key", k)) for k in path): leaf.dtype
             for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
   bf16 = {name for name, dtype in dtypes.items() if dtype == jnp.bfloat16}
-  assert bf16 == {f"layers/{module}/{name}" for name, (module, _) in transformer.PROJECTIONS.items()
-                  } | {f"layers/{m}/{t}{s}" for m, t in (("attn", "q"), ("mlp", "down"))
-                       for s in transformer.LORA_SUFFIXES}
+  projections = {f"layers/{module}/{name}" for name, (module, _) in transformer.PROJECTIONS.items()}
+  adapters = {f"layers/{module}/{target}{suffix}"
+              for module, target in (("attn", "q"), ("mlp", "down"))
+              for suffix in transformer.LORA_SUFFIXES}
+  assert bf16 == projections | adapters
   tokens = jax.random.randint(jax.random.key(3), (2, 9), 1, config.vocab_size)
   positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
   hidden = [np.asarray(_compiled_apply(config, p, tokens, positions, return_hidden=True)[0])
