@@ -593,8 +593,8 @@ def int8_unembedding(config: ModelConfig, params) -> tuple[jax.Array, jax.Array]
 def int8_logits(config: ModelConfig, table, h_BD) -> jax.Array:
   """float32 [V, B] logits (`logits_vocab_major`'s layout) from `int8_unembedding`'s table through
   `_int8_dot`, soft-capped as `unembed`'s. What differs from `unembed` is the table's rounding
-  (for Gemma 3 270M within 3% of the largest |logit|). On a 2-core CPU the dot is 1.6-2.7x faster
-  than float32's for 1-8 rows, even at 16, slower at 32 (BENCHMARKS.md)."""
+  (for Gemma 3 270M within 3% of the largest |logit|). On a 2-core CPU the dot is 1.2x the
+  bfloat16 `logits_vocab_major`'s speed at 1 and 8 rows, 0.7x at 32 (BENCHMARKS.md, sampler)."""
   values_VD, scales_V = table
   logits = _int8_dot(h_BD, values_VD, w_in_axis=1) * scales_V
   return _soft_cap(logits.T, config.final_softcap)
