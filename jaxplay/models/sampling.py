@@ -13,6 +13,7 @@ ratio needs; a greedy row (temperature 0) reports log_softmax(logits).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -213,8 +214,7 @@ def sample(config: ModelConfig, params, prompt_BP, prompt_lengths_B, key, temper
     table = transformer.int8_unembedding(config, params)
     logits_of = lambda h_BD: transformer.int8_logits(config, table, h_BD)
   else:  # The float table, not `as_bits`' (see `transformer.logits_vocab_major`).
-    float_params = params
-    logits_of = lambda h_BD: transformer.logits_vocab_major(config, float_params, h_BD)
+    logits_of = functools.partial(transformer.logits_vocab_major, config, params)
   if int8_weights:
     params = transformer.int8_weights(params)
   params = transformer.as_bits(transformer.projections_in_compute_dtype(config, params))
