@@ -364,9 +364,13 @@ class Mlp(nn.Module):
     w_up = _param(self, "up", init, (E, F), ("embed", "mlp"), pdt)
     w_down = _param(self, "down", init, (F, E), ("mlp", "embed"), pdt)
     gate = _project(self, "gate", x_BTD, w_gate, "bte,ef->btf", ("embed",), ("mlp",))
-    act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
     up = _project(self, "up", x_BTD, w_up, "bte,ef->btf", ("embed",), ("mlp",))
-    return _project(self, "down", act * up, w_down, "btf,fe->bte", ("mlp",), ("embed",))
+    # In float32 whatever the compute dtype: XLA's CPU backend runs bfloat16 elementwise math op
+    # by op, rounding each, ~3x slower (BENCHMARKS.md, episode).
+    gate, up = gate.astype(jnp.float32), up.astype(jnp.float32)
+    act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+    return _project(self, "down", (act * up).astype(x_BTD.dtype), w_down, "btf,fe->bte",
+                    ("mlp",), ("embed",))
 
 
 class _Bits(NamedTuple):

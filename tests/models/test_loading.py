@@ -342,6 +342,20 @@ def test_the_down_projections_gradient_reads_its_saved_input_untransposed():
   assert not re.findall(r"= bf16\[176,(21|3,7)\]", hlo)
 
 
+@pytest.mark.parametrize("activation, op", [("gelu", "tanh"), ("silu", "exponential")])
+def test_the_mlp_activation_runs_in_float32(activation, op):
+  """In bfloat16 compute the MLP's activation and product take float32 (XLA's CPU backend runs
+  bfloat16 elementwise math op by op, ~3x slower, and rounds each step): the traced program
+  applies the nonlinearity to float32 [B, T, F] only. mlp_dim 176: a width no other array has."""
+  config = configs.tiny(dtype="bfloat16", mlp_dim=176, activation=activation)
+  params = transformer.init_params(config, jax.random.key(0))
+  tokens = np.ones((3, 7), np.int32)
+  apply = lambda p: transformer.apply(config, p, tokens, np.broadcast_to(np.arange(7), (3, 7)))
+  program = jax.jit(apply).lower(params).as_text()
+  widths = re.findall(rf"stablehlo\.{op} .*tensor<3x7x176x(\w+)>", program)
+  assert widths and set(widths) == {"f32"}, widths
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_projection_dots_round_a_float32_sum_to_their_dtype(dtype):
   """`transformer.dot` (which takes XLA's fast bfloat16 kernels on CPU) returns the input dtype,
