@@ -351,6 +351,17 @@ class Attention(nn.Module):
     return _project(self, "o", out, wo, "bthd,hde->bte", ("heads", "head_dim"), ("embed",)), kv
 
 
+@functools.partial(jax.checkpoint, static_argnums=(2,))
+def _gated(gate, up, activation: str):
+  """activation(gate) * up in gate's dtype, computed in float32: XLA's CPU backend runs bfloat16
+  elementwise math op by op, rounding each, ~3x slower (BENCHMARKS.md, episode). A gradient
+  saves only gate and up and recomputes the float32 intermediates, which would double the
+  memory a bfloat16 train step holds for them."""
+  gate, up_f32 = gate.astype(jnp.float32), up.astype(jnp.float32)
+  act = jax.nn.silu(gate) if activation == "silu" else jax.nn.gelu(gate, approximate=True)
+  return (act * up_f32).astype(up.dtype)
+
+
 class Mlp(nn.Module):
   config: ModelConfig
 
@@ -365,11 +376,7 @@ class Mlp(nn.Module):
     w_down = _param(self, "down", init, (F, E), ("mlp", "embed"), pdt)
     gate = _project(self, "gate", x_BTD, w_gate, "bte,ef->btf", ("embed",), ("mlp",))
     up = _project(self, "up", x_BTD, w_up, "bte,ef->btf", ("embed",), ("mlp",))
-    # In float32 whatever the compute dtype: XLA's CPU backend runs bfloat16 elementwise math op
-    # by op, rounding each, ~3x slower (BENCHMARKS.md, episode).
-    gate, up = gate.astype(jnp.float32), up.astype(jnp.float32)
-    act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
-    return _project(self, "down", (act * up).astype(x_BTD.dtype), w_down, "btf,fe->bte",
+    return _project(self, "down", _gated(gate, up, cfg.activation), w_down, "btf,fe->bte",
                     ("mlp",), ("embed",))
 
 
