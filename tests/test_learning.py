@@ -137,8 +137,8 @@ def test_the_main_command_learns_both_games(tmp_path):
   process at XLA's default optimisation (not the suite's level 0) and a fresh compilation cache.
   In both games the step-12 win rate vs random rises above the step-0 95% interval and the
   invalid rate falls. Measured 2026-12-07 (Intel Xeon, alone): Kuhn Poker 0.19 [0.11, 0.30] ->
-  0.56 [0.44, 0.68], TicTacToe 0.00 [0.00, 0.11] -> 0.62 [0.45, 0.77], invalid 0.27 / 0.33 ->
-  0.00; 7.4 min, 8.9 GB peak RSS (this test: 8.0 min, 9.0 GB)."""
+  0.56 [0.44, 0.68], TicTacToe 0.00 [0.00, 0.11] -> 0.62 [0.45, 0.77], invalid 0.26 / 0.33 ->
+  0.00; the command 6.3 min and 8.1 GB peak RSS, this test 8.0 min and 9.0 GB (stop 58's code)."""
   flags = os.environ.get("XLA_FLAGS", "").replace(conftest.BACKEND_OPTIMIZATION_FLAG, "")
   workdir = tmp_path / "run"
   command = [sys.executable, "-m", "jaxplay.main", "--config=configs/spiral.py:local",
@@ -149,7 +149,7 @@ def test_the_main_command_learns_both_games(tmp_path):
   evaluations = _evaluations(workdir)
   before, after = evaluations[0], evaluations[max(evaluations)]
   assert max(evaluations) == spiral.get_config("local").train.steps
-  for game in ("kuhn_poker", "tic_tac_toe"):
+  for game in ("kuhn_poker", "tic_tac_toe"):  # Both games' figures first, then the checks.
     key = f"eval/{game}/random/"
     print(f"{game}: win {before[key + 'win_rate']:.2f} [{before[key + 'win_rate_low']:.2f}, "
           f"{before[key + 'win_rate_high']:.2f}] -> {after[key + 'win_rate']:.2f} "

@@ -353,13 +353,13 @@ class Attention(nn.Module):
 
 @functools.partial(jax.checkpoint, static_argnums=(2,))
 def _gated(gate, up, activation: str):
-  """activation(gate) * up in gate's dtype, computed in float32: XLA's CPU backend runs bfloat16
-  elementwise math op by op, rounding each, ~3x slower (BENCHMARKS.md, episode). A gradient
-  holds only gate and up and recomputes the float32 steps (held, they took the local preset's
-  train step from 3.80 to 6.12 GiB of temporaries)."""
-  gate, up_f32 = gate.astype(jnp.float32), up.astype(jnp.float32)
-  act = jax.nn.silu(gate) if activation == "silu" else jax.nn.gelu(gate, approximate=True)
-  return (act * up_f32).astype(up.dtype)
+  """activation(gate) * up [B, T, F] in gate's dtype, computed in float32: XLA's CPU backend runs
+  bfloat16 elementwise math op by op, rounding each, ~3x slower (BENCHMARKS.md, episode). A
+  gradient holds only gate and up and recomputes the float32 steps (held, they took the local
+  preset's train step from 3.80 to 6.12 GiB of temporaries)."""
+  gate32, up32 = gate.astype(jnp.float32), up.astype(jnp.float32)
+  act = jax.nn.silu(gate32) if activation == "silu" else jax.nn.gelu(gate32, approximate=True)
+  return (act * up32).astype(gate.dtype)
 
 
 class Mlp(nn.Module):
