@@ -138,7 +138,7 @@ def test_the_main_command_learns_both_games(tmp_path):
   In both games the step-12 win rate vs random rises above the step-0 95% interval and the
   invalid rate falls. Measured 2026-12-07 (Intel Xeon, alone): Kuhn Poker 0.19 [0.11, 0.30] ->
   0.56 [0.44, 0.68], TicTacToe 0.00 [0.00, 0.11] -> 0.62 [0.45, 0.77], invalid 0.26 / 0.33 ->
-  0.00; the command 6.3 min and 8.1 GB peak RSS, this test 8.0 min and 9.0 GB (stop 58's code)."""
+  0.00; the command 6.3 min and 8.1 GB peak RSS, this test 6.1 min and 8.0 GB."""
   flags = os.environ.get("XLA_FLAGS", "").replace(conftest.BACKEND_OPTIMIZATION_FLAG, "")
   workdir = tmp_path / "run"
   command = [sys.executable, "-m", "jaxplay.main", "--config=configs/spiral.py:local",
