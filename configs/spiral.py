@@ -3,7 +3,7 @@
 `--config=configs/spiral.py` is the paper's recipe (Qwen3-4B-Base, 400 steps, 128 turn-samples per
 step); `--config=configs/spiral.py:local` is the offline preset: Gemma 3 270M from its PyPI package
 on Kuhn Poker and TicTacToe against the random opponent, LoRA adapters trained, sized to show
-learning on a 2-core CPU in ~7 minutes and ~9 GB (README "Results").
+learning on a 2-core CPU in ~6 minutes and ~8 GB (README "Results").
 """
 
 import ml_collections
